@@ -1,0 +1,181 @@
+//! Storage: one [`Store`] trait, implemented for SQLite (the embedded
+//! default) and PostgreSQL (TimescaleDB when the extension is available).
+//! Each backend has its own versioned migrations under `migrations/`.
+//! Business rules live in `plantops-core`; this crate only stores and fetches.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use plantops_core::{Device, DeviceStatus, Plant, Reading};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// The outcome of registering a MAC address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    Created(Device),
+    /// The MAC was registered before; its device is returned unchanged.
+    Existing(Device),
+}
+
+/// The login data of a device's broker account.
+#[derive(Debug, Clone)]
+pub struct DeviceCredentials {
+    pub device_id: Uuid,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct Aggregate {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    /// Start of the bucket.
+    pub time: DateTime<Utc>,
+    pub count: u64,
+    pub soil_moisture: Option<Aggregate>,
+    pub temperature: Option<Aggregate>,
+    pub humidity: Option<Aggregate>,
+    pub light_level: Option<Aggregate>,
+}
+
+/// When a device was last heard from (a batch keeps the latest per device).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Presence {
+    pub device_id: Uuid,
+    pub seen_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations; harmless when run twice or concurrently.
+    async fn migrate(&self) -> Result<()>;
+    /// Whether every migration this build knows is applied.
+    async fn is_migrated(&self) -> Result<bool>;
+    async fn ping(&self) -> Result<()>;
+
+    async fn insert_plant(&self, plant: &Plant) -> Result<()>;
+    async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)>;
+    async fn get_plant(&self, id: Uuid) -> Result<Option<Plant>>;
+    /// Replaces the stored plant's fields; false when it does not exist.
+    async fn update_plant(&self, plant: &Plant) -> Result<bool>;
+    /// Deletes a plant and unassigns its devices; readings stay.
+    async fn delete_plant(&self, id: Uuid) -> Result<bool>;
+
+    /// Stores `device` unless its MAC address is already registered.
+    async fn register_device(&self, device: &Device, password_hash: &str)
+        -> Result<Registration>;
+    async fn list_devices(
+        &self,
+        page: Page,
+        status: Option<DeviceStatus>,
+    ) -> Result<(Vec<Device>, u64)>;
+    async fn get_device(&self, id: Uuid) -> Result<Option<Device>>;
+    async fn plant_devices(&self, plant_id: Uuid) -> Result<Vec<Device>>;
+    /// Number of devices assigned to each of `plant_ids` (absent = none).
+    async fn device_counts(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, u64>>;
+    async fn device_credentials(&self, mqtt_username: &str) -> Result<Option<DeviceCredentials>>;
+    async fn set_device_password(&self, id: Uuid, password_hash: &str) -> Result<bool>;
+    async fn delete_device(&self, id: Uuid) -> Result<bool>;
+    /// Points the device at a plant (or none); false when the device or
+    /// the plant does not exist.
+    async fn assign_device(&self, id: Uuid, plant_id: Option<Uuid>) -> Result<bool>;
+    /// The plant each existing device among `ids` serves now.
+    async fn device_plants(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>>;
+    async fn set_devices_status(&self, ids: &[Uuid], status: DeviceStatus) -> Result<()>;
+
+    /// Stores readings (a duplicate (device, time) is skipped) and marks the
+    /// devices seen, in one transaction. Returns the number of new rows.
+    async fn commit_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64>;
+    async fn latest_device_reading(&self, device_id: Uuid) -> Result<Option<Reading>>;
+    async fn latest_plant_readings(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>>;
+    /// Readings of a plant since `since`, newest first.
+    async fn plant_history(
+        &self,
+        plant_id: Uuid,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Reading>>;
+    /// Min/avg/max per bucket of `bucket_seconds` in `[from, to)`, oldest first.
+    async fn plant_series(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<SeriesPoint>>;
+    async fn count_readings(&self) -> Result<u64>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect(url: &str) -> Result<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl(
+            "expected postgres://… or sqlite://…".into(),
+        ))
+    }
+}
+
+fn parse_status(raw: &str) -> Result<DeviceStatus> {
+    DeviceStatus::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("device status {raw:?}")))
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}

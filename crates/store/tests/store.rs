@@ -1,0 +1,363 @@
+//! One suite, run against SQLite and against the real PostgreSQL server.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
+use plantops_store::{DynStore, Page, Presence, Registration};
+use plantops_testkit::TestDb;
+use uuid::Uuid;
+
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = plantops_testkit::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = plantops_testkit::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+    };
+}
+
+for_each_backend!(
+    migrations_are_recorded_and_harmless_twice,
+    concurrent_migrations_apply_once,
+    plants_round_trip_and_list_newest_first,
+    deleting_a_plant_unassigns_devices_and_keeps_readings,
+    registration_is_unique_per_mac,
+    device_credentials_and_password_rotation,
+    assignment_needs_an_existing_plant,
+    devices_filter_by_status_and_paginate,
+    batches_are_idempotent_and_mark_devices_seen,
+    history_is_newest_first_and_bounded,
+    series_aggregates_per_bucket,
+);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn plant(name: &str, created_at: DateTime<Utc>) -> Plant {
+    Plant {
+        id: Uuid::new_v4(),
+        name: name.to_string(),
+        species: Some("Ficus".into()),
+        thresholds: Some(Thresholds {
+            soil_moisture: Some(Bounds {
+                min: Some(20.0),
+                max: Some(80.0),
+            }),
+            ..Default::default()
+        }),
+        alert_cooldown_minutes: 30,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn device(mac: &str, created_at: DateTime<Utc>) -> Device {
+    Device {
+        id: Uuid::new_v4(),
+        mac_address: mac.to_string(),
+        mqtt_username: format!("device_{}", &Uuid::new_v4().simple().to_string()[..8]),
+        plant_id: None,
+        status: DeviceStatus::Provisioning,
+        firmware_version: Some("1.2.3".into()),
+        sensor_types: Some(vec!["soil_moisture".into(), "temperature".into()]),
+        last_seen_at: None,
+        created_at,
+    }
+}
+
+async fn registered(store: &DynStore, mac: &str) -> Device {
+    match store.register_device(&device(mac, t0()), "hash").await.unwrap() {
+        Registration::Created(d) => d,
+        Registration::Existing(_) => panic!("{mac} already registered"),
+    }
+}
+
+fn reading(device_id: Uuid, plant_id: Option<Uuid>, time: DateTime<Utc>, soil: f64) -> Reading {
+    Reading {
+        time,
+        device_id,
+        plant_id,
+        values: Measurements {
+            soil_moisture: Some(soil),
+            temperature: Some(20.0),
+            ..Default::default()
+        },
+    }
+}
+
+async fn migrations_are_recorded_and_harmless_twice(db: &TestDb) {
+    let store = plantops_store::connect(db.url()).await.unwrap();
+    assert!(!store.is_migrated().await.unwrap());
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.is_migrated().await.unwrap());
+}
+
+async fn concurrent_migrations_apply_once(db: &TestDb) {
+    let a = plantops_store::connect(db.url()).await.unwrap();
+    let b = plantops_store::connect(db.url()).await.unwrap();
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    // SQLite serialises the two through its write lock; the loser may see
+    // the winner's work and fail cleanly, never corrupt the schema.
+    if a.backend() == plantops_store::Backend::Postgres {
+        ra.unwrap();
+        rb.unwrap();
+    }
+    a.migrate().await.unwrap();
+    assert!(b.is_migrated().await.unwrap());
+    a.insert_plant(&plant("after", t0())).await.unwrap();
+}
+
+async fn plants_round_trip_and_list_newest_first(db: &TestDb) {
+    let store = db.store().await;
+    let older = plant("Older", t0());
+    let newer = plant("Newer", t0() + Duration::minutes(1));
+    store.insert_plant(&older).await.unwrap();
+    store.insert_plant(&newer).await.unwrap();
+
+    assert_eq!(store.get_plant(older.id).await.unwrap(), Some(older.clone()));
+    let (plants, total) = store
+        .list_plants(Page {
+            limit: 1,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!((plants, total), (vec![newer.clone()], 2));
+    let (plants, _) = store
+        .list_plants(Page {
+            limit: 10,
+            offset: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(plants, vec![older.clone()]);
+
+    let mut changed = older.clone();
+    changed.name = "Renamed".into();
+    changed.thresholds = None;
+    changed.updated_at = t0() + Duration::hours(1);
+    assert!(store.update_plant(&changed).await.unwrap());
+    assert_eq!(store.get_plant(older.id).await.unwrap(), Some(changed));
+    assert!(!store.update_plant(&plant("ghost", t0())).await.unwrap());
+    assert_eq!(store.get_plant(Uuid::new_v4()).await.unwrap(), None);
+}
+
+async fn deleting_a_plant_unassigns_devices_and_keeps_readings(db: &TestDb) {
+    let store = db.store().await;
+    let p = plant("Basil", t0());
+    store.insert_plant(&p).await.unwrap();
+    let d = registered(&store, "aa:bb:cc:dd:ee:01").await;
+    assert!(store.assign_device(d.id, Some(p.id)).await.unwrap());
+    store
+        .commit_batch(&[reading(d.id, Some(p.id), t0(), 40.0)], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_counts(&[p.id]).await.unwrap().get(&p.id),
+        Some(&1)
+    );
+
+    assert!(store.delete_plant(p.id).await.unwrap());
+    assert!(!store.delete_plant(p.id).await.unwrap());
+    assert_eq!(store.get_device(d.id).await.unwrap().unwrap().plant_id, None);
+    assert_eq!(store.count_readings().await.unwrap(), 1);
+}
+
+async fn registration_is_unique_per_mac(db: &TestDb) {
+    let store = db.store().await;
+    let first = registered(&store, "aa:bb:cc:dd:ee:02").await;
+    let again = device("aa:bb:cc:dd:ee:02", t0() + Duration::minutes(5));
+    match store.register_device(&again, "other").await.unwrap() {
+        Registration::Existing(existing) => assert_eq!(existing, first),
+        Registration::Created(_) => panic!("MAC registered twice"),
+    }
+    let (devices, total) = store
+        .list_devices(
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((devices, total), (vec![first], 1));
+}
+
+async fn device_credentials_and_password_rotation(db: &TestDb) {
+    let store = db.store().await;
+    let d = registered(&store, "aa:bb:cc:dd:ee:03").await;
+    let creds = store
+        .device_credentials(&d.mqtt_username)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((creds.device_id, creds.password_hash.as_str()), (d.id, "hash"));
+    assert!(store.set_device_password(d.id, "new").await.unwrap());
+    let creds = store
+        .device_credentials(&d.mqtt_username)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(creds.password_hash, "new");
+    assert!(store.delete_device(d.id).await.unwrap());
+    assert!(store
+        .device_credentials(&d.mqtt_username)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store.delete_device(d.id).await.unwrap());
+}
+
+async fn assignment_needs_an_existing_plant(db: &TestDb) {
+    let store = db.store().await;
+    let d = registered(&store, "aa:bb:cc:dd:ee:04").await;
+    assert!(!store.assign_device(d.id, Some(Uuid::new_v4())).await.unwrap());
+    assert!(!store.assign_device(Uuid::new_v4(), None).await.unwrap());
+    let p = plant("Mint", t0());
+    store.insert_plant(&p).await.unwrap();
+    assert!(store.assign_device(d.id, Some(p.id)).await.unwrap());
+    assert_eq!(store.plant_devices(p.id).await.unwrap().len(), 1);
+    let map = store.device_plants(&[d.id, Uuid::new_v4()]).await.unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(map[&d.id], Some(p.id));
+    assert!(store.assign_device(d.id, None).await.unwrap());
+    assert!(store.plant_devices(p.id).await.unwrap().is_empty());
+}
+
+async fn devices_filter_by_status_and_paginate(db: &TestDb) {
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let d = device(&format!("aa:bb:cc:dd:ee:1{i}"), t0() + Duration::minutes(i));
+        store.register_device(&d, "h").await.unwrap();
+        ids.push(d.id);
+    }
+    store
+        .set_devices_status(&ids[..2], DeviceStatus::Offline)
+        .await
+        .unwrap();
+    let page = Page {
+        limit: 100,
+        offset: 0,
+    };
+    let (offline, total) = store
+        .list_devices(page, Some(DeviceStatus::Offline))
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        offline.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    let (page2, total) = store
+        .list_devices(
+            Page {
+                limit: 2,
+                offset: 2,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        page2.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+}
+
+async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
+    let store = db.store().await;
+    let d = registered(&store, "aa:bb:cc:dd:ee:05").await;
+    let batch: Vec<_> = (0..3)
+        .map(|i| reading(d.id, None, t0() + Duration::seconds(i), 30.0 + i as f64))
+        .collect();
+    let seen = [Presence {
+        device_id: d.id,
+        seen_at: t0() + Duration::seconds(2),
+    }];
+    assert_eq!(store.commit_batch(&batch, &seen).await.unwrap(), 3);
+    assert_eq!(store.commit_batch(&batch, &seen).await.unwrap(), 0);
+    assert_eq!(store.count_readings().await.unwrap(), 3);
+
+    let stored = store.get_device(d.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, DeviceStatus::Online);
+    assert_eq!(stored.last_seen_at, Some(t0() + Duration::seconds(2)));
+    // An older presence never moves last_seen back.
+    let older = [Presence {
+        device_id: d.id,
+        seen_at: t0(),
+    }];
+    store.commit_batch(&[], &older).await.unwrap();
+    let stored = store.get_device(d.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_seen_at, Some(t0() + Duration::seconds(2)));
+
+    let latest = store.latest_device_reading(d.id).await.unwrap().unwrap();
+    assert_eq!(latest, batch[2]);
+    assert!(store
+        .latest_device_reading(Uuid::new_v4())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn history_is_newest_first_and_bounded(db: &TestDb) {
+    let store = db.store().await;
+    let p = plant("Aloe", t0());
+    store.insert_plant(&p).await.unwrap();
+    let d = Uuid::new_v4();
+    let batch: Vec<_> = (0..10)
+        .map(|i| reading(d, Some(p.id), t0() + Duration::minutes(i), i as f64))
+        .collect();
+    store.commit_batch(&batch, &[]).await.unwrap();
+
+    let history = store
+        .plant_history(p.id, t0() + Duration::minutes(5), 3)
+        .await
+        .unwrap();
+    let soil: Vec<_> = history.iter().map(|r| r.values.soil_moisture).collect();
+    assert_eq!(soil, vec![Some(9.0), Some(8.0), Some(7.0)]);
+    let all = store.plant_history(p.id, t0(), 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    let latest = store.latest_plant_readings(&[p.id, Uuid::new_v4()]).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[&p.id], batch[9]);
+}
+
+async fn series_aggregates_per_bucket(db: &TestDb) {
+    let store = db.store().await;
+    let p = Uuid::new_v4();
+    let d = Uuid::new_v4();
+    // Two buckets of 5 minutes: soil 0..4 then 5..9.
+    let batch: Vec<_> = (0..10)
+        .map(|i| reading(d, Some(p), t0() + Duration::minutes(i), i as f64))
+        .collect();
+    store.commit_batch(&batch, &[]).await.unwrap();
+    let points = store
+        .plant_series(p, t0(), t0() + Duration::minutes(10), 300)
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].time, t0());
+    assert_eq!(points[1].time, t0() + Duration::minutes(5));
+    assert_eq!(points[0].count, 5);
+    let soil = points[1].soil_moisture.unwrap();
+    assert_eq!((soil.min, soil.avg, soil.max), (5.0, 7.0, 9.0));
+    assert!(points[0].humidity.is_none());
+    let temp = points[0].temperature.unwrap();
+    assert_eq!(temp.avg, 20.0);
+}

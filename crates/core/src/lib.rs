@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod device;
+pub mod event;
 pub mod metric;
 pub mod plant;
 pub mod reading;

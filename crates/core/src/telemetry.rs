@@ -162,7 +162,10 @@ mod tests {
     fn timestamps_in_seconds_millis_and_without_zone() {
         let expected = Utc.with_ymd_and_hms(2026, 6, 1, 11, 0, 0).unwrap();
         for payload in [
-            format!(r#"{{"temperature":1,"timestamp":{}}}"#, expected.timestamp()),
+            format!(
+                r#"{{"temperature":1,"timestamp":{}}}"#,
+                expected.timestamp()
+            ),
             format!(
                 r#"{{"temperature":1,"timestamp":{}}}"#,
                 expected.timestamp_millis()
@@ -184,7 +187,11 @@ mod tests {
             r#"{"temperature":1,"timestamp":"yesterday"}"#,
             r#"{"temperature":1,"timestamp":1e300}"#,
         ] {
-            assert_eq!(parse(payload.as_bytes(), now()).unwrap().time, now(), "{payload}");
+            assert_eq!(
+                parse(payload.as_bytes(), now()).unwrap().time,
+                now(),
+                "{payload}"
+            );
         }
     }
 

@@ -1,0 +1,58 @@
+//! The PlantOps HTTP API (CONTRACT.md), its OpenAPI description, metrics,
+//! and the request observability around it.
+
+pub mod error;
+pub mod extract;
+pub mod observe;
+pub mod routes;
+pub mod state;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use state::{ApiConfig, AppState, BrokerEndpoint};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
+    servers((url = "/api")),
+    tags((name = "plants"), (name = "devices"), (name = "health"))
+)]
+struct ApiDoc;
+
+/// The `/api` routes and their OpenAPI description, built together so that
+/// no route can go undocumented.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(routes::plants::router())
+        .merge(routes::devices::router())
+        .split_for_parts()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = Json(openapi);
+    let prometheus = observe::prometheus();
+    let api = api.route("/openapi.json", get(move || async move { openapi.clone() }));
+    Router::new()
+        .nest("/api", api)
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    prometheus.render(),
+                )
+                    .into_response()
+            }),
+        )
+        .fallback(|| async { error::ApiError::NotFound("Not found").into_response() })
+        .layer(axum::middleware::from_fn(observe::observe))
+        .with_state(state)
+}

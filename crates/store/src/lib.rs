@@ -113,8 +113,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_plant(&self, id: Uuid) -> Result<bool>;
 
     /// Stores `device` unless its MAC address is already registered.
-    async fn register_device(&self, device: &Device, password_hash: &str)
-        -> Result<Registration>;
+    async fn register_device(&self, device: &Device, password_hash: &str) -> Result<Registration>;
     async fn list_devices(
         &self,
         page: Page,

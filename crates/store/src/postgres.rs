@@ -252,13 +252,15 @@ impl Store for PostgresStore {
     }
 
     async fn get_device(&self, id: Uuid) -> Result<Option<Device>> {
-        sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(device_from_row)
+        .transpose()
     }
 
     async fn plant_devices(&self, plant_id: Uuid) -> Result<Vec<Device>> {

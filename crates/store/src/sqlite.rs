@@ -160,9 +160,7 @@ impl Store for SqliteStore {
                 Err(sqlx::Error::Database(_)) => return Ok(false),
                 Err(e) => return Err(e.into()),
             };
-        Ok(MIGRATOR
-            .iter()
-            .all(|m| applied.contains(&m.version)))
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -188,11 +186,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)> {
-        let rows = sqlx::query("SELECT * FROM plants ORDER BY created_at DESC, id LIMIT ? OFFSET ?")
-            .bind(i64::from(page.limit))
-            .bind(page.offset as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM plants ORDER BY created_at DESC, id LIMIT ? OFFSET ?")
+                .bind(i64::from(page.limit))
+                .bind(page.offset as i64)
+                .fetch_all(&self.pool)
+                .await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plants")
             .fetch_one(&self.pool)
             .await?;
@@ -290,13 +289,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_device(&self, id: Uuid) -> Result<Option<Device>> {
-        sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(device_from_row)
+        .transpose()
     }
 
     async fn plant_devices(&self, plant_id: Uuid) -> Result<Vec<Device>> {

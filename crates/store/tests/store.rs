@@ -78,7 +78,11 @@ fn device(mac: &str, created_at: DateTime<Utc>) -> Device {
 }
 
 async fn registered(store: &DynStore, mac: &str) -> Device {
-    match store.register_device(&device(mac, t0()), "hash").await.unwrap() {
+    match store
+        .register_device(&device(mac, t0()), "hash")
+        .await
+        .unwrap()
+    {
         Registration::Created(d) => d,
         Registration::Existing(_) => panic!("{mac} already registered"),
     }
@@ -127,7 +131,10 @@ async fn plants_round_trip_and_list_newest_first(db: &TestDb) {
     store.insert_plant(&older).await.unwrap();
     store.insert_plant(&newer).await.unwrap();
 
-    assert_eq!(store.get_plant(older.id).await.unwrap(), Some(older.clone()));
+    assert_eq!(
+        store.get_plant(older.id).await.unwrap(),
+        Some(older.clone())
+    );
     let (plants, total) = store
         .list_plants(Page {
             limit: 1,
@@ -172,7 +179,10 @@ async fn deleting_a_plant_unassigns_devices_and_keeps_readings(db: &TestDb) {
 
     assert!(store.delete_plant(p.id).await.unwrap());
     assert!(!store.delete_plant(p.id).await.unwrap());
-    assert_eq!(store.get_device(d.id).await.unwrap().unwrap().plant_id, None);
+    assert_eq!(
+        store.get_device(d.id).await.unwrap().unwrap().plant_id,
+        None
+    );
     assert_eq!(store.count_readings().await.unwrap(), 1);
 }
 
@@ -205,7 +215,10 @@ async fn device_credentials_and_password_rotation(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((creds.device_id, creds.password_hash.as_str()), (d.id, "hash"));
+    assert_eq!(
+        (creds.device_id, creds.password_hash.as_str()),
+        (d.id, "hash")
+    );
     assert!(store.set_device_password(d.id, "new").await.unwrap());
     let creds = store
         .device_credentials(&d.mqtt_username)
@@ -225,7 +238,10 @@ async fn device_credentials_and_password_rotation(db: &TestDb) {
 async fn assignment_needs_an_existing_plant(db: &TestDb) {
     let store = db.store().await;
     let d = registered(&store, "aa:bb:cc:dd:ee:04").await;
-    assert!(!store.assign_device(d.id, Some(Uuid::new_v4())).await.unwrap());
+    assert!(!store
+        .assign_device(d.id, Some(Uuid::new_v4()))
+        .await
+        .unwrap());
     assert!(!store.assign_device(Uuid::new_v4(), None).await.unwrap());
     let p = plant("Mint", t0());
     store.insert_plant(&p).await.unwrap();
@@ -333,7 +349,10 @@ async fn history_is_newest_first_and_bounded(db: &TestDb) {
     assert_eq!(soil, vec![Some(9.0), Some(8.0), Some(7.0)]);
     let all = store.plant_history(p.id, t0(), 100).await.unwrap();
     assert_eq!(all.len(), 10);
-    let latest = store.latest_plant_readings(&[p.id, Uuid::new_v4()]).await.unwrap();
+    let latest = store
+        .latest_plant_readings(&[p.id, Uuid::new_v4()])
+        .await
+        .unwrap();
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[&p.id], batch[9]);
 }

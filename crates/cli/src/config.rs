@@ -1,0 +1,212 @@
+//! Settings: each an environment variable (CONTRACT.md) and a flag. A
+//! malformed value stops start-up with one line naming the variable.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// A listener address that an empty value turns off.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// Parses `host:port`, or an empty value meaning "off".
+fn optional_addr(variable: &'static str) -> impl Fn(&str) -> Result<OptionalAddr, String> + Clone {
+    move |raw: &str| {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Ok(OptionalAddr(None));
+        }
+        raw.to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(|a| OptionalAddr(Some(a)))
+            .ok_or_else(|| {
+                format!("{variable} must be host:port (e.g. 0.0.0.0:1883), or empty to turn it off")
+            })
+    }
+}
+
+fn addr(variable: &'static str) -> impl Fn(&str) -> Result<SocketAddr, String> + Clone {
+    move |raw: &str| {
+        raw.trim()
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("{variable} must be host:port, e.g. 0.0.0.0:8000"))
+    }
+}
+
+fn whole_number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    variable: &'static str,
+    min: T,
+    max: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |raw: &str| match raw.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!(
+            "{variable} must be a whole number from {min} to {max}"
+        )),
+    }
+}
+
+fn boolean(variable: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone {
+    move |raw: &str| match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{variable} must be true or false")),
+    }
+}
+
+fn one_of(
+    variable: &'static str,
+    allowed: &'static [&'static str],
+) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw: &str| {
+        let value = raw.trim().to_ascii_lowercase();
+        if allowed.contains(&value.as_str()) {
+            Ok(value)
+        } else {
+            Err(format!("{variable} must be one of {}", allowed.join(", ")))
+        }
+    }
+}
+
+fn database_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.starts_with("postgres://")
+        || raw.starts_with("postgresql://")
+        || raw.starts_with("sqlite:")
+    {
+        Ok(raw.to_string())
+    } else {
+        Err("DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// Log level: trace, debug, info, warn or error.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info",
+        value_parser = one_of("LOG_LEVEL", &["trace", "debug", "info", "warn", "error"]))]
+    pub log_level: String,
+
+    /// Log format: `console` (readable) or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", default_value = "console",
+        value_parser = one_of("LOG_FORMAT", &["console", "json"]))]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Where PlantOps keeps its SQLite database, generated TLS material and keys.
+    #[arg(long, env = "PLANTOPS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://user:pass@host/db` selects PostgreSQL (TimescaleDB when
+    /// installed); `sqlite://path` or unset selects SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", value_parser = database_url, hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("plantops.db").display()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// HTTP listen address (API and web UI).
+    #[arg(long, env = "PLANTOPS_HTTP_ADDR", default_value = "0.0.0.0:8000",
+        value_parser = addr("PLANTOPS_HTTP_ADDR"))]
+    pub http_addr: SocketAddr,
+
+    /// Built-in broker's plain MQTT listener; empty turns it off.
+    #[arg(long, env = "PLANTOPS_MQTT_ADDR", default_value = "0.0.0.0:1883",
+        value_parser = optional_addr("PLANTOPS_MQTT_ADDR"))]
+    pub mqtt_addr: OptionalAddr,
+
+    /// Built-in broker's TLS listener; empty turns it off.
+    #[arg(long, env = "PLANTOPS_MQTTS_ADDR", default_value = "0.0.0.0:8883",
+        value_parser = optional_addr("PLANTOPS_MQTTS_ADDR"))]
+    pub mqtts_addr: OptionalAddr,
+
+    /// Broker server certificate (PEM); generated into the data directory when unset.
+    #[arg(long, env = "PLANTOPS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of PLANTOPS_TLS_CERT (PEM).
+    #[arg(long, env = "PLANTOPS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra names (comma-separated) the generated broker certificate covers,
+    /// besides localhost, 127.0.0.1 and the host name.
+    #[arg(long, env = "PLANTOPS_TLS_SANS", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// Broker host name handed to devices at registration; by default the
+    /// host the device used to reach this server.
+    #[arg(long, env = "PLANTOPS_MQTT_PUBLIC_HOST")]
+    pub mqtt_public_host: Option<String>,
+
+    /// Expected device heartbeat interval; a device is offline after 3 missed.
+    #[arg(long, env = "PLANTOPS_HEARTBEAT_INTERVAL_SECS", default_value = "60",
+        value_parser = whole_number::<u64>("PLANTOPS_HEARTBEAT_INTERVAL_SECS", 1, 86_400))]
+    pub heartbeat_interval_secs: u64,
+
+    #[command(flatten)]
+    pub external: ExternalBrokerSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// An external Mosquitto (production). Setting MQTT_HOST selects it.
+#[derive(Debug, Clone, Args)]
+pub struct ExternalBrokerSettings {
+    /// External broker host; when set, the built-in broker is not started.
+    #[arg(long, env = "MQTT_HOST")]
+    pub mqtt_host: Option<String>,
+
+    /// External broker plain port.
+    #[arg(long, env = "MQTT_PORT", default_value = "1883",
+        value_parser = whole_number::<u16>("MQTT_PORT", 1, 65535))]
+    pub mqtt_port: u16,
+
+    /// External broker TLS port.
+    #[arg(long, env = "MQTT_TLS_PORT", default_value = "8883",
+        value_parser = whole_number::<u16>("MQTT_TLS_PORT", 1, 65535))]
+    pub mqtt_tls_port: u16,
+
+    /// Connect to the external broker over TLS (MQTT_TLS_PORT).
+    #[arg(long, env = "MQTT_USE_TLS", default_value = "false", value_parser = boolean("MQTT_USE_TLS"))]
+    pub mqtt_use_tls: bool,
+
+    /// CA certificate (PEM) that signed the external broker's certificate.
+    #[arg(long, env = "MQTT_CA_CERT")]
+    pub mqtt_ca_cert: Option<PathBuf>,
+
+    /// The backend's own account on the external broker.
+    #[arg(
+        long,
+        env = "MQTT_BACKEND_USERNAME",
+        default_value = "plantops_backend"
+    )]
+    pub mqtt_backend_username: String,
+
+    #[arg(long, env = "MQTT_BACKEND_PASSWORD", hide_env_values = true)]
+    pub mqtt_backend_password: Option<String>,
+
+    /// Dynamic-security admin used to provision devices (default: the backend account).
+    #[arg(long, env = "MQTT_DYNSEC_USERNAME")]
+    pub mqtt_dynsec_username: Option<String>,
+
+    #[arg(long, env = "MQTT_DYNSEC_PASSWORD", hide_env_values = true)]
+    pub mqtt_dynsec_password: Option<String>,
+}

@@ -1,0 +1,33 @@
+//! Structured logs: readable by default, JSON lines with LOG_FORMAT=json.
+//! Span fields (request id, device id) appear on every line of their span.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogSettings;
+
+pub fn init(settings: &LogSettings) {
+    // Our crates log at the chosen level; chatty dependencies one step up.
+    let filter = EnvFilter::new(format!(
+        "warn,plantops={level},plantops_server={level},plantops_mqtt={level},plantops_store={level},mqtt5=warn,sqlx=warn",
+        level = settings.log_level
+    ));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if settings.log_format == "json" {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()
+    } else {
+        registry.with(fmt::layer().with_target(false)).try_init()
+    };
+    if let Err(error) = result {
+        eprintln!("logging already initialised: {error}");
+    }
+}

@@ -1,0 +1,201 @@
+//! `plantops serve` and `plantops migrate`: wiring of store, broker,
+//! ingestion, workers and the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
+use plantops_mqtt::ingest::{BatchConfig, Ingest};
+use plantops_mqtt::presence::PresenceTracker;
+use plantops_mqtt::{certs, Broker};
+use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
+use plantops_store::DynStore;
+use tokio::sync::broadcast;
+
+use crate::config::{DatabaseSettings, ServeSettings};
+
+/// Opens the store and applies migrations, retrying while the database is
+/// still starting (a compose stack starts everything at once).
+async fn open_store(settings: &DatabaseSettings) -> anyhow::Result<DynStore> {
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create PLANTOPS_DATA_DIR {}",
+                settings.data_dir.display()
+            )
+        })?;
+    }
+    let url = settings.url();
+    let mut delay = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let store = plantops_store::connect(&url).await?;
+            store.migrate().await?;
+            Ok::<_, plantops_store::StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => {
+                tracing::info!(backend = store.backend().name(), "database ready");
+                return Ok(store);
+            }
+            Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error).context("database unavailable (DATABASE_URL)"),
+        }
+    }
+}
+
+pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    open_store(settings).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+struct BrokerSetup {
+    broker: Arc<dyn Broker>,
+    endpoint: BrokerEndpoint,
+    ca_pem: Option<String>,
+}
+
+async fn start_builtin(
+    settings: &ServeSettings,
+    store: DynStore,
+    ingest: Ingest,
+) -> anyhow::Result<BrokerSetup> {
+    let tls = match settings.mqtts_addr.0 {
+        None => None,
+        Some(addr) => {
+            let (cert, key, ca) = match (&settings.tls_cert, &settings.tls_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+                _ => {
+                    let dir = settings.database.data_dir.join("tls");
+                    let files = certs::ensure(&dir, &certs::default_sans(&settings.tls_sans))
+                        .context("cannot prepare the broker's TLS certificate")?;
+                    (files.cert, files.key, Some(files.ca_cert))
+                }
+            };
+            Some((
+                TlsListener {
+                    listener: Listener {
+                        addr,
+                        setting: "PLANTOPS_MQTTS_ADDR",
+                    },
+                    cert,
+                    key,
+                },
+                ca,
+            ))
+        }
+    };
+    let ca_pem = match tls.as_ref().and_then(|(_, ca)| ca.as_ref()) {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = BuiltinConfig {
+        plain: settings.mqtt_addr.0.map(|addr| Listener {
+            addr,
+            setting: "PLANTOPS_MQTT_ADDR",
+        }),
+        tls: tls.map(|(listener, _)| listener),
+    };
+    let broker = BuiltinBroker::start(config, store, ingest).await?;
+    let endpoint = BrokerEndpoint {
+        public_host: settings.mqtt_public_host.clone(),
+        port: broker.plain_addr().map(|a| a.port()),
+        tls_port: broker.tls_addr().map(|a| a.port()),
+    };
+    Ok(BrokerSetup {
+        broker,
+        endpoint,
+        ca_pem,
+    })
+}
+
+pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
+    let store = open_store(&settings.database).await?;
+    let heartbeat = Duration::from_secs(settings.heartbeat_interval_secs);
+    let (events, _) = broadcast::channel(4096);
+    let presence = Arc::new(
+        PresenceTracker::load(heartbeat, &store)
+            .await
+            .context("cannot load device presence")?,
+    );
+    let (ingest, _batcher) = Ingest::start(
+        store.clone(),
+        events.clone(),
+        presence.clone(),
+        BatchConfig::default(),
+    );
+
+    let setup = if settings.external.mqtt_host.is_some() {
+        anyhow::bail!(
+            "MQTT_HOST is set, but the external broker link is not available in this build"
+        );
+    } else {
+        start_builtin(&settings, store.clone(), ingest.clone()).await?
+    };
+
+    let offline_tick = (heartbeat / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
+    let detector = tokio::spawn(presence.clone().run_offline_detector(
+        store.clone(),
+        events.clone(),
+        offline_tick,
+    ));
+
+    let state = AppState {
+        store,
+        broker: setup.broker,
+        events,
+        config: Arc::new(ApiConfig {
+            heartbeat_interval_secs: settings.heartbeat_interval_secs,
+            broker_endpoint: setup.endpoint,
+            broker_ca_pem: setup.ca_pem,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PLANTOPS_HTTP_ADDR)",
+                settings.http_addr
+            )
+        })?;
+    tracing::info!(addr = %settings.http_addr, "HTTP server listening");
+    axum::serve(listener, plantops_server::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    detector.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,195 @@
+//! TLS material for the broker: a private CA and server certificates signed
+//! by it, generated on first start so devices can verify the broker by
+//! trusting one CA file.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Paths of a CA and a server certificate issued by it.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca-key.pem";
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server-key.pem";
+/// The names the current server certificate covers, to notice a change.
+const SERVER_SANS: &str = "server.sans";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a file readable by its owner only (keys), or by all (certificates).
+fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+    std::fs::write(path, contents).map_err(io(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if private { 0o600 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    }
+    Ok(())
+}
+
+/// The default names: localhost, loopback addresses and this host's name.
+pub fn default_sans(extra: &[String]) -> Vec<String> {
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            sans.push(host.to_string());
+        }
+    }
+    for name in extra {
+        let name = name.trim();
+        if !name.is_empty() && !sans.iter().any(|s| s == name) {
+            sans.push(name.to_string());
+        }
+    }
+    sans
+}
+
+/// A new CA: (certificate PEM, key PEM).
+pub fn generate_ca(common_name: &str) -> Result<(String, String), CertError> {
+    let key = KeyPair::generate()?;
+    let cert = ca_params(common_name).self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name.push(DnType::OrganizationName, "PlantOps");
+    params.distinguished_name = name;
+    params.not_after = rcgen::date_time_ymd(2050, 1, 1);
+    params
+}
+
+/// Purpose of an issued certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Server,
+    Client,
+}
+
+/// Issues a certificate for `names` signed by the CA: (certificate PEM, key PEM).
+pub fn issue(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    names: &[String],
+    purpose: Purpose,
+) -> Result<(String, String), CertError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        names.first().map(String::as_str).unwrap_or("plantops"),
+    );
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![match purpose {
+        Purpose::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Purpose::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Makes sure `dir` holds a CA and a server certificate for `sans`,
+/// creating what is missing; a change of names reissues the server
+/// certificate from the same CA, so devices keep trusting it.
+pub fn ensure(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let files = TlsFiles {
+        ca_cert: dir.join(CA_CERT),
+        cert: dir.join(SERVER_CERT),
+        key: dir.join(SERVER_KEY),
+    };
+    let ca_key_path = dir.join(CA_KEY);
+    if !files.ca_cert.exists() || !ca_key_path.exists() {
+        let (cert, key) = generate_ca("PlantOps broker CA")?;
+        write(&ca_key_path, &key, true)?;
+        write(&files.ca_cert, &cert, false)?;
+        tracing::info!(path = %files.ca_cert.display(), "generated a broker CA; devices should trust this file");
+        let _ = std::fs::remove_file(&files.cert);
+    }
+    let sans_path = dir.join(SERVER_SANS);
+    let wanted = sans.join("\n");
+    let current = std::fs::read_to_string(&sans_path).unwrap_or_default();
+    if !files.cert.exists() || !files.key.exists() || current != wanted {
+        let ca_cert = std::fs::read_to_string(&files.ca_cert).map_err(io(&files.ca_cert))?;
+        let ca_key = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+        let (cert, key) = issue(&ca_cert, &ca_key, sans, Purpose::Server)?;
+        write(&files.key, &key, true)?;
+        write(&files.cert, &cert, false)?;
+        write(&sans_path, &wanted, false)?;
+        tracing::info!(names = %sans.join(", "), "issued the broker's server certificate");
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_material_is_reused_and_reissued_when_names_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = default_sans(&["plants.example".into()]);
+        assert!(sans.contains(&"plants.example".to_string()));
+        let first = ensure(dir.path(), &sans).unwrap();
+        let ca = std::fs::read_to_string(&first.ca_cert).unwrap();
+        let cert = std::fs::read_to_string(&first.cert).unwrap();
+        assert!(ca.contains("BEGIN CERTIFICATE"));
+
+        ensure(dir.path(), &sans).unwrap();
+        assert_eq!(std::fs::read_to_string(&first.cert).unwrap(), cert);
+
+        ensure(dir.path(), &default_sans(&["other.example".into()])).unwrap();
+        assert_ne!(std::fs::read_to_string(&first.cert).unwrap(), cert);
+        assert_eq!(std::fs::read_to_string(&first.ca_cert).unwrap(), ca);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CA_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

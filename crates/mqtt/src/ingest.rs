@@ -1,0 +1,406 @@
+//! Ingestion: parsed messages are batched (by size or a few milliseconds),
+//! written in one transaction, and only then acknowledged to their sender.
+//! The channel in front of the batcher is bounded, so a slow store slows the
+//! broker connections instead of growing memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use plantops_core::event::Event;
+use plantops_core::telemetry::{self, PayloadError, Telemetry};
+use plantops_core::topic::{self, TopicKind};
+use plantops_core::Reading;
+use plantops_store::{DynStore, Presence};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::presence::PresenceTracker;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Most messages in one transaction.
+    pub max_rows: usize,
+    /// How long the first message of a batch waits for company.
+    pub linger: Duration,
+    /// Messages queued in front of the batcher before senders wait.
+    pub queue: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 5000,
+            linger: Duration::from_millis(5),
+            queue: 20_000,
+        }
+    }
+}
+
+/// Why a message was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    TooLarge,
+    Malformed,
+    InvalidValue,
+    Empty,
+    UnknownDevice,
+    TopicMismatch,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::TooLarge,
+        DropReason::Malformed,
+        DropReason::InvalidValue,
+        DropReason::Empty,
+        DropReason::UnknownDevice,
+        DropReason::TopicMismatch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TooLarge => "too_large",
+            DropReason::Malformed => "malformed",
+            DropReason::InvalidValue => "invalid_value",
+            DropReason::Empty => "empty",
+            DropReason::UnknownDevice => "unknown_device",
+            DropReason::TopicMismatch => "topic_mismatch",
+        }
+    }
+
+    fn from_payload(error: &PayloadError) -> Self {
+        match error {
+            PayloadError::TooLarge(_) => DropReason::TooLarge,
+            PayloadError::NotAnObject => DropReason::Malformed,
+            PayloadError::NotANumber { .. } | PayloadError::OutOfRange { .. } => {
+                DropReason::InvalidValue
+            }
+            PayloadError::Empty => DropReason::Empty,
+        }
+    }
+}
+
+/// Counters for `/api/health`; `/metrics` gets the same through `metrics`.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    received: AtomicU64,
+    stored: AtomicU64,
+    dropped: [AtomicU64; 6],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestSnapshot {
+    pub received: u64,
+    pub stored: u64,
+    pub dropped: HashMap<&'static str, u64>,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            dropped: DropReason::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name(), self.dropped[i].load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+
+    fn count_drop(&self, reason: DropReason) {
+        let index = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.dropped[index].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("plantops_ingest_dropped_total", "reason" => reason.name()).increment(1);
+    }
+}
+
+/// Logs a device's dropped messages at most once a minute.
+#[derive(Default)]
+struct DropLog(Mutex<HashMap<String, Instant>>);
+
+impl DropLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn log(&self, device: &str, reason: DropReason, detail: &str) {
+        let now = Instant::now();
+        let Ok(mut last) = self.0.lock() else { return };
+        if last
+            .get(device)
+            .is_some_and(|at| now.duration_since(*at) < Self::EVERY)
+        {
+            return;
+        }
+        if last.len() > 100_000 {
+            last.retain(|_, at| now.duration_since(*at) < Self::EVERY);
+        }
+        last.insert(device.to_string(), now);
+        tracing::warn!(
+            device = device,
+            reason = reason.name(),
+            detail,
+            "message dropped (further drops of this device are not logged for a minute)"
+        );
+    }
+}
+
+struct Envelope {
+    device_id: Uuid,
+    /// `None` for a heartbeat: it only marks the device seen.
+    telemetry: Option<Telemetry>,
+    received_at: DateTime<Utc>,
+    /// Resolved once the message's batch is committed.
+    committed: Option<oneshot::Sender<()>>,
+}
+
+/// The ingestion front door, shared by every broker connection.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Envelope>,
+    stats: Arc<IngestStats>,
+    drops: Arc<DropLog>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed to the store (telemetry) or recorded (heartbeat).
+    Stored,
+    /// Refused for a reason counted in the stats; acknowledge and forget.
+    Dropped(DropReason),
+    /// Ingestion is shutting down: do not acknowledge.
+    ShuttingDown,
+}
+
+impl Ingest {
+    /// Starts the batcher. It runs until every `Ingest` clone is dropped.
+    pub fn start(
+        store: DynStore,
+        events: broadcast::Sender<Event>,
+        presence: Arc<PresenceTracker>,
+        config: BatchConfig,
+    ) -> (Ingest, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue);
+        let stats = Arc::new(IngestStats::default());
+        let batcher = Batcher {
+            store,
+            events,
+            presence,
+            config,
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(batcher.run(rx));
+        let ingest = Ingest {
+            tx,
+            stats,
+            drops: Arc::default(),
+        };
+        (ingest, task)
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// Handles one message from an authenticated device. With
+    /// `wait_for_commit` (QoS 1), returns only after the reading is durable.
+    pub async fn handle(
+        &self,
+        device_id: Uuid,
+        topic: &str,
+        payload: &[u8],
+        wait_for_commit: bool,
+    ) -> Outcome {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let received_at = plantops_core::now();
+        let kind = match topic::parse(topic) {
+            Some((named, kind)) if named == device_id.to_string() => kind,
+            _ => return self.drop(device_id, DropReason::TopicMismatch, topic),
+        };
+        metrics::counter!("plantops_ingest_messages_total", "kind" => match kind {
+            TopicKind::Telemetry => "telemetry",
+            TopicKind::Heartbeat => "heartbeat",
+        })
+        .increment(1);
+        let telemetry = match kind {
+            TopicKind::Heartbeat => None,
+            TopicKind::Telemetry => match telemetry::parse(payload, received_at) {
+                Ok(t) => Some(t),
+                Err(error) => {
+                    // The device is alive even when its payload is not.
+                    self.enqueue(device_id, None, received_at, false).await;
+                    return self.drop(
+                        device_id,
+                        DropReason::from_payload(&error),
+                        &error.to_string(),
+                    );
+                }
+            },
+        };
+        self.enqueue(device_id, telemetry, received_at, wait_for_commit)
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        device_id: Uuid,
+        telemetry: Option<Telemetry>,
+        received_at: DateTime<Utc>,
+        wait_for_commit: bool,
+    ) -> Outcome {
+        let (done, committed) = if wait_for_commit {
+            let (tx, rx) = oneshot::channel();
+            (Some(rx), Some(tx))
+        } else {
+            (None, None)
+        };
+        let envelope = Envelope {
+            device_id,
+            telemetry,
+            received_at,
+            committed,
+        };
+        if self.tx.send(envelope).await.is_err() {
+            return Outcome::ShuttingDown;
+        }
+        match done {
+            None => Outcome::Stored,
+            Some(done) => match done.await {
+                Ok(()) => Outcome::Stored,
+                Err(_) => Outcome::ShuttingDown,
+            },
+        }
+    }
+
+    fn drop(&self, device_id: Uuid, reason: DropReason, detail: &str) -> Outcome {
+        self.stats.count_drop(reason);
+        self.drops.log(&device_id.to_string(), reason, detail);
+        Outcome::Dropped(reason)
+    }
+}
+
+struct Batcher {
+    store: DynStore,
+    events: broadcast::Sender<Event>,
+    presence: Arc<PresenceTracker>,
+    config: BatchConfig,
+    stats: Arc<IngestStats>,
+}
+
+impl Batcher {
+    async fn run(self, mut rx: mpsc::Receiver<Envelope>) {
+        let mut batch = Vec::with_capacity(self.config.max_rows);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.config.linger;
+            while batch.len() < self.config.max_rows {
+                // Take what is already queued without waiting.
+                match rx.try_recv() {
+                    Ok(envelope) => {
+                        batch.push(envelope);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(envelope)) => batch.push(envelope),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.commit(&mut batch).await;
+        }
+    }
+
+    /// Writes one batch, retrying with backoff until the store takes it: a
+    /// message is acknowledged only once it is durable.
+    async fn commit(&self, batch: &mut Vec<Envelope>) {
+        let started = Instant::now();
+        let mut ids: Vec<Uuid> = batch.iter().map(|e| e.device_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut backoff = Duration::from_millis(50);
+        let (readings, seen, plants, unknown) = loop {
+            match self.prepare_and_commit(batch, &ids).await {
+                Ok(done) => break done,
+                Err(error) => {
+                    tracing::error!(%error, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch commit failed");
+                    metrics::counter!("plantops_ingest_commit_failures_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        for _ in 0..unknown {
+            self.stats.count_drop(DropReason::UnknownDevice);
+        }
+        self.stats
+            .stored
+            .fetch_add(readings.len() as u64, Ordering::Relaxed);
+        metrics::counter!("plantops_readings_committed_total").increment(readings.len() as u64);
+        metrics::histogram!("plantops_ingest_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for envelope in batch.drain(..) {
+            if let Some(done) = envelope.committed {
+                let _ = done.send(());
+            }
+        }
+        for change in self.presence.seen(&seen, &plants) {
+            let _ = self.events.send(Event::DeviceStatus(change));
+        }
+        for reading in readings {
+            let _ = self.events.send(Event::Reading(reading));
+        }
+    }
+
+    async fn prepare_and_commit(
+        &self,
+        batch: &[Envelope],
+        ids: &[Uuid],
+    ) -> plantops_store::Result<Committed> {
+        // Plant context as of now; a device deleted meanwhile stores nothing.
+        let plants = self.store.device_plants(ids).await?;
+        let mut readings = Vec::with_capacity(batch.len());
+        let mut last_seen: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        let mut unknown = 0;
+        for envelope in batch {
+            let Some(plant_id) = plants.get(&envelope.device_id) else {
+                unknown += 1;
+                continue;
+            };
+            let seen = last_seen
+                .entry(envelope.device_id)
+                .or_insert(envelope.received_at);
+            *seen = (*seen).max(envelope.received_at);
+            if let Some(t) = envelope.telemetry {
+                readings.push(Reading {
+                    time: t.time,
+                    device_id: envelope.device_id,
+                    plant_id: *plant_id,
+                    values: t.values,
+                });
+            }
+        }
+        let seen: Vec<Presence> = last_seen
+            .into_iter()
+            .map(|(device_id, seen_at)| Presence { device_id, seen_at })
+            .collect();
+        self.store.commit_batch(&readings, &seen).await?;
+        Ok((readings, seen, plants, unknown))
+    }
+}
+
+/// Readings written, devices seen, their plants, messages of unknown devices.
+type Committed = (
+    Vec<Reading>,
+    Vec<Presence>,
+    HashMap<Uuid, Option<Uuid>>,
+    usize,
+);

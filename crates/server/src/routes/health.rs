@@ -1,0 +1,138 @@
+//! `/api/health`, `/api/ready` and `/api/mqtt/ca`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(broker_ca))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Component {
+    /// `connected` or `disconnected`.
+    pub status: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Components {
+    pub database: Component,
+    pub mqtt: Component,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    pub timestamp: DateTime<Utc>,
+    pub version: String,
+    pub components: Components,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadyChecks {
+    pub database: bool,
+    pub mqtt: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    pub checks: ReadyChecks,
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the database answers and carries every migration.
+async fn database_check(state: &AppState) -> Result<(), String> {
+    let probe = async {
+        state.store.ping().await?;
+        state.store.is_migrated().await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err("migrations are not applied yet".into()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer within 2 s".into()),
+    }
+}
+
+fn component(up: bool, message: String) -> Component {
+    Component {
+        status: if up { "connected" } else { "disconnected" }.into(),
+        message,
+    }
+}
+
+/// Status of each component; always 200.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    let database = database_check(&state).await;
+    let link = state.broker.state();
+    let status = match (database.is_ok(), link.up) {
+        (true, true) => "healthy",
+        (false, _) => "unhealthy",
+        (true, false) => "degraded",
+    };
+    let backend = state.store.backend().name();
+    Json(Health {
+        status: status.into(),
+        timestamp: plantops_core::now(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        components: Components {
+            database: match database {
+                Ok(()) => component(true, format!("{backend} ok")),
+                Err(message) => component(false, format!("{backend}: {message}")),
+            },
+            mqtt: component(
+                link.up,
+                format!("{}: {}", state.broker.kind(), link.message),
+            ),
+        },
+    })
+}
+
+/// 200 when the database and the broker link are usable, 503 otherwise.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, body = Ready), (status = 503, body = Ready)))]
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let checks = ReadyChecks {
+        database: database_check(&state).await.is_ok(),
+        mqtt: state.broker.state().up,
+    };
+    let ready = checks.database && checks.mqtt;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Ready { ready, checks }))
+}
+
+/// The CA certificate (PEM) devices should trust for the broker's TLS port.
+#[utoipa::path(get, path = "/mqtt/ca", tag = "devices",
+    responses((status = 200, content_type = "application/x-pem-file", body = String),
+        (status = 404, body = Problem)))]
+async fn broker_ca(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let pem = state
+        .config
+        .broker_ca_pem
+        .clone()
+        .ok_or(ApiError::NotFound("The broker has no TLS CA configured"))?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
+}

@@ -1,0 +1,320 @@
+//! `/api/plants`: CRUD, devices of a plant, raw history and chart series.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use plantops_core::event::Event;
+use plantops_core::validation::Collector;
+use plantops_core::{Device, FieldError, NewPlant, Plant, PlantPatch, PlantStatus, Reading};
+use plantops_store::SeriesPoint;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::PageQuery;
+use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
+use crate::extract::{ApiJson, ApiQuery, IdPath};
+use crate::state::AppState;
+
+pub const PLANT_NOT_FOUND: &str = "Plant not found";
+pub const MAX_HISTORY_ROWS: u32 = 10_000;
+pub const MAX_HISTORY_HOURS: i64 = 720;
+pub const MAX_SERIES_POINTS: i64 = 2000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plants, create_plant))
+        .routes(routes!(get_plant, update_plant, delete_plant))
+        .routes(routes!(plant_devices))
+        .routes(routes!(plant_history))
+        .routes(routes!(plant_series))
+}
+
+/// A plant with what the dashboard needs to judge it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlantView {
+    #[serde(flatten)]
+    pub plant: Plant,
+    pub latest_telemetry: Option<Reading>,
+    pub device_count: u64,
+    pub status: PlantStatus,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlantList {
+    pub plants: Vec<PlantView>,
+    pub total: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+    pub total: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    pub records: Vec<Reading>,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Series {
+    pub plant_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bucket_seconds: i64,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// Offline when the newest reading is older than this many heartbeats.
+const STALE_HEARTBEATS: i64 = 3;
+
+fn status_of(plant: &Plant, latest: Option<&Reading>, heartbeat_secs: u64) -> PlantStatus {
+    let Some(latest) = latest else {
+        return PlantStatus::Unknown;
+    };
+    let stale =
+        Utc::now() - latest.time > Duration::seconds(STALE_HEARTBEATS * heartbeat_secs as i64);
+    if stale {
+        return PlantStatus::Offline;
+    }
+    plant
+        .thresholds
+        .map_or(PlantStatus::Healthy, |t| t.judge(&latest.values))
+}
+
+async fn views(state: &AppState, plants: Vec<Plant>) -> ApiResult<Vec<PlantView>> {
+    let ids: Vec<Uuid> = plants.iter().map(|p| p.id).collect();
+    let mut latest: HashMap<Uuid, Reading> = state.store.latest_plant_readings(&ids).await?;
+    let counts = state.store.device_counts(&ids).await?;
+    let heartbeat = state.config.heartbeat_interval_secs;
+    Ok(plants
+        .into_iter()
+        .map(|plant| {
+            let latest = latest.remove(&plant.id);
+            PlantView {
+                status: status_of(&plant, latest.as_ref(), heartbeat),
+                device_count: counts.get(&plant.id).copied().unwrap_or(0),
+                latest_telemetry: latest,
+                plant,
+            }
+        })
+        .collect())
+}
+
+pub async fn view(state: &AppState, plant: Plant) -> ApiResult<PlantView> {
+    let mut views = views(state, vec![plant]).await?;
+    views.pop().ok_or(ApiError::NotFound(PLANT_NOT_FOUND))
+}
+
+async fn find(state: &AppState, id: Uuid) -> ApiResult<Plant> {
+    state
+        .store
+        .get_plant(id)
+        .await?
+        .ok_or(ApiError::NotFound(PLANT_NOT_FOUND))
+}
+
+/// List plants, newest first, with latest reading, device count and status.
+#[utoipa::path(get, path = "/plants", tag = "plants", params(PageQuery),
+    responses((status = 200, body = PlantList), (status = 422, body = ValidationProblem)))]
+async fn list_plants(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PlantList>> {
+    let (plants, total) = state.store.list_plants(query.validated()?).await?;
+    Ok(Json(PlantList {
+        plants: views(&state, plants).await?,
+        total,
+    }))
+}
+
+/// Create a plant.
+#[utoipa::path(post, path = "/plants", tag = "plants", request_body = NewPlant,
+    responses((status = 201, body = PlantView), (status = 422, body = ValidationProblem)))]
+async fn create_plant(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewPlant>,
+) -> ApiResult<(StatusCode, Json<PlantView>)> {
+    new.validate()?;
+    let now = plantops_core::now();
+    let plant = Plant {
+        id: Uuid::new_v4(),
+        name: new.name.trim().to_string(),
+        species: plantops_core::plant::normalize_species(new.species.as_deref()),
+        thresholds: new.thresholds,
+        alert_cooldown_minutes: new
+            .alert_cooldown_minutes
+            .unwrap_or(plantops_core::plant::DEFAULT_ALERT_COOLDOWN_MINUTES),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_plant(&plant).await?;
+    tracing::info!(plant_id = %plant.id, "plant created");
+    state.publish(Event::PlantChanged {
+        plant_id: plant.id,
+        removed: false,
+    });
+    Ok((StatusCode::CREATED, Json(view(&state, plant).await?)))
+}
+
+/// Get one plant.
+#[utoipa::path(get, path = "/plants/{id}", tag = "plants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = PlantView), (status = 404, body = Problem)))]
+async fn get_plant(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<PlantView>> {
+    let plant = find(&state, id).await?;
+    Ok(Json(view(&state, plant).await?))
+}
+
+/// Update a plant partially; `thresholds`, when given, replaces the whole object.
+#[utoipa::path(put, path = "/plants/{id}", tag = "plants", params(("id" = Uuid, Path)),
+    request_body = PlantPatch,
+    responses((status = 200, body = PlantView), (status = 404, body = Problem),
+        (status = 422, body = ValidationProblem)))]
+async fn update_plant(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiJson(patch): ApiJson<PlantPatch>,
+) -> ApiResult<Json<PlantView>> {
+    patch.validate()?;
+    let mut plant = find(&state, id).await?;
+    patch.apply(&mut plant);
+    plant.updated_at = plantops_core::now();
+    if !state.store.update_plant(&plant).await? {
+        return Err(ApiError::NotFound(PLANT_NOT_FOUND));
+    }
+    tracing::info!(plant_id = %id, "plant updated");
+    state.publish(Event::PlantChanged {
+        plant_id: id,
+        removed: false,
+    });
+    Ok(Json(view(&state, plant).await?))
+}
+
+/// Delete a plant; its devices are unassigned, its readings kept.
+#[utoipa::path(delete, path = "/plants/{id}", tag = "plants", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_plant(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<StatusCode> {
+    if !state.store.delete_plant(id).await? {
+        return Err(ApiError::NotFound(PLANT_NOT_FOUND));
+    }
+    tracing::info!(plant_id = %id, "plant deleted");
+    state.publish(Event::PlantChanged {
+        plant_id: id,
+        removed: true,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Devices assigned to a plant.
+#[utoipa::path(get, path = "/plants/{id}/devices", tag = "plants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeviceList), (status = 404, body = Problem)))]
+async fn plant_devices(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<DeviceList>> {
+    find(&state, id).await?;
+    let devices = state.store.plant_devices(id).await?;
+    Ok(Json(DeviceList {
+        total: devices.len() as u64,
+        devices,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HoursQuery {
+    /// 1–720, default 24.
+    pub hours: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SeriesQuery {
+    /// 1–720, default 24.
+    pub hours: Option<i64>,
+    /// Most points to return, 2–2000, default 500.
+    pub points: Option<i64>,
+}
+
+fn hours(raw: Option<i64>, errors: &mut Collector) -> i64 {
+    let hours = raw.unwrap_or(24);
+    if !(1..=MAX_HISTORY_HOURS).contains(&hours) {
+        errors.push(FieldError::new(
+            &["query", "hours"],
+            format!("hours must be between 1 and {MAX_HISTORY_HOURS}"),
+            "value_error.number.range",
+        ));
+    }
+    hours
+}
+
+/// Raw readings of the last `hours`, newest first (at most 10,000).
+#[utoipa::path(get, path = "/plants/{id}/history", tag = "plants",
+    params(("id" = Uuid, Path), HoursQuery),
+    responses((status = 200, body = History), (status = 404, body = Problem),
+        (status = 422, body = ValidationProblem)))]
+async fn plant_history(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiQuery(query): ApiQuery<HoursQuery>,
+) -> ApiResult<Json<History>> {
+    let mut errors = Collector::default();
+    let hours = hours(query.hours, &mut errors);
+    errors.finish()?;
+    find(&state, id).await?;
+    let since = Utc::now() - Duration::hours(hours);
+    let records = state
+        .store
+        .plant_history(id, since, MAX_HISTORY_ROWS)
+        .await?;
+    Ok(Json(History {
+        count: records.len(),
+        records,
+    }))
+}
+
+/// Time-bucketed min/avg/max per metric, for charts.
+#[utoipa::path(get, path = "/plants/{id}/series", tag = "plants",
+    params(("id" = Uuid, Path), SeriesQuery),
+    responses((status = 200, body = Series), (status = 404, body = Problem),
+        (status = 422, body = ValidationProblem)))]
+async fn plant_series(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiQuery(query): ApiQuery<SeriesQuery>,
+) -> ApiResult<Json<Series>> {
+    let mut errors = Collector::default();
+    let hours = hours(query.hours, &mut errors);
+    let points = query.points.unwrap_or(500);
+    if !(2..=MAX_SERIES_POINTS).contains(&points) {
+        errors.push(FieldError::new(
+            &["query", "points"],
+            format!("points must be between 2 and {MAX_SERIES_POINTS}"),
+            "value_error.number.range",
+        ));
+    }
+    errors.finish()?;
+    find(&state, id).await?;
+    let to = plantops_core::now();
+    let from = to - Duration::hours(hours);
+    let bucket_seconds = plantops_core::series_bucket_seconds(hours * 3600, points as u32);
+    let points = state
+        .store
+        .plant_series(id, from, to, bucket_seconds)
+        .await?;
+    Ok(Json(Series {
+        plant_id: id,
+        from,
+        to,
+        bucket_seconds,
+        points,
+    }))
+}

@@ -1,0 +1,40 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use plantops_core::event::Event;
+use plantops_mqtt::Broker;
+use plantops_store::DynStore;
+use tokio::sync::broadcast;
+
+/// Where devices reach the broker; returned at registration.
+#[derive(Debug, Clone)]
+pub struct BrokerEndpoint {
+    /// Host name devices use; `None` = the host the device used for HTTP.
+    pub public_host: Option<String>,
+    pub port: Option<u16>,
+    pub tls_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub heartbeat_interval_secs: u64,
+    pub broker_endpoint: BrokerEndpoint,
+    /// PEM of the CA devices should trust, when the broker has TLS.
+    pub broker_ca_pem: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub broker: Arc<dyn Broker>,
+    pub events: broadcast::Sender<Event>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    /// Tells live listeners; nobody listening is fine.
+    pub fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}

@@ -154,6 +154,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         store,
         broker: setup.broker,
         events,
+        ingest: ingest.stats(),
         config: Arc::new(ApiConfig {
             heartbeat_interval_secs: settings.heartbeat_interval_secs,
             broker_endpoint: setup.endpoint,

@@ -37,6 +37,13 @@ pub fn series_bucket_seconds(range_secs: i64, max_points: u32) -> i64 {
         .unwrap_or(needed)
 }
 
+/// The current time at the millisecond precision every store keeps, so a
+/// value read back equals the value written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(3)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -55,11 +62,4 @@ mod tests {
         }
         assert_eq!(super::series_bucket_seconds(24 * 3600, 500), 300);
     }
-}
-
-/// The current time at the millisecond precision every store keeps, so a
-/// value read back equals the value written.
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    use chrono::SubsecRound;
-    chrono::Utc::now().trunc_subsecs(3)
 }

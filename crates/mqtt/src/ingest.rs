@@ -24,7 +24,9 @@ use crate::presence::PresenceTracker;
 pub struct BatchConfig {
     /// Most messages in one transaction.
     pub max_rows: usize,
-    /// How long the first message of a batch waits for company.
+    /// How long the first message of a batch waits for company. Zero is
+    /// group commit: a batch is whatever queued up during the previous
+    /// commit, so latency stays low when idle and batches grow under load.
     pub linger: Duration,
     /// Messages queued in front of the batcher before senders wait.
     pub queue: usize,
@@ -34,7 +36,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_rows: 5000,
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             queue: 20_000,
         }
     }
@@ -205,8 +207,8 @@ impl Ingest {
         (ingest, task)
     }
 
-    pub fn stats(&self) -> &IngestStats {
-        &self.stats
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
     }
 
     /// Handles one message from an authenticated device. With
@@ -308,6 +310,7 @@ impl Batcher {
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) if self.config.linger.is_zero() => break,
                     Err(mpsc::error::TryRecvError::Empty) => {}
                 }
                 match tokio::time::timeout_at(deadline, rx.recv()).await {

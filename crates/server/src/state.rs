@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use plantops_core::event::Event;
+use plantops_mqtt::ingest::IngestStats;
 use plantops_mqtt::Broker;
 use plantops_store::DynStore;
 use tokio::sync::broadcast;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub store: DynStore,
     pub broker: Arc<dyn Broker>,
     pub events: broadcast::Sender<Event>,
+    pub ingest: Arc<IngestStats>,
     pub config: Arc<ApiConfig>,
 }
 

@@ -33,6 +33,16 @@ pub struct Component {
 pub struct Components {
     pub database: Component,
     pub mqtt: Component,
+    pub ingest: IngestComponent,
+}
+
+/// Messages received from devices, readings stored, and messages dropped
+/// by reason (malformed, too large, unknown device, ...).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IngestComponent {
+    pub received: u64,
+    pub stored: u64,
+    pub dropped: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -103,8 +113,22 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
                 link.up,
                 format!("{}: {}", state.broker.kind(), link.message),
             ),
+            ingest: ingest_component(&state),
         },
     })
+}
+
+fn ingest_component(state: &AppState) -> IngestComponent {
+    let stats = state.ingest.snapshot();
+    IngestComponent {
+        received: stats.received,
+        stored: stats.stored,
+        dropped: stats
+            .dropped
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), n))
+            .collect(),
+    }
 }
 
 /// 200 when the database and the broker link are usable, 503 otherwise.

@@ -1,0 +1,331 @@
+//! `plantops serve` as a user runs it: a process driven over HTTP and MQTT.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
+use rumqttc::{Event, Packet, QoS};
+use serde_json::json;
+
+#[tokio::test]
+async fn malformed_settings_stop_start_up_with_one_line() {
+    for (variable, value) in [
+        ("PLANTOPS_HTTP_ADDR", "not-an-address"),
+        ("PLANTOPS_HEARTBEAT_INTERVAL_SECS", "often"),
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("LOG_FORMAT", "xml"),
+    ] {
+        let output = common::plantops()
+            .arg("serve")
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(variable), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_mqtt_port_is_named_with_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = common::plantops()
+        .arg("serve")
+        .env("PLANTOPS_DATA_DIR", dir.path())
+        .env(
+            "PLANTOPS_HTTP_ADDR",
+            format!("127.0.0.1:{}", plantops_testkit::free_port()),
+        )
+        .env("PLANTOPS_MQTT_ADDR", format!("127.0.0.1:{port}"))
+        .env("PLANTOPS_MQTTS_ADDR", "")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("PLANTOPS_MQTT_ADDR"), "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_applies_and_is_harmless_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let status = common::plantops()
+            .arg("migrate")
+            .env("PLANTOPS_DATA_DIR", dir.path())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+    let store = plantops_store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("plantops.db").display()
+    ))
+    .await
+    .unwrap();
+    assert!(store.is_migrated().await.unwrap());
+}
+
+/// Register → connect over TLS with the returned credentials → publish →
+/// stored with its plant; a wrong password and a foreign topic get nowhere.
+#[tokio::test]
+async fn device_publishes_over_tls_and_reading_is_stored_with_plant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let (status, plant) = server.post("/api/plants", json!({"name": "Fern"})).await;
+    assert_eq!(status, 201);
+    let plant_id = plant["id"].as_str().unwrap();
+    let a = server.register("aa:00:00:00:00:01").await;
+    let b = server.register("aa:00:00:00:00:02").await;
+    let (status, _) = server
+        .post(
+            &format!("/api/devices/{}/provision", a.device_id),
+            json!({ "plant_id": plant_id }),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let ca = server.ca_pem().await;
+    let options = device_options(&a, server.mqtts_port, Some(ca.clone()), &a.device_id);
+    let (client, mut eventloop, outcome) = connect(options).await;
+    assert_eq!(outcome, Connack::Accepted);
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", a.device_id),
+        json!({"soil_moisture": 41.5, "temperature": 21.0, "light": 900}),
+    )
+    .await;
+    // Acknowledged means stored: no waiting needed.
+    let (status, latest) = server
+        .get(&format!("/api/devices/{}/telemetry/latest", a.device_id))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["plant_id"], plant_id);
+    assert_eq!(latest["soil_moisture"], 41.5);
+    assert_eq!(latest["light_level"], 900.0);
+    let (_, device) = server.get(&format!("/api/devices/{}", a.device_id)).await;
+    assert_eq!(device["status"], "online");
+
+    // A publishes on B's topic: refused, B untouched.
+    client
+        .publish(
+            format!("devices/{}/telemetry", b.device_id),
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temperature": 99}"#,
+        )
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+            break;
+        }
+    }
+    let (status, _) = server
+        .get(&format!("/api/devices/{}/telemetry/latest", b.device_id))
+        .await;
+    assert_eq!(status, 404);
+    let (_, b_device) = server.get(&format!("/api/devices/{}", b.device_id)).await;
+    assert_eq!(b_device["status"], "provisioning");
+
+    // Malformed payloads are dropped and counted, the connection lives on.
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", a.device_id),
+        json!({"humidity": 140}),
+    )
+    .await;
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", a.device_id),
+        json!("text"),
+    )
+    .await;
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(
+        health["components"]["ingest"]["dropped"]["invalid_value"],
+        1
+    );
+    assert_eq!(health["components"]["ingest"]["dropped"]["malformed"], 1);
+    assert_eq!(health["components"]["ingest"]["stored"], 1);
+
+    // Wrong password, plain port.
+    let mut wrong = b.clone();
+    wrong.password = "not-the-password".into();
+    let (_, _, outcome) = connect(device_options(&wrong, server.mqtt_port, None, "intruder")).await;
+    assert!(matches!(outcome, Connack::Refused(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn deleting_a_device_disconnects_it_and_refuses_it_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let device = server.register("aa:00:00:00:00:03").await;
+    let client_id = format!("plantops-{}", device.device_id);
+    let (client, mut eventloop, outcome) =
+        connect(device_options(&device, server.mqtt_port, None, &client_id)).await;
+    assert_eq!(outcome, Connack::Accepted);
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/heartbeat", device.device_id),
+        json!({"status": "online"}),
+    )
+    .await;
+
+    assert_eq!(
+        server
+            .delete(&format!("/api/devices/{}", device.device_id))
+            .await,
+        200
+    );
+    let ended = closed(&mut eventloop).await;
+    assert!(!ended.is_empty());
+    let (_, _, outcome) =
+        connect(device_options(&device, server.mqtt_port, None, &client_id)).await;
+    assert!(matches!(outcome, Connack::Refused(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn rotating_credentials_cuts_the_old_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let device = server.register("aa:00:00:00:00:04").await;
+    let (_, mut eventloop, outcome) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+    let (status, rotated) = server
+        .post(
+            &format!("/api/devices/{}/rotate-credentials", device.device_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    closed(&mut eventloop).await;
+    let (_, _, outcome) = connect(device_options(&device, server.mqtt_port, None, "old")).await;
+    assert!(matches!(outcome, Connack::Refused(_)));
+    let mut fresh = device.clone();
+    fresh.password = rotated["mqtt_password"].as_str().unwrap().to_string();
+    let (_, _, outcome) = connect(device_options(&fresh, server.mqtt_port, None, "new")).await;
+    assert_eq!(outcome, Connack::Accepted);
+}
+
+#[tokio::test]
+async fn a_silent_device_goes_offline_and_back_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Ports::free(),
+        &[("PLANTOPS_HEARTBEAT_INTERVAL_SECS", "1")],
+    )
+    .await;
+    let device = server.register("aa:00:00:00:00:05").await;
+    let (client, mut eventloop, _) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
+    let topic = format!("devices/{}/heartbeat", device.device_id);
+    publish_acked(&client, &mut eventloop, &topic, json!({})).await;
+    let path = format!("/api/devices/{}", device.device_id);
+    assert_eq!(server.get(&path).await.1["status"], "online");
+    // Three missed one-second heartbeats: poll the API until it says so.
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = server.get(&path).await.1["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if status == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "offline");
+    publish_acked(&client, &mut eventloop, &topic, json!({})).await;
+    assert_eq!(server.get(&path).await.1["status"], "online");
+}
+
+/// SIGKILL mid-stream, restart: every acknowledged reading is stored, and
+/// the reading in flight at the kill, sent again, is stored once.
+#[tokio::test]
+async fn sigkill_mid_stream_loses_no_acknowledged_reading() {
+    const TOTAL: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &[]).await;
+    let device = server.register("aa:00:00:00:00:06").await;
+    let options = device_options(&device, server.mqtt_port, None, &device.device_id);
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    let payload = |i: usize| {
+        let time = base + chrono::Duration::milliseconds(i as i64 * 10);
+        json!({"timestamp": time.to_rfc3339(), "soil_moisture": (i % 100) as f64}).to_string()
+    };
+
+    // Like device firmware: publish, wait for the PUBACK, resend on failure.
+    let mut next = 0;
+    let mut killed = false;
+    let mut connection = None;
+    while next < TOTAL {
+        let (client, eventloop) = match connection.as_mut() {
+            Some(connection) => connection,
+            None => {
+                let (client, eventloop, outcome) = connect(options.clone()).await;
+                if outcome != Connack::Accepted {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                connection.insert((client, eventloop))
+            }
+        };
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, payload(next))
+            .await
+            .unwrap();
+        if next == TOTAL / 3 && !killed {
+            // Kill while this reading is on its way.
+            server.kill().await;
+            killed = true;
+            server = Server::start(dir.path(), &ports, &[]).await;
+        }
+        let acked = loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        };
+        if acked {
+            next += 1;
+        } else {
+            connection = None;
+        }
+    }
+    assert!(killed);
+    let store = plantops_store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("plantops.db").display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), TOTAL as u64);
+    drop(server);
+}

@@ -1,0 +1,748 @@
+//! The HTTP API through the real router, on SQLite and on PostgreSQL, with
+//! the real built-in broker behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use chrono::Utc;
+use http_body_util::BodyExt;
+use plantops_core::{Measurements, Reading};
+use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener};
+use plantops_mqtt::ingest::{BatchConfig, Ingest};
+use plantops_mqtt::presence::PresenceTracker;
+use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
+use plantops_store::DynStore;
+use plantops_testkit::TestDb;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = plantops_testkit::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = plantops_testkit::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+    };
+}
+
+for_each_backend!(
+    plants_crud,
+    invalid_input_is_422_and_changes_nothing,
+    device_lifecycle,
+    history_series_and_status,
+    pagination_bounds,
+);
+
+struct TestApp {
+    router: Router,
+    store: DynStore,
+    _broker: Arc<BuiltinBroker>,
+}
+
+impl TestApp {
+    async fn new(db: &TestDb) -> Self {
+        let store = db.store().await;
+        let (events, _) = tokio::sync::broadcast::channel(64);
+        let presence = Arc::new(PresenceTracker::new(Duration::from_secs(60)));
+        let (ingest, _) = Ingest::start(
+            store.clone(),
+            events.clone(),
+            presence,
+            BatchConfig::default(),
+        );
+        let stats = ingest.stats();
+        let broker = BuiltinBroker::start(
+            BuiltinConfig {
+                plain: Some(Listener {
+                    addr: format!("127.0.0.1:{}", plantops_testkit::free_port())
+                        .parse()
+                        .unwrap(),
+                    setting: "PLANTOPS_MQTT_ADDR",
+                }),
+                tls: None,
+            },
+            store.clone(),
+            ingest,
+        )
+        .await
+        .unwrap();
+        let state = AppState {
+            store: store.clone(),
+            broker: broker.clone(),
+            events,
+            ingest: stats,
+            config: Arc::new(ApiConfig {
+                heartbeat_interval_secs: 60,
+                broker_endpoint: BrokerEndpoint {
+                    public_host: None,
+                    port: broker.plain_addr().map(|a| a.port()),
+                    tls_port: None,
+                },
+                broker_ca_pem: None,
+            }),
+        };
+        Self {
+            router: plantops_server::app(state),
+            store,
+            _broker: broker,
+        }
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "plants.lan:8000");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, value)
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string());
+        let (status, _, value) = self.call_with(method, uri, body.as_deref(), &[]).await;
+        (status, value)
+    }
+
+    async fn plant(&self, name: &str) -> Value {
+        let (status, plant) = self
+            .call(
+                Method::POST,
+                "/api/plants",
+                Some(
+                    json!({"name": name, "thresholds": {"soil_moisture": {"min": 20, "max": 80}}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        plant
+    }
+}
+
+async fn plants_crud(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let (status, created) = app
+        .call(
+            Method::POST,
+            "/api/plants",
+            Some(
+                json!({"name": "  Monstera ", "species": "Monstera deliciosa",
+                "thresholds": {"temperature": {"min": 18, "max": 27}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["name"], "Monstera");
+    assert_eq!(created["alert_cooldown_minutes"], 60);
+    assert_eq!(created["status"], "unknown");
+    assert_eq!(created["device_count"], 0);
+    assert_eq!(created["latest_telemetry"], Value::Null);
+    assert_eq!(created["thresholds"]["temperature"]["max"], 27.0);
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let second = app.plant("Basil").await;
+    let (status, list) = app.call(Method::GET, "/api/plants", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["plants"][0]["id"], second["id"], "newest first");
+
+    let (status, updated) = app
+        .call(
+            Method::PUT,
+            &format!("/api/plants/{id}"),
+            Some(json!({"thresholds": {"humidity": {"min": 40, "max": null}}, "alert_cooldown_minutes": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["name"], "Monstera", "absent fields are kept");
+    assert_eq!(updated["species"], "Monstera deliciosa");
+    assert_eq!(
+        updated["thresholds"]["temperature"],
+        Value::Null,
+        "thresholds replaced whole"
+    );
+    assert_eq!(updated["thresholds"]["humidity"]["min"], 40.0);
+    assert_eq!(updated["alert_cooldown_minutes"], 5);
+    let (_, fetched) = app
+        .call(Method::GET, &format!("/api/plants/{id}"), None)
+        .await;
+    assert_eq!(fetched["thresholds"], updated["thresholds"]);
+
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/api/plants/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = app
+        .call(Method::GET, &format!("/api/plants/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, json!({"detail": "Plant not found"}));
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/api/plants/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn invalid_input_is_422_and_changes_nothing(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let plant = app.plant("Fern").await;
+    let id = plant["id"].as_str().unwrap();
+    let cases: Vec<(Method, String, Option<&str>, Vec<&str>)> = vec![
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some(r#"{"species":"x"}"#),
+            vec!["body", "name"],
+        ),
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some(r#"{"name":""}"#),
+            vec!["body", "name"],
+        ),
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some(r#"{"name":"#),
+            vec!["body", "name"],
+        ),
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some("not json"),
+            vec!["body"],
+        ),
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some(r#"{"name":"a","thresholds":{"soil_moisture":{"min":70,"max":20}}}"#),
+            vec!["body", "thresholds", "soil_moisture"],
+        ),
+        (
+            Method::POST,
+            "/api/plants".into(),
+            Some(r#"{"name":"a","thresholds":{"humidity":{"max":"wet"}}}"#),
+            vec!["body", "thresholds", "humidity", "max"],
+        ),
+        (
+            Method::PUT,
+            format!("/api/plants/{id}"),
+            Some(r#"{"thresholds":{"light_level":{"min":-1}}}"#),
+            vec!["body", "thresholds", "light_level", "min"],
+        ),
+        (
+            Method::PUT,
+            format!("/api/plants/{id}"),
+            Some(r#"{"name":"x","alert_cooldown_minutes":-5}"#),
+            vec!["body", "alert_cooldown_minutes"],
+        ),
+        (
+            Method::GET,
+            "/api/plants/not-a-uuid".into(),
+            None,
+            vec!["path", "id"],
+        ),
+        (
+            Method::GET,
+            format!("/api/plants/{id}/history?hours=0"),
+            None,
+            vec!["query", "hours"],
+        ),
+        (
+            Method::GET,
+            format!("/api/plants/{id}/history?hours=721"),
+            None,
+            vec!["query", "hours"],
+        ),
+        (
+            Method::GET,
+            format!("/api/plants/{id}/history?hours=abc"),
+            None,
+            vec!["query", "hours"],
+        ),
+        (
+            Method::GET,
+            format!("/api/plants/{id}/series?points=5000"),
+            None,
+            vec!["query", "points"],
+        ),
+        (
+            Method::POST,
+            "/api/devices/register".into(),
+            Some(r#"{"mac_address":"zz:bb:cc:dd:ee:ff"}"#),
+            vec!["body", "mac_address"],
+        ),
+        (
+            Method::GET,
+            "/api/devices?status=sleeping".into(),
+            None,
+            vec!["query", "status"],
+        ),
+    ];
+    for (method, uri, body, loc) in cases {
+        let (status, _, problem) = app.call_with(method.clone(), &uri, body, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {uri} {body:?}: {problem}"
+        );
+        let first = &problem["detail"][0];
+        assert_eq!(
+            first["loc"],
+            json!(loc),
+            "{method} {uri} {body:?}: {problem}"
+        );
+        assert!(first["msg"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(first["type"].is_string());
+    }
+    let (_, list) = app.call(Method::GET, "/api/plants", None).await;
+    assert_eq!(list["total"], 1);
+    let (_, fetched) = app
+        .call(Method::GET, &format!("/api/plants/{id}"), None)
+        .await;
+    assert_eq!(fetched["name"], "Fern");
+    assert_eq!(fetched["thresholds"], plant["thresholds"]);
+    let (_, devices) = app.call(Method::GET, "/api/devices", None).await;
+    assert_eq!(devices["total"], 0);
+}
+
+async fn device_lifecycle(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let (status, reg) = app
+        .call(
+            Method::POST,
+            "/api/devices/register",
+            Some(json!({"mac_address": "AA-BB-CC-DD-EE-0F", "firmware_version": "2.1", "sensor_types": ["soil_moisture"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = reg["device_id"].as_str().unwrap().to_string();
+    let password = reg["mqtt_password"].as_str().unwrap();
+    assert!(password.len() >= 32);
+    assert!(reg["mqtt_username"]
+        .as_str()
+        .unwrap()
+        .starts_with("device_"));
+    assert_eq!(
+        reg["mqtt_host"], "plants.lan",
+        "host the device used for HTTP"
+    );
+    assert!(reg["mqtt_port"].as_u64().is_some());
+
+    let (status, again) = app
+        .call(
+            Method::POST,
+            "/api/devices/register",
+            Some(json!({"mac_address": "aa:bb:cc:dd:ee:0f"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["device_id"], reg["device_id"]);
+    assert_eq!(again["mqtt_username"], reg["mqtt_username"]);
+    assert_eq!(again["mqtt_password"], "<stored_securely>");
+
+    let (_, device) = app
+        .call(Method::GET, &format!("/api/devices/{id}"), None)
+        .await;
+    assert_eq!(device["mac_address"], "aa:bb:cc:dd:ee:0f");
+    assert_eq!(device["status"], "provisioning");
+    assert_eq!(device["sensor_types"], json!(["soil_moisture"]));
+    assert!(device.get("password_hash").is_none());
+    let (_, listed) = app
+        .call(Method::GET, "/api/devices?status=provisioning", None)
+        .await;
+    assert_eq!(listed["total"], 1);
+    let (_, listed) = app
+        .call(Method::GET, "/api/devices?status=online", None)
+        .await;
+    assert_eq!(listed["total"], 0);
+
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/devices/{id}/provision"),
+            Some(json!({"plant_id": Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Plant not found"))
+    );
+    let plant = app.plant("Cactus").await;
+    let plant_id = plant["id"].as_str().unwrap();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/devices/{}/provision", Uuid::new_v4()),
+            Some(json!({"plant_id": plant_id})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Device not found"))
+    );
+    let (status, provisioned) = app
+        .call(
+            Method::POST,
+            &format!("/api/devices/{id}/provision"),
+            Some(json!({"plant_id": plant_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(provisioned["plant_id"], plant_id);
+    assert_eq!(provisioned["status"], "provisioning", "not forced online");
+    let (_, plant_devices) = app
+        .call(
+            Method::GET,
+            &format!("/api/plants/{plant_id}/devices"),
+            None,
+        )
+        .await;
+    assert_eq!(plant_devices["total"], 1);
+    let (_, plant_view) = app
+        .call(Method::GET, &format!("/api/plants/{plant_id}"), None)
+        .await;
+    assert_eq!(plant_view["device_count"], 1);
+
+    let (status, rotated) = app
+        .call(
+            Method::POST,
+            &format!("/api/devices/{id}/rotate-credentials"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(rotated["mqtt_password"].as_str(), Some(password));
+    let creds = app
+        .store
+        .device_credentials(reg["mqtt_username"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(plantops_core::credentials::verify_password(
+        rotated["mqtt_password"].as_str().unwrap(),
+        &creds.password_hash
+    ));
+    assert!(!plantops_core::credentials::verify_password(
+        password,
+        &creds.password_hash
+    ));
+
+    let (status, body) = app
+        .call(
+            Method::GET,
+            &format!("/api/devices/{id}/telemetry/latest"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["detail"].is_string());
+
+    let (status, _) = app
+        .call(Method::POST, &format!("/api/devices/{id}/unassign"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, plant_devices) = app
+        .call(
+            Method::GET,
+            &format!("/api/plants/{plant_id}/devices"),
+            None,
+        )
+        .await;
+    assert_eq!(plant_devices["total"], 0);
+
+    let (status, body) = app
+        .call(Method::DELETE, &format!("/api/devices/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["message"].is_string());
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/api/devices/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .call(Method::POST, &format!("/api/devices/{id}/unassign"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn history_series_and_status(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let plant = app.plant("Orchid").await;
+    let plant_id: Uuid = plant["id"].as_str().unwrap().parse().unwrap();
+    let device = Uuid::new_v4();
+    let now = plantops_core::now();
+    let readings: Vec<Reading> = (0..120)
+        .map(|i| Reading {
+            time: now - chrono::Duration::minutes(119 - i),
+            device_id: device,
+            plant_id: Some(plant_id),
+            values: Measurements {
+                soil_moisture: Some(50.0 - i as f64 * 0.3),
+                ..Default::default()
+            },
+        })
+        .collect();
+    app.store.commit_batch(&readings, &[]).await.unwrap();
+
+    let (status, history) = app
+        .call(
+            Method::GET,
+            &format!("/api/plants/{plant_id}/history?hours=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let count = history["count"].as_u64().unwrap();
+    assert!((60..=61).contains(&count), "{count}");
+    let first = history["records"][0]["time"].as_str().unwrap();
+    let second = history["records"][1]["time"].as_str().unwrap();
+    assert!(first > second, "newest first");
+
+    let (status, series) = app
+        .call(
+            Method::GET,
+            &format!("/api/plants/{plant_id}/series?hours=2&points=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let points = series["points"].as_array().unwrap();
+    assert!(points.len() <= 10 && points.len() >= 8, "{}", points.len());
+    assert_eq!(series["bucket_seconds"], 900);
+    let total: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 120);
+    let soil = &points[0]["soil_moisture"];
+    assert!(soil["min"].as_f64().unwrap() <= soil["avg"].as_f64().unwrap());
+
+    // The last value (14.3) is below the minimum of 20.
+    let (_, view) = app
+        .call(Method::GET, &format!("/api/plants/{plant_id}"), None)
+        .await;
+    assert_eq!(view["status"], "critical");
+    assert_eq!(
+        view["latest_telemetry"]["soil_moisture"]
+            .as_f64()
+            .unwrap()
+            .round(),
+        14.0
+    );
+    let stale = Reading {
+        time: Utc::now() - chrono::Duration::hours(3),
+        ..readings[0].clone()
+    };
+    let other = app.plant("Stale").await;
+    let other_id: Uuid = other["id"].as_str().unwrap().parse().unwrap();
+    app.store
+        .commit_batch(
+            &[Reading {
+                plant_id: Some(other_id),
+                device_id: Uuid::new_v4(),
+                ..stale
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, view) = app
+        .call(Method::GET, &format!("/api/plants/{other_id}"), None)
+        .await;
+    assert_eq!(view["status"], "offline");
+}
+
+async fn pagination_bounds(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    for i in 0..3 {
+        app.plant(&format!("P{i}")).await;
+    }
+    let (_, page) = app
+        .call(Method::GET, "/api/plants?limit=2&offset=2", None)
+        .await;
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["plants"].as_array().map(Vec::len)
+        ),
+        (Some(3), Some(1))
+    );
+    for query in ["limit=0", "limit=1001", "offset=-1", "limit=x"] {
+        for path in ["/api/plants", "/api/devices"] {
+            let (status, body) = app
+                .call(Method::GET, &format!("{path}?{query}"), None)
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path}?{query}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn correlation_ids_are_reused_or_generated() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let (_, headers, _) = app
+        .call_with(
+            Method::GET,
+            "/api/health",
+            None,
+            &[("x-correlation-id", "abc-123")],
+        )
+        .await;
+    assert_eq!(headers["x-correlation-id"], "abc-123");
+    let (_, headers, _) = app
+        .call_with(
+            Method::GET,
+            "/api/plants",
+            None,
+            &[("x-request-id", "req-9")],
+        )
+        .await;
+    assert_eq!(headers["x-correlation-id"], "req-9");
+    let (_, headers, _) = app.call_with(Method::GET, "/api/nope", None, &[]).await;
+    let generated = headers["x-correlation-id"].to_str().unwrap();
+    assert!(Uuid::parse_str(generated).is_ok());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let (status, health) = app.call(Method::GET, "/api/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["components"]["database"]["status"], "connected");
+    assert_eq!(health["components"]["mqtt"]["status"], "connected");
+    let (status, ready) = app.call(Method::GET, "/api/ready", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ready,
+        json!({"ready": true, "checks": {"database": true, "mqtt": true}})
+    );
+
+    let response = app
+        .router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/api/ready",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains("http_request_duration_seconds_bucket"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn ready_is_503_until_migrations_are_applied() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&sqlx::SqlitePool::connect(db.url()).await.unwrap())
+        .await
+        .unwrap();
+    let (status, ready) = app.call(Method::GET, "/api/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["checks"]["database"], false);
+    let (status, health) = app.call(Method::GET, "/api/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "unhealthy");
+    db.drop().await;
+}
+
+/// Every documented operation is routed, and every route is documented.
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let (status, spec) = app.call(Method::GET, "/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = spec["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            operations.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    operations.sort();
+    let expected = [
+        "DELETE /devices/{id}",
+        "DELETE /plants/{id}",
+        "GET /devices",
+        "GET /devices/{id}",
+        "GET /devices/{id}/telemetry/latest",
+        "GET /health",
+        "GET /mqtt/ca",
+        "GET /plants",
+        "GET /plants/{id}",
+        "GET /plants/{id}/devices",
+        "GET /plants/{id}/history",
+        "GET /plants/{id}/series",
+        "GET /ready",
+        "POST /devices/register",
+        "POST /devices/{id}/provision",
+        "POST /devices/{id}/rotate-credentials",
+        "POST /devices/{id}/unassign",
+        "POST /plants",
+        "PUT /plants/{id}",
+    ];
+    assert_eq!(operations, expected);
+    for operation in &operations {
+        let (method, path) = operation.split_once(' ').unwrap();
+        let uri = format!("/api{}", path.replace("{id}", &Uuid::new_v4().to_string()));
+        let (status, _, body) = app
+            .call_with(method.parse().unwrap(), &uri, Some("{}"), &[])
+            .await;
+        assert!(
+            !(status == StatusCode::NOT_FOUND && body["detail"] == "Not found")
+                && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{operation} is documented but not routed"
+        );
+    }
+    db.drop().await;
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
 use plantops_mqtt::ingest::{BatchConfig, Ingest};
+use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
 use plantops_mqtt::presence::PresenceTracker;
 use plantops_mqtt::{certs, Broker};
 use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
@@ -119,6 +120,101 @@ async fn start_builtin(
     })
 }
 
+async fn start_mosquitto(
+    settings: &ServeSettings,
+    host: &str,
+    store: DynStore,
+    ingest: Ingest,
+) -> anyhow::Result<BrokerSetup> {
+    let external = &settings.external;
+    let config = MosquittoConfig {
+        host: host.to_string(),
+        port: if external.mqtt_use_tls {
+            external.mqtt_tls_port
+        } else {
+            external.mqtt_port
+        },
+        use_tls: external.mqtt_use_tls,
+        ca_cert: external.mqtt_ca_cert.clone(),
+        username: external.mqtt_backend_username.clone(),
+        password: external.mqtt_backend_password.clone(),
+        dynsec_username: external
+            .mqtt_dynsec_username
+            .clone()
+            .unwrap_or_else(|| external.mqtt_backend_username.clone()),
+        dynsec_password: external
+            .mqtt_dynsec_password
+            .clone()
+            .or_else(|| external.mqtt_backend_password.clone()),
+        client_id: "plantops-backend".into(),
+    };
+    let ca_pem = match &external.mqtt_ca_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read MQTT_CA_CERT {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let broker = MosquittoBroker::start(config.clone(), ingest).await?;
+    // Provisioning waits for the broker; the server starts meanwhile and
+    // reports the link in /api/ready.
+    let provisioner = broker.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let attempt = async {
+                provisioner.ensure_backend_access(&config).await?;
+                let known = device_usernames(&store)
+                    .await
+                    .map_err(|e| plantops_mqtt::BrokerError::Unavailable(e.to_string()))?;
+                provisioner.reconcile(&known).await
+            };
+            match attempt.await {
+                Ok(()) => {
+                    tracing::info!("Mosquitto accounts reconciled with the store");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Mosquitto provisioning not possible yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    let endpoint = BrokerEndpoint {
+        // MQTT_HOST is how the backend reaches the broker (often a compose
+        // service name); devices get the public host or the HTTP host.
+        public_host: settings.mqtt_public_host.clone(),
+        port: (!external.mqtt_use_tls).then_some(external.mqtt_port),
+        tls_port: Some(external.mqtt_tls_port),
+    };
+    Ok(BrokerSetup {
+        broker,
+        endpoint,
+        ca_pem,
+    })
+}
+
+async fn device_usernames(
+    store: &DynStore,
+) -> plantops_store::Result<std::collections::HashSet<String>> {
+    let mut names = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let page = plantops_store::Page {
+            limit: 1000,
+            offset,
+        };
+        let (devices, _) = store.list_devices(page, None).await?;
+        if devices.is_empty() {
+            return Ok(names);
+        }
+        offset += devices.len() as u64;
+        names.extend(devices.into_iter().map(|d| d.mqtt_username));
+    }
+}
+
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let store = open_store(&settings.database).await?;
     let heartbeat = Duration::from_secs(settings.heartbeat_interval_secs);
@@ -135,10 +231,8 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         BatchConfig::default(),
     );
 
-    let setup = if settings.external.mqtt_host.is_some() {
-        anyhow::bail!(
-            "MQTT_HOST is set, but the external broker link is not available in this build"
-        );
+    let setup = if let Some(host) = &settings.external.mqtt_host {
+        start_mosquitto(&settings, host, store.clone(), ingest.clone()).await?
     } else {
         start_builtin(&settings, store.clone(), ingest.clone()).await?
     };

@@ -48,6 +48,7 @@ pub trait Broker: Send + Sync + 'static {
 pub mod builtin;
 pub mod certs;
 pub mod ingest;
+pub mod mosquitto;
 pub mod presence;
 
 /// Selects ring as the process's TLS crypto provider (several crates link

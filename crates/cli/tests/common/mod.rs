@@ -2,6 +2,8 @@
 //! MQTT with rumqttc.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

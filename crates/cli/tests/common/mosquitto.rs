@@ -1,0 +1,118 @@
+//! A real Mosquitto for tests: TLS-only listener, dynamic-security plugin,
+//! an admin account the backend uses, on a free port.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+pub const ADMIN: &str = "plantops_admin";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts (or restarts, keeping its state) a Mosquitto in `dir`.
+    pub async fn start(dir: &Path, port: u16) -> Mosquitto {
+        let dynsec = dir.join("dynamic-security.json");
+        if !dynsec.exists() {
+            let status = Command::new("mosquitto_ctrl")
+                .args(["dynsec", "init"])
+                .arg(&dynsec)
+                .args([ADMIN, ADMIN_PASSWORD])
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .expect("mosquitto_ctrl (package mosquitto-clients)");
+            assert!(status.success());
+        }
+        let tls = plantops_mqtt::certs::ensure(
+            &dir.join("tls"),
+            &plantops_mqtt::certs::default_sans(&[]),
+        )
+        .expect("test certificates");
+        let persistence = dir.join("persistence");
+        std::fs::create_dir_all(&persistence).unwrap();
+        let user = if is_root() { "user root\n" } else { "" };
+        let config = format!(
+            "{user}per_listener_settings false\nallow_anonymous false\n\
+             persistence true\npersistence_location {}/\nmax_queued_messages 100000\n\
+             listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+             plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
+            persistence.display(),
+            tls.cert.display(),
+            tls.key.display(),
+            dynsec.display()
+        );
+        let config_path = dir.join("mosquitto.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto (package mosquitto)");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Mosquitto {
+                    child,
+                    port,
+                    dir: dir.to_path_buf(),
+                    ca: tls.ca_cert,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mosquitto did not start on port {port}");
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The environment that points `plantops serve` at this broker.
+    pub fn backend_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MQTT_HOST", "localhost".into()),
+            ("MQTT_USE_TLS", "true".into()),
+            ("MQTT_TLS_PORT", self.port.to_string()),
+            ("MQTT_CA_CERT", self.ca.display().to_string()),
+            ("MQTT_BACKEND_USERNAME", ADMIN.into()),
+            ("MQTT_BACKEND_PASSWORD", ADMIN_PASSWORD.into()),
+        ]
+    }
+
+    /// Runs `mosquitto_ctrl dynsec …` as the admin; returns stdout.
+    pub async fn ctrl(&self, args: &[&str]) -> String {
+        let output = Command::new("mosquitto_ctrl")
+            .args(["-h", "localhost", "-p", &self.port.to_string(), "--cafile"])
+            .arg(&self.ca)
+            .args(["-u", ADMIN, "-P", ADMIN_PASSWORD, "dynsec"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,172 @@
+//! `plantops serve` against a real Mosquitto (TLS, dynamic security).
+
+mod common;
+
+use std::time::Duration;
+
+use common::mosquitto::Mosquitto;
+use common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
+use serde_json::{json, Value};
+
+async fn start(dir: &std::path::Path, mosquitto: &Mosquitto) -> Server {
+    let env = mosquitto.backend_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(dir, &Ports::free(), &env).await
+}
+
+/// Polls the API until `check` passes: ingestion through Mosquitto is
+/// asynchronous to the device's PUBACK.
+async fn eventually(server: &Server, path: &str, check: impl Fn(u16, &Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let (status, body) = server.get(path).await;
+        if check(status, &body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+#[tokio::test]
+async fn devices_are_provisioned_on_mosquitto_and_their_readings_stored() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &mosquitto).await;
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["components"]["mqtt"]["status"], "connected");
+
+    let (_, plant) = server.post("/api/plants", json!({"name": "Ivy"})).await;
+    let plant_id = plant["id"].as_str().unwrap();
+    let a = server.register("bb:00:00:00:00:01").await;
+    let b = server.register("bb:00:00:00:00:02").await;
+    server
+        .post(
+            &format!("/api/devices/{}/provision", a.device_id),
+            json!({"plant_id": plant_id}),
+        )
+        .await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let (client, mut eventloop, outcome) = connect(device_options(
+        &a,
+        mosquitto.port,
+        Some(ca.clone()),
+        &a.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+
+    // The ACL drops A's message on B's topic; A's own arrives after it.
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", b.device_id),
+        json!({"temperature": 99}),
+    )
+    .await;
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", a.device_id),
+        json!({"soil_moisture": 33, "light": 10}),
+    )
+    .await;
+    let latest = eventually(
+        &server,
+        &format!("/api/devices/{}/telemetry/latest", a.device_id),
+        |s, _| s == 200,
+    )
+    .await;
+    assert_eq!(latest["plant_id"], plant_id);
+    assert_eq!(latest["light_level"], 10.0);
+    let (status, _) = server
+        .get(&format!("/api/devices/{}/telemetry/latest", b.device_id))
+        .await;
+    assert_eq!(status, 404);
+
+    let mut wrong = b.clone();
+    wrong.password = "wrong".into();
+    let (_, _, outcome) = connect(device_options(
+        &wrong,
+        mosquitto.port,
+        Some(ca.clone()),
+        "intruder",
+    ))
+    .await;
+    assert!(matches!(outcome, Connack::Refused(_)), "{outcome:?}");
+
+    // Deleting the device closes its session and its account.
+    assert_eq!(
+        server
+            .delete(&format!("/api/devices/{}", a.device_id))
+            .await,
+        200
+    );
+    closed(&mut eventloop).await;
+    let (_, _, outcome) = connect(device_options(&a, mosquitto.port, Some(ca), &a.device_id)).await;
+    assert!(matches!(outcome, Connack::Refused(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn the_backend_reconnects_after_a_broker_restart() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = plantops_testkit::free_port();
+    let mut mosquitto = Mosquitto::start(broker_dir.path(), port).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &mosquitto).await;
+    let device = server.register("bb:00:00:00:00:03").await;
+
+    mosquitto.kill().await;
+    let ready = eventually(&server, "/api/ready", |s, _| s == 503).await;
+    assert_eq!(ready["checks"]["mqtt"], false);
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["components"]["mqtt"]["status"], "disconnected");
+    assert_eq!(health["status"], "degraded");
+
+    let mosquitto = Mosquitto::start(broker_dir.path(), port).await;
+    server.wait_ready().await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let (client, mut eventloop, outcome) =
+        connect(device_options(&device, port, Some(ca), &device.device_id)).await;
+    assert_eq!(outcome, Connack::Accepted, "account survives the restart");
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", device.device_id),
+        json!({"humidity": 61}),
+    )
+    .await;
+    let latest = eventually(
+        &server,
+        &format!("/api/devices/{}/telemetry/latest", device.device_id),
+        |s, _| s == 200,
+    )
+    .await;
+    assert_eq!(latest["humidity"], 61.0);
+}
+
+#[tokio::test]
+async fn start_up_removes_broker_accounts_of_unknown_devices() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    mosquitto
+        .ctrl(&["createClient", "device_0badc0de", "-p", "leftover"])
+        .await;
+    assert!(mosquitto
+        .ctrl(&["listClients"])
+        .await
+        .contains("device_0badc0de"));
+    let data = tempfile::tempdir().unwrap();
+    let _server = start(data.path(), &mosquitto).await;
+    for _ in 0..400 {
+        if !mosquitto
+            .ctrl(&["listClients"])
+            .await
+            .contains("device_0badc0de")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stale device account was not removed");
+}

@@ -136,6 +136,21 @@ async fn device_publishes_over_tls_and_reading_is_stored_with_plant() {
     let (_, b_device) = server.get(&format!("/api/devices/{}", b.device_id)).await;
     assert_eq!(b_device["status"], "provisioning");
 
+    // Subscriptions only under the device's own prefix.
+    for (filter, allowed) in [
+        (format!("devices/{}/#", b.device_id), false),
+        ("devices/#".to_string(), false),
+        (format!("devices/{}/commands", a.device_id), true),
+    ] {
+        client.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
+        let granted = loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = eventloop.poll().await.unwrap() {
+                break ack.return_codes[0] != rumqttc::SubscribeReasonCode::Failure;
+            }
+        };
+        assert_eq!(granted, allowed, "subscribe {filter}");
+    }
+
     // Malformed payloads are dropped and counted, the connection lives on.
     publish_acked(
         &client,
@@ -328,4 +343,59 @@ async fn sigkill_mid_stream_loses_no_acknowledged_reading() {
     .unwrap();
     assert_eq!(store.count_readings().await.unwrap(), TOTAL as u64);
     drop(server);
+}
+
+/// With LOG_FORMAT=json every line is a JSON object; request lines carry
+/// the correlation id; no password ever appears.
+#[tokio::test]
+async fn json_logs_carry_request_ids_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut command = Server::command(
+        dir.path(),
+        &ports,
+        &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")],
+    );
+    command.stdout(std::process::Stdio::piped());
+    let mut server = Server::launch(command, dir.path(), &ports).await;
+    let mut stdout = server.child.stdout.take().unwrap();
+    let device = server.register("aa:00:00:00:00:07").await;
+    let response = server
+        .client
+        .get(format!("{}/api/plants", server.http))
+        .header("x-correlation-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, _, outcome) = connect(device_options(&device, server.mqtt_port, None, &device.device_id)).await;
+    assert_eq!(outcome, Connack::Accepted);
+    let mut wrong = device.clone();
+    wrong.password = "a-wrong-secret-password".into();
+    connect(device_options(&wrong, server.mqtt_port, None, "x")).await;
+    let (_, rotated) = server
+        .post(&format!("/api/devices/{}/rotate-credentials", device.device_id), json!({}))
+        .await;
+
+    server.kill().await;
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut logs)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    assert!(lines
+        .iter()
+        .any(|l| l["span"]["request_id"] == "trace-me-42" && l["message"] == "request finished"));
+    assert!(lines.iter().any(|l| l["device_id"] == device.device_id.as_str()));
+    for secret in [
+        device.password.as_str(),
+        "a-wrong-secret-password",
+        rotated["mqtt_password"].as_str().unwrap(),
+    ] {
+        assert!(!logs.contains(secret), "a password reached the logs");
+    }
 }

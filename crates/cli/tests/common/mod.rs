@@ -53,10 +53,8 @@ pub fn plantops() -> Command {
 }
 
 impl Server {
-    /// Starts `plantops serve` with the built-in broker and waits until it
-    /// answers `/api/ready`.
-    pub async fn start(data_dir: &Path, ports: &Ports, env: &[(&str, &str)]) -> Server {
-        plantops_mqtt::install_crypto_provider();
+    /// The `plantops serve` command for these ports and data directory.
+    pub fn command(data_dir: &Path, ports: &Ports, env: &[(&str, &str)]) -> Command {
         let mut command = plantops();
         command
             .arg("serve")
@@ -71,6 +69,17 @@ impl Server {
         for (name, value) in env {
             command.env(name, value);
         }
+        command
+    }
+
+    /// Starts `plantops serve` with the built-in broker and waits until it
+    /// answers `/api/ready`.
+    pub async fn start(data_dir: &Path, ports: &Ports, env: &[(&str, &str)]) -> Server {
+        Self::launch(Self::command(data_dir, ports, env), data_dir, ports).await
+    }
+
+    pub async fn launch(mut command: Command, data_dir: &Path, ports: &Ports) -> Server {
+        plantops_mqtt::install_crypto_provider();
         let child = command.spawn().expect("spawn plantops");
         let server = Server {
             child,

@@ -160,6 +160,12 @@ pub struct ServeSettings {
         value_parser = whole_number::<u64>("PLANTOPS_HEARTBEAT_INTERVAL_SECS", 1, 86_400))]
     pub heartbeat_interval_secs: u64,
 
+    /// Days of readings to keep; older ones are deleted hourly (TimescaleDB:
+    /// whole chunks dropped). 0 keeps everything.
+    #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",
+        value_parser = whole_number::<u32>("PLANTOPS_RETENTION_DAYS", 0, 36_500))]
+    pub retention_days: u32,
+
     #[command(flatten)]
     pub external: ExternalBrokerSettings,
 

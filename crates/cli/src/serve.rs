@@ -244,6 +244,9 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         offline_tick,
     ));
 
+    let housekeeping = (settings.retention_days > 0)
+        .then(|| tokio::spawn(prune_readings(store.clone(), settings.retention_days)));
+
     let state = AppState {
         store,
         broker: setup.broker,
@@ -269,8 +272,24 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     detector.abort();
+    if let Some(task) = housekeeping {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies PLANTOPS_RETENTION_DAYS once an hour.
+async fn prune_readings(store: DynStore, days: u32) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        match store.prune_readings(before).await {
+            Ok(removed) => tracing::info!(removed, %before, "old readings pruned"),
+            Err(error) => tracing::error!(%error, "pruning old readings failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -368,13 +368,22 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (_, _, outcome) = connect(device_options(&device, server.mqtt_port, None, &device.device_id)).await;
+    let (_, _, outcome) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
     assert_eq!(outcome, Connack::Accepted);
     let mut wrong = device.clone();
     wrong.password = "a-wrong-secret-password".into();
     connect(device_options(&wrong, server.mqtt_port, None, "x")).await;
     let (_, rotated) = server
-        .post(&format!("/api/devices/{}/rotate-credentials", device.device_id), json!({}))
+        .post(
+            &format!("/api/devices/{}/rotate-credentials", device.device_id),
+            json!({}),
+        )
         .await;
 
     server.kill().await;
@@ -386,11 +395,15 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
-    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
     assert!(lines
         .iter()
         .any(|l| l["span"]["request_id"] == "trace-me-42" && l["message"] == "request finished"));
-    assert!(lines.iter().any(|l| l["device_id"] == device.device_id.as_str()));
+    assert!(lines
+        .iter()
+        .any(|l| l["device_id"] == device.device_id.as_str()));
     for secret in [
         device.password.as_str(),
         "a-wrong-secret-password",

@@ -154,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
         bucket_seconds: i64,
     ) -> Result<Vec<SeriesPoint>>;
     async fn count_readings(&self) -> Result<u64>;
+    /// Deletes readings older than `before` (retention); returns how many
+    /// went, where the backend can tell (TimescaleDB drops whole chunks).
+    async fn prune_readings(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -475,4 +475,27 @@ impl Store for PostgresStore {
             .await?;
         Ok(to_u64(n))
     }
+
+    async fn prune_readings(&self, before: DateTime<Utc>) -> Result<u64> {
+        let hypertable: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') \
+             AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         JOIN pg_inherits i ON i.inhparent = c.oid WHERE c.relname = 'readings')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if hypertable {
+            // Dropping whole chunks is TimescaleDB's cheap retention.
+            sqlx::query("SELECT drop_chunks('readings', older_than => $1)")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+            return Ok(0);
+        }
+        let result = sqlx::query("DELETE FROM readings WHERE time < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
 }

@@ -512,4 +512,12 @@ impl Store for SqliteStore {
             .await?;
         Ok(to_u64(n))
     }
+
+    async fn prune_readings(&self, before: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query("DELETE FROM readings WHERE time < ?")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
 }

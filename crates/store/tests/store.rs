@@ -39,6 +39,7 @@ for_each_backend!(
     batches_are_idempotent_and_mark_devices_seen,
     history_is_newest_first_and_bounded,
     series_aggregates_per_bucket,
+    retention_prunes_only_old_readings,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -379,4 +380,23 @@ async fn series_aggregates_per_bucket(db: &TestDb) {
     assert!(points[0].humidity.is_none());
     let temp = points[0].temperature.unwrap();
     assert_eq!(temp.avg, 20.0);
+}
+
+async fn retention_prunes_only_old_readings(db: &TestDb) {
+    let store = db.store().await;
+    let d = Uuid::new_v4();
+    let batch: Vec<_> = (0..5)
+        .map(|i| reading(d, None, t0() + Duration::days(i), i as f64))
+        .collect();
+    store.commit_batch(&batch, &[]).await.unwrap();
+    assert_eq!(
+        store
+            .prune_readings(t0() + Duration::days(3))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+    let latest = store.latest_device_reading(d).await.unwrap().unwrap();
+    assert_eq!(latest, batch[4]);
 }

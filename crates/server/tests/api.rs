@@ -20,28 +20,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let db = plantops_testkit::TestDb::sqlite().await;
-                super::$name(&db).await;
-                db.drop().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let db = plantops_testkit::TestDb::postgres().await;
-                super::$name(&db).await;
-                db.drop().await;
-            })*
-        }
-    };
-}
-
-for_each_backend!(
+plantops_testkit::for_each_backend!(
     plants_crud,
     invalid_input_is_422_and_changes_nothing,
     device_lifecycle,

@@ -61,6 +61,17 @@ pub struct Aggregate {
     pub max: f64,
 }
 
+impl Aggregate {
+    /// A bucket where the metric was never measured has no aggregate.
+    fn from_parts(min: Option<f64>, avg: Option<f64>, max: Option<f64>) -> Option<Self> {
+        Some(Self {
+            min: min?,
+            avg: avg?,
+            max: max?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SeriesPoint {
     /// Start of the bucket.

@@ -93,10 +93,7 @@ fn aggregate(row: &PgRow, metric: &str) -> Result<Option<Aggregate>> {
     let min: Option<f64> = row.try_get(format!("{metric}_min").as_str())?;
     let avg: Option<f64> = row.try_get(format!("{metric}_avg").as_str())?;
     let max: Option<f64> = row.try_get(format!("{metric}_max").as_str())?;
-    Ok(match (min, avg, max) {
-        (Some(min), Some(avg), Some(max)) => Some(Aggregate { min, avg, max }),
-        _ => None,
-    })
+    Ok(Aggregate::from_parts(min, avg, max))
 }
 
 #[async_trait]

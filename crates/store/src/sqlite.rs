@@ -124,10 +124,7 @@ fn aggregate(row: &sqlx::sqlite::SqliteRow, metric: &str) -> Result<Option<Aggre
     let min: Option<f64> = row.try_get(format!("{metric}_min").as_str())?;
     let avg: Option<f64> = row.try_get(format!("{metric}_avg").as_str())?;
     let max: Option<f64> = row.try_get(format!("{metric}_max").as_str())?;
-    Ok(match (min, avg, max) {
-        (Some(min), Some(avg), Some(max)) => Some(Aggregate { min, avg, max }),
-        _ => None,
-    })
+    Ok(Aggregate::from_parts(min, avg, max))
 }
 
 fn push_ids<'a>(builder: &mut QueryBuilder<'a, Sqlite>, ids: &'a [Uuid]) {

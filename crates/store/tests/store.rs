@@ -6,28 +6,7 @@ use plantops_store::{DynStore, Page, Presence, Registration};
 use plantops_testkit::TestDb;
 use uuid::Uuid;
 
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let db = plantops_testkit::TestDb::sqlite().await;
-                super::$name(&db).await;
-                db.drop().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let db = plantops_testkit::TestDb::postgres().await;
-                super::$name(&db).await;
-                db.drop().await;
-            })*
-        }
-    };
-}
-
-for_each_backend!(
+plantops_testkit::for_each_backend!(
     migrations_are_recorded_and_harmless_twice,
     concurrent_migrations_apply_once,
     plants_round_trip_and_list_newest_first,

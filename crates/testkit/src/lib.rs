@@ -75,3 +75,27 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Defines each named `async fn(&TestDb)` test twice: `sqlite::name` and
+/// `postgres::name`, each on a fresh database dropped afterwards.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = $crate::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = $crate::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop().await;
+            })*
+        }
+    };
+}

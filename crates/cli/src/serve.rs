@@ -250,6 +250,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let state = AppState {
         store,
         broker: setup.broker,
+        live: plantops_server::live::LiveHub::start(&events),
         events,
         ingest: ingest.stats(),
         config: Arc::new(ApiConfig {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod observe;
 pub mod routes;
 pub mod state;
@@ -20,7 +21,7 @@ pub use state::{ApiConfig, AppState, BrokerEndpoint};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"))
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"))
 )]
 struct ApiDoc;
 
@@ -31,6 +32,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::health::router())
         .merge(routes::plants::router())
         .merge(routes::devices::router())
+        .merge(routes::events::router())
         .split_for_parts()
 }
 

@@ -30,6 +30,8 @@ pub struct AppState {
     pub store: DynStore,
     pub broker: Arc<dyn Broker>,
     pub events: broadcast::Sender<Event>,
+    /// Numbered, replayable copy of `events` for the SSE stream.
+    pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
     pub config: Arc<ApiConfig>,
 }

@@ -31,6 +31,7 @@ plantops_testkit::for_each_backend!(
 struct TestApp {
     router: Router,
     store: DynStore,
+    events: tokio::sync::broadcast::Sender<plantops_core::event::Event>,
     _broker: Arc<BuiltinBroker>,
 }
 
@@ -64,7 +65,8 @@ impl TestApp {
         let state = AppState {
             store: store.clone(),
             broker: broker.clone(),
-            events,
+            live: plantops_server::live::LiveHub::start(&events),
+            events: events.clone(),
             ingest: stats,
             config: Arc::new(ApiConfig {
                 heartbeat_interval_secs: 60,
@@ -79,6 +81,7 @@ impl TestApp {
         Self {
             router: plantops_server::app(state),
             store,
+            events,
             _broker: broker,
         }
     }
@@ -695,6 +698,7 @@ async fn openapi_describes_every_route() {
         "GET /devices",
         "GET /devices/{id}",
         "GET /devices/{id}/telemetry/latest",
+        "GET /events",
         "GET /health",
         "GET /mqtt/ca",
         "GET /plants",
@@ -711,7 +715,7 @@ async fn openapi_describes_every_route() {
         "PUT /plants/{id}",
     ];
     assert_eq!(operations, expected);
-    for operation in &operations {
+    for operation in operations.iter().filter(|o| *o != "GET /events") {
         let (method, path) = operation.split_once(' ').unwrap();
         let uri = format!("/api{}", path.replace("{id}", &Uuid::new_v4().to_string()));
         let (status, _, body) = app
@@ -723,5 +727,101 @@ async fn openapi_describes_every_route() {
             "{operation} is documented but not routed"
         );
     }
+    db.drop().await;
+}
+
+/// Reads SSE frames from a streaming body until `count` events arrived.
+async fn sse_events(body: Body, count: usize) -> Vec<(String, String, Value)> {
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), futures_next(&mut stream))
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(id), Some(kind), Some(data)) = (field("id"), field("event"), field("data"))
+            {
+                events.push((id, kind, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+async fn futures_next(stream: &mut axum::body::BodyDataStream) -> Option<axum::body::Bytes> {
+    use futures::StreamExt;
+    stream.next().await.and_then(Result::ok)
+}
+
+#[tokio::test]
+async fn live_events_stream_and_resume_after_last_event_id() {
+    use plantops_core::event::{DeviceStatusChange, Event};
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let response = app
+        .router
+        .clone()
+        .oneshot(Request::get("/api/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+
+    let device = Uuid::new_v4();
+    let reading = Reading {
+        time: plantops_core::now(),
+        device_id: device,
+        plant_id: None,
+        values: Measurements {
+            humidity: Some(55.0),
+            ..Default::default()
+        },
+    };
+    app.events.send(Event::Reading(reading)).unwrap();
+    app.events
+        .send(Event::DeviceStatus(DeviceStatusChange {
+            device_id: device,
+            plant_id: None,
+            status: plantops_core::DeviceStatus::Offline,
+            last_seen_at: None,
+        }))
+        .unwrap();
+    // A plant created through the API is announced too.
+    let plant = app.plant("Live").await;
+    let events = sse_events(response.into_body(), 3).await;
+    assert_eq!(events[0].1, "reading");
+    assert_eq!(events[0].2["humidity"], 55.0);
+    assert_eq!(events[1].1, "device_status");
+    assert_eq!(events[1].2["status"], "offline");
+    assert_eq!(events[2].1, "plant");
+    assert_eq!(events[2].2["plant_id"], plant["id"]);
+
+    // Reconnecting after the first event replays the two that followed.
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/api/events")
+                .header("last-event-id", events[0].0.as_str())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let replayed = sse_events(response.into_body(), 2).await;
+    assert_eq!(
+        replayed.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        [events[1].0.clone(), events[2].0.clone()]
+    );
     db.drop().await;
 }

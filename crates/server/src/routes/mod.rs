@@ -1,4 +1,5 @@
 pub mod devices;
+pub mod events;
 pub mod health;
 pub mod plants;
 

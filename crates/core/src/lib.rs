@@ -1,6 +1,7 @@
 //! PlantOps domain: plants, devices, readings, thresholds and the rules that
 //! judge them. Pure code, no I/O: every other crate depends on this one.
 
+pub mod alert;
 pub mod credentials;
 pub mod device;
 pub mod event;

@@ -63,9 +63,14 @@ impl Delivery {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Delivery::Pending, Delivery::Sent, Delivery::Failed, Delivery::Disabled]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+        [
+            Delivery::Pending,
+            Delivery::Sent,
+            Delivery::Failed,
+            Delivery::Disabled,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 
@@ -165,13 +170,21 @@ impl MetricState {
                     BoundSide::Max => bounds.max.is_none_or(|max| value <= max - margin),
                 };
                 // Crossing to the other bound is a new breach of that side.
-                if let Some((other, threshold)) = bounds.violation(value).filter(|(s, _)| *s != side) {
+                if let Some((other, threshold)) =
+                    bounds.violation(value).filter(|(s, _)| *s != side)
+                {
                     let state = MetricState {
                         breached: Some(other),
                         notified: true,
                         last_notified_at: Some(at),
                     };
-                    return (state, Some(Transition::Breach { side: other, threshold }));
+                    return (
+                        state,
+                        Some(Transition::Breach {
+                            side: other,
+                            threshold,
+                        }),
+                    );
                 }
                 if !recovered {
                     return (self, None);
@@ -186,7 +199,9 @@ impl MetricState {
                     BoundSide::Max => bounds.max,
                 };
                 match (self.notified, threshold) {
-                    (true, Some(threshold)) => (state, Some(Transition::Recovery { side, threshold })),
+                    (true, Some(threshold)) => {
+                        (state, Some(Transition::Recovery { side, threshold }))
+                    }
                     _ => (state, Some(Transition::SilentRecovery)),
                 }
             }
@@ -213,8 +228,13 @@ mod tests {
         values
             .iter()
             .map(|(minute, value)| {
-                let (next, transition) =
-                    state.observe(Metric::SoilMoisture, &SOIL, *value, t(*minute), Duration::minutes(60));
+                let (next, transition) = state.observe(
+                    Metric::SoilMoisture,
+                    &SOIL,
+                    *value,
+                    t(*minute),
+                    Duration::minutes(60),
+                );
                 state = next;
                 transition
             })
@@ -223,7 +243,14 @@ mod tests {
 
     #[test]
     fn a_breach_alerts_once_and_recovers_once() {
-        let transitions = run(&[(0, 50.0), (1, 15.0), (2, 14.0), (3, 10.0), (4, 30.0), (5, 31.0)]);
+        let transitions = run(&[
+            (0, 50.0),
+            (1, 15.0),
+            (2, 14.0),
+            (3, 10.0),
+            (4, 30.0),
+            (5, 31.0),
+        ]);
         assert_eq!(transitions[0], None);
         assert_eq!(
             transitions[1],
@@ -264,7 +291,10 @@ mod tests {
             })
         );
         assert_eq!(transitions[3], Some(Transition::SilentRecovery));
-        assert!(matches!(transitions[4], Some(Transition::Breach { .. })), "cooldown over");
+        assert!(
+            matches!(transitions[4], Some(Transition::Breach { .. })),
+            "cooldown over"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use plantops_core::{Device, DeviceStatus, Plant, Reading};
+use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
+use plantops_core::plant::BoundSide;
+use plantops_core::{Device, DeviceStatus, Metric, Plant, Reading};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -88,6 +90,37 @@ pub struct SeriesPoint {
 pub struct Presence {
     pub device_id: Uuid,
     pub seen_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub plant_id: Option<Uuid>,
+    pub kind: Option<AlertKind>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// The new state of one (plant, metric) pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateChange {
+    pub plant_id: Uuid,
+    pub metric: Metric,
+    pub state: MetricState,
+}
+
+/// An alert waiting in the outbox, with its delivery attempts so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedAlert {
+    pub alert: Alert,
+    pub attempts: u32,
+}
+
+/// Outbox bookkeeping after a delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryUpdate {
+    pub id: Uuid,
+    pub delivery: Delivery,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +201,17 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes readings older than `before` (retention); returns how many
     /// went, where the backend can tell (TimescaleDB drops whole chunks).
     async fn prune_readings(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The remembered threshold state of each metric of a plant.
+    async fn metric_states(&self, plant_id: Uuid) -> Result<HashMap<Metric, MetricState>>;
+    /// Saves state changes and the alerts they caused, in one transaction.
+    async fn record_alerts(&self, states: &[StateChange], alerts: &[Alert]) -> Result<()>;
+    /// Alerts, newest first.
+    async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)>;
+    async fn acknowledge_alert(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Alert>>;
+    /// Pending alerts whose next delivery attempt is due, oldest first.
+    async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>>;
+    async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -188,6 +232,38 @@ pub async fn connect(url: &str) -> Result<DynStore> {
 fn parse_status(raw: &str) -> Result<DeviceStatus> {
     DeviceStatus::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("device status {raw:?}")))
 }
+
+fn side_str(side: BoundSide) -> &'static str {
+    match side {
+        BoundSide::Min => "min",
+        BoundSide::Max => "max",
+    }
+}
+
+fn parse_side(raw: Option<String>) -> Result<Option<BoundSide>> {
+    match raw.as_deref() {
+        None => Ok(None),
+        Some("min") => Ok(Some(BoundSide::Min)),
+        Some("max") => Ok(Some(BoundSide::Max)),
+        Some(other) => Err(StoreError::Corrupt(format!("bound side {other:?}"))),
+    }
+}
+
+fn parse_metric(raw: Option<String>) -> Result<Option<Metric>> {
+    raw.map(|m| Metric::parse(&m).ok_or_else(|| StoreError::Corrupt(format!("metric {m:?}"))))
+        .transpose()
+}
+
+fn parse_kind(raw: &str) -> Result<AlertKind> {
+    AlertKind::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("alert kind {raw:?}")))
+}
+
+fn parse_delivery(raw: &str) -> Result<Delivery> {
+    Delivery::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("delivery {raw:?}")))
+}
+
+const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, direction, \
+                             message, created_at, delivery, acknowledged_at";
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or_default()

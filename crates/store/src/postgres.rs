@@ -14,9 +14,12 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::{
-    parse_status, to_u64, Aggregate, Backend, DeviceCredentials, Page, Presence, Registration,
-    Result, SeriesPoint, Store,
+    parse_delivery, parse_kind, parse_metric, parse_side, parse_status, side_str, to_u64,
+    Aggregate, AlertFilter, Backend, DeliveryUpdate, DeviceCredentials, Page, Presence,
+    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, ALERT_COLUMNS,
 };
+use plantops_core::alert::{Alert, MetricState};
+use plantops_core::Metric;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -86,6 +89,23 @@ fn reading_from_row(row: &PgRow) -> Result<Reading> {
             humidity: row.try_get("humidity")?,
             light_level: row.try_get("light_level")?,
         },
+    })
+}
+
+fn alert_from_row(row: &PgRow) -> Result<Alert> {
+    Ok(Alert {
+        id: row.try_get("id")?,
+        plant_id: row.try_get("plant_id")?,
+        device_id: row.try_get("device_id")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        metric: parse_metric(row.try_get("metric")?)?,
+        value: row.try_get("value")?,
+        threshold: row.try_get("threshold")?,
+        direction: parse_side(row.try_get("direction")?)?,
+        message: row.try_get("message")?,
+        created_at: row.try_get("created_at")?,
+        delivery: parse_delivery(row.try_get("delivery")?)?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
     })
 }
 
@@ -494,5 +514,138 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn metric_states(&self, plant_id: Uuid) -> Result<HashMap<Metric, MetricState>> {
+        let rows = sqlx::query("SELECT * FROM alert_states WHERE plant_id = $1")
+            .bind(plant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut states = HashMap::new();
+        for row in rows {
+            if let Some(metric) = parse_metric(row.try_get("metric")?)? {
+                let state = MetricState {
+                    breached: parse_side(row.try_get("breached")?)?,
+                    notified: row.try_get("notified")?,
+                    last_notified_at: row.try_get("last_notified_at")?,
+                };
+                states.insert(metric, state);
+            }
+        }
+        Ok(states)
+    }
+
+    async fn record_alerts(&self, states: &[StateChange], alerts: &[Alert]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for change in states {
+            sqlx::query(
+                "INSERT INTO alert_states (plant_id, metric, breached, notified, last_notified_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plant_id, metric) DO UPDATE SET \
+                 breached = excluded.breached, notified = excluded.notified, \
+                 last_notified_at = excluded.last_notified_at",
+            )
+            .bind(change.plant_id)
+            .bind(change.metric.name())
+            .bind(change.state.breached.map(side_str))
+            .bind(change.state.notified)
+            .bind(change.state.last_notified_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for alert in alerts {
+            sqlx::query(&format!(
+                "INSERT INTO alerts ({ALERT_COLUMNS}, attempts, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $10)"
+            ))
+            .bind(alert.id)
+            .bind(alert.plant_id)
+            .bind(alert.device_id)
+            .bind(alert.kind.as_str())
+            .bind(alert.metric.map(Metric::name))
+            .bind(alert.value)
+            .bind(alert.threshold)
+            .bind(alert.direction.map(side_str))
+            .bind(&alert.message)
+            .bind(alert.created_at)
+            .bind(alert.delivery.as_str())
+            .bind(alert.acknowledged_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)> {
+        const WHERE: &str =
+            "($1::uuid IS NULL OR plant_id = $1) AND ($2::text IS NULL OR kind = $2) \
+                             AND ($3::timestamptz IS NULL OR created_at >= $3)";
+        let kind = filter.kind.map(|k| k.as_str());
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE {WHERE} \
+             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+        ))
+        .bind(filter.plant_id)
+        .bind(kind)
+        .bind(filter.since)
+        .bind(i64::from(page.limit))
+        .bind(page.offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM alerts WHERE {WHERE}"))
+            .bind(filter.plant_id)
+            .bind(kind)
+            .bind(filter.since)
+            .fetch_one(&self.pool)
+            .await?;
+        let alerts = rows.iter().map(alert_from_row).collect::<Result<_>>()?;
+        Ok((alerts, to_u64(total)))
+    }
+
+    async fn acknowledge_alert(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Alert>> {
+        sqlx::query(&format!(
+            "UPDATE alerts SET acknowledged_at = COALESCE(acknowledged_at, $1) WHERE id = $2 \
+             RETURNING {ALERT_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(alert_from_row)
+        .transpose()
+    }
+
+    async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS}, attempts FROM alerts \
+             WHERE delivery = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY created_at, id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueuedAlert {
+                    alert: alert_from_row(row)?,
+                    attempts: row.try_get::<i32, _>("attempts")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE alerts SET delivery = $1, attempts = $2, next_attempt_at = $3 WHERE id = $4",
+        )
+        .bind(update.delivery.as_str())
+        .bind(update.attempts as i32)
+        .bind(update.next_attempt_at)
+        .bind(update.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

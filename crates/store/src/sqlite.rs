@@ -13,9 +13,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::{
-    parse_status, to_u64, Aggregate, Backend, DeviceCredentials, Page, Presence, Registration,
-    Result, SeriesPoint, Store, StoreError,
+    parse_delivery, parse_kind, parse_metric, parse_side, parse_status, side_str, to_u64,
+    Aggregate, AlertFilter, Backend, DeliveryUpdate, DeviceCredentials, Page, Presence,
+    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, StoreError, ALERT_COLUMNS,
 };
+use plantops_core::alert::{Alert, MetricState};
+use plantops_core::Metric;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -117,6 +120,26 @@ fn reading_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading> {
             humidity: row.try_get("humidity")?,
             light_level: row.try_get("light_level")?,
         },
+    })
+}
+
+fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Alert> {
+    Ok(Alert {
+        id: row.try_get("id")?,
+        plant_id: row.try_get("plant_id")?,
+        device_id: row.try_get("device_id")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        metric: parse_metric(row.try_get("metric")?)?,
+        value: row.try_get("value")?,
+        threshold: row.try_get("threshold")?,
+        direction: parse_side(row.try_get("direction")?)?,
+        message: row.try_get("message")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        delivery: parse_delivery(row.try_get("delivery")?)?,
+        acknowledged_at: row
+            .try_get::<Option<i64>, _>("acknowledged_at")?
+            .map(from_millis)
+            .transpose()?,
     })
 }
 
@@ -516,5 +539,145 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn metric_states(&self, plant_id: Uuid) -> Result<HashMap<Metric, MetricState>> {
+        let rows = sqlx::query("SELECT * FROM alert_states WHERE plant_id = ?")
+            .bind(plant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut states = HashMap::new();
+        for row in rows {
+            if let Some(metric) = parse_metric(row.try_get("metric")?)? {
+                let state = MetricState {
+                    breached: parse_side(row.try_get("breached")?)?,
+                    notified: row.try_get::<i64, _>("notified")? != 0,
+                    last_notified_at: row
+                        .try_get::<Option<i64>, _>("last_notified_at")?
+                        .map(from_millis)
+                        .transpose()?,
+                };
+                states.insert(metric, state);
+            }
+        }
+        Ok(states)
+    }
+
+    async fn record_alerts(&self, states: &[StateChange], alerts: &[Alert]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for change in states {
+            sqlx::query(
+                "INSERT INTO alert_states (plant_id, metric, breached, notified, last_notified_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (plant_id, metric) DO UPDATE SET \
+                 breached = excluded.breached, notified = excluded.notified, \
+                 last_notified_at = excluded.last_notified_at",
+            )
+            .bind(change.plant_id)
+            .bind(change.metric.name())
+            .bind(change.state.breached.map(side_str))
+            .bind(i64::from(change.state.notified))
+            .bind(change.state.last_notified_at.map(millis))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for alert in alerts {
+            sqlx::query(&format!(
+                "INSERT INTO alerts ({ALERT_COLUMNS}, attempts, next_attempt_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+            ))
+            .bind(alert.id)
+            .bind(alert.plant_id)
+            .bind(alert.device_id)
+            .bind(alert.kind.as_str())
+            .bind(alert.metric.map(Metric::name))
+            .bind(alert.value)
+            .bind(alert.threshold)
+            .bind(alert.direction.map(side_str))
+            .bind(&alert.message)
+            .bind(millis(alert.created_at))
+            .bind(alert.delivery.as_str())
+            .bind(alert.acknowledged_at.map(millis))
+            .bind(millis(alert.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)> {
+        const WHERE: &str = "(?1 IS NULL OR plant_id = ?1) AND (?2 IS NULL OR kind = ?2) \
+                             AND (?3 IS NULL OR created_at >= ?3)";
+        let kind = filter.kind.map(|k| k.as_str());
+        let since = filter.since.map(millis);
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE {WHERE} \
+             ORDER BY created_at DESC, id LIMIT ?4 OFFSET ?5"
+        ))
+        .bind(filter.plant_id)
+        .bind(kind)
+        .bind(since)
+        .bind(i64::from(page.limit))
+        .bind(page.offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM alerts WHERE {WHERE}"))
+            .bind(filter.plant_id)
+            .bind(kind)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        let alerts = rows.iter().map(alert_from_row).collect::<Result<_>>()?;
+        Ok((alerts, to_u64(total)))
+    }
+
+    async fn acknowledge_alert(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Alert>> {
+        sqlx::query(
+            "UPDATE alerts SET acknowledged_at = COALESCE(acknowledged_at, ?) WHERE id = ?",
+        )
+        .bind(millis(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(alert_from_row)
+            .transpose()
+    }
+
+    async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS}, attempts FROM alerts \
+             WHERE delivery = 'pending' AND next_attempt_at <= ? \
+             ORDER BY created_at, id LIMIT ?"
+        ))
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueuedAlert {
+                    alert: alert_from_row(row)?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE alerts SET delivery = ?, attempts = ?, next_attempt_at = ? WHERE id = ?",
+        )
+        .bind(update.delivery.as_str())
+        .bind(i64::from(update.attempts))
+        .bind(millis(update.next_attempt_at))
+        .bind(update.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

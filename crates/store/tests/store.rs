@@ -1,8 +1,13 @@
 //! One suite, run against SQLite and against the real PostgreSQL server.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
+use plantops_core::plant::BoundSide;
+use plantops_core::Metric;
 use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
-use plantops_store::{DynStore, Page, Presence, Registration};
+use plantops_store::{
+    AlertFilter, DeliveryUpdate, DynStore, Page, Presence, Registration, StateChange,
+};
 use plantops_testkit::TestDb;
 use uuid::Uuid;
 
@@ -19,6 +24,7 @@ plantops_testkit::for_each_backend!(
     history_is_newest_first_and_bounded,
     series_aggregates_per_bucket,
     retention_prunes_only_old_readings,
+    alerts_states_and_outbox,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -378,4 +384,163 @@ async fn retention_prunes_only_old_readings(db: &TestDb) {
     assert_eq!(store.count_readings().await.unwrap(), 2);
     let latest = store.latest_device_reading(d).await.unwrap().unwrap();
     assert_eq!(latest, batch[4]);
+}
+
+fn alert(plant_id: Option<Uuid>, kind: AlertKind, created_at: DateTime<Utc>) -> Alert {
+    Alert {
+        id: Uuid::new_v4(),
+        plant_id,
+        device_id: None,
+        kind,
+        metric: Some(Metric::SoilMoisture),
+        value: Some(12.5),
+        threshold: Some(20.0),
+        direction: Some(BoundSide::Min),
+        message: "Soil moisture 12.5 % is below 20 %".into(),
+        created_at,
+        delivery: Delivery::Pending,
+        acknowledged_at: None,
+    }
+}
+
+async fn alerts_states_and_outbox(db: &TestDb) {
+    let store = db.store().await;
+    let p = plant("Thyme", t0());
+    store.insert_plant(&p).await.unwrap();
+    let state = MetricState {
+        breached: Some(BoundSide::Min),
+        notified: true,
+        last_notified_at: Some(t0()),
+    };
+    let first = alert(Some(p.id), AlertKind::Threshold, t0());
+    let second = alert(
+        Some(p.id),
+        AlertKind::Recovered,
+        t0() + Duration::minutes(5),
+    );
+    let other = alert(None, AlertKind::DeviceOffline, t0() + Duration::minutes(1));
+    let change = StateChange {
+        plant_id: p.id,
+        metric: Metric::SoilMoisture,
+        state,
+    };
+    store
+        .record_alerts(&[change], &[first.clone()])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[], &[second.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.metric_states(p.id).await.unwrap()[&Metric::SoilMoisture],
+        state
+    );
+    let cleared = StateChange {
+        state: MetricState {
+            breached: None,
+            notified: false,
+            ..state
+        },
+        ..change
+    };
+    store.record_alerts(&[cleared], &[]).await.unwrap();
+    assert_eq!(
+        store.metric_states(p.id).await.unwrap()[&Metric::SoilMoisture],
+        cleared.state
+    );
+
+    let page = Page {
+        limit: 10,
+        offset: 0,
+    };
+    let (all, total) = store
+        .list_alerts(&AlertFilter::default(), page)
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(all, vec![second.clone(), other.clone(), first.clone()]);
+    let by_plant = AlertFilter {
+        plant_id: Some(p.id),
+        ..Default::default()
+    };
+    assert_eq!(store.list_alerts(&by_plant, page).await.unwrap().1, 2);
+    let by_kind = AlertFilter {
+        kind: Some(AlertKind::DeviceOffline),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_alerts(&by_kind, page).await.unwrap().0,
+        vec![other.clone()]
+    );
+    let since = AlertFilter {
+        since: Some(t0() + Duration::minutes(2)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_alerts(&since, page).await.unwrap().0,
+        vec![second.clone()]
+    );
+
+    let acked = store
+        .acknowledge_alert(first.id, t0() + Duration::hours(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.acknowledged_at, Some(t0() + Duration::hours(1)));
+    let again = store
+        .acknowledge_alert(first.id, t0() + Duration::hours(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.acknowledged_at, acked.acknowledged_at,
+        "first acknowledgement kept"
+    );
+    assert!(store
+        .acknowledge_alert(Uuid::new_v4(), t0())
+        .await
+        .unwrap()
+        .is_none());
+
+    let due = store
+        .due_alerts(t0() + Duration::minutes(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|q| q.alert.id).collect::<Vec<_>>(),
+        vec![first.id, other.id]
+    );
+    store
+        .update_delivery(&DeliveryUpdate {
+            id: first.id,
+            delivery: Delivery::Pending,
+            attempts: 1,
+            next_attempt_at: t0() + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    store
+        .update_delivery(&DeliveryUpdate {
+            id: other.id,
+            delivery: Delivery::Sent,
+            attempts: 1,
+            next_attempt_at: t0(),
+        })
+        .await
+        .unwrap();
+    let due = store
+        .due_alerts(t0() + Duration::minutes(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|q| q.alert.id).collect::<Vec<_>>(),
+        vec![second.id]
+    );
+    let due = store
+        .due_alerts(t0() + Duration::hours(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(due[0].alert.id, first.id);
+    assert_eq!(due[0].attempts, 1);
 }

@@ -425,7 +425,7 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         state,
     };
     store
-        .record_alerts(&[change], &[first.clone()])
+        .record_alerts(&[change], std::slice::from_ref(&first))
         .await
         .unwrap();
     store

@@ -72,6 +72,15 @@ fn one_of(
     }
 }
 
+fn webhook_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.starts_with("https://") || raw.starts_with("http://") {
+        Ok(raw.to_string())
+    } else {
+        Err("DISCORD_WEBHOOK_URL must be an http(s) URL".into())
+    }
+}
+
 fn database_url(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
     if raw.starts_with("postgres://")
@@ -165,6 +174,10 @@ pub struct ServeSettings {
     #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",
         value_parser = whole_number::<u32>("PLANTOPS_RETENTION_DAYS", 0, 36_500))]
     pub retention_days: u32,
+
+    /// Discord webhook that receives alerts; alerts are stored either way.
+    #[arg(long, env = "DISCORD_WEBHOOK_URL", hide_env_values = true, value_parser = webhook_url)]
+    pub discord_webhook_url: Option<String>,
 
     #[command(flatten)]
     pub external: ExternalBrokerSettings,

@@ -10,6 +10,8 @@ use plantops_mqtt::ingest::{BatchConfig, Ingest};
 use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
 use plantops_mqtt::presence::PresenceTracker;
 use plantops_mqtt::{certs, Broker};
+use plantops_server::alerts::evaluator::Evaluator;
+use plantops_server::alerts::notifier::{Notifier, WebhookUrl};
 use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
 use plantops_store::DynStore;
 use tokio::sync::broadcast;
@@ -219,6 +221,21 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let store = open_store(&settings.database).await?;
     let heartbeat = Duration::from_secs(settings.heartbeat_interval_secs);
     let (events, _) = broadcast::channel(4096);
+    // Subscribed before anything can publish, so no reading goes unjudged.
+    let outbox = Arc::new(tokio::sync::Notify::new());
+    let evaluator = Evaluator::new(
+        store.clone(),
+        events.clone(),
+        outbox.clone(),
+        settings.discord_webhook_url.is_some(),
+    );
+    let evaluator = tokio::spawn(evaluator.run(events.subscribe()));
+    let notifier = Notifier::new(
+        store.clone(),
+        settings.discord_webhook_url.clone().map(WebhookUrl),
+        outbox,
+    );
+    let notifier = tokio::spawn(notifier.run());
     let presence = Arc::new(
         PresenceTracker::load(heartbeat, &store)
             .await
@@ -273,6 +290,8 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     detector.abort();
+    evaluator.abort();
+    notifier.abort();
     if let Some(task) = housekeeping {
         task.abort();
     }

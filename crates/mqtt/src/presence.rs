@@ -88,11 +88,13 @@ impl PresenceTracker {
             entry.last_seen = entry.last_seen.max(presence.seen_at);
             entry.plant_id = plant_id;
             if entry.status != DeviceStatus::Online {
+                let previous = entry.status;
                 entry.status = DeviceStatus::Online;
                 changes.push(DeviceStatusChange {
                     device_id: presence.device_id,
                     plant_id,
                     status: DeviceStatus::Online,
+                    previous,
                     last_seen_at: Some(entry.last_seen),
                 });
             }
@@ -111,6 +113,7 @@ impl PresenceTracker {
                 device_id: *id,
                 plant_id: l.plant_id,
                 status: DeviceStatus::Offline,
+                previous: l.status,
                 last_seen_at: Some(l.last_seen),
             })
             .collect()
@@ -207,5 +210,6 @@ mod tests {
         assert_eq!(tracker.mark_offline(silent).len(), 1);
         let back = tracker.seen(&seen(t0 + chrono::Duration::seconds(401)), &plants);
         assert_eq!(back[0].status, DeviceStatus::Online);
+        assert_eq!(back[0].previous, DeviceStatus::Offline);
     }
 }

@@ -1,6 +1,7 @@
 //! The PlantOps HTTP API (CONTRACT.md), its OpenAPI description, metrics,
 //! and the request observability around it.
 
+pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod live;
@@ -21,7 +22,7 @@ pub use state::{ApiConfig, AppState, BrokerEndpoint};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"))
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"))
 )]
 struct ApiDoc;
 
@@ -33,6 +34,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::plants::router())
         .merge(routes::devices::router())
         .merge(routes::events::router())
+        .merge(routes::alerts::router())
         .split_for_parts()
 }
 

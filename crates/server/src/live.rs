@@ -24,6 +24,7 @@ fn encode(id: u64, event: &Event) -> LiveEvent {
     let (kind, data) = match event {
         Event::Reading(reading) => ("reading", serde_json::to_value(reading)),
         Event::DeviceStatus(change) => ("device_status", serde_json::to_value(change)),
+        Event::Alert(alert) => ("alert", serde_json::to_value(alert)),
         Event::PlantChanged { plant_id, removed } => (
             "plant",
             Ok(json!({"plant_id": plant_id, "removed": removed})),

@@ -695,6 +695,7 @@ async fn openapi_describes_every_route() {
     let expected = [
         "DELETE /devices/{id}",
         "DELETE /plants/{id}",
+        "GET /alerts",
         "GET /devices",
         "GET /devices/{id}",
         "GET /devices/{id}/telemetry/latest",
@@ -707,6 +708,7 @@ async fn openapi_describes_every_route() {
         "GET /plants/{id}/history",
         "GET /plants/{id}/series",
         "GET /ready",
+        "POST /alerts/{id}/acknowledge",
         "POST /devices/register",
         "POST /devices/{id}/provision",
         "POST /devices/{id}/rotate-credentials",
@@ -793,6 +795,7 @@ async fn live_events_stream_and_resume_after_last_event_id() {
             device_id: device,
             plant_id: None,
             status: plantops_core::DeviceStatus::Offline,
+            previous: plantops_core::DeviceStatus::Online,
             last_seen_at: None,
         }))
         .unwrap();

@@ -2,6 +2,7 @@
 //! MQTT with rumqttc.
 #![allow(dead_code)]
 
+pub mod discord;
 pub mod mosquitto;
 
 use std::path::{Path, PathBuf};

@@ -1,3 +1,4 @@
+pub mod alerts;
 pub mod devices;
 pub mod events;
 pub mod health;

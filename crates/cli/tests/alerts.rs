@@ -1,0 +1,235 @@
+//! Alerts end to end: a breaching reading published over MQTT reaches a
+//! local server that speaks Discord's webhook protocol.
+
+mod common;
+
+use std::time::Duration;
+
+use common::discord::{Discord, Reply};
+use common::{connect, device_options, publish_acked, Credentials, Ports, Server};
+use rumqttc::{AsyncClient, EventLoop};
+use serde_json::{json, Value};
+
+struct Setup {
+    server: Server,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    device: Credentials,
+    plant_id: String,
+}
+
+async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Setup {
+    let server = Server::start(dir, ports, env).await;
+    let (status, plant) = server
+        .post(
+            "/api/plants",
+            json!({"name": "Fern", "thresholds": {
+                "soil_moisture": {"min": 20, "max": 80},
+                "temperature": {"min": null, "max": 30}
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let plant_id = plant["id"].as_str().unwrap().to_string();
+    let device = server.register("cc:00:00:00:00:01").await;
+    server
+        .post(
+            &format!("/api/devices/{}/provision", device.device_id),
+            json!({"plant_id": plant_id}),
+        )
+        .await;
+    let (client, eventloop, _) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
+    Setup {
+        server,
+        client,
+        eventloop,
+        device,
+        plant_id,
+    }
+}
+
+impl Setup {
+    async fn soil(&mut self, value: f64) {
+        self.publish(json!({"soil_moisture": value})).await;
+    }
+
+    async fn publish(&mut self, payload: Value) {
+        let topic = format!("devices/{}/telemetry", self.device.device_id);
+        publish_acked(&self.client, &mut self.eventloop, &topic, payload).await;
+    }
+
+    /// Waits until the plant's alerts satisfy `check`.
+    async fn alerts_until(&self, check: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/api/alerts?plant_id={}", self.plant_id);
+        for _ in 0..400 {
+            let (_, alerts) = self.server.get(&path).await;
+            if check(&alerts) {
+                return alerts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("alerts never reached the expected state");
+    }
+}
+
+fn webhook_env(discord: &Discord) -> Vec<(&'static str, String)> {
+    vec![("DISCORD_WEBHOOK_URL", discord.url.clone())]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn a_breach_is_notified_once_and_its_recovery_once() {
+    let mut discord = Discord::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = webhook_env(&discord);
+    let mut s = setup(dir.path(), &Ports::free(), &env_refs(&env)).await;
+
+    s.soil(10.0).await;
+    let message = discord.next_delivered().await;
+    let embed = &message["embeds"][0];
+    assert_eq!(embed["title"], "Plant Alert: Fern");
+    assert_eq!(embed["color"], 0xE74C3C);
+    let description = embed["description"].as_str().unwrap();
+    assert!(
+        description.contains("below the minimum of 20%"),
+        "{description}"
+    );
+    assert!(description.contains("10%"), "{description}");
+
+    // Still low: no new notice. Then back to normal: one green notice.
+    s.soil(12.0).await;
+    s.soil(50.0).await;
+    let message = discord.next_delivered().await;
+    assert_eq!(message["embeds"][0]["title"], "Back to normal: Fern");
+    assert_eq!(message["embeds"][0]["color"], 0x2ECC71);
+    assert_eq!(discord.attempts(), 2);
+
+    let alerts = s
+        .alerts_until(|a| {
+            a["alerts"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|x| x["delivery"] == "sent"))
+        })
+        .await;
+    assert_eq!(alerts["total"], 2);
+    assert_eq!(alerts["alerts"][0]["kind"], "recovered");
+    assert_eq!(alerts["alerts"][1]["kind"], "threshold");
+    assert_eq!(alerts["alerts"][1]["direction"], "min");
+    assert_eq!(alerts["alerts"][1]["threshold"], 20.0);
+    assert_eq!(alerts["alerts"][1]["value"], 10.0);
+
+    let id = alerts["alerts"][1]["id"].as_str().unwrap();
+    let (status, acked) = s
+        .server
+        .post(&format!("/api/alerts/{id}/acknowledge"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(acked["acknowledged_at"].is_string());
+
+    // A second breach within the 60-minute cooldown is recorded in state
+    // but not notified again.
+    s.soil(5.0).await;
+    s.soil(50.0).await;
+    // Readings are judged in order: once this later breach is notified,
+    // the suppressed one above has been judged too.
+    s.publish(json!({"temperature": 35.0})).await;
+    let message = discord.next_delivered().await;
+    let description = message["embeds"][0]["description"].as_str().unwrap();
+    assert!(description.starts_with("Temperature"), "{description}");
+    assert_eq!(discord.attempts(), 3);
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_until_delivered() {
+    let mut discord = Discord::start(&[Reply::RateLimited(0.2), Reply::ServerError]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = webhook_env(&discord);
+    let mut s = setup(dir.path(), &Ports::free(), &env_refs(&env)).await;
+    s.soil(90.0).await;
+    let message = discord.next_delivered().await;
+    assert_eq!(message["embeds"][0]["title"], "Plant Alert: Fern");
+    assert_eq!(discord.attempts(), 3);
+    s.alerts_until(|a| a["alerts"][0]["delivery"] == "sent")
+        .await;
+}
+
+#[tokio::test]
+async fn the_outbox_survives_a_restart_and_never_sends_twice() {
+    let mut discord = Discord::start(&[Reply::ServerError; 50]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let env = webhook_env(&discord);
+    let mut s = setup(dir.path(), &ports, &env_refs(&env)).await;
+    s.soil(5.0).await;
+    // Discord is down: the alert is stored and stays pending.
+    let alerts = s.alerts_until(|a| a["alerts"][0].is_object()).await;
+    assert_eq!(alerts["alerts"][0]["delivery"], "pending", "{alerts}");
+    while discord.attempts() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.server.kill().await;
+
+    discord.script(&[]);
+    let server = Server::start(dir.path(), &ports, &env_refs(&env)).await;
+    let message = discord.next_delivered().await;
+    assert_eq!(message["embeds"][0]["title"], "Plant Alert: Fern");
+    s.server = server;
+    s.alerts_until(|a| a["alerts"][0]["delivery"] == "sent")
+        .await;
+    let attempts = discord.attempts();
+    // The next notice delivered is a new alert, not the confirmed one again.
+    let (client, eventloop, _) = connect(device_options(
+        &s.device,
+        s.server.mqtt_port,
+        None,
+        &s.device.device_id,
+    ))
+    .await;
+    (s.client, s.eventloop) = (client, eventloop);
+    s.publish(json!({"temperature": 40.0})).await;
+    let message = discord.next_delivered().await;
+    let description = message["embeds"][0]["description"].as_str().unwrap();
+    assert!(description.starts_with("Temperature"), "{description}");
+    assert_eq!(discord.attempts(), attempts + 1);
+}
+
+#[tokio::test]
+async fn device_offline_and_back_online_are_notified_with_the_plant() {
+    let mut discord = Discord::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = webhook_env(&discord);
+    env.push(("PLANTOPS_HEARTBEAT_INTERVAL_SECS", "1".into()));
+    let mut s = setup(dir.path(), &Ports::free(), &env_refs(&env)).await;
+    s.soil(50.0).await;
+    let offline = discord.next_delivered().await;
+    assert_eq!(offline["embeds"][0]["title"], "Device Offline");
+    assert_eq!(offline["embeds"][0]["color"], 0xF1C40F);
+    assert!(offline["embeds"][0]["description"]
+        .as_str()
+        .unwrap()
+        .contains("(Fern)"));
+    s.soil(50.0).await;
+    let online = discord.next_delivered().await;
+    assert_eq!(online["embeds"][0]["title"], "Device Online");
+}
+
+#[tokio::test]
+async fn without_a_webhook_alerts_are_stored_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), &Ports::free(), &[]).await;
+    s.soil(95.0).await;
+    let alerts = s.alerts_until(|a| a["alerts"][0].is_object()).await;
+    assert_eq!(alerts["total"], 1);
+    assert_eq!(alerts["alerts"][0]["kind"], "threshold");
+    assert_eq!(alerts["alerts"][0]["direction"], "max");
+    assert_eq!(alerts["alerts"][0]["delivery"], "disabled");
+}

@@ -1,0 +1,6 @@
+//! Alerting: the evaluator turns committed readings and device status
+//! changes into stored alerts; the notifier delivers them from the outbox.
+
+pub mod discord;
+pub mod evaluator;
+pub mod notifier;

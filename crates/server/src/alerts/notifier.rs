@@ -1,0 +1,228 @@
+//! Delivery from the persisted outbox (the alerts table): retries with
+//! exponential backoff, honours Discord's 429 `retry_after`, gives up only
+//! after a long bound. A restart or an outage delays notices, never drops
+//! them; a notice Discord confirmed is marked sent at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use plantops_core::alert::Delivery;
+use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
+use tokio::sync::Notify;
+
+use super::discord;
+
+/// Attempts before an alert is marked failed: with backoff capped at 15
+/// minutes, about six hours of trying.
+pub const MAX_ATTEMPTS: u32 = 30;
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+const BATCH: u32 = 20;
+
+/// A webhook URL; its `Debug` hides the secret token in the path.
+#[derive(Clone)]
+pub struct WebhookUrl(pub String);
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookUrl(<redacted>)")
+    }
+}
+
+pub struct Notifier {
+    store: DynStore,
+    client: reqwest::Client,
+    webhook: Option<WebhookUrl>,
+    wake: Arc<Notify>,
+}
+
+/// What one attempt came to.
+#[derive(Debug, PartialEq)]
+pub enum Attempt {
+    Delivered,
+    /// Rate limited: try again after this long.
+    RetryAfter(Duration),
+    Failed(String),
+}
+
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(20)).min(MAX_BACKOFF)
+}
+
+impl Notifier {
+    pub fn new(store: DynStore, webhook: Option<WebhookUrl>, wake: Arc<Notify>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            store,
+            client,
+            webhook,
+            wake,
+        }
+    }
+
+    pub async fn run(self) {
+        loop {
+            let pause = match self.deliver_due().await {
+                Ok(pause) => pause,
+                Err(error) => {
+                    tracing::error!(%error, "outbox unavailable");
+                    Some(IDLE_CHECK)
+                }
+            };
+            let wait = pause.unwrap_or(IDLE_CHECK);
+            tokio::select! {
+                _ = self.wake.notified(), if pause.is_none() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Delivers what is due; returns a pause when Discord asked for one.
+    async fn deliver_due(&self) -> plantops_store::Result<Option<Duration>> {
+        loop {
+            let due = self.store.due_alerts(Utc::now(), BATCH).await?;
+            if due.is_empty() {
+                return Ok(None);
+            }
+            for queued in due {
+                if let Some(pause) = self.deliver(queued).await? {
+                    return Ok(Some(pause));
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, queued: QueuedAlert) -> plantops_store::Result<Option<Duration>> {
+        let QueuedAlert { alert, attempts } = queued;
+        let Some(webhook) = &self.webhook else {
+            self.record(alert.id, Delivery::Disabled, attempts, Utc::now())
+                .await?;
+            return Ok(None);
+        };
+        let plant_name = match alert.plant_id {
+            Some(id) => self.store.get_plant(id).await?.map(|p| p.name),
+            None => None,
+        };
+        let body = discord::message(&alert, plant_name.as_deref());
+        let attempts = attempts + 1;
+        match self.attempt(webhook, &body).await {
+            Attempt::Delivered => {
+                metrics::counter!("plantops_notifications_total", "result" => "sent").increment(1);
+                tracing::info!(alert_id = %alert.id, "notification delivered");
+                self.record(alert.id, Delivery::Sent, attempts, Utc::now())
+                    .await?;
+                Ok(None)
+            }
+            Attempt::RetryAfter(wait) => {
+                metrics::counter!("plantops_notifications_total", "result" => "rate_limited")
+                    .increment(1);
+                tracing::warn!(alert_id = %alert.id, retry_after_ms = wait.as_millis() as u64, "Discord rate limit");
+                self.record(alert.id, Delivery::Pending, attempts, later(wait))
+                    .await?;
+                Ok(Some(wait))
+            }
+            Attempt::Failed(reason) => {
+                metrics::counter!("plantops_notifications_total", "result" => "failed")
+                    .increment(1);
+                if attempts >= MAX_ATTEMPTS {
+                    tracing::error!(alert_id = %alert.id, attempts, reason, "giving up on a notification");
+                    self.record(alert.id, Delivery::Failed, attempts, Utc::now())
+                        .await?;
+                } else {
+                    let wait = backoff(attempts);
+                    tracing::warn!(alert_id = %alert.id, attempts, reason, retry_in_ms = wait.as_millis() as u64, "notification not delivered");
+                    self.record(alert.id, Delivery::Pending, attempts, later(wait))
+                        .await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn attempt(&self, webhook: &WebhookUrl, body: &serde_json::Value) -> Attempt {
+        let response = match self.client.post(&webhook.0).json(body).send().await {
+            Ok(response) => response,
+            // Without the URL: it carries the webhook's secret token.
+            Err(error) => return Attempt::Failed(error.without_url().to_string()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Attempt::Delivered;
+        }
+        if status.as_u16() == 429 {
+            let header = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok());
+            let body: Option<serde_json::Value> = response.json().await.ok();
+            let seconds = body
+                .as_ref()
+                .and_then(|b| b["retry_after"].as_f64())
+                .or(header)
+                .unwrap_or(1.0);
+            return Attempt::RetryAfter(Duration::from_secs_f64(seconds.clamp(0.05, 3600.0)));
+        }
+        Attempt::Failed(format!("Discord answered {status}"))
+    }
+
+    /// Sends a test message; for the settings endpoint.
+    pub async fn send_test(&self) -> Attempt {
+        let Some(webhook) = &self.webhook else {
+            return Attempt::Failed("no Discord webhook is configured".into());
+        };
+        let body = serde_json::json!({
+            "username": "PlantOps",
+            "embeds": [{"title": "PlantOps test notification",
+                "description": "Notifications from PlantOps reach this channel.",
+                "color": 0x2E_CC_71}]
+        });
+        self.attempt(webhook, &body).await
+    }
+
+    async fn record(
+        &self,
+        id: uuid::Uuid,
+        delivery: Delivery,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> plantops_store::Result<()> {
+        self.store
+            .update_delivery(&DeliveryUpdate {
+                id,
+                delivery,
+                attempts,
+                next_attempt_at,
+            })
+            .await
+    }
+}
+
+fn later(wait: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_fifteen_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(16));
+        assert_eq!(backoff(29), MAX_BACKOFF);
+        // Thirty attempts span hours, not minutes, before an alert fails.
+        let total: Duration = (1..MAX_ATTEMPTS).map(backoff).sum();
+        assert!(total > Duration::from_secs(5 * 3600));
+    }
+
+    #[test]
+    fn webhook_urls_do_not_show_in_debug_output() {
+        let url = WebhookUrl("https://discord.com/api/webhooks/1/secret-token".into());
+        assert!(!format!("{url:?}").contains("secret"));
+    }
+}

@@ -81,6 +81,14 @@ fn webhook_url(raw: &str) -> Result<String, String> {
     }
 }
 
+fn encryption_key(raw: &str) -> Result<String, String> {
+    plantops_core::secret::SecretBox::from_hex(raw)
+        .map(|_| raw.trim().to_string())
+        .map_err(|_| {
+            "ENCRYPTION_KEY must be 64 hexadecimal characters (openssl rand -hex 32)".into()
+        })
+}
+
 fn database_url(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
     if raw.starts_with("postgres://")
@@ -178,6 +186,11 @@ pub struct ServeSettings {
     /// Discord webhook that receives alerts; alerts are stored either way.
     #[arg(long, env = "DISCORD_WEBHOOK_URL", hide_env_values = true, value_parser = webhook_url)]
     pub discord_webhook_url: Option<String>,
+
+    /// 64 hex characters: the AES-256 key sealing stored secrets. Required
+    /// with PostgreSQL; with SQLite one is generated into the data directory.
+    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true, value_parser = encryption_key)]
+    pub encryption_key: Option<String>,
 
     #[command(flatten)]
     pub external: ExternalBrokerSettings,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use plantops_core::secret::{generate_key, SecretBox};
 use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
 use plantops_mqtt::ingest::{BatchConfig, Ingest};
 use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
@@ -12,6 +13,7 @@ use plantops_mqtt::presence::PresenceTracker;
 use plantops_mqtt::{certs, Broker};
 use plantops_server::alerts::evaluator::Evaluator;
 use plantops_server::alerts::notifier::{Notifier, WebhookUrl};
+use plantops_server::alerts::settings::{check_key, NotificationSettings};
 use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
 use plantops_store::DynStore;
 use tokio::sync::broadcast;
@@ -51,6 +53,49 @@ async fn open_store(settings: &DatabaseSettings) -> anyhow::Result<DynStore> {
             Err(error) => return Err(error).context("database unavailable (DATABASE_URL)"),
         }
     }
+}
+
+/// The key sealing stored secrets: ENCRYPTION_KEY, or with SQLite a key
+/// generated once into the data directory (mode 0600). A key that does not
+/// open this database's secrets stops start-up.
+async fn secret_box(settings: &ServeSettings, store: &DynStore) -> anyhow::Result<SecretBox> {
+    let key = match &settings.encryption_key {
+        Some(key) => key.clone(),
+        None if store.backend() == plantops_store::Backend::Postgres => anyhow::bail!(
+            "ENCRYPTION_KEY is required with PostgreSQL (generate one with: openssl rand -hex 32)"
+        ),
+        None => {
+            let path = settings.database.data_dir.join("encryption.key");
+            if !path.exists() {
+                write_private(&path, &generate_key())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the key for stored secrets; back it up with the database");
+            }
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
+    };
+    let secrets = SecretBox::from_hex(&key).context("ENCRYPTION_KEY")?;
+    check_key(store, &secrets).await.context(
+        "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
+    )?;
+    Ok(secrets)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(contents.as_bytes())
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, contents)
 }
 
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
@@ -223,18 +268,15 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let (events, _) = broadcast::channel(4096);
     // Subscribed before anything can publish, so no reading goes unjudged.
     let outbox = Arc::new(tokio::sync::Notify::new());
-    let evaluator = Evaluator::new(
-        store.clone(),
-        events.clone(),
-        outbox.clone(),
-        settings.discord_webhook_url.is_some(),
-    );
+    let evaluator = Evaluator::new(store.clone(), events.clone(), outbox.clone());
     let evaluator = tokio::spawn(evaluator.run(events.subscribe()));
-    let notifier = Notifier::new(
+    let secrets = secret_box(&settings, &store).await?;
+    let notifications = Arc::new(NotificationSettings::new(
         store.clone(),
+        secrets,
         settings.discord_webhook_url.clone().map(WebhookUrl),
-        outbox,
-    );
+    ));
+    let notifier = Notifier::new(store.clone(), notifications.clone(), outbox);
     let notifier = tokio::spawn(notifier.run());
     let presence = Arc::new(
         PresenceTracker::load(heartbeat, &store)
@@ -270,6 +312,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         live: plantops_server::live::LiveHub::start(&events),
         events,
         ingest: ingest.stats(),
+        notifications,
         config: Arc::new(ApiConfig {
             heartbeat_interval_secs: settings.heartbeat_interval_secs,
             broker_endpoint: setup.endpoint,

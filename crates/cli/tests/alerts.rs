@@ -233,3 +233,31 @@ async fn without_a_webhook_alerts_are_stored_and_shown() {
     assert_eq!(alerts["alerts"][0]["direction"], "max");
     assert_eq!(alerts["alerts"][0]["delivery"], "disabled");
 }
+
+#[tokio::test]
+async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
+    let mut discord = Discord::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), &Ports::free(), &[]).await;
+    let response = s
+        .server
+        .client
+        .put(format!("{}/api/settings/notifications", s.server.http))
+        .json(&json!({"discord_webhook_url": discord.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, result) = s
+        .server
+        .post("/api/settings/notifications/test", json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(result["success"], true, "{result}");
+    let test = discord.next_delivered().await;
+    assert_eq!(test["embeds"][0]["title"], "PlantOps test notification");
+
+    s.soil(3.0).await;
+    let alert = discord.next_delivered().await;
+    assert_eq!(alert["embeds"][0]["title"], "Plant Alert: Fern");
+}

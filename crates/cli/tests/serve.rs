@@ -412,3 +412,35 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         assert!(!logs.contains(secret), "a password reached the logs");
     }
 }
+
+/// With SQLite and no ENCRYPTION_KEY a key is generated (owner-only); a
+/// different key later is refused rather than silently losing secrets.
+#[tokio::test]
+async fn a_wrong_encryption_key_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &[]).await;
+    let key_file = dir.path().join("encryption.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    server.kill().await;
+
+    let wrong = "0".repeat(64);
+    assert_ne!(key.trim(), wrong);
+    let output = Server::command(dir.path(), &ports, &[("ENCRYPTION_KEY", &wrong)])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ENCRYPTION_KEY does not match"), "{stderr}");
+
+    // The right key, given explicitly, works.
+    Server::start(dir.path(), &ports, &[("ENCRYPTION_KEY", key.trim())]).await;
+}

@@ -8,6 +8,7 @@ pub mod event;
 pub mod metric;
 pub mod plant;
 pub mod reading;
+pub mod secret;
 pub mod telemetry;
 pub mod topic;
 pub mod validation;

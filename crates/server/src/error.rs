@@ -20,6 +20,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// A fault of ours; the message is safe to show.
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 /// `{"detail": "<message>"}`.
@@ -49,6 +52,7 @@ impl IntoResponse for ApiError {
                     "The database is unavailable; try again shortly".to_string(),
                 )
             }
+            ApiError::Internal(what) => (StatusCode::INTERNAL_SERVER_ERROR, what.to_string()),
             ApiError::Broker(error) => {
                 tracing::error!(%error, "broker request failed");
                 (StatusCode::SERVICE_UNAVAILABLE, error.to_string())

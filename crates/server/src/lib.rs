@@ -35,6 +35,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::devices::router())
         .merge(routes::events::router())
         .merge(routes::alerts::router())
+        .merge(routes::settings::router())
         .split_for_parts()
 }
 

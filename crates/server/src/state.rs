@@ -33,6 +33,7 @@ pub struct AppState {
     /// Numbered, replayable copy of `events` for the SSE stream.
     pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
+    pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
     pub config: Arc<ApiConfig>,
 }
 

@@ -26,6 +26,7 @@ plantops_testkit::for_each_backend!(
     device_lifecycle,
     history_series_and_status,
     pagination_bounds,
+    notification_settings_are_sealed_and_masked,
 );
 
 struct TestApp {
@@ -68,6 +69,13 @@ impl TestApp {
             live: plantops_server::live::LiveHub::start(&events),
             events: events.clone(),
             ingest: stats,
+            notifications: Arc::new(
+                plantops_server::alerts::settings::NotificationSettings::new(
+                    store.clone(),
+                    plantops_core::secret::SecretBox::from_hex(&"ab".repeat(32)).unwrap(),
+                    None,
+                ),
+            ),
             config: Arc::new(ApiConfig {
                 heartbeat_interval_secs: 60,
                 broker_endpoint: BrokerEndpoint {
@@ -708,13 +716,16 @@ async fn openapi_describes_every_route() {
         "GET /plants/{id}/history",
         "GET /plants/{id}/series",
         "GET /ready",
+        "GET /settings/notifications",
         "POST /alerts/{id}/acknowledge",
         "POST /devices/register",
         "POST /devices/{id}/provision",
         "POST /devices/{id}/rotate-credentials",
         "POST /devices/{id}/unassign",
         "POST /plants",
+        "POST /settings/notifications/test",
         "PUT /plants/{id}",
+        "PUT /settings/notifications",
     ];
     assert_eq!(operations, expected);
     for operation in operations.iter().filter(|o| *o != "GET /events") {
@@ -827,4 +838,74 @@ async fn live_events_stream_and_resume_after_last_event_id() {
         [events[1].0.clone(), events[2].0.clone()]
     );
     db.drop().await;
+}
+
+async fn notification_settings_are_sealed_and_masked(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let (status, view) = app
+        .call(Method::GET, "/api/settings/notifications", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        view,
+        json!({"discord_webhook_set": false, "discord_webhook_masked": null})
+    );
+    let (status, result) = app
+        .call(Method::POST, "/api/settings/notifications/test", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(result["success"], false);
+
+    let url = "https://discord.example/api/webhooks/42/very-secret-token";
+    let (status, view) = app
+        .call(
+            Method::PUT,
+            "/api/settings/notifications",
+            Some(json!({"discord_webhook_url": url})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        view,
+        json!({"discord_webhook_set": true, "discord_webhook_masked": "...oken"})
+    );
+    let stored = app
+        .store
+        .get_setting("discord_webhook")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !stored.contains("secret") && !stored.contains("discord"),
+        "{stored}"
+    );
+
+    let (status, problem) = app
+        .call(
+            Method::PUT,
+            "/api/settings/notifications",
+            Some(json!({"discord_webhook_url": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["detail"][0]["loc"],
+        json!(["body", "discord_webhook_url"])
+    );
+    let (_, view) = app
+        .call(Method::GET, "/api/settings/notifications", None)
+        .await;
+    assert_eq!(
+        view["discord_webhook_set"], true,
+        "a rejected update changes nothing"
+    );
+
+    let (_, view) = app
+        .call(
+            Method::PUT,
+            "/api/settings/notifications",
+            Some(json!({"discord_webhook_url": null})),
+        )
+        .await;
+    assert_eq!(view["discord_webhook_set"], false);
 }

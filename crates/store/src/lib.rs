@@ -212,6 +212,10 @@ pub trait Store: Send + Sync + 'static {
     /// Pending alerts whose next delivery attempt is due, oldest first.
     async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores a setting; `None` removes it.
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -648,4 +648,29 @@ impl Store for PostgresStore {
         .await?;
         Ok(())
     }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(value) => sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(Utc::now()),
+            None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

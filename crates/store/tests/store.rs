@@ -25,6 +25,7 @@ plantops_testkit::for_each_backend!(
     series_aggregates_per_bucket,
     retention_prunes_only_old_readings,
     alerts_states_and_outbox,
+    settings_round_trip,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -543,4 +544,27 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         .unwrap();
     assert_eq!(due[0].alert.id, first.id);
     assert_eq!(due[0].attempts, 1);
+}
+
+async fn settings_round_trip(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.get_setting("discord_webhook").await.unwrap(), None);
+    store
+        .put_setting("discord_webhook", Some("v1:abc"))
+        .await
+        .unwrap();
+    store
+        .put_setting("discord_webhook", Some("v1:def"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_setting("discord_webhook")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v1:def")
+    );
+    store.put_setting("discord_webhook", None).await.unwrap();
+    assert_eq!(store.get_setting("discord_webhook").await.unwrap(), None);
 }

@@ -24,8 +24,6 @@ pub struct Evaluator {
     events: broadcast::Sender<Event>,
     /// Wakes the notifier when alerts are stored.
     outbox: Arc<Notify>,
-    /// Whether alerts are to be delivered at all (a channel is configured).
-    deliver: bool,
     plants: HashMap<Uuid, PlantEntry>,
 }
 
@@ -45,17 +43,11 @@ fn label(metric: Metric) -> &'static str {
 }
 
 impl Evaluator {
-    pub fn new(
-        store: DynStore,
-        events: broadcast::Sender<Event>,
-        outbox: Arc<Notify>,
-        deliver: bool,
-    ) -> Self {
+    pub fn new(store: DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
         Self {
             store,
             events,
             outbox,
-            deliver,
             plants: HashMap::new(),
         }
     }
@@ -99,11 +91,8 @@ impl Evaluator {
             direction: None,
             message,
             created_at: plantops_core::now(),
-            delivery: if self.deliver {
-                Delivery::Pending
-            } else {
-                Delivery::Disabled
-            },
+            // The notifier marks it disabled if no channel is configured.
+            delivery: Delivery::Pending,
             acknowledged_at: None,
         }
     }
@@ -123,7 +112,6 @@ impl Evaluator {
         let Some(plant_id) = reading.plant_id else {
             return Ok(());
         };
-        let deliver = self.deliver;
         let Some(entry) = self.entry(plant_id).await? else {
             return Ok(());
         };
@@ -184,11 +172,7 @@ impl Evaluator {
                 direction: Some(side),
                 message,
                 created_at: plantops_core::now(),
-                delivery: if deliver {
-                    Delivery::Pending
-                } else {
-                    Delivery::Disabled
-                },
+                delivery: Delivery::Pending,
                 acknowledged_at: None,
             });
         }

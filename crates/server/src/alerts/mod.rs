@@ -4,3 +4,4 @@
 pub mod discord;
 pub mod evaluator;
 pub mod notifier;
+pub mod settings;

@@ -12,6 +12,7 @@ use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
 use tokio::sync::Notify;
 
 use super::discord;
+use super::settings::NotificationSettings;
 
 /// Attempts before an alert is marked failed: with backoff capped at 15
 /// minutes, about six hours of trying.
@@ -33,7 +34,7 @@ impl std::fmt::Debug for WebhookUrl {
 pub struct Notifier {
     store: DynStore,
     client: reqwest::Client,
-    webhook: Option<WebhookUrl>,
+    settings: Arc<NotificationSettings>,
     wake: Arc<Notify>,
 }
 
@@ -51,15 +52,11 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 impl Notifier {
-    pub fn new(store: DynStore, webhook: Option<WebhookUrl>, wake: Arc<Notify>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+    pub fn new(store: DynStore, settings: Arc<NotificationSettings>, wake: Arc<Notify>) -> Self {
         Self {
             store,
-            client,
-            webhook,
+            client: http_client(),
+            settings,
             wake,
         }
     }
@@ -98,7 +95,14 @@ impl Notifier {
 
     async fn deliver(&self, queued: QueuedAlert) -> plantops_store::Result<Option<Duration>> {
         let QueuedAlert { alert, attempts } = queued;
-        let Some(webhook) = &self.webhook else {
+        let webhook = match self.settings.discord_webhook().await {
+            Ok(webhook) => webhook,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the Discord webhook setting");
+                return Ok(Some(IDLE_CHECK));
+            }
+        };
+        let Some(webhook) = &webhook else {
             self.record(alert.id, Delivery::Disabled, attempts, Utc::now())
                 .await?;
             return Ok(None);
@@ -109,7 +113,7 @@ impl Notifier {
         };
         let body = discord::message(&alert, plant_name.as_deref());
         let attempts = attempts + 1;
-        match self.attempt(webhook, &body).await {
+        match send(&self.client, webhook, &body).await {
             Attempt::Delivered => {
                 metrics::counter!("plantops_notifications_total", "result" => "sent").increment(1);
                 tracing::info!(alert_id = %alert.id, "notification delivered");
@@ -143,47 +147,6 @@ impl Notifier {
         }
     }
 
-    async fn attempt(&self, webhook: &WebhookUrl, body: &serde_json::Value) -> Attempt {
-        let response = match self.client.post(&webhook.0).json(body).send().await {
-            Ok(response) => response,
-            // Without the URL: it carries the webhook's secret token.
-            Err(error) => return Attempt::Failed(error.without_url().to_string()),
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Attempt::Delivered;
-        }
-        if status.as_u16() == 429 {
-            let header = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<f64>().ok());
-            let body: Option<serde_json::Value> = response.json().await.ok();
-            let seconds = body
-                .as_ref()
-                .and_then(|b| b["retry_after"].as_f64())
-                .or(header)
-                .unwrap_or(1.0);
-            return Attempt::RetryAfter(Duration::from_secs_f64(seconds.clamp(0.05, 3600.0)));
-        }
-        Attempt::Failed(format!("Discord answered {status}"))
-    }
-
-    /// Sends a test message; for the settings endpoint.
-    pub async fn send_test(&self) -> Attempt {
-        let Some(webhook) = &self.webhook else {
-            return Attempt::Failed("no Discord webhook is configured".into());
-        };
-        let body = serde_json::json!({
-            "username": "PlantOps",
-            "embeds": [{"title": "PlantOps test notification",
-                "description": "Notifications from PlantOps reach this channel.",
-                "color": 0x2E_CC_71}]
-        });
-        self.attempt(webhook, &body).await
-    }
-
     async fn record(
         &self,
         id: uuid::Uuid,
@@ -200,6 +163,56 @@ impl Notifier {
             })
             .await
     }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+/// One POST to a Discord webhook.
+pub async fn send(
+    client: &reqwest::Client,
+    webhook: &WebhookUrl,
+    body: &serde_json::Value,
+) -> Attempt {
+    let response = match client.post(&webhook.0).json(body).send().await {
+        Ok(response) => response,
+        // Without the URL: it carries the webhook's secret token.
+        Err(error) => return Attempt::Failed(error.without_url().to_string()),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Attempt::Delivered;
+    }
+    if status.as_u16() == 429 {
+        let header = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok());
+        let body: Option<serde_json::Value> = response.json().await.ok();
+        let seconds = body
+            .as_ref()
+            .and_then(|b| b["retry_after"].as_f64())
+            .or(header)
+            .unwrap_or(1.0);
+        return Attempt::RetryAfter(Duration::from_secs_f64(seconds.clamp(0.05, 3600.0)));
+    }
+    Attempt::Failed(format!("Discord answered {status}"))
+}
+
+/// Sends a test message to `webhook`; for the settings endpoint.
+pub async fn send_test(webhook: &WebhookUrl) -> Attempt {
+    let body = serde_json::json!({
+        "username": "PlantOps",
+        "embeds": [{"title": "PlantOps test notification",
+            "description": "Notifications from PlantOps reach this channel.",
+            "color": 0x2E_CC_71}]
+    });
+    send(&http_client(), webhook, &body).await
 }
 
 fn later(wait: Duration) -> DateTime<Utc> {

@@ -3,6 +3,7 @@ pub mod devices;
 pub mod events;
 pub mod health;
 pub mod plants;
+pub mod settings;
 
 use plantops_core::validation::Collector;
 use plantops_core::{FieldError, ValidationErrors, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};

@@ -1,0 +1,70 @@
+//! Where notifications go: a Discord webhook set through the API (stored
+//! sealed), else DISCORD_WEBHOOK_URL.
+
+use plantops_core::secret::{SecretBox, SecretError};
+use plantops_store::{DynStore, StoreError};
+
+use super::notifier::WebhookUrl;
+
+const DISCORD_WEBHOOK: &str = "discord_webhook";
+const KEY_CHECK: &str = "encryption_key_check";
+const KEY_CHECK_TEXT: &str = "plantops";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+pub struct NotificationSettings {
+    store: DynStore,
+    secrets: SecretBox,
+    from_env: Option<WebhookUrl>,
+}
+
+/// Makes sure `secrets` holds the key this database's secrets were sealed
+/// with (recording it on first use), so a wrong ENCRYPTION_KEY stops
+/// start-up instead of silently losing them.
+pub async fn check_key(store: &DynStore, secrets: &SecretBox) -> Result<(), SettingsError> {
+    match store.get_setting(KEY_CHECK).await? {
+        Some(sealed) => {
+            if secrets.open(&sealed)? != KEY_CHECK_TEXT {
+                return Err(SecretError::WrongKey.into());
+            }
+        }
+        None => {
+            store
+                .put_setting(KEY_CHECK, Some(&secrets.seal(KEY_CHECK_TEXT)))
+                .await?
+        }
+    }
+    Ok(())
+}
+
+impl NotificationSettings {
+    pub fn new(store: DynStore, secrets: SecretBox, from_env: Option<WebhookUrl>) -> Self {
+        Self {
+            store,
+            secrets,
+            from_env,
+        }
+    }
+
+    pub async fn discord_webhook(&self) -> Result<Option<WebhookUrl>, SettingsError> {
+        match self.store.get_setting(DISCORD_WEBHOOK).await? {
+            Some(sealed) => Ok(Some(WebhookUrl(self.secrets.open(&sealed)?))),
+            None => Ok(self.from_env.clone()),
+        }
+    }
+
+    /// Stores (sealed) or clears the API-set webhook.
+    pub async fn set_discord_webhook(&self, url: Option<&str>) -> Result<(), SettingsError> {
+        let sealed = url.map(|u| self.secrets.seal(u));
+        self.store
+            .put_setting(DISCORD_WEBHOOK, sealed.as_deref())
+            .await?;
+        Ok(())
+    }
+}

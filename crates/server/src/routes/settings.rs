@@ -1,0 +1,123 @@
+//! `/api/settings/notifications`: the Discord webhook (stored sealed, shown
+//! masked) and a test notification.
+
+use axum::extract::State;
+use axum::Json;
+use plantops_core::secret::mask;
+use plantops_core::ValidationErrors;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::alerts::notifier::{send_test, Attempt};
+use crate::alerts::settings::SettingsError;
+use crate::error::{ApiError, ApiResult, ValidationProblem};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_notifications, put_notifications))
+        .routes(routes!(test_notification))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationSettingsView {
+    pub discord_webhook_set: bool,
+    /// `"..."` and the last four characters.
+    pub discord_webhook_masked: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NotificationSettingsUpdate {
+    /// An http(s) URL, or `null` to remove the stored webhook.
+    pub discord_webhook_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TestResult {
+    pub success: bool,
+    pub message: String,
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Store(e) => ApiError::Store(e),
+            SettingsError::Secret(e) => {
+                tracing::error!(%e, "stored secret unreadable");
+                ApiError::Internal("The stored webhook cannot be decrypted")
+            }
+        }
+    }
+}
+
+async fn view(state: &AppState) -> ApiResult<NotificationSettingsView> {
+    let webhook = state.notifications.discord_webhook().await?;
+    Ok(NotificationSettingsView {
+        discord_webhook_set: webhook.is_some(),
+        discord_webhook_masked: webhook.map(|w| mask(&w.0)),
+    })
+}
+
+/// Whether a Discord webhook is configured (masked).
+#[utoipa::path(get, path = "/settings/notifications", tag = "alerts",
+    responses((status = 200, body = NotificationSettingsView)))]
+async fn get_notifications(
+    State(state): State<AppState>,
+) -> ApiResult<Json<NotificationSettingsView>> {
+    Ok(Json(view(&state).await?))
+}
+
+/// Set or remove the Discord webhook; it is stored encrypted.
+#[utoipa::path(put, path = "/settings/notifications", tag = "alerts",
+    request_body = NotificationSettingsUpdate,
+    responses((status = 200, body = NotificationSettingsView),
+        (status = 422, body = ValidationProblem)))]
+async fn put_notifications(
+    State(state): State<AppState>,
+    ApiJson(update): ApiJson<NotificationSettingsUpdate>,
+) -> ApiResult<Json<NotificationSettingsView>> {
+    let url = update.discord_webhook_url.as_deref().map(str::trim);
+    if let Some(url) = url {
+        let valid = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() <= 2048
+            && url.parse::<axum::http::Uri>().is_ok();
+        if !valid {
+            return Err(ValidationErrors::single(
+                &["body", "discord_webhook_url"],
+                "discord_webhook_url must be an http(s) URL",
+                "value_error.url",
+            )
+            .into());
+        }
+    }
+    state.notifications.set_discord_webhook(url).await?;
+    tracing::info!(set = url.is_some(), "Discord webhook updated");
+    Ok(Json(view(&state).await?))
+}
+
+/// Send a test notification to the configured webhook.
+#[utoipa::path(post, path = "/settings/notifications/test", tag = "alerts",
+    responses((status = 200, body = TestResult)))]
+async fn test_notification(State(state): State<AppState>) -> ApiResult<Json<TestResult>> {
+    let Some(webhook) = state.notifications.discord_webhook().await? else {
+        return Ok(Json(TestResult {
+            success: false,
+            message: "No Discord webhook is configured".into(),
+        }));
+    };
+    let (success, message) = match send_test(&webhook).await {
+        Attempt::Delivered => (true, "Test notification sent".to_string()),
+        Attempt::RetryAfter(wait) => (
+            false,
+            format!(
+                "Discord is rate limiting; try again in {:.1} s",
+                wait.as_secs_f64()
+            ),
+        ),
+        Attempt::Failed(reason) => (false, format!("Not delivered: {reason}")),
+    };
+    Ok(Json(TestResult { success, message }))
+}

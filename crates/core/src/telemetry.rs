@@ -96,17 +96,22 @@ fn number(metric: Metric, raw: Option<&Value>) -> Result<Option<f64>, PayloadErr
     Ok(Some(value))
 }
 
+/// An RFC 3339 time; one without a zone is taken as UTC (CONTRACT.md).
+pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+}
+
 /// RFC 3339 (a missing zone means UTC), or Unix seconds or milliseconds.
 fn timestamp(raw: &Value) -> Option<DateTime<Utc>> {
     match raw {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
-                    .map(|t| t.and_utc())
-            }),
+        Value::String(s) => parse_time(s),
         Value::Number(n) => {
             let n = n.as_f64()?;
             // Seconds since 1970 pass 1e11 only in the year 5138.

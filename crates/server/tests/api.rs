@@ -299,6 +299,30 @@ async fn invalid_input_is_422_and_changes_nothing(db: &TestDb) {
             None,
             vec!["query", "status"],
         ),
+        (
+            Method::GET,
+            "/api/alerts?kind=bogus".into(),
+            None,
+            vec!["query", "kind"],
+        ),
+        (
+            Method::GET,
+            "/api/alerts?since=yesterday".into(),
+            None,
+            vec!["query", "since"],
+        ),
+        (
+            Method::GET,
+            "/api/alerts?plant_id=nope".into(),
+            None,
+            vec!["query", "plant_id"],
+        ),
+        (
+            Method::POST,
+            "/api/alerts/nope/acknowledge".into(),
+            None,
+            vec!["path", "id"],
+        ),
     ];
     for (method, uri, body, loc) in cases {
         let (status, _, problem) = app.call_with(method.clone(), &uri, body, &[]).await;

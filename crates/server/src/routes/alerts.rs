@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, NaiveDateTime, Utc};
 use plantops_core::alert::{Alert, AlertKind};
 use plantops_core::validation::Collector;
 use plantops_core::FieldError;
@@ -42,17 +41,6 @@ pub struct AlertQuery {
     pub offset: Option<i64>,
 }
 
-fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|t| t.and_utc())
-        })
-}
-
 /// Alerts, newest first.
 #[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertQuery),
     responses((status = 200, body = AlertList), (status = 422, body = ValidationProblem)))]
@@ -87,7 +75,7 @@ async fn list_alerts(
         kind
     });
     let since = query.since.as_deref().and_then(|raw| {
-        let since = parse_time(raw);
+        let since = plantops_core::telemetry::parse_time(raw);
         if since.is_none() {
             invalid("since", "since must be an RFC 3339 time");
         }

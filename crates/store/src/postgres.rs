@@ -40,6 +40,16 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// A read-only transaction with one snapshot, so a page of rows and
+    /// its total agree.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
 }
 
 fn plant_from_row(row: &PgRow) -> Result<Plant> {
@@ -165,16 +175,18 @@ impl Store for PostgresStore {
     }
 
     async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)> {
+        let mut tx = self.snapshot().await?;
         let rows =
             sqlx::query("SELECT * FROM plants ORDER BY created_at DESC, id LIMIT $1 OFFSET $2")
                 .bind(i64::from(page.limit))
                 .bind(page.offset as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plants")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let plants = rows.iter().map(plant_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((plants, to_u64(total)))
     }
 
@@ -248,6 +260,7 @@ impl Store for PostgresStore {
         page: Page,
         status: Option<DeviceStatus>,
     ) -> Result<(Vec<Device>, u64)> {
+        let mut tx = self.snapshot().await?;
         let status = status.map(DeviceStatus::as_str);
         let rows = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE $1::text IS NULL OR status = $1 \
@@ -256,15 +269,16 @@ impl Store for PostgresStore {
         .bind(status)
         .bind(i64::from(page.limit))
         .bind(page.offset as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let total: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM devices WHERE $1::text IS NULL OR status = $1",
         )
         .bind(status)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
         let devices = rows.iter().map(device_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((devices, to_u64(total)))
     }
 
@@ -577,6 +591,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)> {
+        let mut tx = self.snapshot().await?;
         const WHERE: &str =
             "($1::uuid IS NULL OR plant_id = $1) AND ($2::text IS NULL OR kind = $2) \
                              AND ($3::timestamptz IS NULL OR created_at >= $3)";
@@ -590,15 +605,16 @@ impl Store for PostgresStore {
         .bind(filter.since)
         .bind(i64::from(page.limit))
         .bind(page.offset as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM alerts WHERE {WHERE}"))
             .bind(filter.plant_id)
             .bind(kind)
             .bind(filter.since)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let alerts = rows.iter().map(alert_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((alerts, to_u64(total)))
     }
 

@@ -206,16 +206,19 @@ impl Store for SqliteStore {
     }
 
     async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)> {
+        // One read transaction: the page and the total see the same snapshot.
+        let mut tx = self.pool.begin().await?;
         let rows =
             sqlx::query("SELECT * FROM plants ORDER BY created_at DESC, id LIMIT ? OFFSET ?")
                 .bind(i64::from(page.limit))
                 .bind(page.offset as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plants")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let plants = rows.iter().map(plant_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((plants, to_u64(total)))
     }
 
@@ -289,6 +292,8 @@ impl Store for SqliteStore {
         page: Page,
         status: Option<DeviceStatus>,
     ) -> Result<(Vec<Device>, u64)> {
+        // One read transaction: the page and the total see the same snapshot.
+        let mut tx = self.pool.begin().await?;
         let status = status.map(DeviceStatus::as_str);
         let rows = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR status = ?1 \
@@ -297,14 +302,15 @@ impl Store for SqliteStore {
         .bind(status)
         .bind(i64::from(page.limit))
         .bind(page.offset as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE ?1 IS NULL OR status = ?1")
                 .bind(status)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
         let devices = rows.iter().map(device_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((devices, to_u64(total)))
     }
 
@@ -606,6 +612,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)> {
+        // One read transaction: the page and the total see the same snapshot.
+        let mut tx = self.pool.begin().await?;
         const WHERE: &str = "(?1 IS NULL OR plant_id = ?1) AND (?2 IS NULL OR kind = ?2) \
                              AND (?3 IS NULL OR created_at >= ?3)";
         let kind = filter.kind.map(|k| k.as_str());
@@ -619,15 +627,16 @@ impl Store for SqliteStore {
         .bind(since)
         .bind(i64::from(page.limit))
         .bind(page.offset as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM alerts WHERE {WHERE}"))
             .bind(filter.plant_id)
             .bind(kind)
             .bind(since)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let alerts = rows.iter().map(alert_from_row).collect::<Result<_>>()?;
+        tx.commit().await?;
         Ok((alerts, to_u64(total)))
     }
 

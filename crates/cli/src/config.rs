@@ -232,6 +232,7 @@ pub struct ExternalBrokerSettings {
     )]
     pub mqtt_backend_username: String,
 
+    /// Password of MQTT_BACKEND_USERNAME.
     #[arg(long, env = "MQTT_BACKEND_PASSWORD", hide_env_values = true)]
     pub mqtt_backend_password: Option<String>,
 
@@ -239,6 +240,7 @@ pub struct ExternalBrokerSettings {
     #[arg(long, env = "MQTT_DYNSEC_USERNAME")]
     pub mqtt_dynsec_username: Option<String>,
 
+    /// Password of MQTT_DYNSEC_USERNAME (default: the backend password).
     #[arg(long, env = "MQTT_DYNSEC_PASSWORD", hide_env_values = true)]
     pub mqtt_dynsec_password: Option<String>,
 }

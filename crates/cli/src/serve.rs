@@ -246,20 +246,8 @@ async fn start_mosquitto(
 async fn device_usernames(
     store: &DynStore,
 ) -> plantops_store::Result<std::collections::HashSet<String>> {
-    let mut names = std::collections::HashSet::new();
-    let mut offset = 0;
-    loop {
-        let page = plantops_store::Page {
-            limit: 1000,
-            offset,
-        };
-        let (devices, _) = store.list_devices(page, None).await?;
-        if devices.is_empty() {
-            return Ok(names);
-        }
-        offset += devices.len() as u64;
-        names.extend(devices.into_iter().map(|d| d.mqtt_username));
-    }
+    let devices = store.all_devices(None).await?;
+    Ok(devices.into_iter().map(|d| d.mqtt_username).collect())
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {

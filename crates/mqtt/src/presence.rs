@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::DeviceStatus;
-use plantops_store::{DynStore, Page, Presence};
+use plantops_store::{DynStore, Presence};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -39,29 +39,19 @@ impl PresenceTracker {
     /// silent while PlantOps was down is noticed after a restart.
     pub async fn load(heartbeat: Duration, store: &DynStore) -> plantops_store::Result<Self> {
         let tracker = Self::new(heartbeat);
-        let mut offset = 0;
-        loop {
-            let page = Page {
-                limit: 1000,
-                offset,
-            };
-            let (devices, _) = store.list_devices(page, Some(DeviceStatus::Online)).await?;
-            if devices.is_empty() {
-                break;
-            }
-            offset += devices.len() as u64;
-            let mut live = tracker.lock();
-            for device in devices {
-                live.insert(
-                    device.id,
-                    Live {
-                        status: DeviceStatus::Online,
-                        last_seen: device.last_seen_at.unwrap_or(device.created_at),
-                        plant_id: device.plant_id,
-                    },
-                );
-            }
+        let online = store.all_devices(Some(DeviceStatus::Online)).await?;
+        let mut live = tracker.lock();
+        for device in online {
+            live.insert(
+                device.id,
+                Live {
+                    status: DeviceStatus::Online,
+                    last_seen: device.last_seen_at.unwrap_or(device.created_at),
+                    plant_id: device.plant_id,
+                },
+            );
         }
+        drop(live);
         Ok(tracker)
     }
 

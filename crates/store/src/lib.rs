@@ -163,6 +163,21 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
         status: Option<DeviceStatus>,
     ) -> Result<(Vec<Device>, u64)>;
+    /// Every device (optionally of one status), read page by page.
+    async fn all_devices(&self, status: Option<DeviceStatus>) -> Result<Vec<Device>> {
+        let mut all = Vec::new();
+        loop {
+            let page = Page {
+                limit: 1000,
+                offset: all.len() as u64,
+            };
+            let (devices, _) = self.list_devices(page, status).await?;
+            if devices.is_empty() {
+                return Ok(all);
+            }
+            all.extend(devices);
+        }
+    }
     async fn get_device(&self, id: Uuid) -> Result<Option<Device>>;
     async fn plant_devices(&self, plant_id: Uuid) -> Result<Vec<Device>>;
     /// Number of devices assigned to each of `plant_ids` (absent = none).

@@ -266,6 +266,12 @@ async fn devices_filter_by_status_and_paginate(db: &TestDb) {
         offline.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![ids[1], ids[0]]
     );
+    let all_offline = store
+        .all_devices(Some(DeviceStatus::Offline))
+        .await
+        .unwrap();
+    assert_eq!(all_offline, offline);
+    assert_eq!(store.all_devices(None).await.unwrap().len(), 5);
     let (page2, total) = store
         .list_devices(
             Page {

@@ -42,6 +42,29 @@ fn label(metric: Metric) -> &'static str {
     }
 }
 
+/// A pending alert; the notifier marks it disabled if no channel is set.
+fn new_alert(
+    plant_id: Option<Uuid>,
+    device_id: Option<Uuid>,
+    kind: AlertKind,
+    message: String,
+) -> Alert {
+    Alert {
+        id: Uuid::new_v4(),
+        plant_id,
+        device_id,
+        kind,
+        metric: None,
+        value: None,
+        threshold: None,
+        direction: None,
+        message,
+        created_at: plantops_core::now(),
+        delivery: Delivery::Pending,
+        acknowledged_at: None,
+    }
+}
+
 impl Evaluator {
     pub fn new(store: DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
         Self {
@@ -76,24 +99,6 @@ impl Evaluator {
                 // Reload from the store next time rather than trust memory.
                 self.plants.clear();
             }
-        }
-    }
-
-    fn new_alert(&self, plant: Option<&Plant>, kind: AlertKind, message: String) -> Alert {
-        Alert {
-            id: Uuid::new_v4(),
-            plant_id: plant.map(|p| p.id),
-            device_id: None,
-            kind,
-            metric: None,
-            value: None,
-            threshold: None,
-            direction: None,
-            message,
-            created_at: plantops_core::now(),
-            // The notifier marks it disabled if no channel is configured.
-            delivery: Delivery::Pending,
-            acknowledged_at: None,
         }
     }
 
@@ -162,18 +167,11 @@ impl Evaluator {
                 _ => continue,
             };
             alerts.push(Alert {
-                id: Uuid::new_v4(),
-                plant_id: Some(plant_id),
-                device_id: Some(reading.device_id),
-                kind,
                 metric: Some(metric),
                 value: Some(value),
                 threshold: Some(threshold),
                 direction: Some(side),
-                message,
-                created_at: plantops_core::now(),
-                delivery: Delivery::Pending,
-                acknowledged_at: None,
+                ..new_alert(Some(plant_id), Some(reading.device_id), kind, message)
             });
         }
         if changes.is_empty() && alerts.is_empty() {
@@ -205,8 +203,12 @@ impl Evaluator {
             ),
             _ => format!("Device {}{serves} is back online", change.device_id),
         };
-        let mut alert = self.new_alert(plant.as_ref(), kind, message);
-        alert.device_id = Some(change.device_id);
+        let alert = new_alert(
+            plant.as_ref().map(|p| p.id),
+            Some(change.device_id),
+            kind,
+            message,
+        );
         self.store
             .record_alerts(&[], std::slice::from_ref(&alert))
             .await?;

@@ -81,6 +81,19 @@ fn webhook_url(raw: &str) -> Result<String, String> {
     }
 }
 
+fn http_url(variable: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw| {
+        let raw = raw.trim().trim_end_matches('/');
+        if (raw.starts_with("http://") || raw.starts_with("https://"))
+            && raw.parse::<axum::http::Uri>().is_ok()
+        {
+            Ok(raw.to_string())
+        } else {
+            Err(format!("{variable} must be an http(s) URL"))
+        }
+    }
+}
+
 fn encryption_key(raw: &str) -> Result<String, String> {
     plantops_core::secret::SecretBox::from_hex(raw)
         .map(|_| raw.trim().to_string())
@@ -191,6 +204,22 @@ pub struct ServeSettings {
     /// with PostgreSQL; with SQLite one is generated into the data directory.
     #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true, value_parser = encryption_key)]
     pub encryption_key: Option<String>,
+
+    /// Anthropic API base URL (tests, proxies).
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = "https://api.anthropic.com",
+        value_parser = http_url("ANTHROPIC_BASE_URL"))]
+    pub anthropic_base_url: String,
+
+    /// OpenAI API base URL, including `/v1`; an OpenAI-compatible server
+    /// (Ollama: http://localhost:11434/v1) works too.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1",
+        value_parser = http_url("OPENAI_BASE_URL"))]
+    pub openai_base_url: String,
+
+    /// Seconds one LLM request may take (local models can be slow).
+    #[arg(long, env = "PLANTOPS_LLM_TIMEOUT_SECS", default_value = "60",
+        value_parser = whole_number::<u64>("PLANTOPS_LLM_TIMEOUT_SECS", 1, 3600))]
+    pub llm_timeout_secs: u64,
 
     #[command(flatten)]
     pub external: ExternalBrokerSettings,

@@ -31,3 +31,12 @@ pub fn init(settings: &LogSettings) {
         eprintln!("logging already initialised: {error}");
     }
 }
+
+/// Client tools (simulate, bench) print their own progress; logs only
+/// report trouble.
+pub fn init_for_tool() {
+    init(&LogSettings {
+        log_level: "warn".into(),
+        log_format: "console".into(),
+    });
+}

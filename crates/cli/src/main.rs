@@ -1,8 +1,12 @@
 //! The `plantops` command.
 
+mod api_client;
+mod bench;
 mod config;
+mod files;
 mod logging;
 mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +23,12 @@ enum Command {
     /// Run the server: HTTP API and UI, the built-in MQTT broker (or a link
     /// to an external Mosquitto), ingestion and alerting.
     Serve(Box<config::ServeSettings>),
+    /// Simulated sensor devices: register over HTTP, publish telemetry and
+    /// heartbeats over MQTT.
+    Simulate(Box<simulate::SimulateArgs>),
+    /// Benchmarks of a real server: ingestion, API queries, idle connections.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Apply pending database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -56,6 +66,14 @@ fn main() -> std::process::ExitCode {
             Command::Serve(settings) => {
                 logging::init(&settings.log);
                 serve::run(*settings).await
+            }
+            Command::Simulate(args) => {
+                logging::init_for_tool();
+                simulate::run(*args).await
+            }
+            Command::Bench(command) => {
+                logging::init_for_tool();
+                bench::run(command).await
             }
             Command::Migrate { database, log } => {
                 logging::init(&log);

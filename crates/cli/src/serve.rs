@@ -11,6 +11,7 @@ use plantops_mqtt::ingest::{BatchConfig, Ingest};
 use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
 use plantops_mqtt::presence::PresenceTracker;
 use plantops_mqtt::{certs, Broker};
+use plantops_server::advisor::CareAdvisor;
 use plantops_server::alerts::evaluator::Evaluator;
 use plantops_server::alerts::notifier::{Notifier, WebhookUrl};
 use plantops_server::alerts::settings::{check_key, NotificationSettings};
@@ -67,7 +68,7 @@ async fn secret_box(settings: &ServeSettings, store: &DynStore) -> anyhow::Resul
         None => {
             let path = settings.database.data_dir.join("encryption.key");
             if !path.exists() {
-                write_private(&path, &generate_key())
+                crate::files::write_private(&path, generate_key().as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 tracing::info!(path = %path.display(), "generated the key for stored secrets; back it up with the database");
             }
@@ -80,22 +81,6 @@ async fn secret_box(settings: &ServeSettings, store: &DynStore) -> anyhow::Resul
         "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
     )?;
     Ok(secrets)
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(contents.as_bytes())
-    }
-    #[cfg(not(unix))]
-    std::fs::write(path, contents)
 }
 
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
@@ -259,6 +244,15 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let evaluator = Evaluator::new(store.clone(), events.clone(), outbox.clone());
     let evaluator = tokio::spawn(evaluator.run(events.subscribe()));
     let secrets = secret_box(&settings, &store).await?;
+    let llm = plantops_advisor::LlmClient::new(plantops_advisor::Endpoints {
+        anthropic_base_url: settings.anthropic_base_url.clone(),
+        openai_base_url: settings.openai_base_url.clone(),
+        timeout: Duration::from_secs(settings.llm_timeout_secs),
+        ..Default::default()
+    })
+    .context("cannot set up the LLM client")?;
+    let advisor = Arc::new(CareAdvisor::new(store.clone(), secrets.clone(), llm));
+    let care_refresh = tokio::spawn(advisor.clone().run(events.subscribe()));
     let notifications = Arc::new(NotificationSettings::new(
         store.clone(),
         secrets,
@@ -301,6 +295,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         events,
         ingest: ingest.stats(),
         notifications,
+        advisor,
         config: Arc::new(ApiConfig {
             heartbeat_interval_secs: settings.heartbeat_interval_secs,
             broker_endpoint: setup.endpoint,
@@ -323,6 +318,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     detector.abort();
     evaluator.abort();
     notifier.abort();
+    care_refresh.abort();
     if let Some(task) = housekeeping {
         task.abort();
     }

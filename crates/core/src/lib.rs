@@ -2,6 +2,7 @@
 //! judge them. Pure code, no I/O: every other crate depends on this one.
 
 pub mod alert;
+pub mod care;
 pub mod credentials;
 pub mod device;
 pub mod event;

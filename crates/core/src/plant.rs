@@ -91,13 +91,33 @@ impl Thresholds {
     /// value is outside its bounds, `Warning` when it is within 10 % of the
     /// band's width from a bound, `Healthy` otherwise.
     pub fn judge(&self, values: &Measurements) -> PlantStatus {
-        let mut status = PlantStatus::Healthy;
+        let findings = self.assess(values);
+        if findings.iter().any(|f| f.status == PlantStatus::Critical) {
+            PlantStatus::Critical
+        } else if findings.is_empty() {
+            PlantStatus::Healthy
+        } else {
+            PlantStatus::Warning
+        }
+    }
+
+    /// Every metric that is outside its bounds or close to one.
+    pub fn assess(&self, values: &Measurements) -> Vec<Finding> {
+        let mut findings = Vec::new();
         for metric in Metric::ALL {
             let (Some(bounds), Some(value)) = (self.get(metric), values.get(metric)) else {
                 continue;
             };
-            if bounds.violation(value).is_some() {
-                return PlantStatus::Critical;
+            let finding = |status, (side, bound)| Finding {
+                metric,
+                value,
+                status,
+                side,
+                bound,
+            };
+            if let Some(violation) = bounds.violation(value) {
+                findings.push(finding(PlantStatus::Critical, violation));
+                continue;
             }
             let margin = match (bounds.min, bounds.max) {
                 (Some(min), Some(max)) => (max - min) * 0.1,
@@ -106,14 +126,27 @@ impl Thresholds {
                     (high - low) * 0.05
                 }
             };
-            let near_min = bounds.min.is_some_and(|min| value < min + margin);
-            let near_max = bounds.max.is_some_and(|max| value > max - margin);
-            if near_min || near_max {
-                status = PlantStatus::Warning;
+            let near = match (bounds.min, bounds.max) {
+                (Some(min), _) if value < min + margin => Some((BoundSide::Min, min)),
+                (_, Some(max)) if value > max - margin => Some((BoundSide::Max, max)),
+                _ => None,
+            };
+            if let Some(near) = near {
+                findings.push(finding(PlantStatus::Warning, near));
             }
         }
-        status
+        findings
     }
+}
+
+/// A metric outside its bounds (`Critical`) or close to one (`Warning`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finding {
+    pub metric: Metric,
+    pub value: f64,
+    pub status: PlantStatus,
+    pub side: BoundSide,
+    pub bound: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

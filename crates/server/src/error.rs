@@ -20,6 +20,12 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// A dependency is not set up (e.g. no LLM configured): 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An upstream service failed or answered nonsense: 502.
+    #[error("{0}")]
+    BadGateway(String),
     /// A fault of ours; the message is safe to show.
     #[error("{0}")]
     Internal(&'static str),
@@ -51,6 +57,11 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The database is unavailable; try again shortly".to_string(),
                 )
+            }
+            ApiError::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+            ApiError::BadGateway(why) => {
+                tracing::warn!(reason = %why, "upstream request failed");
+                (StatusCode::BAD_GATEWAY, why)
             }
             ApiError::Internal(what) => (StatusCode::INTERNAL_SERVER_ERROR, what.to_string()),
             ApiError::Broker(error) => {

@@ -1,6 +1,7 @@
 //! The PlantOps HTTP API (CONTRACT.md), its OpenAPI description, metrics,
 //! and the request observability around it.
 
+pub mod advisor;
 pub mod alerts;
 pub mod error;
 pub mod extract;
@@ -22,7 +23,7 @@ pub use state::{ApiConfig, AppState, BrokerEndpoint};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"))
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"))
 )]
 struct ApiDoc;
 
@@ -36,6 +37,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::events::router())
         .merge(routes::alerts::router())
         .merge(routes::settings::router())
+        .merge(routes::advisor::router())
         .split_for_parts()
 }
 

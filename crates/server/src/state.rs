@@ -34,6 +34,7 @@ pub struct AppState {
     pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
     pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
+    pub advisor: Arc<crate::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,
 }
 

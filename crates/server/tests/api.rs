@@ -63,6 +63,7 @@ impl TestApp {
         )
         .await
         .unwrap();
+        let secrets = plantops_core::secret::SecretBox::from_hex(&"ab".repeat(32)).unwrap();
         let state = AppState {
             store: store.clone(),
             broker: broker.clone(),
@@ -72,10 +73,15 @@ impl TestApp {
             notifications: Arc::new(
                 plantops_server::alerts::settings::NotificationSettings::new(
                     store.clone(),
-                    plantops_core::secret::SecretBox::from_hex(&"ab".repeat(32)).unwrap(),
+                    secrets.clone(),
                     None,
                 ),
             ),
+            advisor: Arc::new(plantops_server::advisor::CareAdvisor::new(
+                store.clone(),
+                secrets,
+                plantops_advisor::LlmClient::new(plantops_advisor::Endpoints::default()).unwrap(),
+            )),
             config: Arc::new(ApiConfig {
                 heartbeat_interval_secs: 60,
                 broker_endpoint: BrokerEndpoint {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
+use plantops_core::care::CarePlan;
 use plantops_core::plant::BoundSide;
 use plantops_core::{Device, DeviceStatus, Metric, Plant, Reading};
 use serde::Serialize;
@@ -123,6 +124,20 @@ pub struct DeliveryUpdate {
     pub next_attempt_at: DateTime<Utc>,
 }
 
+/// A care plan as kept: the plan and who wrote it, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StoredCarePlan {
+    pub id: Uuid,
+    pub plant_id: Uuid,
+    pub plan: CarePlan,
+    /// `anthropic` or `openai`.
+    pub provider: String,
+    pub model: String,
+    /// `request`, `weekly` or `critical_alert`.
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -227,6 +242,12 @@ pub trait Store: Send + Sync + 'static {
     /// Pending alerts whose next delivery attempt is due, oldest first.
     async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
+
+    async fn insert_care_plan(&self, plan: &StoredCarePlan) -> Result<()>;
+    /// A plant's care plans, newest first.
+    async fn care_plans(&self, plant_id: Uuid, limit: u32) -> Result<Vec<StoredCarePlan>>;
+    /// When each plant's newest care plan was written (plants with one).
+    async fn care_plan_ages(&self) -> Result<HashMap<Uuid, DateTime<Utc>>>;
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores a setting; `None` removes it.

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::{
     parse_delivery, parse_kind, parse_metric, parse_side, parse_status, side_str, to_u64,
     Aggregate, AlertFilter, Backend, DeliveryUpdate, DeviceCredentials, Page, Presence,
-    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, ALERT_COLUMNS,
+    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, StoredCarePlan,
+    ALERT_COLUMNS,
 };
 use plantops_core::alert::{Alert, MetricState};
 use plantops_core::Metric;
@@ -663,6 +664,56 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_care_plan(&self, plan: &StoredCarePlan) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO care_plans (id, plant_id, plan, provider, model, reason, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(plan.id)
+        .bind(plan.plant_id)
+        .bind(Json(&plan.plan))
+        .bind(&plan.provider)
+        .bind(&plan.model)
+        .bind(&plan.reason)
+        .bind(plan.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn care_plans(&self, plant_id: Uuid, limit: u32) -> Result<Vec<StoredCarePlan>> {
+        let rows = sqlx::query(
+            "SELECT id, plant_id, plan, provider, model, reason, created_at FROM care_plans \
+             WHERE plant_id = $1 ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(plant_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let Json(plan) = row.try_get("plan")?;
+                Ok(StoredCarePlan {
+                    id: row.try_get("id")?,
+                    plant_id: row.try_get("plant_id")?,
+                    plan,
+                    provider: row.try_get("provider")?,
+                    model: row.try_get("model")?,
+                    reason: row.try_get("reason")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn care_plan_ages(&self) -> Result<HashMap<Uuid, DateTime<Utc>>> {
+        let rows: Vec<(Uuid, DateTime<Utc>)> =
+            sqlx::query_as("SELECT plant_id, MAX(created_at) FROM care_plans GROUP BY plant_id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

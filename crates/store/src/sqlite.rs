@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::{
     parse_delivery, parse_kind, parse_metric, parse_side, parse_status, side_str, to_u64,
     Aggregate, AlertFilter, Backend, DeliveryUpdate, DeviceCredentials, Page, Presence,
-    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, StoreError, ALERT_COLUMNS,
+    QueuedAlert, Registration, Result, SeriesPoint, StateChange, Store, StoreError, StoredCarePlan,
+    ALERT_COLUMNS,
 };
 use plantops_core::alert::{Alert, MetricState};
 use plantops_core::Metric;
@@ -434,15 +435,20 @@ impl Store for SqliteStore {
             query.push(" ON CONFLICT (device_id, time) DO NOTHING");
             inserted += query.build().execute(&mut *tx).await?.rows_affected();
         }
-        for presence in seen {
-            sqlx::query(
-                "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
-                 status = 'online' WHERE id = ?",
-            )
-            .bind(millis(presence.seen_at))
-            .bind(presence.device_id)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per chunk of devices: each statement is a round
+        // trip to sqlx's SQLite thread.
+        for chunk in seen.chunks(MAX_BINDS / 2) {
+            let mut query = QueryBuilder::<Sqlite>::new("WITH seen (id, seen_at) AS (");
+            query.push_values(chunk, |mut row, presence| {
+                row.push_bind(presence.device_id)
+                    .push_bind(millis(presence.seen_at));
+            });
+            query.push(
+                ") UPDATE devices SET status = 'online', \
+                 last_seen_at = MAX(COALESCE(devices.last_seen_at, 0), seen.seen_at) \
+                 FROM seen WHERE devices.id = seen.id",
+            );
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -688,6 +694,58 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_care_plan(&self, plan: &StoredCarePlan) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO care_plans (id, plant_id, plan, provider, model, reason, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(plan.id)
+        .bind(plan.plant_id)
+        .bind(json(&Some(&plan.plan))?)
+        .bind(&plan.provider)
+        .bind(&plan.model)
+        .bind(&plan.reason)
+        .bind(millis(plan.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn care_plans(&self, plant_id: Uuid, limit: u32) -> Result<Vec<StoredCarePlan>> {
+        let rows = sqlx::query(
+            "SELECT id, plant_id, plan, provider, model, reason, created_at FROM care_plans \
+             WHERE plant_id = ? ORDER BY created_at DESC LIMIT ?",
+        )
+        .bind(plant_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCarePlan {
+                    id: row.try_get("id")?,
+                    plant_id: row.try_get("plant_id")?,
+                    plan: from_json(row.try_get("plan")?)?
+                        .ok_or_else(|| StoreError::Corrupt("empty care plan".into()))?,
+                    provider: row.try_get("provider")?,
+                    model: row.try_get("model")?,
+                    reason: row.try_get("reason")?,
+                    created_at: from_millis(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn care_plan_ages(&self) -> Result<HashMap<Uuid, DateTime<Utc>>> {
+        let rows: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT plant_id, MAX(created_at) FROM care_plans GROUP BY plant_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(plant_id, at)| Ok((plant_id, from_millis(at)?)))
+            .collect()
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

@@ -26,6 +26,7 @@ plantops_testkit::for_each_backend!(
     retention_prunes_only_old_readings,
     alerts_states_and_outbox,
     settings_round_trip,
+    care_plans_keep_their_history,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -573,4 +574,47 @@ async fn settings_round_trip(db: &TestDb) {
     );
     store.put_setting("discord_webhook", None).await.unwrap();
     assert_eq!(store.get_setting("discord_webhook").await.unwrap(), None);
+}
+
+async fn care_plans_keep_their_history(db: &TestDb) {
+    let store = db.store().await;
+    let fern = plant("Fern", t0());
+    store.insert_plant(&fern).await.unwrap();
+    assert!(store.care_plans(fern.id, 10).await.unwrap().is_empty());
+    let plan = |summary: &str, at: DateTime<Utc>| plantops_store::StoredCarePlan {
+        id: Uuid::new_v4(),
+        plant_id: fern.id,
+        plan: serde_json::from_value(serde_json::json!({
+            "summary": summary,
+            "watering": {"frequency": "weekly", "amount": "1 cup", "next_date": null},
+            "light": {"current": "a", "ideal": "b", "recommendation": "c"},
+            "humidity": {"current": "a", "ideal": "b", "recommendation": "c"},
+            "temperature": null,
+            "alerts": [],
+            "tips": ["t"],
+            "generated_at": at,
+        }))
+        .unwrap(),
+        provider: "anthropic".into(),
+        model: "claude".into(),
+        reason: "request".into(),
+        created_at: at,
+    };
+    let older = plan("first", t0());
+    let newer = plan("second", t0() + chrono::Duration::hours(1));
+    store.insert_care_plan(&older).await.unwrap();
+    store.insert_care_plan(&newer).await.unwrap();
+    assert_eq!(
+        store.care_plans(fern.id, 10).await.unwrap(),
+        vec![newer.clone(), older]
+    );
+    assert_eq!(
+        store.care_plans(fern.id, 1).await.unwrap(),
+        vec![newer.clone()]
+    );
+    let ages = store.care_plan_ages().await.unwrap();
+    assert_eq!(ages.get(&fern.id), Some(&newer.created_at));
+    // A deleted plant takes its plans with it.
+    store.delete_plant(fern.id).await.unwrap();
+    assert!(store.care_plans(fern.id, 10).await.unwrap().is_empty());
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod llm;
 pub mod mosquitto;
 
 use std::path::{Path, PathBuf};
@@ -130,6 +131,18 @@ impl Server {
         let response = self
             .client
             .post(format!("{}{path}", self.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .put(format!("{}{path}", self.http))
             .json(&body)
             .send()
             .await

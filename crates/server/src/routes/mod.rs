@@ -1,3 +1,4 @@
+pub mod advisor;
 pub mod alerts;
 pub mod devices;
 pub mod events;

@@ -1,0 +1,118 @@
+//! What the model is told about a plant.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+use plantops_core::alert::Alert;
+use plantops_core::care::{MetricTrend, CARE_PLAN_SCHEMA};
+use plantops_core::{Metric, Plant, Reading};
+
+/// Everything a care plan is written from.
+pub struct PlantContext<'a> {
+    pub plant: &'a Plant,
+    pub latest: Option<&'a Reading>,
+    /// 24 h statistics per metric.
+    pub trends: &'a [MetricTrend],
+    /// Recent alerts, newest first.
+    pub alerts: &'a [Alert],
+    pub now: DateTime<Utc>,
+}
+
+pub const SYSTEM_PROMPT: &str = "You are a horticulturist who writes short, practical care plans \
+for house plants from sensor data. Answer with one JSON object only, no prose and no code fence.";
+
+/// The user message asking for a care plan.
+pub fn care_plan_request(context: &PlantContext<'_>) -> String {
+    let plant = context.plant;
+    let mut text = String::new();
+    let _ = writeln!(text, "Write a care plan for this plant.\n");
+    let _ = writeln!(text, "Plant: {}", plant.name);
+    let _ = writeln!(
+        text,
+        "Species: {}",
+        plant.species.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(text, "Today: {}", context.now.format("%Y-%m-%d"));
+
+    let _ = writeln!(text, "\nThresholds set by the owner:");
+    match &plant.thresholds {
+        None => {
+            let _ = writeln!(text, "- none");
+        }
+        Some(thresholds) => {
+            for metric in Metric::ALL {
+                if let Some(bounds) = thresholds.get(metric) {
+                    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());
+                    let _ = writeln!(
+                        text,
+                        "- {}: min {}, max {} {}",
+                        metric.name(),
+                        show(bounds.min),
+                        show(bounds.max),
+                        metric.unit()
+                    );
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(text, "\nLatest reading:");
+    match context.latest {
+        None => {
+            let _ = writeln!(text, "- no readings yet");
+        }
+        Some(reading) => {
+            let _ = writeln!(text, "- at {}", reading.time.to_rfc3339());
+            for metric in Metric::ALL {
+                if let Some(value) = reading.values.get(metric) {
+                    let _ = writeln!(text, "- {}: {value} {}", metric.name(), metric.unit());
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(text, "\nLast 24 hours (min / max / mean / trend):");
+    if context.trends.is_empty() {
+        let _ = writeln!(text, "- no data");
+    }
+    for trend in context.trends {
+        let _ = writeln!(
+            text,
+            "- {}: {} / {} / {} {} / {:?} ({:+.1} %)",
+            trend.metric.name(),
+            trend.min_24h,
+            trend.max_24h,
+            trend.mean_24h,
+            trend.metric.unit(),
+            trend.direction,
+            trend.change_percent
+        );
+    }
+
+    let _ = writeln!(text, "\nRecent alerts:");
+    if context.alerts.is_empty() {
+        let _ = writeln!(text, "- none");
+    }
+    for alert in context.alerts.iter().take(10) {
+        let _ = writeln!(
+            text,
+            "- {}: {}",
+            alert.created_at.to_rfc3339(),
+            alert.message
+        );
+    }
+
+    let _ = write!(
+        text,
+        "\nAnswer with a JSON object of exactly this shape:\n{CARE_PLAN_SCHEMA}\n"
+    );
+    text
+}
+
+/// The follow-up when an answer was not a valid care plan.
+pub fn correction(problem: &str) -> String {
+    format!(
+        "That answer cannot be used: {problem}. Reply again with only the JSON object, \
+         exactly in the shape asked for."
+    )
+}

@@ -1,0 +1,26 @@
+//! `plantops bench`: measurements of a real server, reported, never asserted.
+
+pub mod api;
+pub mod connections;
+pub mod ingest;
+pub mod server;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Readings per second end to end (MQTT QoS 1 → committed), latency,
+    /// loss (counted in the database) and server memory.
+    Ingest(ingest::IngestArgs),
+    /// Latency and throughput of list, detail, history and series queries
+    /// on 30 days of readings for 100 plants.
+    Api(api::ApiArgs),
+    /// Server memory while holding many idle device connections.
+    Connections(connections::ConnectionsArgs),
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Api(args) => api::run(args).await,
+        BenchCommand::Connections(args) => connections::run(args).await,
+    }
+}

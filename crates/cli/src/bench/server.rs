@@ -1,0 +1,221 @@
+//! The server a benchmark measures: one it starts (a child `plantops serve`)
+//! or one already running.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use plantops_store::DynStore;
+
+use crate::api_client::Api;
+
+#[derive(Debug, clap::Args)]
+pub struct ServerOptions {
+    /// Measure a running server at this address instead of starting one.
+    /// Starting one passes this process's environment on (DATABASE_URL,
+    /// MQTT_HOST, ... select PostgreSQL or Mosquitto).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The measured server's database, where stored rows are counted
+    /// (default: the started server's).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Process id of a running server, to read its memory use.
+    #[arg(long, requires = "url")]
+    pub server_pid: Option<u32>,
+    /// Data directory of the started server (default: a temporary one,
+    /// removed afterwards).
+    #[arg(long, conflicts_with = "url")]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub struct ServerUnderTest {
+    pub api: Api,
+    pub store: DynStore,
+    pub pid: Option<u32>,
+    /// `database+broker`, e.g. `sqlite+builtin`.
+    pub backend: String,
+    child: Option<tokio::process::Child>,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free local port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl ServerUnderTest {
+    pub async fn start(options: &ServerOptions) -> anyhow::Result<Self> {
+        let (api, child, temporary, database_url) = match &options.url {
+            Some(url) => {
+                let database_url = options.database_url.clone().context(
+                    "--url needs --database-url (or DATABASE_URL) to count the stored rows",
+                )?;
+                (Api::new(url)?, None, None, database_url)
+            }
+            None => {
+                let (data_dir, temporary) = match &options.data_dir {
+                    Some(dir) => (dir.clone(), None),
+                    None => {
+                        let dir = tempfile::tempdir().context("cannot create a data directory")?;
+                        (dir.path().to_path_buf(), Some(dir))
+                    }
+                };
+                std::fs::create_dir_all(&data_dir)
+                    .with_context(|| format!("cannot create {}", data_dir.display()))?;
+                let http_port = free_port()?;
+                let mut command = tokio::process::Command::new(
+                    std::env::current_exe().context("cannot find the plantops binary")?,
+                );
+                command
+                    .arg("serve")
+                    .env("PLANTOPS_DATA_DIR", &data_dir)
+                    .env("PLANTOPS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+                    .env("PLANTOPS_MQTT_ADDR", format!("127.0.0.1:{}", free_port()?))
+                    .env("PLANTOPS_MQTTS_ADDR", "")
+                    .env("PLANTOPS_MQTT_PUBLIC_HOST", "127.0.0.1")
+                    .env(
+                        "LOG_LEVEL",
+                        std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+                    )
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(true);
+                let child = command.spawn().context("cannot start plantops serve")?;
+                let database_url = options.database_url.clone().unwrap_or_else(|| {
+                    format!("sqlite://{}", data_dir.join("plantops.db").display())
+                });
+                let api = Api::new(&format!("http://127.0.0.1:{http_port}"))?;
+                (api, Some(child), temporary, database_url)
+            }
+        };
+        api.wait_ready(Duration::from_secs(60)).await?;
+        let store = plantops_store::connect(&database_url)
+            .await
+            .context("cannot open the server's database to count rows")?;
+        let health = api.get("/health").await?;
+        let part = |component: &str, separator: char| {
+            health["components"][component]["message"]
+                .as_str()
+                .and_then(|message| message.split(separator).next())
+                .unwrap_or("unknown")
+                .to_string()
+        };
+        let backend = format!("{}+{}", part("database", ' '), part("mqtt", ':'));
+        let pid = match &child {
+            Some(child) => child.id(),
+            None => options.server_pid,
+        };
+        Ok(Self {
+            api,
+            store,
+            pid,
+            backend,
+            child,
+            _temporary: temporary,
+        })
+    }
+
+    /// Resident memory of the server now and at its peak, in MB.
+    pub fn memory(&self) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        let field = |name: &str| -> Option<f64> {
+            let line = status.lines().find(|line| line.starts_with(name))?;
+            let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        };
+        Some(Memory {
+            rss_mb: field("VmRSS:")?,
+            peak_mb: field("VmHWM:")?,
+        })
+    }
+
+    /// CPU seconds the server has used so far (user + system).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                // SIGTERM: let the server shut down as it would in service.
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+                Ok(status) => {
+                    let status = status?;
+                    if !status.success() {
+                        bail!("plantops serve exited with {status}");
+                    }
+                }
+                Err(_) => child.kill().await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_mb: f64,
+    pub peak_mb: f64,
+}
+
+/// The `q`-quantile of sorted samples.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Registers `count` devices concurrently; numbered within `prefix`.
+pub async fn register_devices(
+    api: &Api,
+    prefix: u16,
+    count: u32,
+) -> anyhow::Result<(
+    Vec<crate::api_client::DeviceCredentials>,
+    crate::api_client::BrokerEndpoint,
+)> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let registered: Vec<_> = stream::iter(1..=count)
+        .map(|index| async move {
+            let mac = crate::api_client::simulated_mac(prefix, index);
+            let registration = api.register(&mac).await?;
+            let password = match registration.password {
+                Some(password) => password,
+                None => api.rotate(registration.device_id).await?,
+            };
+            Ok::<_, anyhow::Error>((
+                crate::api_client::DeviceCredentials {
+                    mac_address: mac,
+                    device_id: registration.device_id,
+                    mqtt_username: registration.mqtt_username,
+                    mqtt_password: password,
+                },
+                registration.endpoint,
+            ))
+        })
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    let endpoint = registered
+        .first()
+        .map(|(_, endpoint)| endpoint.clone())
+        .context("no device registered")?;
+    Ok((
+        registered.into_iter().map(|(device, _)| device).collect(),
+        endpoint,
+    ))
+}

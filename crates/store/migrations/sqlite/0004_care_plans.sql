@@ -1,0 +1,11 @@
+-- Care plans written by the LLM advisor, kept with their history.
+CREATE TABLE care_plans (
+    id BLOB PRIMARY KEY NOT NULL,
+    plant_id BLOB NOT NULL REFERENCES plants (id) ON DELETE CASCADE,
+    plan TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX care_plans_by_plant ON care_plans (plant_id, created_at DESC);

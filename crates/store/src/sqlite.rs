@@ -399,7 +399,13 @@ impl Store for SqliteStore {
         for chunk in ids.chunks(MAX_BINDS - 1) {
             let mut query = QueryBuilder::new("SELECT id, plant_id FROM devices WHERE id IN ");
             push_ids(&mut query, chunk);
-            for row in query.build().fetch_all(&self.pool).await? {
+            // One id list per batch: not worth a cached statement each.
+            for row in query
+                .build()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            {
                 map.insert(row.try_get("id")?, row.try_get("plant_id")?);
             }
         }
@@ -412,7 +418,7 @@ impl Store for SqliteStore {
             query.push_bind(status.as_str());
             query.push(" WHERE id IN ");
             push_ids(&mut query, chunk);
-            query.build().execute(&self.pool).await?;
+            query.build().persistent(false).execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -433,10 +439,17 @@ impl Store for SqliteStore {
                     .push_bind(r.values.light_level);
             });
             query.push(" ON CONFLICT (device_id, time) DO NOTHING");
-            inserted += query.build().execute(&mut *tx).await?.rows_affected();
+            // Not cached: batch lengths vary, and every cached multi-row
+            // statement keeps its compiled program (tens of MB under load).
+            inserted += query
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
-        // One statement per chunk of devices: each statement is a round
-        // trip to sqlx's SQLite thread.
+        // One statement per batch: each is a round trip to sqlx's SQLite
+        // thread.
         for chunk in seen.chunks(MAX_BINDS / 2) {
             let mut query = QueryBuilder::<Sqlite>::new("WITH seen (id, seen_at) AS (");
             query.push_values(chunk, |mut row, presence| {
@@ -448,7 +461,7 @@ impl Store for SqliteStore {
                  last_seen_at = MAX(COALESCE(devices.last_seen_at, 0), seen.seen_at) \
                  FROM seen WHERE devices.id = seen.id",
             );
-            query.build().execute(&mut *tx).await?;
+            query.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(inserted)

@@ -4,6 +4,7 @@ pub mod api;
 pub mod connections;
 pub mod ingest;
 pub mod server;
+pub mod store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// Server memory while holding many idle device connections.
     Connections(connections::ConnectionsArgs),
+    /// The database's raw insert rate in ingestion's batch shape.
+    Store(store::StoreArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -22,5 +25,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
+        BenchCommand::Store(args) => store::run(args).await,
     }
 }

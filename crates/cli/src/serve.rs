@@ -288,10 +288,11 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let housekeeping = (settings.retention_days > 0)
         .then(|| tokio::spawn(prune_readings(store.clone(), settings.retention_days)));
 
+    let live = plantops_server::live::LiveHub::start(&events);
     let state = AppState {
         store,
         broker: setup.broker,
-        live: plantops_server::live::LiveHub::start(&events),
+        live: live.clone(),
         events,
         ingest: ingest.stats(),
         notifications,
@@ -312,7 +313,11 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         })?;
     tracing::info!(addr = %settings.http_addr, "HTTP server listening");
     axum::serve(listener, plantops_server::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open event streams never end by themselves.
+            live.close();
+        })
         .await
         .context("HTTP server failed")?;
     detector.abort();

@@ -444,3 +444,33 @@ async fn a_wrong_encryption_key_stops_start_up() {
     // The right key, given explicitly, works.
     Server::start(dir.path(), &ports, &[("ENCRYPTION_KEY", key.trim())]).await;
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let mut stream = server
+        .client
+        .get(format!("{}/api/events", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let pid = server.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The stream ends instead of holding graceful shutdown open forever.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream stayed open after SIGTERM");
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .expect("plantops exits after SIGTERM with a browser connected")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}

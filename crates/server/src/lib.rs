@@ -9,6 +9,7 @@ pub mod live;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod ui;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -59,7 +60,7 @@ pub fn app(state: AppState) -> Router {
                     .into_response()
             }),
         )
-        .fallback(|| async { error::ApiError::NotFound("Not found").into_response() })
+        .fallback(ui::serve)
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
 }

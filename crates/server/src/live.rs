@@ -43,6 +43,8 @@ fn encode(id: u64, event: &Event) -> LiveEvent {
 pub struct LiveHub {
     recent: Arc<Mutex<VecDeque<LiveEvent>>>,
     tx: broadcast::Sender<LiveEvent>,
+    /// Set at shutdown: open streams end, so graceful shutdown can finish.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl LiveHub {
@@ -52,6 +54,7 @@ impl LiveHub {
         let hub = Self {
             recent: Arc::new(Mutex::new(VecDeque::with_capacity(REPLAY))),
             tx,
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         };
         let relay = hub.clone();
         let mut rx = events.subscribe();
@@ -81,6 +84,19 @@ impl LiveHub {
             recent.push_back(event.clone());
         }
         let _ = self.tx.send(event);
+    }
+
+    /// Ends every open stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when the hub is closed.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        }
     }
 
     /// A live subscription plus the buffered events after `last_seen`.

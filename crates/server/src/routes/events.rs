@@ -44,6 +44,8 @@ async fn events(
         // A lagging client skips what it missed rather than stalling others.
         item.ok().filter(|e| e.id > newest_replayed).map(sse)
     });
-    let stream = stream::iter(replay.into_iter().map(sse)).chain(live);
+    let stream = stream::iter(replay.into_iter().map(sse))
+        .chain(live)
+        .take_until(state.live.closed());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

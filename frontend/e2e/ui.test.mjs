@@ -1,0 +1,255 @@
+// End-to-end: a real `plantops serve` fed by `plantops simulate`, driven in
+// Debian's Chromium through playwright-core. Screenshots of every page at
+// phone and desktop widths go to e2e/artifacts/screenshots/.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binary = resolve(process.env.PLANTOPS_BIN ?? join(here, "../../target/debug/plantops"));
+const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const screenshots = join(here, "artifacts", "screenshots");
+const TIMEOUT = 20_000;
+
+const freePort = () =>
+  new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+
+let dataDir;
+let ports;
+let server;
+let simulator;
+let browser;
+let base;
+
+const cleanEnv = () => {
+  const env = { ...process.env, LOG_LEVEL: "warn" };
+  for (const name of ["DATABASE_URL", "MQTT_HOST", "PLANTOPS_DATA_DIR", "LOG_FORMAT"]) delete env[name];
+  return env;
+};
+
+async function startServer() {
+  server = spawn(binary, ["serve"], {
+    env: {
+      ...cleanEnv(),
+      PLANTOPS_DATA_DIR: dataDir,
+      PLANTOPS_HTTP_ADDR: `127.0.0.1:${ports.http}`,
+      PLANTOPS_MQTT_ADDR: `127.0.0.1:${ports.mqtt}`,
+      PLANTOPS_MQTTS_ADDR: `127.0.0.1:${ports.mqtts}`,
+      PLANTOPS_HEARTBEAT_INTERVAL_SECS: "60",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`${base}/api/ready`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("plantops serve did not become ready");
+}
+
+async function stopServer() {
+  if (!server || server.exitCode !== null) return;
+  const exited = new Promise((r) => server.once("exit", r));
+  server.kill("SIGTERM");
+  await exited;
+}
+
+async function api(method, path, body) {
+  const response = await fetch(`${base}/api${path}`, {
+    method,
+    headers: body ? { "Content-Type": "application/json" } : undefined,
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await response.json().catch(() => null);
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function shoot(page, name) {
+  for (const [label, viewport] of [
+    ["phone", { width: 390, height: 844 }],
+    ["desktop", { width: 1280, height: 900 }],
+  ]) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: join(screenshots, `${name}-${label}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+before(async () => {
+  mkdirSync(screenshots, { recursive: true });
+  dataDir = mkdtempSync(join(tmpdir(), "plantops-e2e-"));
+  ports = { http: await freePort(), mqtt: await freePort(), mqtts: await freePort() };
+  base = `http://127.0.0.1:${ports.http}`;
+  await startServer();
+  simulator = spawn(
+    binary,
+    ["simulate", "--url", base, "--devices", "3", "--interval", "0.5", "--breach-rate", "0",
+     "--create-plants", "--credentials", join(dataDir, "sim.json"), "--seed", "7"],
+    { env: cleanEnv(), stdio: ["ignore", "ignore", "ignore"] },
+  );
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+});
+
+after(async () => {
+  simulator?.kill("SIGINT");
+  await browser?.close();
+  await stopServer();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  return page;
+}
+
+test("the dashboard shows live values arriving without a reload", async () => {
+  const page = await newPage();
+  await page.goto(base);
+  await page.getByTestId("plant-card").nth(2).waitFor();
+  await page.getByText("● Live").waitFor();
+  await page.evaluate(() => {
+    window.__notReloaded = true;
+  });
+  const first = page.getByTestId("plant-card").first().getByTestId("value-temperature");
+  await page.waitForFunction((el) => el && el.textContent !== "—", await first.elementHandle());
+  const before = await page.locator("[data-testid=plant-card] dd").allTextContents();
+  await page.waitForFunction(
+    (previous) =>
+      JSON.stringify([...document.querySelectorAll("[data-testid=plant-card] dd")].map((e) => e.textContent)) !==
+      JSON.stringify(previous),
+    before,
+  );
+  assert.equal(await page.evaluate(() => window.__notReloaded), true, "values changed without a reload");
+  const summary = await page.getByTestId("summary").textContent();
+  assert.match(summary, /no devices offline/);
+  await shoot(page, "dashboard");
+  await page.context().close();
+});
+
+test("a threshold edit is validated and persists after reload", async () => {
+  const page = await newPage();
+  const { plants } = await api("GET", "/plants");
+  const plant = plants[0];
+  await page.goto(`${base}/plants/${plant.id}`);
+  const min = page.locator("input[name=soil_moisture-min]");
+  const max = page.locator("input[name=soil_moisture-max]");
+  await min.fill("95");
+  await max.fill("20");
+  await page.getByText("min must not be above max").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Save thresholds" }).isDisabled(), true);
+  await min.fill("12.5");
+  await max.fill("88");
+  await page.getByRole("button", { name: "Save thresholds" }).click();
+  await page.getByText("Saved").waitFor();
+  await page.reload();
+  await page.locator("input[name=soil_moisture-min]").waitFor();
+  assert.equal(await page.locator("input[name=soil_moisture-min]").inputValue(), "12.5");
+  assert.equal(await page.locator("input[name=soil_moisture-max]").inputValue(), "88");
+  const stored = await api("GET", `/plants/${plant.id}`);
+  assert.deepEqual(stored.thresholds.soil_moisture, { min: 12.5, max: 88 });
+  await page.locator(".chart canvas").first().waitFor();
+  await shoot(page, "plant-detail");
+
+  await page.getByRole("link", { name: "Care plan" }).click();
+  await page.getByTestId("llm-missing").waitFor();
+  await shoot(page, "care-plan");
+  await page.context().close();
+});
+
+test("registering a device shows its credentials once", async () => {
+  const page = await newPage();
+  await page.goto(`${base}/devices`);
+  await page.getByTestId("device-row").nth(2).waitFor();
+  await page.getByLabel("MAC address").fill("AA-BB-CC-00-11-22");
+  await page.getByRole("button", { name: "Register device" }).click();
+  const panel = page.getByTestId("credentials");
+  await panel.waitFor();
+  const password = await page.getByTestId("mqtt-password").textContent();
+  assert.ok(password.length >= 32, `password shown: ${password}`);
+  await panel.getByText("shown only this once").waitFor();
+  await panel.getByText("BEGIN CERTIFICATE").waitFor();
+  assert.equal(await page.getByTestId("tls-port").textContent(), String(ports.mqtts));
+  await shoot(page, "devices-credentials");
+  await page.getByRole("button", { name: "I have saved them" }).click();
+  await panel.waitFor({ state: "detached" });
+  assert.equal(await page.getByText(password).count(), 0, "the password is gone");
+  await page.getByTestId("device-row").nth(3).waitFor();
+
+  await page.getByLabel("MAC address").fill("aa:bb:cc:00:11:22");
+  await page.getByRole("button", { name: "Register device" }).click();
+  await page.getByText("already registered").waitFor();
+  assert.equal(await page.getByTestId("credentials").count(), 0);
+  await page.getByRole("button", { name: "OK" }).click();
+  await shoot(page, "devices");
+  await page.context().close();
+});
+
+test("an alert appears when a breaching reading arrives", async () => {
+  const page = await newPage();
+  await page.goto(`${base}/alerts`);
+  await page.getByRole("heading", { name: "Alerts" }).waitFor();
+  const { plants } = await api("GET", "/plants");
+  const plant = plants[1];
+  const device = await api("POST", "/devices/register", { mac_address: "aa:bb:cc:00:33:44" });
+  await api("POST", `/devices/${device.device_id}/provision`, { plant_id: plant.id });
+  execFileSync("mosquitto_pub", [
+    "-h", "127.0.0.1", "-p", String(ports.mqtt), "-q", "1",
+    "-i", device.device_id, "-u", device.mqtt_username, "-P", device.mqtt_password,
+    "-t", `devices/${device.device_id}/telemetry`, "-m", JSON.stringify({ soil_moisture: 2 }),
+  ]);
+  const row = page.getByTestId("alert-row").filter({ hasText: plant.name });
+  await row.first().waitFor();
+  await row.first().getByRole("button", { name: "Acknowledge" }).click();
+  await row.first().getByText("✓").waitFor();
+  await shoot(page, "alerts");
+  await page.context().close();
+});
+
+test("settings pages and the UI reconnects after a server restart", async () => {
+  const page = await newPage();
+  await page.goto(`${base}/settings`);
+  await page.getByTestId("llm-key-state").waitFor();
+  await page.getByTestId("webhook-state").waitFor();
+  await shoot(page, "settings");
+
+  await page.goto(base);
+  await page.getByText("● Live").waitFor();
+  await stopServer();
+  await page.getByText("Reconnecting").waitFor();
+  await startServer();
+  await page.getByText("● Live").waitFor({ timeout: 40_000 });
+  // Readings flow again: the simulator reconnects, the page updates.
+  const before = await page.locator("[data-testid=plant-card] dd").allTextContents();
+  await page.waitForFunction(
+    (previous) =>
+      JSON.stringify([...document.querySelectorAll("[data-testid=plant-card] dd")].map((e) => e.textContent)) !==
+      JSON.stringify(previous),
+    before,
+    { timeout: 40_000 },
+  );
+  await page.context().close();
+});

@@ -1,0 +1,31 @@
+import { formatValue, thresholdErrors, timeAgo } from "./format";
+
+describe("thresholdErrors", () => {
+  it("accepts an empty or ordered range", () => {
+    expect(thresholdErrors("soil_moisture", null, null)).toBeNull();
+    expect(thresholdErrors("soil_moisture", 20, 80)).toBeNull();
+    expect(thresholdErrors("temperature", -10, null)).toBeNull();
+  });
+  it("refuses min above max and values outside the metric's range", () => {
+    expect(thresholdErrors("soil_moisture", 80, 20)).toMatch(/min must not be above max/);
+    expect(thresholdErrors("humidity", null, 120)).toMatch(/between 0 and 100/);
+    expect(thresholdErrors("temperature", -60, null)).toMatch(/between -50 and 80/);
+    expect(thresholdErrors("light_level", Number.NaN, null)).not.toBeNull();
+  });
+});
+
+describe("formatting", () => {
+  it("shows units and a dash for missing values", () => {
+    expect(formatValue("temperature", 21.456)).toBe("21.5 °C");
+    expect(formatValue("light_level", 12000.4)).toBe("12,000 lux");
+    expect(formatValue("soil_moisture", null)).toBe("—");
+  });
+  it("says how long ago", () => {
+    const now = Date.parse("2026-01-01T12:00:00Z");
+    expect(timeAgo("2026-01-01T11:59:30Z", now)).toBe("30 s ago");
+    expect(timeAgo("2026-01-01T11:55:00Z", now)).toBe("5 min ago");
+    expect(timeAgo("2026-01-01T09:00:00Z", now)).toBe("3 h ago");
+    expect(timeAgo("2025-12-30T12:00:00Z", now)).toBe("2 d ago");
+    expect(timeAgo(null, now)).toBe("never");
+  });
+});

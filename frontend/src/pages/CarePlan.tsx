@@ -1,0 +1,127 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { Link, useParams } from "react-router-dom";
+import { api } from "../lib/api";
+import type { CarePlan } from "../lib/types";
+import { formatTime } from "../lib/format";
+import { ErrorState, Skeleton } from "../components/ui";
+
+function Plan({ plan }: { plan: CarePlan }) {
+  const sections = [
+    ["Light", plan.light],
+    ["Humidity", plan.humidity],
+    ...(plan.temperature ? [["Temperature", plan.temperature] as const] : []),
+  ] as const;
+  return (
+    <article className="stack" data-testid="care-plan">
+      <p style={{ margin: 0, fontSize: "1.05rem" }}>{plan.summary}</p>
+      <section className="card">
+        <h3>Watering</h3>
+        <p style={{ margin: 0 }}>
+          {plan.watering.frequency}, {plan.watering.amount}
+          {plan.watering.next_date && <> — next on {plan.watering.next_date}</>}
+        </p>
+      </section>
+      <div className="grid">
+        {sections.map(([title, advice]) => (
+          <section key={title} className="card">
+            <h3>{title}</h3>
+            <p className="small" style={{ margin: 0 }}>
+              Now: {advice.current} · Ideal: {advice.ideal}
+            </p>
+            <p style={{ marginBottom: 0 }}>{advice.recommendation}</p>
+          </section>
+        ))}
+      </div>
+      {plan.alerts.length > 0 && (
+        <section className="notice warning">
+          <h3>Needs attention</h3>
+          <ul style={{ margin: 0 }}>
+            {plan.alerts.map((text) => (
+              <li key={text}>{text}</li>
+            ))}
+          </ul>
+        </section>
+      )}
+      {plan.tips.length > 0 && (
+        <section className="card">
+          <h3>Tips</h3>
+          <ul style={{ margin: 0 }}>
+            {plan.tips.map((text) => (
+              <li key={text}>{text}</li>
+            ))}
+          </ul>
+        </section>
+      )}
+    </article>
+  );
+}
+
+export function CarePlanPage() {
+  const { id = "" } = useParams();
+  const client = useQueryClient();
+  const current = useQuery({ queryKey: ["care-plan", id], queryFn: () => api.carePlan(id) });
+  const history = useQuery({ queryKey: ["care-plans", id], queryFn: () => api.carePlans(id) });
+  const llm = useQuery({ queryKey: ["settings", "llm"], queryFn: api.llmSettings });
+  const regenerate = useMutation({
+    mutationFn: () => api.analyze(id),
+    onSuccess: (plan) => {
+      client.setQueryData(["care-plan", id], plan);
+      client.invalidateQueries({ queryKey: ["care-plans", id] });
+    },
+  });
+
+  if (current.isPending) return <Skeleton lines={6} label="Loading care plan" />;
+  if (current.isError) return <ErrorState error={current.error} retry={() => current.refetch()} />;
+  const configured = llm.data?.api_key_set ?? false;
+  const data = current.data;
+  return (
+    <div className="stack">
+      <div className="row" style={{ justifyContent: "space-between" }}>
+        <div>
+          <h1>Care plan: {data.plant_name}</h1>
+          <p className="muted" style={{ margin: 0 }}>
+            {data.species ?? "Species not set"}
+            {data.last_generated && <> · written {formatTime(data.last_generated)}</>}
+          </p>
+        </div>
+        <div className="row">
+          <Link to={`/plants/${id}`}>Back to the plant</Link>
+          <button
+            type="button"
+            disabled={!configured || regenerate.isPending}
+            onClick={() => regenerate.mutate()}
+          >
+            {regenerate.isPending ? "Writing…" : data.care_plan ? "Regenerate" : "Write a care plan"}
+          </button>
+        </div>
+      </div>
+      {llm.data && !configured && (
+        <div className="notice warning" role="note" data-testid="llm-missing">
+          No LLM is configured. Add an Anthropic or OpenAI key in <Link to="/settings">Settings</Link> to get care
+          plans; everything else works without it.
+        </div>
+      )}
+      {regenerate.isError && <ErrorState error={regenerate.error} retry={() => regenerate.mutate()} />}
+      {data.care_plan ? (
+        <Plan plan={data.care_plan} />
+      ) : (
+        <div className="card">
+          <p className="muted" style={{ margin: 0 }}>No care plan yet.</p>
+        </div>
+      )}
+      {history.data && history.data.care_plans.length > 1 && (
+        <section className="card stack" aria-labelledby="previous-title">
+          <h2 id="previous-title">Previous plans</h2>
+          {history.data.care_plans.slice(1).map((stored) => (
+            <details key={stored.id}>
+              <summary>
+                {formatTime(stored.created_at)} · {stored.provider} {stored.model} · {stored.reason.replace("_", " ")}
+              </summary>
+              <Plan plan={stored.plan} />
+            </details>
+          ))}
+        </section>
+      )}
+    </div>
+  );
+}

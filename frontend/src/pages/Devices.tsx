@@ -1,0 +1,252 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useRef, useState, type FormEvent } from "react";
+import { Link } from "react-router-dom";
+import { api } from "../lib/api";
+import type { Device, DeviceStatus, Plant, Registration } from "../lib/types";
+import { formatTime, timeAgo } from "../lib/format";
+import { CopyButton, EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
+
+const MAC = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
+
+function Credentials({ registration, ca, onDone }: { registration: Registration; ca: string | null; onDone: () => void }) {
+  const rows: [string, string][] = [
+    ["Device id", registration.device_id],
+    ["MQTT username", registration.mqtt_username],
+    ["MQTT password", registration.mqtt_password],
+    ["MQTT host", registration.mqtt_host],
+  ];
+  if (registration.mqtt_tls_port) rows.push(["TLS port", String(registration.mqtt_tls_port)]);
+  if (registration.mqtt_port && registration.mqtt_port !== registration.mqtt_tls_port) {
+    rows.push(["Plain port", String(registration.mqtt_port)]);
+  }
+  return (
+    <section className="card stack" aria-labelledby="credentials-title" data-testid="credentials">
+      <h2 id="credentials-title">Device credentials</h2>
+      <p className="notice warning" role="alert" style={{ margin: 0 }}>
+        Copy these now: the password is shown only this once. If it is lost, rotate the device's credentials.
+      </p>
+      <div className="table-wrap">
+        <table>
+          <tbody>
+            {rows.map(([label, value]) => (
+              <tr key={label}>
+                <th scope="row">{label}</th>
+                <td>
+                  <code data-testid={label.toLowerCase().replace(/ /g, "-")}>{value}</code>
+                </td>
+                <td>
+                  <CopyButton text={value} label={`Copy ${label.toLowerCase()}`} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {ca && (
+        <div className="stack" style={{ gap: "0.5rem" }}>
+          <div className="row" style={{ justifyContent: "space-between" }}>
+            <h3>CA certificate (trust this for TLS)</h3>
+            <CopyButton text={ca} label="Copy CA certificate" />
+          </div>
+          <pre className="secret">{ca}</pre>
+        </div>
+      )}
+      <div>
+        <button type="button" onClick={onDone}>
+          I have saved them
+        </button>
+      </div>
+    </section>
+  );
+}
+
+function Register() {
+  const client = useQueryClient();
+  const [mac, setMac] = useState("");
+  const [shown, setShown] = useState<{ registration: Registration; ca: string | null } | null>(null);
+  const register = useMutation({
+    mutationFn: async () => {
+      const registration = await api.register(mac.trim());
+      const ca = await api.caCertificate();
+      return { registration, ca };
+    },
+    onSuccess: (result) => {
+      setMac("");
+      setShown(result);
+      client.invalidateQueries({ queryKey: ["devices"] });
+    },
+  });
+  const macError = mac.trim() && !MAC.test(mac.trim()) ? "Six hex octets, e.g. aa:bb:cc:dd:ee:ff" : null;
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    if (!macError && mac.trim()) register.mutate();
+  };
+  if (shown) {
+    if (shown.registration.mqtt_password === "<stored_securely>") {
+      return (
+        <div className="notice warning row" role="alert">
+          This MAC address is already registered as {shown.registration.mqtt_username}; its password is not shown
+          again. Rotate its credentials to get a new one.
+          <button type="button" className="secondary" onClick={() => setShown(null)}>
+            OK
+          </button>
+        </div>
+      );
+    }
+    return <Credentials registration={shown.registration} ca={shown.ca} onDone={() => setShown(null)} />;
+  }
+  return (
+    <form className="card row" onSubmit={submit} aria-label="Register a device" style={{ alignItems: "end" }}>
+      <label>
+        MAC address
+        <input
+          name="mac"
+          value={mac}
+          placeholder="aa:bb:cc:dd:ee:ff"
+          onChange={(e) => setMac(e.target.value)}
+          aria-invalid={macError ? true : undefined}
+          aria-describedby="mac-help"
+        />
+      </label>
+      <button type="submit" disabled={register.isPending || !!macError || !mac.trim()}>
+        Register device
+      </button>
+      <span id="mac-help" className={macError || register.isError ? "field-error" : "muted small"}>
+        {macError ?? register.error?.message ?? "Devices can also register themselves over the API."}
+      </span>
+    </form>
+  );
+}
+
+function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
+  const client = useQueryClient();
+  const dialog = useRef<HTMLDialogElement>(null);
+  const refresh = () => {
+    client.invalidateQueries({ queryKey: ["devices"] });
+    client.invalidateQueries({ queryKey: ["plants"] });
+  };
+  const assign = useMutation({
+    mutationFn: (plantId: string) => (plantId ? api.assign(device.id, plantId) : api.unassign(device.id)),
+    onSuccess: refresh,
+  });
+  const remove = useMutation({ mutationFn: () => api.deleteDevice(device.id), onSuccess: refresh });
+  return (
+    <tr data-testid="device-row">
+      <td>
+        <code>{device.mac_address}</code>
+        <div className="muted small">{device.mqtt_username}</div>
+      </td>
+      <td>
+        <StatusBadge status={device.status} />
+      </td>
+      <td title={device.last_seen_at ? formatTime(device.last_seen_at) : undefined}>{timeAgo(device.last_seen_at)}</td>
+      <td>
+        <label className="small">
+          <span className="sr-only" style={{ position: "absolute", left: "-9999px" }}>
+            Plant of {device.mac_address}
+          </span>
+          <select
+            value={device.plant_id ?? ""}
+            disabled={assign.isPending}
+            onChange={(e) => assign.mutate(e.target.value)}
+          >
+            <option value="">Not assigned</option>
+            {plants.map((plant) => (
+              <option key={plant.id} value={plant.id}>
+                {plant.name}
+              </option>
+            ))}
+          </select>
+        </label>
+        {assign.isError && <div className="field-error">{assign.error.message}</div>}
+      </td>
+      <td>
+        <button type="button" className="danger" onClick={() => dialog.current?.showModal()}>
+          Delete
+        </button>
+        <dialog ref={dialog} aria-labelledby={`delete-${device.id}`}>
+          <h2 id={`delete-${device.id}`}>Delete device {device.mac_address}?</h2>
+          <p>It loses broker access at once and is disconnected. Its readings are kept.</p>
+          <div className="row">
+            <button
+              type="button"
+              className="danger"
+              onClick={() => {
+                dialog.current?.close();
+                remove.mutate();
+              }}
+            >
+              Delete device
+            </button>
+            <button type="button" className="secondary" onClick={() => dialog.current?.close()}>
+              Cancel
+            </button>
+          </div>
+        </dialog>
+        {remove.isError && <div className="field-error">{remove.error.message}</div>}
+      </td>
+    </tr>
+  );
+}
+
+export function Devices() {
+  const [status, setStatus] = useState<DeviceStatus | "">("");
+  const devices = useQuery({
+    queryKey: ["devices", status || "all"],
+    queryFn: () => api.devices(status || undefined),
+  });
+  const plants = useQuery({ queryKey: ["plants"], queryFn: api.plants });
+  return (
+    <div className="stack">
+      <h1>Devices</h1>
+      <Register />
+      <div className="row">
+        <label>
+          Status
+          <select value={status} onChange={(e) => setStatus(e.target.value as DeviceStatus | "")}>
+            <option value="">All</option>
+            <option value="online">Online</option>
+            <option value="offline">Offline</option>
+            <option value="provisioning">Provisioning</option>
+            <option value="error">Error</option>
+          </select>
+        </label>
+      </div>
+      {devices.isPending && <Skeleton lines={4} label="Loading devices" />}
+      {devices.isError && <ErrorState error={devices.error} retry={() => devices.refetch()} />}
+      {devices.data?.devices.length === 0 &&
+        (status ? (
+          <p className="muted">No {status} devices.</p>
+        ) : (
+          <EmptyState title="No devices yet">
+            <p>
+              Register a device above with its MAC address, or let it register itself. See the{" "}
+              <Link to="/settings">settings</Link> for alerts.
+            </p>
+          </EmptyState>
+        ))}
+      {devices.data && devices.data.devices.length > 0 && (
+        <div className="card table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Device</th>
+                <th scope="col">Status</th>
+                <th scope="col">Last seen</th>
+                <th scope="col">Plant</th>
+                <th scope="col">
+                  <span style={{ position: "absolute", left: "-9999px" }}>Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {devices.data.devices.map((device) => (
+                <DeviceRow key={device.id} device={device} plants={plants.data?.plants ?? []} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </div>
+  );
+}

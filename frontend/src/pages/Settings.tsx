@@ -1,0 +1,169 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useState, type FormEvent } from "react";
+import { api } from "../lib/api";
+import type { LlmSettings, Provider, TestResult } from "../lib/types";
+import { ErrorState, Skeleton } from "../components/ui";
+
+const DEFAULT_MODEL: Record<Provider, string> = {
+  anthropic: "claude-sonnet-4-20250514",
+  openai: "gpt-4o",
+};
+
+function Outcome({ result }: { result: TestResult | undefined }) {
+  if (!result) return null;
+  return (
+    <p className={`notice ${result.success ? "success" : "error"}`} role="status" style={{ margin: 0 }}>
+      {result.success ? "✓ " : "✕ "}
+      {result.message}
+      {result.latency_ms ? ` (${result.latency_ms} ms)` : ""}
+    </p>
+  );
+}
+
+function LlmForm({ current }: { current: LlmSettings }) {
+  const client = useQueryClient();
+  const [provider, setProvider] = useState<Provider>(current.provider);
+  const [model, setModel] = useState(current.model);
+  const [key, setKey] = useState("");
+  const input = () => ({
+    provider,
+    model: model.trim() || undefined,
+    api_key: key.trim() || undefined,
+  });
+  const save = useMutation({
+    mutationFn: () => api.saveLlm(input()),
+    onSuccess: (saved) => {
+      setKey("");
+      client.setQueryData(["settings", "llm"], saved);
+    },
+  });
+  const test = useMutation({ mutationFn: () => api.testLlm(input()) });
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    save.mutate();
+  };
+  return (
+    <form className="card stack" onSubmit={submit} aria-labelledby="llm-title">
+      <h2 id="llm-title">Care advisor (LLM)</h2>
+      <p className="muted small" style={{ margin: 0 }}>
+        Your own Anthropic or OpenAI key writes the care plans. It is stored encrypted and never shown again.
+      </p>
+      <div className="row" style={{ alignItems: "end" }}>
+        <label>
+          Provider
+          <select
+            value={provider}
+            onChange={(e) => {
+              const next = e.target.value as Provider;
+              setProvider(next);
+              if (model === DEFAULT_MODEL[provider]) setModel(DEFAULT_MODEL[next]);
+            }}
+          >
+            <option value="anthropic">Anthropic</option>
+            <option value="openai">OpenAI (or compatible)</option>
+          </select>
+        </label>
+        <label>
+          Model
+          <input value={model} onChange={(e) => setModel(e.target.value)} placeholder={DEFAULT_MODEL[provider]} />
+        </label>
+        <label>
+          API key
+          <input
+            type="password"
+            autoComplete="off"
+            value={key}
+            onChange={(e) => setKey(e.target.value)}
+            placeholder={current.api_key_masked ?? "not set"}
+          />
+        </label>
+      </div>
+      <p className="small muted" style={{ margin: 0 }} data-testid="llm-key-state">
+        {current.api_key_set ? `Key stored (${current.api_key_masked})` : "No key stored"}
+      </p>
+      <div className="row">
+        <button type="submit" disabled={save.isPending}>
+          {save.isPending ? "Saving…" : "Save"}
+        </button>
+        <button type="button" className="secondary" disabled={test.isPending} onClick={() => test.mutate()}>
+          {test.isPending ? "Testing…" : "Test"}
+        </button>
+        {save.isSuccess && <span className="notice success">Saved</span>}
+      </div>
+      {save.isError && <ErrorState error={save.error} />}
+      {test.isError && <ErrorState error={test.error} />}
+      <Outcome result={test.data} />
+    </form>
+  );
+}
+
+function DiscordForm() {
+  const client = useQueryClient();
+  const settings = useQuery({ queryKey: ["settings", "notifications"], queryFn: api.notifications });
+  const [url, setUrl] = useState("");
+  const save = useMutation({
+    mutationFn: (value: string | null) => api.saveNotifications(value),
+    onSuccess: (saved) => {
+      setUrl("");
+      client.setQueryData(["settings", "notifications"], saved);
+    },
+  });
+  const test = useMutation({ mutationFn: api.testNotification });
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    if (url.trim()) save.mutate(url.trim());
+  };
+  return (
+    <form className="card stack" onSubmit={submit} aria-labelledby="discord-title">
+      <h2 id="discord-title">Discord alerts</h2>
+      {settings.isPending && <Skeleton lines={2} label="Loading notification settings" />}
+      {settings.isError && <ErrorState error={settings.error} retry={() => settings.refetch()} />}
+      {settings.data && (
+        <p className="small muted" style={{ margin: 0 }} data-testid="webhook-state">
+          {settings.data.discord_webhook_set
+            ? `Webhook set (${settings.data.discord_webhook_masked})`
+            : "No webhook: alerts are kept here only."}
+        </p>
+      )}
+      <label>
+        Webhook URL
+        <input
+          type="url"
+          value={url}
+          onChange={(e) => setUrl(e.target.value)}
+          placeholder="https://discord.com/api/webhooks/…"
+          aria-invalid={save.isError ? true : undefined}
+        />
+      </label>
+      <div className="row">
+        <button type="submit" disabled={save.isPending || !url.trim()}>
+          Save webhook
+        </button>
+        <button type="button" className="secondary" disabled={test.isPending} onClick={() => test.mutate()}>
+          Send test notification
+        </button>
+        {settings.data?.discord_webhook_set && (
+          <button type="button" className="danger" onClick={() => save.mutate(null)}>
+            Remove webhook
+          </button>
+        )}
+      </div>
+      {save.isError && <ErrorState error={save.error} />}
+      {test.isError && <ErrorState error={test.error} />}
+      <Outcome result={test.data} />
+    </form>
+  );
+}
+
+export function Settings() {
+  const llm = useQuery({ queryKey: ["settings", "llm"], queryFn: api.llmSettings });
+  return (
+    <div className="stack">
+      <h1>Settings</h1>
+      {llm.isPending && <Skeleton lines={3} label="Loading LLM settings" />}
+      {llm.isError && <ErrorState error={llm.error} retry={() => llm.refetch()} />}
+      {llm.data && <LlmForm key={llm.data.updated_at ?? "default"} current={llm.data} />}
+      <DiscordForm />
+    </div>
+  );
+}

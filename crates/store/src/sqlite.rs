@@ -481,17 +481,28 @@ impl Store for SqliteStore {
 
     async fn latest_plant_readings(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>> {
         let mut latest = HashMap::with_capacity(plant_ids.len());
-        // One indexed probe per plant beats a GROUP BY over all readings.
-        for plant_id in plant_ids {
-            let row = sqlx::query(&format!(
-                "SELECT {READING_COLUMNS} FROM readings WHERE plant_id = ? \
-                 ORDER BY time DESC LIMIT 1"
-            ))
-            .bind(plant_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                latest.insert(*plant_id, reading_from_row(&row)?);
+        // One statement, one indexed probe per plant inside SQLite: a round
+        // trip per plant costs more than the probes themselves.
+        for chunk in plant_ids.chunks(MAX_BINDS - 1) {
+            let mut query = QueryBuilder::<Sqlite>::new("WITH wanted (id) AS (");
+            query.push_values(chunk, |mut row, id| {
+                row.push_bind(id);
+            });
+            query.push(format!(
+                ") SELECT {READING_COLUMNS} FROM wanted JOIN readings \
+                 ON readings.plant_id = wanted.id AND readings.time = \
+                 (SELECT MAX(time) FROM readings WHERE plant_id = wanted.id)"
+            ));
+            for row in query
+                .build()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let reading = reading_from_row(&row)?;
+                if let Some(plant_id) = reading.plant_id {
+                    latest.insert(plant_id, reading);
+                }
             }
         }
         Ok(latest)

@@ -170,3 +170,50 @@ async fn start_up_removes_broker_accounts_of_unknown_devices() {
     }
     panic!("the stale device account was not removed");
 }
+
+#[tokio::test]
+async fn the_simulator_publishes_through_mosquitto() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &mosquitto).await;
+    let output = common::plantops()
+        .args([
+            "simulate",
+            "--url",
+            &server.http,
+            "--devices",
+            "2",
+            "--interval",
+            "0.05",
+            "--count",
+            "3",
+            "--create-plants",
+            "--seed",
+            "11",
+            "--mqtt-host",
+            "localhost",
+            "--mqtt-port",
+            &mosquitto.port.to_string(),
+            "--ca",
+            mosquitto.ca.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("6 readings (6 acknowledged)"));
+    let (_, plants) = server.get("/api/plants").await;
+    assert_eq!(plants["total"], 2);
+    for plant in plants["plants"].as_array().unwrap() {
+        let path = format!(
+            "/api/plants/{}/history?hours=1",
+            plant["id"].as_str().unwrap()
+        );
+        eventually(&server, &path, |_, body| body["count"] == 3).await;
+    }
+}

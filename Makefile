@@ -19,7 +19,7 @@ clippy: ## Lints, warnings denied
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432 and the mosquitto binary)
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 frontend/node_modules: frontend/package.json frontend/package-lock.json
 	cd frontend && $(NPM) ci --no-audit --no-fund

@@ -125,6 +125,32 @@ impl Api {
         })
     }
 
+    /// Working credentials for the device with this MAC, registering it if
+    /// needed: the fresh password, else the one `known` holds for the same
+    /// device, else — our own simulated device, password not kept — a
+    /// rotated one.
+    pub async fn device_credentials(
+        &self,
+        mac_address: &str,
+        known: Option<&DeviceCredentials>,
+    ) -> anyhow::Result<(DeviceCredentials, BrokerEndpoint)> {
+        let registration = self.register(mac_address).await?;
+        let password = match (registration.password, known) {
+            (Some(fresh), _) => fresh,
+            (None, Some(known)) if known.device_id == registration.device_id => {
+                known.mqtt_password.clone()
+            }
+            (None, _) => self.rotate(registration.device_id).await?,
+        };
+        let credentials = DeviceCredentials {
+            mac_address: mac_address.to_string(),
+            device_id: registration.device_id,
+            mqtt_username: registration.mqtt_username,
+            mqtt_password: password,
+        };
+        Ok((credentials, registration.endpoint))
+    }
+
     /// A fresh password for a device whose password is not known here.
     pub async fn rotate(&self, device_id: Uuid) -> anyhow::Result<String> {
         let body = self

@@ -13,15 +13,7 @@ use serde_json::json;
 
 use super::server::{quantile, register_devices, ServerOptions, ServerUnderTest};
 use crate::api_client;
-
-fn seconds(raw: &str) -> Result<f64, String> {
-    match raw.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
-        _ => Err(format!(
-            "expected a positive number of seconds, got {raw:?}"
-        )),
-    }
-}
+use crate::simulate::positive_seconds;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -34,10 +26,10 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub inflight: u16,
     /// Seconds measured after the warm-up.
-    #[arg(long, default_value = "10", value_parser = seconds)]
+    #[arg(long, default_value = "10", value_parser = positive_seconds)]
     pub duration: f64,
     /// Seconds of load before measuring.
-    #[arg(long, default_value = "3", value_parser = seconds)]
+    #[arg(long, default_value = "3", value_parser = positive_seconds)]
     pub warmup: f64,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]

@@ -192,20 +192,7 @@ pub async fn register_devices(
     let registered: Vec<_> = stream::iter(1..=count)
         .map(|index| async move {
             let mac = crate::api_client::simulated_mac(prefix, index);
-            let registration = api.register(&mac).await?;
-            let password = match registration.password {
-                Some(password) => password,
-                None => api.rotate(registration.device_id).await?,
-            };
-            Ok::<_, anyhow::Error>((
-                crate::api_client::DeviceCredentials {
-                    mac_address: mac,
-                    device_id: registration.device_id,
-                    mqtt_username: registration.mqtt_username,
-                    mqtt_password: password,
-                },
-                registration.endpoint,
-            ))
+            api.device_credentials(&mac, None).await
         })
         .buffer_unordered(32)
         .try_collect()

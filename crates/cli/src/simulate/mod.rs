@@ -27,7 +27,7 @@ const SPECIES: [&str; 6] = [
     "Ocimum basilicum",
 ];
 
-fn positive_seconds(raw: &str) -> Result<f64, String> {
+pub fn positive_seconds(raw: &str) -> Result<f64, String> {
     match raw.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs >= 0.001 => Ok(secs),
         _ => Err(format!("expected a number of seconds ≥ 0.001, got {raw:?}")),
@@ -135,23 +135,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let mut endpoint = None;
     for index in 1..=args.devices {
         let mac = api_client::simulated_mac(args.seed, index);
-        let registration = api.register(&mac).await?;
-        let password = match (registration.password, saved.get(&mac)) {
-            (Some(fresh), _) => fresh,
-            (None, Some(known)) if known.device_id == registration.device_id => {
-                known.mqtt_password.clone()
-            }
-            // Registered before, password not kept here: it is our own
-            // simulated device, so give it a new one.
-            (None, _) => api.rotate(registration.device_id).await?,
-        };
-        devices.push(DeviceCredentials {
-            mac_address: mac,
-            device_id: registration.device_id,
-            mqtt_username: registration.mqtt_username,
-            mqtt_password: password,
-        });
-        endpoint = Some(registration.endpoint);
+        let (credentials, announced) = api.device_credentials(&mac, saved.get(&mac)).await?;
+        devices.push(credentials);
+        endpoint = Some(announced);
     }
     if let Some(path) = &args.credentials {
         save_credentials(path, &devices)?;

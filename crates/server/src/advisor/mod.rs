@@ -54,6 +54,18 @@ impl std::fmt::Debug for LlmConfig {
     }
 }
 
+impl LlmConfig {
+    /// The model to use for `provider`: the one asked for, else the stored
+    /// one when the provider stays the same, else the provider's default.
+    pub fn model_for(&self, provider: Provider, requested: Option<&str>) -> String {
+        match requested {
+            Some(model) => model.to_string(),
+            None if self.updated_at.is_some() && self.provider == provider => self.model.clone(),
+            None => provider.default_model().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CarePlanError {
     #[error("Plant not found")]
@@ -145,11 +157,7 @@ impl CareAdvisor {
         model: Option<&str>,
     ) -> Result<LlmConfig, CarePlanError> {
         let current = self.settings().await?;
-        let model = match model {
-            Some(model) => model.to_string(),
-            None if current.updated_at.is_some() && current.provider == provider => current.model,
-            None => provider.default_model().to_string(),
-        };
+        let model = current.model_for(provider, model);
         let api_key = api_key.map(str::to_string).or(current.api_key);
         let stored = StoredLlmSettings {
             provider,

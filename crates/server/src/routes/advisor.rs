@@ -149,11 +149,7 @@ async fn test_llm(
 ) -> ApiResult<Json<LlmTestResult>> {
     let (key, model) = request.validated()?;
     let stored = state.advisor.settings().await?;
-    let model = match model {
-        Some(model) => model.to_string(),
-        None if stored.updated_at.is_some() && stored.provider == request.provider => stored.model,
-        None => request.provider.default_model().to_string(),
-    };
+    let model = stored.model_for(request.provider, model);
     let Some(api_key) = key.map(str::to_string).or(stored.api_key) else {
         return Ok(Json(LlmTestResult {
             success: false,

@@ -7,7 +7,7 @@ NPM ?= npm
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check clippy ui-check test e2e ## Everything CI runs: formats, lints, type-check, unit, integration and browser tests
+check: fmt-check ui-check ui clippy test e2e ## Everything CI runs: formats, lints, type-check, unit, integration and browser tests
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check

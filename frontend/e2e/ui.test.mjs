@@ -100,6 +100,8 @@ before(async () => {
   ports = { http: await freePort(), mqtt: await freePort(), mqtts: await freePort() };
   base = `http://127.0.0.1:${ports.http}`;
   await startServer();
+  const index = await (await fetch(base)).text();
+  assert.ok(index.includes('id="root"'), "plantops serve does not serve the built UI (run `make ui`, then rebuild)");
   simulator = spawn(
     binary,
     ["simulate", "--url", base, "--devices", "3", "--interval", "0.5", "--breach-rate", "0",

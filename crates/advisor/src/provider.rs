@@ -156,6 +156,15 @@ impl LlmClient {
         }
     }
 
+    /// A failure to send the request or read the answer.
+    fn transport_error(&self, error: &reqwest::Error) -> LlmError {
+        if error.is_timeout() {
+            LlmError::Timeout(self.endpoints.timeout)
+        } else {
+            LlmError::Network(without_url(error))
+        }
+    }
+
     async fn attempt(
         &self,
         provider: Provider,
@@ -211,14 +220,10 @@ impl LlmClient {
                     }))
             }
         };
-        let response = request.send().await.map_err(|error| {
-            let error = if error.is_timeout() {
-                LlmError::Timeout(self.endpoints.timeout)
-            } else {
-                LlmError::Network(without_url(&error))
-            };
-            (error, None)
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| (self.transport_error(&error), None))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -227,14 +232,10 @@ impl LlmClient {
             .and_then(|value| value.trim().parse::<f64>().ok())
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
             .map(Duration::from_secs_f64);
-        let body = response.text().await.map_err(|error| {
-            let error = if error.is_timeout() {
-                LlmError::Timeout(self.endpoints.timeout)
-            } else {
-                LlmError::Network(without_url(&error))
-            };
-            (error, None)
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|error| (self.transport_error(&error), None))?;
         if !status.is_success() {
             let reason = provider_reason(&body).unwrap_or_else(|| {
                 status

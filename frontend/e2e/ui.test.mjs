@@ -121,6 +121,18 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
+/** Waits until some value on the dashboard's cards differs from now. */
+async function cardValuesChange(page, timeout = TIMEOUT) {
+  const before = await page.locator("[data-testid=plant-card] dd").allTextContents();
+  await page.waitForFunction(
+    (previous) =>
+      JSON.stringify([...document.querySelectorAll("[data-testid=plant-card] dd")].map((e) => e.textContent)) !==
+      JSON.stringify(previous),
+    before,
+    { timeout },
+  );
+}
+
 async function newPage() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
@@ -138,13 +150,7 @@ test("the dashboard shows live values arriving without a reload", async () => {
   });
   const first = page.getByTestId("plant-card").first().getByTestId("value-temperature");
   await page.waitForFunction((el) => el && el.textContent !== "—", await first.elementHandle());
-  const before = await page.locator("[data-testid=plant-card] dd").allTextContents();
-  await page.waitForFunction(
-    (previous) =>
-      JSON.stringify([...document.querySelectorAll("[data-testid=plant-card] dd")].map((e) => e.textContent)) !==
-      JSON.stringify(previous),
-    before,
-  );
+  await cardValuesChange(page);
   assert.equal(await page.evaluate(() => window.__notReloaded), true, "values changed without a reload");
   const summary = await page.getByTestId("summary").textContent();
   assert.match(summary, /no devices offline/);
@@ -223,7 +229,8 @@ test("an alert appears when a breaching reading arrives", async () => {
     "-i", device.device_id, "-u", device.mqtt_username, "-P", device.mqtt_password,
     "-t", `devices/${device.device_id}/telemetry`, "-m", JSON.stringify({ soil_moisture: 2 }),
   ]);
-  const row = page.getByTestId("alert-row").filter({ hasText: plant.name });
+  // The threshold alert: the simulator's next reading adds a "recovered" one above it.
+  const row = page.getByTestId("alert-row").filter({ hasText: plant.name }).filter({ hasText: "Threshold" });
   await row.first().waitFor();
   await row.first().getByRole("button", { name: "Acknowledge" }).click();
   await row.first().getByText("✓").waitFor();
@@ -245,13 +252,6 @@ test("settings pages and the UI reconnects after a server restart", async () => 
   await startServer();
   await page.getByText("● Live").waitFor({ timeout: 40_000 });
   // Readings flow again: the simulator reconnects, the page updates.
-  const before = await page.locator("[data-testid=plant-card] dd").allTextContents();
-  await page.waitForFunction(
-    (previous) =>
-      JSON.stringify([...document.querySelectorAll("[data-testid=plant-card] dd")].map((e) => e.textContent)) !==
-      JSON.stringify(previous),
-    before,
-    { timeout: 40_000 },
-  );
+  await cardValuesChange(page, 40_000);
   await page.context().close();
 });

@@ -1,13 +1,22 @@
 # PlantOps developer commands. `make help` lists them.
 CARGO ?= cargo
 NPM ?= npm
+# The production stack: Docker Compose v2 (`docker compose`); set
+# COMPOSE=docker-compose for the standalone v1 tool.
+COMPOSE ?= docker compose
+PROD := $(COMPOSE) --env-file deploy/.env -f deploy/docker-compose.prod.yml
+# Names the broker certificate covers besides localhost and this host's
+# name, e.g. make certs SANS="plants.home.lan 192.168.1.20".
+SANS ?=
+BACKUP_DIR ?= backups
 
-.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-test e2e run build release
+.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-test e2e run build release \
+	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui clippy test e2e ## Everything CI runs: formats, lints, type-check, unit, integration and browser tests
+check: fmt-check ui-check ui deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, compose file, unit, integration, production smoke and browser tests
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -18,7 +27,9 @@ fmt: ## Format the code
 clippy: ## Lints, warnings denied
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432 and the mosquitto binary)
+# The production smoke test runs the release binary when it is built.
+test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose)
+	PLANTOPS_SMOKE_BINARY=$(if $(wildcard target/release/plantops),$(CURDIR)/target/release/plantops,) \
 	$(CARGO) test --workspace --no-fail-fast
 
 frontend/node_modules: frontend/package.json frontend/package-lock.json
@@ -45,3 +56,53 @@ release: ui ## Optimised binary with the UI at target/release/plantops
 
 run: ui ## Run PlantOps with embedded defaults (SQLite in ./data, built-in broker, UI on :8000)
 	$(CARGO) run --release -p plantops -- serve
+
+deploy-check: ## Validate deploy/docker-compose.prod.yml with docker-compose (throwaway secrets)
+	POSTGRES_PASSWORD=check ENCRYPTION_KEY=$$(printf '0%.0s' $$(seq 64)) \
+	MQTT_DYNSEC_PASSWORD=check-dynsec-password MQTT_BACKEND_PASSWORD=check-backend-password \
+	docker-compose --env-file deploy/.env.prod.example -f deploy/docker-compose.prod.yml config -q
+
+certs: ## TLS material for the stack into deploy/certs (CA kept across runs); SANS="host ..." adds names
+	$(CARGO) run --release -q -p plantops -- certs --out deploy/certs --san mosquitto $(addprefix --san ,$(SANS))
+
+deploy/.env:
+	@echo "deploy/.env is missing: cp deploy/.env.prod.example deploy/.env and fill in the secrets" >&2
+	@exit 1
+
+prod-env: deploy/.env
+
+prod-build: prod-env ## Build the backend and frontend images
+	$(PROD) build
+
+prod-up: prod-env ## Start the production stack (detached) and wait until it is healthy
+	@test -f deploy/certs/server.pem || { echo "no certificates: run make certs first" >&2; exit 1; }
+	$(PROD) up -d --wait
+
+prod-down: prod-env ## Stop the production stack (volumes are kept)
+	$(PROD) down
+
+prod-logs: prod-env ## Follow the stack's logs
+	$(PROD) logs -f --tail=100
+
+prod-restart: prod-env ## Restart the stack's services
+	$(PROD) restart
+
+backup: prod-env ## pg_dump of the stack's database into backups/ (BACKUP_DIR)
+	@mkdir -p $(BACKUP_DIR)
+	$(PROD) exec -T db sh -c 'pg_dump -U "$$POSTGRES_USER" -d "$$POSTGRES_DB" --format=custom' \
+		> $(BACKUP_DIR)/plantops-$$(date -u +%Y%m%dT%H%M%SZ).dump
+	@ls -l $(BACKUP_DIR) | tail -n 1
+
+# TimescaleDB's documented procedure: an empty database, restore mode on,
+# pg_restore, restore mode off. The current data is dumped first (`backup`).
+restore: prod-env backup ## Restore FILE=backups/….dump into the stack's database (dumps the current one first)
+	@test -f "$(FILE)" || { echo "usage: make restore FILE=backups/plantops-….dump" >&2; exit 1; }
+	$(PROD) stop backend
+	$(PROD) exec -T db sh -c 'dropdb -U "$$POSTGRES_USER" --force "$$POSTGRES_DB" \
+		&& createdb -U "$$POSTGRES_USER" "$$POSTGRES_DB" \
+		&& psql -q -U "$$POSTGRES_USER" -d "$$POSTGRES_DB" \
+			-c "CREATE EXTENSION IF NOT EXISTS timescaledb" -c "SELECT timescaledb_pre_restore()" \
+		&& pg_restore -U "$$POSTGRES_USER" -d "$$POSTGRES_DB" --no-owner --exit-on-error; \
+		status=$$?; psql -q -U "$$POSTGRES_USER" -d "$$POSTGRES_DB" -c "SELECT timescaledb_post_restore()"; \
+		exit $$status' < $(FILE)
+	$(PROD) start backend

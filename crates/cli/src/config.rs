@@ -149,6 +149,13 @@ impl DatabaseSettings {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeSettings {
+    /// `production` refuses to start without the settings a production
+    /// stack must not run without (see `check_production`); `development`
+    /// fills in local defaults.
+    #[arg(long = "env", env = "PLANTOPS_ENV", default_value = "development",
+        value_parser = one_of("PLANTOPS_ENV", &["development", "production"]))]
+    pub environment: String,
+
     #[command(flatten)]
     pub database: DatabaseSettings,
 
@@ -226,6 +233,70 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// Passwords shorter than this are refused in production.
+const MIN_PRODUCTION_PASSWORD: usize = 16;
+
+impl ServeSettings {
+    /// With PLANTOPS_ENV=production: the first required setting that is
+    /// missing or too weak, as one line naming the variable. Malformed values
+    /// were already refused by the parsers above.
+    pub fn check_production(&self) -> Result<(), String> {
+        if self.environment != "production" {
+            return Ok(());
+        }
+        let missing = |variable: &str, hint: &str| {
+            Err(format!(
+                "PLANTOPS_ENV=production requires {variable} ({hint})"
+            ))
+        };
+        let external = &self.external;
+        match &self.database.database_url {
+            Some(url) if !url.starts_with("sqlite:") => {}
+            _ => return missing("DATABASE_URL", "postgres://user:password@host/database"),
+        }
+        if self.encryption_key.is_none() {
+            return missing(
+                "ENCRYPTION_KEY",
+                "64 hexadecimal characters: openssl rand -hex 32",
+            );
+        }
+        if external.mqtt_host.is_none() {
+            return missing("MQTT_HOST", "the Mosquitto host, e.g. mosquitto");
+        }
+        if !external.mqtt_use_tls {
+            return missing("MQTT_USE_TLS=true", "the broker link must be encrypted");
+        }
+        if external.mqtt_ca_cert.is_none() {
+            return missing(
+                "MQTT_CA_CERT",
+                "the CA that signed the broker's certificate: plantops certs",
+            );
+        }
+        let passwords = [
+            ("MQTT_BACKEND_PASSWORD", &external.mqtt_backend_password),
+            ("MQTT_DYNSEC_PASSWORD", &external.mqtt_dynsec_password),
+        ];
+        for (variable, password) in passwords {
+            match password {
+                None => return missing(variable, "generate one with: openssl rand -hex 24"),
+                Some(p) if p.chars().count() < MIN_PRODUCTION_PASSWORD => {
+                    return Err(format!(
+                        "{variable} must be at least {MIN_PRODUCTION_PASSWORD} characters in production (openssl rand -hex 24)"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if external.mqtt_dynsec_username.is_none() {
+            return missing(
+                "MQTT_DYNSEC_USERNAME",
+                "the dynamic-security admin that provisions devices",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// An external Mosquitto (production). Setting MQTT_HOST selects it.

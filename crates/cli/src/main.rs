@@ -1,9 +1,12 @@
 //! The `plantops` command.
 
 mod api_client;
+mod backup;
 mod bench;
+mod certs;
 mod config;
 mod files;
+mod healthcheck;
 mod logging;
 mod serve;
 mod simulate;
@@ -36,16 +39,56 @@ enum Command {
         #[command(flatten)]
         log: config::LogSettings,
     },
+    /// Write the TLS material of a production stack: a CA, the broker's
+    /// server certificate, optional device client certificates.
+    Certs(certs::CertsArgs),
+    /// Exit 0 when the local server is ready (container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Copy the database to a file while the server runs (SQLite backup
+    /// API; pg_dump for PostgreSQL).
+    Backup(backup::BackupArgs),
+    /// Replace the database with a backup. Stop the server first.
+    Restore(backup::RestoreArgs),
 }
 
+/// Optional settings whose empty value means "unset": compose files and
+/// `.env` templates pass `NAME=` for settings a user leaves out.
+const OPTIONAL_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "DISCORD_WEBHOOK_URL",
+    "ENCRYPTION_KEY",
+    "MQTT_HOST",
+    "MQTT_CA_CERT",
+    "MQTT_BACKEND_PASSWORD",
+    "MQTT_DYNSEC_USERNAME",
+    "MQTT_DYNSEC_PASSWORD",
+    "PLANTOPS_MQTT_PUBLIC_HOST",
+    "PLANTOPS_TLS_CERT",
+    "PLANTOPS_TLS_KEY",
+];
+
 fn main() -> std::process::ExitCode {
+    for name in OPTIONAL_VARIABLES {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // Still single-threaded: no other thread reads the environment.
+            std::env::remove_var(name);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
             // One line naming the setting and the problem; not a usage page.
-            let text = error.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first}");
+            // A refused value is not echoed: it may be a secret.
+            let source = std::error::Error::source(&error).map(ToString::to_string);
+            match (error.kind(), source) {
+                (clap::error::ErrorKind::ValueValidation, Some(reason)) => {
+                    eprintln!("error: {reason}")
+                }
+                _ => {
+                    let text = error.to_string();
+                    eprintln!("{}", text.lines().next().unwrap_or("invalid arguments"));
+                }
+            }
             return std::process::ExitCode::from(2);
         }
         Err(error) => {
@@ -78,6 +121,19 @@ fn main() -> std::process::ExitCode {
             Command::Migrate { database, log } => {
                 logging::init(&log);
                 serve::migrate(&database).await
+            }
+            Command::Certs(args) => {
+                logging::init_for_tool();
+                certs::run(args)
+            }
+            Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::Backup(args) => {
+                logging::init_for_tool();
+                backup::backup(args).await
+            }
+            Command::Restore(args) => {
+                logging::init_for_tool();
+                backup::restore(args).await
             }
         }
     });

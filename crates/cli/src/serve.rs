@@ -236,6 +236,7 @@ async fn device_usernames(
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
+    settings.check_production().map_err(anyhow::Error::msg)?;
     let store = open_store(&settings.database).await?;
     let heartbeat = Duration::from_secs(settings.heartbeat_interval_secs);
     let (events, _) = broadcast::channel(4096);

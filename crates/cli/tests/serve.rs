@@ -29,6 +29,104 @@ async fn malformed_settings_stop_start_up_with_one_line() {
     }
 }
 
+/// A complete production configuration, minus what a case takes away.
+fn production_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("PLANTOPS_ENV", "production".into()),
+        (
+            "DATABASE_URL",
+            "postgres://plantops:pw@127.0.0.1:1/plantops".into(),
+        ),
+        ("ENCRYPTION_KEY", "ab".repeat(32)),
+        ("MQTT_HOST", "mosquitto".into()),
+        ("MQTT_USE_TLS", "true".into()),
+        ("MQTT_CA_CERT", "/certs/ca.pem".into()),
+        (
+            "MQTT_BACKEND_PASSWORD",
+            "backend-password-0123456789".into(),
+        ),
+        ("MQTT_DYNSEC_USERNAME", "plantops_admin".into()),
+        ("MQTT_DYNSEC_PASSWORD", "dynsec-password-0123456789".into()),
+    ]
+}
+
+#[tokio::test]
+async fn production_refuses_a_missing_or_malformed_setting_in_one_line() {
+    let secret_looking = "f".repeat(63);
+    let cases: [(&str, Option<&str>); 9] = [
+        ("DATABASE_URL", None),
+        ("DATABASE_URL", Some("sqlite://plantops.db")),
+        ("ENCRYPTION_KEY", None),
+        ("ENCRYPTION_KEY", Some(&secret_looking)),
+        ("MQTT_HOST", None),
+        ("MQTT_USE_TLS", Some("false")),
+        ("MQTT_CA_CERT", Some("")),
+        ("MQTT_BACKEND_PASSWORD", Some("short")),
+        ("MQTT_DYNSEC_PASSWORD", None),
+    ];
+    for (variable, value) in cases {
+        let mut command = common::plantops();
+        command.arg("serve");
+        for (name, default) in production_env() {
+            command.env(name, default);
+        }
+        match value {
+            Some(value) => command.env(variable, value),
+            None => command.env_remove(variable),
+        };
+        let output = command.output().await.unwrap();
+        assert!(!output.status.success(), "{variable}={value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+        assert!(
+            !stderr.contains(&secret_looking),
+            "a refused value is echoed: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn empty_optional_variables_count_as_unset() {
+    // Compose passes `DISCORD_WEBHOOK_URL=` when the user leaves it out.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let server = Server::start(
+        dir.path(),
+        &ports,
+        &[
+            ("DISCORD_WEBHOOK_URL", ""),
+            ("ENCRYPTION_KEY", ""),
+            ("MQTT_HOST", ""),
+        ],
+    )
+    .await;
+    let (status, health) = server.get("/api/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["components"]["database"]["status"], "connected");
+}
+
+#[tokio::test]
+async fn healthcheck_exits_zero_only_while_the_server_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let healthcheck = || {
+        let mut command = common::plantops();
+        command
+            .arg("healthcheck")
+            .env("PLANTOPS_HTTP_ADDR", format!("0.0.0.0:{}", ports.http));
+        command
+    };
+    let refused = healthcheck().output().await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("did not answer"));
+
+    let server = Server::start(dir.path(), &ports, &[]).await;
+    let ready = healthcheck().output().await.unwrap();
+    assert!(ready.status.success(), "{ready:?}");
+    drop(server);
+}
+
 #[tokio::test]
 async fn a_taken_mqtt_port_is_named_with_its_setting() {
     let dir = tempfile::tempdir().unwrap();

@@ -161,6 +161,41 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
     Ok(files)
 }
 
+/// A device's client certificate and key, issued by the CA in `dir`.
+#[derive(Debug, Clone)]
+pub struct DeviceFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// False when the files were already there and were kept.
+    pub issued: bool,
+}
+
+/// Makes sure `dir/devices` holds a client certificate (CN = `name`) signed
+/// by the CA in `dir`; an existing one is kept.
+pub fn ensure_device(dir: &Path, name: &str) -> Result<DeviceFiles, CertError> {
+    let devices = dir.join("devices");
+    std::fs::create_dir_all(&devices).map_err(io(&devices))?;
+    let files = DeviceFiles {
+        cert: devices.join(format!("{name}.pem")),
+        key: devices.join(format!("{name}-key.pem")),
+        issued: false,
+    };
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    let ca_cert_path = dir.join(CA_CERT);
+    let ca_key_path = dir.join(CA_KEY);
+    let ca_cert = std::fs::read_to_string(&ca_cert_path).map_err(io(&ca_cert_path))?;
+    let ca_key = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+    let (cert, key) = issue(&ca_cert, &ca_key, &[name.to_string()], Purpose::Client)?;
+    write(&files.key, &key, true)?;
+    write(&files.cert, &cert, false)?;
+    Ok(DeviceFiles {
+        issued: true,
+        ..files
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,6 +203,7 @@ async fn start_mosquitto(
             };
             match attempt.await {
                 Ok(()) => {
+                    provisioner.mark_provisioned();
                     tracing::info!("Mosquitto accounts reconciled with the store");
                     return;
                 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Semaphore};
@@ -117,6 +118,9 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<Value>>>>>;
 struct Dynsec {
     client: AsyncClient,
     pending: Pending,
+    /// True while the response topic is subscribed: a command sent before
+    /// that would have its answer dropped by the broker.
+    listening: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Dynsec {
@@ -134,6 +138,7 @@ impl Dynsec {
         let pending: Pending = Arc::default();
         let routes = pending.clone();
         let subscriber = client.clone();
+        let (listening_tx, listening) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut backoff = Backoff(Backoff::START);
             loop {
@@ -141,6 +146,16 @@ impl Dynsec {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff.reset();
                         let _ = subscriber.subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let granted = ack
+                            .return_codes
+                            .iter()
+                            .all(|code| matches!(code, SubscribeReasonCode::Success(_)));
+                        if !granted {
+                            tracing::warn!("Mosquitto refused the dynamic-security response topic to MQTT_DYNSEC_USERNAME");
+                        }
+                        listening_tx.send_replace(granted);
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let Ok(body) = serde_json::from_slice::<Value>(&publish.payload) else {
@@ -160,6 +175,7 @@ impl Dynsec {
                     Err(error) => {
                         // Answers to requests sent on the lost connection
                         // will not come: fail them now so callers retry.
+                        listening_tx.send_replace(false);
                         if let Ok(mut waiting) = routes.lock() {
                             waiting.clear();
                         }
@@ -169,11 +185,25 @@ impl Dynsec {
                 }
             }
         });
-        Ok(Self { client, pending })
+        Ok(Self {
+            client,
+            pending,
+            listening,
+        })
     }
 
     /// Runs commands in one message; returns the plugin's responses.
     async fn run(&self, mut commands: Vec<Value>) -> Result<Vec<Value>, BrokerError> {
+        let mut listening = self.listening.clone();
+        let subscribed = async { listening.wait_for(|up| *up).await.is_ok() };
+        if !tokio::time::timeout(COMMAND_TIMEOUT, subscribed)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(BrokerError::Unavailable(
+                "no dynamic-security link to Mosquitto (MQTT_DYNSEC_USERNAME)".into(),
+            ));
+        }
         let key = Uuid::new_v4().to_string();
         for command in &mut commands {
             command["correlationData"] = json!(key);
@@ -240,6 +270,10 @@ fn device_role(device_id: Uuid) -> String {
 pub struct MosquittoBroker {
     dynsec: Dynsec,
     state: Arc<RwLock<LinkState>>,
+    /// Set once the backend's account, role and the device accounts are in
+    /// place. Until then registering could race the broker kicking the
+    /// admin's links (a role change disconnects the client).
+    provisioned: std::sync::atomic::AtomicBool,
 }
 
 impl MosquittoBroker {
@@ -253,6 +287,7 @@ impl MosquittoBroker {
                 up: false,
                 message: format!("connecting to {}:{}", config.host, config.port),
             })),
+            provisioned: false.into(),
         });
         let mut options = options(
             &config,
@@ -275,10 +310,24 @@ impl MosquittoBroker {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         backoff.reset();
                         tracing::info!(broker = %target, session_present = ack.session_present, "connected to Mosquitto");
-                        for topic in ["devices/+/telemetry", "devices/+/heartbeat"] {
-                            let _ = client.subscribe(topic, QoS::AtLeastOnce).await;
+                        let topics = ["devices/+/telemetry", "devices/+/heartbeat"]
+                            .map(|topic| SubscribeFilter::new(topic.into(), QoS::AtLeastOnce));
+                        let _ = client.subscribe_many(topics).await;
+                        set_state(&state, false, format!("subscribing at {target}"));
+                    }
+                    // Ready only once device topics are granted: a backend
+                    // account without its role connects but receives nothing.
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let granted = ack
+                            .return_codes
+                            .iter()
+                            .all(|code| matches!(code, SubscribeReasonCode::Success(_)));
+                        if granted {
+                            set_state(&state, true, format!("connected to {target}"));
+                        } else {
+                            tracing::warn!(broker = %target, "Mosquitto refused the device topics to MQTT_BACKEND_USERNAME; waiting for its role");
+                            set_state(&state, false, format!("{target} refused the device topics: the backend account has no access yet"));
                         }
-                        set_state(&state, true, format!("connected to {target}"));
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let Ok(permit) = outstanding.clone().acquire_owned().await else {
@@ -326,10 +375,14 @@ impl MosquittoBroker {
                 "acltype": "publishClientReceive", "topic": topic, "allow": true}));
         }
         if config.username != config.dynsec_username {
+            let password = config.password.clone().unwrap_or_default();
             commands.push(
                 json!({"command": "createClient", "username": config.username,
-                "password": config.password.clone().unwrap_or_default()}),
+                "password": password}),
             );
+            // A password changed in the environment takes effect on restart.
+            commands.push(json!({"command": "setClientPassword",
+                "username": config.username, "password": password}));
         }
         self.dynsec
             .run_checked(commands, &["already exists"])
@@ -350,6 +403,13 @@ impl MosquittoBroker {
         let grant = json!({"command": "addClientRole", "username": config.username,
             "rolename": BACKEND_ROLE});
         self.dynsec.run_checked(vec![grant], &[]).await
+    }
+
+    /// Declares provisioning done: from now on the link state alone tells
+    /// whether the broker is usable.
+    pub fn mark_provisioned(&self) {
+        self.provisioned
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Removes broker accounts of devices the store no longer knows; names
@@ -405,13 +465,21 @@ impl Broker for MosquittoBroker {
     }
 
     fn state(&self) -> LinkState {
-        self.state
+        let link = self
+            .state
             .read()
             .map(|s| s.clone())
             .unwrap_or_else(|_| LinkState {
                 up: false,
                 message: "state unavailable".into(),
-            })
+            });
+        if link.up && !self.provisioned.load(std::sync::atomic::Ordering::Acquire) {
+            return LinkState {
+                up: false,
+                message: "provisioning accounts through dynamic security".into(),
+            };
+        }
+        link
     }
 
     async fn add_device(

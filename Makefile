@@ -9,6 +9,7 @@ PROD := $(COMPOSE) --env-file deploy/.env -f deploy/docker-compose.prod.yml
 # name, e.g. make certs SANS="plants.home.lan 192.168.1.20".
 SANS ?=
 BACKUP_DIR ?= backups
+STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
 .PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-test e2e run build release \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
@@ -87,11 +88,14 @@ prod-logs: prod-env ## Follow the stack's logs
 prod-restart: prod-env ## Restart the stack's services
 	$(PROD) restart
 
-backup: prod-env ## pg_dump of the stack's database into backups/ (BACKUP_DIR)
+backup: prod-env ## pg_dump of the stack's database and the broker's device accounts into backups/ (BACKUP_DIR)
 	@mkdir -p $(BACKUP_DIR)
 	$(PROD) exec -T db sh -c 'pg_dump -U "$$POSTGRES_USER" -d "$$POSTGRES_DB" --format=custom' \
-		> $(BACKUP_DIR)/plantops-$$(date -u +%Y%m%dT%H%M%SZ).dump
-	@ls -l $(BACKUP_DIR) | tail -n 1
+		> $(BACKUP_DIR)/plantops-$(STAMP).dump
+	$(PROD) exec -T mosquitto cat /mosquitto/data/dynamic-security.json \
+		> $(BACKUP_DIR)/dynamic-security-$(STAMP).json
+	@chmod 600 $(BACKUP_DIR)/*-$(STAMP).*
+	@ls -l $(BACKUP_DIR)/*-$(STAMP).*
 
 # TimescaleDB's documented procedure: an empty database, restore mode on,
 # pg_restore, restore mode off. The current data is dumped first (`backup`).

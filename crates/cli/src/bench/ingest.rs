@@ -31,6 +31,11 @@ pub struct IngestArgs {
     /// Seconds of load before measuring.
     #[arg(long, default_value = "3", value_parser = positive_seconds)]
     pub warmup: f64,
+    /// Publish over TLS (the announced TLS port, trusting `/api/mqtt/ca`),
+    /// as production devices do.
+    #[arg(long)]
+    pub tls: bool,
+
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
@@ -61,9 +66,17 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         server.backend, args.connections
     );
     let (devices, endpoint) = register_devices(&server.api, 0xbe00, args.connections).await?;
-    let port = endpoint
-        .port
-        .context("the server announces no plain MQTT port to benchmark")?;
+    let (port, ca) = if args.tls {
+        let port = endpoint
+            .tls_port
+            .context("the server announces no MQTT TLS port to benchmark")?;
+        (port, Some(server.api.ca_pem().await?))
+    } else {
+        let port = endpoint
+            .port
+            .context("the server announces no plain MQTT port to benchmark (try --tls)")?;
+        (port, None)
+    };
 
     // Telemetry timestamps: unique per device, in the past, so the
     // idempotent insert keeps every one.
@@ -77,7 +90,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for device in &devices {
         let mut options =
-            api_client::mqtt_options(device, &endpoint.host, port, None, Duration::from_secs(60));
+            api_client::mqtt_options(device, &endpoint.host, port, ca.as_deref(), Duration::from_secs(60));
         options.set_inflight(args.inflight);
         tasks.spawn(publish_until(
             options,
@@ -114,7 +127,20 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             args.connections
         );
     }
-    let stored = server.store.count_readings().await? - stored_before;
+    // The built-in broker acknowledges after the commit; Mosquitto on
+    // receipt, so its readings may still be on their way to the database.
+    let drain_started = Instant::now();
+    let mut stored = server.store.count_readings().await? - stored_before;
+    let mut last_growth = Instant::now();
+    while stored < total.acknowledged && last_growth.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = server.store.count_readings().await? - stored_before;
+        if now > stored {
+            last_growth = Instant::now();
+        }
+        stored = now;
+    }
+    let drain_secs = drain_started.elapsed().as_secs_f64();
     total.latencies_ms.sort_by(f64::total_cmp);
     let result = json!({
         "backend": server.backend,
@@ -127,6 +153,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         "published": total.published,
         "acknowledged": total.acknowledged,
         "stored": stored,
+        "drain_secs": round2(drain_secs),
         "lost": total.acknowledged.saturating_sub(stored),
         "unacknowledged": total.published.saturating_sub(total.acknowledged),
         "connection_errors": total.errors,

@@ -90,6 +90,10 @@ fn options(
 fn nodelay(eventloop: &mut EventLoop) {
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
+    // Also bounds every write: a broker busy with a burst of devices may
+    // take longer than the default 5 s to read our acknowledgements, and
+    // dropping the link then only adds redeliveries.
+    network.set_connection_timeout(30);
     eventloop.set_network_options(network);
 }
 

@@ -89,8 +89,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let connected = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for device in &devices {
-        let mut options =
-            api_client::mqtt_options(device, &endpoint.host, port, ca.as_deref(), Duration::from_secs(60));
+        let mut options = api_client::mqtt_options(
+            device,
+            &endpoint.host,
+            port,
+            ca.as_deref(),
+            Duration::from_secs(60),
+        );
         options.set_inflight(args.inflight);
         tasks.spawn(publish_until(
             options,

@@ -349,6 +349,16 @@ async fn history_is_newest_first_and_bounded(db: &TestDb) {
         .unwrap();
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[&p.id], batch[9]);
+
+    // Every bit of a value and every field come back as stored.
+    let mut exact = reading(d, Some(p.id), t0() + Duration::hours(1), 41.123456789012345);
+    exact.values.temperature = Some(0.1 + 0.2);
+    exact.values.humidity = None;
+    exact.values.light_level = Some(1e-7);
+    exact.time += Duration::milliseconds(687);
+    store.commit_batch(&[exact.clone()], &[]).await.unwrap();
+    let newest = store.plant_history(p.id, t0(), 1).await.unwrap();
+    assert_eq!(newest, vec![exact]);
 }
 
 async fn series_aggregates_per_bucket(db: &TestDb) {

@@ -17,7 +17,6 @@ use plantops_testkit::{free_port, TestDb};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-const DEBIAN_DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 const DYNSEC_ADMIN: &str = "plantops_admin";
 const DYNSEC_PASSWORD: &str = "dynsec-password-for-the-smoke-test";
 const BACKEND_USER: &str = "plantops_backend";
@@ -36,13 +35,15 @@ fn binary() -> PathBuf {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+/// Spawns `command` and returns once it listens on `port`.
+async fn spawn_listening(command: &mut Command, port: u16, what: &str) -> Child {
+    let mut child = command
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} (Debian package {what}): {e}"));
+    wait_for_port(port, what, &mut child).await;
+    child
 }
 
 async fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -69,40 +70,32 @@ async fn start_mosquitto(dir: &Path, certs: &Path) -> (Child, u16) {
     std::fs::create_dir_all(&data).unwrap();
     let dynsec = data.join("dynamic-security.json");
     // What deploy/mosquitto/entrypoint.sh does on first start.
-    let init = Command::new("mosquitto_ctrl")
-        .args(["dynsec", "init"])
-        .arg(&dynsec)
-        .args([DYNSEC_ADMIN, DYNSEC_PASSWORD])
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .expect("mosquitto_ctrl (package mosquitto-clients)");
-    assert!(init.success());
+    common::mosquitto::init_dynsec(&dynsec, DYNSEC_ADMIN, DYNSEC_PASSWORD).await;
     let original = std::fs::read_to_string(repo().join("deploy/mosquitto/mosquitto.conf")).unwrap();
     let mut config = original
         .replace("/mosquitto/data/", &format!("{}/", data.display()))
         .replace("/mosquitto/tls/", &format!("{}/", certs.display()))
         .replace(
             "/usr/lib/mosquitto_dynamic_security.so",
-            DEBIAN_DYNSEC_PLUGIN,
+            common::mosquitto::DYNSEC_PLUGIN,
         )
         .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
     assert_ne!(config, original);
-    if is_root() {
+    if common::mosquitto::is_root() {
         // The image drops to its mosquitto user; here the files are root's.
         config.insert_str(0, "user root\n");
     }
     let path = dir.join("mosquitto.conf");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto (package mosquitto)");
-    wait_for_port(port, "mosquitto", &mut child).await;
+    let child = spawn_listening(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null()),
+        port,
+        "mosquitto",
+    )
+    .await;
     (child, port)
 }
 
@@ -133,7 +126,11 @@ async fn start_nginx(dir: &Path, backend_port: u16) -> (Child, u16) {
         1
     );
     std::fs::write(prefix.join("site.conf"), site).unwrap();
-    let user = if is_root() { "user root;\n" } else { "" };
+    let user = if common::mosquitto::is_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
     let p = prefix.display();
     let main = format!(
         "{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
@@ -144,20 +141,20 @@ async fn start_nginx(dir: &Path, backend_port: u16) -> (Child, u16) {
          include {p}/site.conf;\n}}\n"
     );
     std::fs::write(prefix.join("nginx.conf"), main).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-e")
-        .arg(prefix.join("error.log"))
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        // One process: killing it leaves no worker behind.
-        .args(["-g", "daemon off; master_process off;"])
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nginx (package nginx)");
-    wait_for_port(port, "nginx", &mut child).await;
+    let child = spawn_listening(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            // One process: killing it leaves no worker behind.
+            .args(["-g", "daemon off; master_process off;"]),
+        port,
+        "nginx",
+    )
+    .await;
     (child, port)
 }
 

@@ -518,9 +518,8 @@ impl Store for SqliteStore {
         // thousands of rows that handover costs more than the query itself,
         // so SQLite packs the page into one JSON array (5-10x faster).
         // JSON renders a REAL with 15 digits; 17 round-trip every value.
-        let exact = |column: &str| {
-            format!("iif({column} IS NULL, NULL, json(printf('%!.17g', {column})))")
-        };
+        let exact =
+            |column: &str| format!("iif({column} IS NULL, NULL, json(printf('%!.17g', {column})))");
         let packed: String = sqlx::query_scalar(&format!(
             "SELECT json_group_array(json_array(time, hex(device_id), {}, {}, {}, {})) FROM ( \
              SELECT time, device_id, soil_moisture, temperature, humidity, light_level \
@@ -535,7 +534,14 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_one(&self.pool)
         .await?;
-        type PackedReading = (i64, String, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+        type PackedReading = (
+            i64,
+            String,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+        );
         let mut rows: Vec<PackedReading> = serde_json::from_str(&packed)
             .map_err(|e| StoreError::Corrupt(format!("packed readings: {e}")))?;
         // An aggregate promises no order; sorting here is cheaper than an
@@ -543,20 +549,22 @@ impl Store for SqliteStore {
         // input takes one pass.
         rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         rows.into_iter()
-            .map(|(time, device, soil_moisture, temperature, humidity, light_level)| {
-                Ok(Reading {
-                    time: from_millis(time)?,
-                    device_id: Uuid::parse_str(&device)
-                        .map_err(|_| StoreError::Corrupt(format!("device id {device:?}")))?,
-                    plant_id: Some(plant_id),
-                    values: Measurements {
-                        soil_moisture,
-                        temperature,
-                        humidity,
-                        light_level,
-                    },
-                })
-            })
+            .map(
+                |(time, device, soil_moisture, temperature, humidity, light_level)| {
+                    Ok(Reading {
+                        time: from_millis(time)?,
+                        device_id: Uuid::parse_str(&device)
+                            .map_err(|_| StoreError::Corrupt(format!("device id {device:?}")))?,
+                        plant_id: Some(plant_id),
+                        values: Measurements {
+                            soil_moisture,
+                            temperature,
+                            humidity,
+                            light_level,
+                        },
+                    })
+                },
+            )
             .collect()
     }
 

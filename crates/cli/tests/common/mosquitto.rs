@@ -9,7 +9,8 @@ use tokio::process::{Child, Command};
 
 pub const ADMIN: &str = "plantops_admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
-const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+/// Debian's path of the dynamic-security plugin.
+pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 
 pub struct Mosquitto {
     child: Child,
@@ -23,15 +24,7 @@ impl Mosquitto {
     pub async fn start(dir: &Path, port: u16) -> Mosquitto {
         let dynsec = dir.join("dynamic-security.json");
         if !dynsec.exists() {
-            let status = Command::new("mosquitto_ctrl")
-                .args(["dynsec", "init"])
-                .arg(&dynsec)
-                .args([ADMIN, ADMIN_PASSWORD])
-                .stdout(Stdio::null())
-                .status()
-                .await
-                .expect("mosquitto_ctrl (package mosquitto-clients)");
-            assert!(status.success());
+            init_dynsec(&dynsec, ADMIN, ADMIN_PASSWORD).await;
         }
         let tls = plantops_mqtt::certs::ensure(
             &dir.join("tls"),
@@ -108,7 +101,23 @@ impl Mosquitto {
     }
 }
 
-fn is_root() -> bool {
+/// Creates a dynamic-security file with one admin, as Mosquitto's own
+/// tooling does on a broker's first start.
+pub async fn init_dynsec(file: &Path, admin: &str, password: &str) {
+    let status = Command::new("mosquitto_ctrl")
+        .args(["dynsec", "init"])
+        .arg(file)
+        .args([admin, password])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("mosquitto_ctrl (package mosquitto-clients)");
+    assert!(status.success());
+}
+
+/// Root runs Mosquitto and nginx with `user root`: they would otherwise
+/// drop to a user that cannot read the test's files.
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()

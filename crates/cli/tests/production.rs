@@ -227,10 +227,11 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     // the backend tells devices the broker host they used for the API.
     let gateway = format!("http://localhost:{nginx_port}");
     let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{gateway}{path}")).send();
 
     // The UI: index revalidated, hashed assets cached for good, client-side
     // routes answered with the index, security headers everywhere.
-    let index = http.get(format!("{gateway}/")).send().await.unwrap();
+    let index = get("/").await.unwrap();
     assert_eq!(index.status(), 200);
     let headers = index.headers().clone();
     assert_eq!(headers["cache-control"], "no-cache");
@@ -258,30 +259,15 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     );
     assert_eq!(script.headers()["content-encoding"], "gzip");
     assert_eq!(script.headers()["x-frame-options"], "DENY");
-    let route = http
-        .get(format!("{gateway}/plants/some-id"))
-        .send()
-        .await
-        .unwrap();
+    let route = get("/plants/some-id").await.unwrap();
     assert_eq!(route.status(), 200);
     assert_eq!(route.text().await.unwrap(), html);
-    let missing_asset = http
-        .get(format!("{gateway}/assets/nope.js"))
-        .send()
-        .await
-        .unwrap();
+    let missing_asset = get("/assets/nope.js").await.unwrap();
     assert_eq!(missing_asset.status(), 404);
-    let gateway_health = http.get(format!("{gateway}/health")).send().await.unwrap();
+    let gateway_health = get("/health").await.unwrap();
     assert_eq!(gateway_health.status(), 200);
 
-    let api_health: Value = http
-        .get(format!("{gateway}/api/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_health: Value = get("/api/health").await.unwrap().json().await.unwrap();
     assert_eq!(api_health["status"], "healthy", "{api_health}");
 
     // A device registers through nginx.
@@ -303,11 +289,7 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     };
 
     // The live stream through nginx, opened before the reading exists.
-    let events = http
-        .get(format!("{gateway}/api/events"))
-        .send()
-        .await
-        .unwrap();
+    let events = get("/api/events").await.unwrap();
     assert_eq!(events.status(), 200);
     let mut stream = events.bytes_stream();
 
@@ -344,17 +326,15 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
 
     // Stored: the same reading through nginx's /api/. The live event above
     // is sent after the commit, so this is no race.
-    let latest: Value = http
-        .get(format!(
-            "{gateway}/api/devices/{}/telemetry/latest",
-            credentials.device_id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest: Value = get(&format!(
+        "/api/devices/{}/telemetry/latest",
+        credentials.device_id
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(latest["soil_moisture"], 41.5, "{latest}");
     assert_eq!(latest["temperature"], 22.25);
     assert_eq!(latest["light_level"], 830.0);

@@ -547,7 +547,7 @@ impl Store for SqliteStore {
         // An aggregate promises no order; sorting here is cheaper than an
         // ORDER BY inside it (a second sort in SQLite), and already sorted
         // input takes one pass.
-        rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.0));
         rows.into_iter()
             .map(
                 |(time, device, soil_moisture, temperature, humidity, light_level)| {

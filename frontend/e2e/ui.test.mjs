@@ -4,7 +4,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -236,6 +236,66 @@ test("an alert appears when a breaching reading arrives", async () => {
   await row.first().getByText("✓").waitFor();
   await shoot(page, "alerts");
   await page.context().close();
+});
+
+/** deploy/nginx.conf in Debian's nginx, proxying to this test's server. */
+async function startNginx() {
+  const port = await freePort();
+  const prefix = mkdtempSync(join(tmpdir(), "plantops-nginx-"));
+  const site = readFileSync(join(here, "../../deploy/nginx.conf"), "utf8")
+    .replace("http://backend:8000", base)
+    .replace("listen 80;", `listen 127.0.0.1:${port};`)
+    .replace("root /usr/share/nginx/html;", `root ${resolve(here, "../dist")};`);
+  writeFileSync(join(prefix, "site.conf"), site);
+  const user = process.getuid?.() === 0 ? "user root;" : "";
+  writeFileSync(
+    join(prefix, "nginx.conf"),
+    `${user} pid ${prefix}/nginx.pid; error_log ${prefix}/error.log warn; events {}
+     http { include /etc/nginx/mime.types; access_log off;
+       client_body_temp_path ${prefix}/b; proxy_temp_path ${prefix}/p; fastcgi_temp_path ${prefix}/f;
+       uwsgi_temp_path ${prefix}/u; scgi_temp_path ${prefix}/s; include ${prefix}/site.conf; }`,
+  );
+  // One process (no workers), so killing it leaves nothing behind.
+  const nginx = spawn("nginx", ["-p", prefix, "-e", `${prefix}/error.log`, "-c", `${prefix}/nginx.conf`,
+    "-g", "daemon off; master_process off;"], { stdio: ["ignore", "ignore", "inherit"] });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) return { nginx, url, prefix };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  nginx.kill("SIGKILL");
+  throw new Error("nginx (Debian package nginx) did not start");
+}
+
+test("behind the production nginx the UI runs live under its security policy", async () => {
+  const { nginx, url, prefix } = await startNginx();
+  const page = await newPage();
+  const problems = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(message.text());
+  });
+  page.on("pageerror", (error) => problems.push(String(error)));
+  try {
+    await page.goto(url);
+    await page.getByTestId("plant-card").nth(2).waitFor();
+    await page.getByText("● Live").waitFor();
+    // Live values through nginx's unbuffered event stream.
+    await cardValuesChange(page);
+    await page.getByTestId("plant-card").first().click();
+    await page.locator(".chart canvas").first().waitFor();
+    await page.reload();
+    await page.locator(".chart canvas").first().waitFor();
+    assert.deepEqual(problems, [], "console errors (a Content-Security-Policy violation is one)");
+  } finally {
+    await page.context().close();
+    nginx.kill("SIGKILL");
+    rmSync(prefix, { recursive: true, force: true });
+  }
 });
 
 test("settings pages and the UI reconnects after a server restart", async () => {

@@ -88,8 +88,9 @@ export function applyEvent(client: QueryClient, type: string, data: unknown): vo
 /**
  * Subscribes to `/api/events` while mounted. The browser resumes a dropped
  * stream by itself (sending Last-Event-ID); when it gives up (e.g. a proxy
- * answered 502 during a restart) we open a new one with backoff and refetch
- * everything, since events may have been missed.
+ * answered 502 during a restart) we open a new one with backoff. Every time
+ * a stream opens, what is shown is refetched, since events may have been
+ * missed.
  */
 export function useLiveEvents(client: QueryClient): LiveState {
   const [state, setState] = useState<LiveState>("connecting");
@@ -97,7 +98,6 @@ export function useLiveEvents(client: QueryClient): LiveState {
     let source: EventSource | null = null;
     let retry: ReturnType<typeof setTimeout> | undefined;
     let delay = 1000;
-    let wasLive = false;
     let stopped = false;
 
     const open = () => {
@@ -105,8 +105,9 @@ export function useLiveEvents(client: QueryClient): LiveState {
       source.onopen = () => {
         delay = 1000;
         setState("live");
-        if (wasLive) client.invalidateQueries();
-        wasLive = true;
+        // Whatever changed between the page's first fetch (or the lost
+        // stream) and this moment came as no event: refetch what is shown.
+        client.invalidateQueries();
       };
       source.onerror = () => {
         setState("reconnecting");

@@ -128,6 +128,15 @@ pub fn issue(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The CA in `dir`: (certificate PEM, key PEM).
+fn read_ca(dir: &Path) -> Result<(String, String), CertError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(io(&path))
+    };
+    Ok((read(CA_CERT)?, read(CA_KEY)?))
+}
+
 /// Makes sure `dir` holds a CA and a server certificate for `sans`,
 /// creating what is missing; a change of names reissues the server
 /// certificate from the same CA, so devices keep trusting it.
@@ -150,8 +159,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
     let wanted = sans.join("\n");
     let current = std::fs::read_to_string(&sans_path).unwrap_or_default();
     if !files.cert.exists() || !files.key.exists() || current != wanted {
-        let ca_cert = std::fs::read_to_string(&files.ca_cert).map_err(io(&files.ca_cert))?;
-        let ca_key = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+        let (ca_cert, ca_key) = read_ca(dir)?;
         let (cert, key) = issue(&ca_cert, &ca_key, sans, Purpose::Server)?;
         write(&files.key, &key, true)?;
         write(&files.cert, &cert, false)?;
@@ -183,10 +191,7 @@ pub fn ensure_device(dir: &Path, name: &str) -> Result<DeviceFiles, CertError> {
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
-    let ca_cert_path = dir.join(CA_CERT);
-    let ca_key_path = dir.join(CA_KEY);
-    let ca_cert = std::fs::read_to_string(&ca_cert_path).map_err(io(&ca_cert_path))?;
-    let ca_key = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+    let (ca_cert, ca_key) = read_ca(dir)?;
     let (cert, key) = issue(&ca_cert, &ca_key, &[name.to_string()], Purpose::Client)?;
     write(&files.key, &key, true)?;
     write(&files.cert, &cert, false)?;

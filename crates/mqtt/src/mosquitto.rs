@@ -87,6 +87,14 @@ fn options(
     Ok(options)
 }
 
+/// Whether the broker granted every filter of a SUBSCRIBE (it answers a
+/// denied one with a failure code, not an error).
+fn all_granted(ack: &rumqttc::SubAck) -> bool {
+    ack.return_codes
+        .iter()
+        .all(|code| matches!(code, SubscribeReasonCode::Success(_)))
+}
+
 fn nodelay(eventloop: &mut EventLoop) {
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
@@ -152,10 +160,7 @@ impl Dynsec {
                         let _ = subscriber.subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let granted = ack
-                            .return_codes
-                            .iter()
-                            .all(|code| matches!(code, SubscribeReasonCode::Success(_)));
+                        let granted = all_granted(&ack);
                         if !granted {
                             tracing::warn!("Mosquitto refused the dynamic-security response topic to MQTT_DYNSEC_USERNAME");
                         }
@@ -322,10 +327,7 @@ impl MosquittoBroker {
                     // Ready only once device topics are granted: a backend
                     // account without its role connects but receives nothing.
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let granted = ack
-                            .return_codes
-                            .iter()
-                            .all(|code| matches!(code, SubscribeReasonCode::Success(_)));
+                        let granted = all_granted(&ack);
                         if granted {
                             set_state(&state, true, format!("connected to {target}"));
                         } else {

@@ -314,7 +314,10 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %settings.http_addr, "HTTP server listening");
-    axum::serve(listener, plantops_server::app(state))
+    // `into_make_service`: serving a bare `Router` deep-clones every route
+    // for each new connection (axum 0.8), which was most of the cost of a
+    // request arriving on a fresh connection, as nginx sends them.
+    axum::serve(listener, plantops_server::app(state).into_make_service())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Open event streams never end by themselves.

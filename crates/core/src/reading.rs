@@ -84,7 +84,8 @@ impl Serialize for Rfc3339<'_> {
         let year = time.year();
         // Leap seconds, sub-millisecond precision and years outside
         // 0000-9999 take chrono's own path.
-        if nanos >= 1_000_000_000 || !nanos.is_multiple_of(1_000_000) || !(0..=9999).contains(&year) {
+        if nanos >= 1_000_000_000 || !nanos.is_multiple_of(1_000_000) || !(0..=9999).contains(&year)
+        {
             return time.serialize(serializer);
         }
         let mut text = *b"0000-00-00T00:00:00.000Z";

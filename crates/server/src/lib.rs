@@ -14,7 +14,7 @@ pub mod ui;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -45,9 +45,20 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (api, openapi) = api();
-    let openapi = Json(openapi);
+    // Serialized once; a request clones a reference count, not the document.
+    let openapi = axum::body::Bytes::from(
+        serde_json::to_vec(&openapi).expect("the OpenAPI document is plain data"),
+    );
     let prometheus = observe::prometheus();
-    let api = api.route("/openapi.json", get(move || async move { openapi.clone() }));
+    let api = api.route(
+        "/openapi.json",
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                openapi.clone(),
+            )
+        }),
+    );
     Router::new()
         .nest("/api", api)
         .route(

@@ -131,14 +131,23 @@ async fn plants_round_trip_and_list_newest_first(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!((plants, total), (vec![newer.clone()], 2));
-    let (plants, _) = store
+    let (plants, total) = store
         .list_plants(Page {
             limit: 10,
             offset: 1,
         })
         .await
         .unwrap();
-    assert_eq!(plants, vec![older.clone()]);
+    assert_eq!((plants, total), (vec![older.clone()], 2));
+    // Past the end: no plants, still the total.
+    let (plants, total) = store
+        .list_plants(Page {
+            limit: 10,
+            offset: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!((plants, total), (vec![], 2));
 
     let mut changed = older.clone();
     changed.name = "Renamed".into();

@@ -123,31 +123,11 @@ async fn plants_round_trip_and_list_newest_first(db: &TestDb) {
         store.get_plant(older.id).await.unwrap(),
         Some(older.clone())
     );
-    let (plants, total) = store
-        .list_plants(Page {
-            limit: 1,
-            offset: 0,
-        })
-        .await
-        .unwrap();
-    assert_eq!((plants, total), (vec![newer.clone()], 2));
-    let (plants, total) = store
-        .list_plants(Page {
-            limit: 10,
-            offset: 1,
-        })
-        .await
-        .unwrap();
-    assert_eq!((plants, total), (vec![older.clone()], 2));
+    let list = |limit, offset| store.list_plants(Page { limit, offset });
+    assert_eq!(list(1, 0).await.unwrap(), (vec![newer.clone()], 2));
+    assert_eq!(list(10, 1).await.unwrap(), (vec![older.clone()], 2));
     // Past the end: no plants, still the total.
-    let (plants, total) = store
-        .list_plants(Page {
-            limit: 10,
-            offset: 5,
-        })
-        .await
-        .unwrap();
-    assert_eq!((plants, total), (vec![], 2));
+    assert_eq!(list(10, 5).await.unwrap(), (vec![], 2));
 
     let mut changed = older.clone();
     changed.name = "Renamed".into();

@@ -22,7 +22,7 @@ impl Provider {
         }
     }
 
-    /// CONTRACT.md's default model per provider.
+    /// docs/api.md's default model per provider.
     pub fn default_model(self) -> &'static str {
         match self {
             Provider::Anthropic => "claude-sonnet-4-20250514",

@@ -1,4 +1,4 @@
-//! Settings: each an environment variable (CONTRACT.md) and a flag. A
+//! Settings: each an environment variable (docs/api.md) and a flag. A
 //! malformed value stops start-up with one line naming the variable.
 
 use std::net::{SocketAddr, ToSocketAddrs};

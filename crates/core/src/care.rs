@@ -1,4 +1,4 @@
-//! Care plans (CONTRACT.md's CarePlan) and the statistics they are written
+//! Care plans (docs/api.md's CarePlan) and the statistics they are written
 //! from.
 
 use chrono::{DateTime, NaiveDate, Utc};

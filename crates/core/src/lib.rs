@@ -20,7 +20,7 @@ pub use plant::{Bounds, NewPlant, Plant, PlantPatch, PlantStatus, Thresholds};
 pub use reading::{Measurements, Reading};
 pub use validation::{FieldError, ValidationErrors};
 
-/// Default and bounds of list pagination (CONTRACT.md: `limit` 1–1000, default 100).
+/// Default and bounds of list pagination (docs/api.md: `limit` 1–1000, default 100).
 pub const DEFAULT_PAGE_LIMIT: u32 = 100;
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 

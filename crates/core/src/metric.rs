@@ -37,8 +37,19 @@ impl Metric {
         }
     }
 
-    /// The range a threshold may be set in (CONTRACT.md) and a reading must
-    /// fall in to be believed: outside it the sensor is broken, not the plant.
+    /// The range a threshold may be set in (docs/api.md): wider than
+    /// [`Metric::range`], since scripts written for the original set bounds a
+    /// sensor never reports (a `temperature.max` of 100, say).
+    pub fn threshold_range(self) -> (f64, f64) {
+        match self {
+            Metric::SoilMoisture | Metric::Humidity => (0.0, 100.0),
+            Metric::Temperature => (-100.0, 200.0),
+            Metric::LightLevel => (0.0, 1_000_000.0),
+        }
+    }
+
+    /// The range a reading must fall in to be believed (docs/api.md):
+    /// outside it the sensor is broken, not the plant.
     pub fn range(self) -> (f64, f64) {
         match self {
             Metric::SoilMoisture | Metric::Humidity => (0.0, 100.0),

@@ -64,7 +64,7 @@ impl Thresholds {
             let Some(bounds) = self.get(metric) else {
                 continue;
             };
-            let (low, high) = metric.range();
+            let (low, high) = metric.threshold_range();
             for (side, value) in [("min", bounds.min), ("max", bounds.max)] {
                 let Some(value) = value else { continue };
                 if !value.is_finite() || value < low || value > high {
@@ -319,7 +319,7 @@ mod tests {
             species: None,
             thresholds: Some(Thresholds {
                 temperature: Some(Bounds {
-                    min: Some(-60.0),
+                    min: Some(-150.0),
                     max: None,
                 }),
                 ..Default::default()
@@ -341,6 +341,29 @@ mod tests {
                 "body.alert_cooldown_minutes"
             ]
         );
+    }
+
+    #[test]
+    fn thresholds_the_original_accepted_beyond_sensor_ranges_are_accepted() {
+        let plant = NewPlant {
+            name: "Cactus".into(),
+            species: None,
+            thresholds: Some(Thresholds {
+                temperature: Some(Bounds {
+                    min: Some(-60.0),
+                    max: Some(100.0),
+                }),
+                light_level: Some(Bounds {
+                    min: None,
+                    max: Some(500_000.0),
+                }),
+                ..Default::default()
+            }),
+            alert_cooldown_minutes: None,
+        };
+        assert!(plant.validate().is_ok());
+        // Readings keep their plausibility range.
+        assert!(Metric::Temperature.range().1 < 100.0);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A stored sensor reading, in CONTRACT.md's compatible shape.
+//! A stored sensor reading, in docs/api.md's compatible shape.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::ser::SerializeStruct;

@@ -1,4 +1,4 @@
-//! Parsing of telemetry payloads (CONTRACT.md, MQTT).
+//! Parsing of telemetry payloads (docs/api.md, MQTT).
 
 use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use serde_json::{Map, Value};
@@ -96,7 +96,7 @@ fn number(metric: Metric, raw: Option<&Value>) -> Result<Option<f64>, PayloadErr
     Ok(Some(value))
 }
 
-/// An RFC 3339 time; one without a zone is taken as UTC (CONTRACT.md).
+/// An RFC 3339 time; one without a zone is taken as UTC (docs/api.md).
 pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))

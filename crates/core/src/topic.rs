@@ -1,4 +1,4 @@
-//! MQTT topic names of CONTRACT.md: `devices/{device_id}/telemetry|heartbeat`.
+//! MQTT topic names of docs/api.md: `devices/{device_id}/telemetry|heartbeat`.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {

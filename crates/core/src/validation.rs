@@ -1,4 +1,4 @@
-//! Field-level validation errors in the shape CONTRACT.md requires for 422
+//! Field-level validation errors in the shape docs/api.md requires for 422
 //! responses: `{"loc": [...], "msg": "...", "type": "..."}`.
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! The one mapping from internal errors to HTTP problem responses
-//! (CONTRACT.md: `{"detail": "..."}`, and a list of field errors for 422).
+//! (docs/api.md: `{"detail": "..."}`, and a list of field errors for 422).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! Extractors that answer bad input with CONTRACT.md's 422 shape, naming the
+//! Extractors that answer bad input with docs/api.md's 422 shape, naming the
 //! field and the rule, where axum's own would answer 400 with plain text.
 
 use axum::body::Bytes;

@@ -1,4 +1,4 @@
-//! The PlantOps HTTP API (CONTRACT.md), its OpenAPI description, metrics,
+//! The PlantOps HTTP API (docs/api.md), its OpenAPI description, metrics,
 //! and the request observability around it.
 
 pub mod advisor;

@@ -27,6 +27,7 @@ plantops_testkit::for_each_backend!(
     history_series_and_status,
     pagination_bounds,
     notification_settings_are_sealed_and_masked,
+    thresholds_scripts_for_the_original_set_are_accepted,
 );
 
 struct TestApp {
@@ -144,6 +145,28 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED);
         plant
     }
+}
+
+/// Scripts written for the original set bounds no sensor reports (a
+/// `temperature.max` of 100); the reading ranges stay narrower.
+async fn thresholds_scripts_for_the_original_set_are_accepted(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let plant = app.plant("Cactus").await;
+    let uri = format!("/api/plants/{}", plant["id"].as_str().unwrap());
+    let wide = json!({"thresholds": {"temperature": {"min": -60, "max": 100},
+                                     "light_level": {"max": 500000}}});
+    let (status, updated) = app.call(Method::PUT, &uri, Some(wide)).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["thresholds"]["temperature"]["max"], 100.0);
+    let absurd = json!({"thresholds": {"temperature": {"max": 1000}}});
+    let (status, body) = app.call(Method::PUT, &uri, Some(absurd)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "thresholds", "temperature", "max"])
+    );
+    let (_, stored) = app.call(Method::GET, &uri, None).await;
+    assert_eq!(stored["thresholds"]["temperature"]["max"], 100.0);
 }
 
 async fn plants_crud(db: &TestDb) {

@@ -5,11 +5,13 @@ describe("thresholdErrors", () => {
     expect(thresholdErrors("soil_moisture", null, null)).toBeNull();
     expect(thresholdErrors("soil_moisture", 20, 80)).toBeNull();
     expect(thresholdErrors("temperature", -10, null)).toBeNull();
+    // Scripts written for the original set bounds no sensor reports.
+    expect(thresholdErrors("temperature", null, 100)).toBeNull();
   });
   it("refuses min above max and values outside the metric's range", () => {
     expect(thresholdErrors("soil_moisture", 80, 20)).toMatch(/min must not be above max/);
     expect(thresholdErrors("humidity", null, 120)).toMatch(/between 0 and 100/);
-    expect(thresholdErrors("temperature", -60, null)).toMatch(/between -50 and 80/);
+    expect(thresholdErrors("temperature", -150, null)).toMatch(/between -100 and 200/);
     expect(thresholdErrors("light_level", Number.NaN, null)).not.toBeNull();
   });
 });

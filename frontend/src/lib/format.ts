@@ -14,12 +14,12 @@ export const METRIC_UNIT: Record<Metric, string> = {
   light_level: "lux",
 };
 
-/** The range a threshold may take (CONTRACT.md). */
+/** The range a threshold may take (docs/api.md). */
 export const METRIC_RANGE: Record<Metric, [number, number]> = {
   soil_moisture: [0, 100],
-  temperature: [-50, 80],
+  temperature: [-100, 200],
   humidity: [0, 100],
-  light_level: [0, 200000],
+  light_level: [0, 1000000],
 };
 
 export function formatValue(metric: Metric, value: number | null | undefined): string {

@@ -1,4 +1,4 @@
-// Shapes of the PlantOps API (../shared/CONTRACT.md).
+// Shapes of the PlantOps API (docs/api.md).
 
 export type Metric = "soil_moisture" | "temperature" | "humidity" | "light_level";
 export const METRICS: Metric[] = ["soil_moisture", "temperature", "humidity", "light_level"];

@@ -101,7 +101,7 @@ fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-/// The telemetry message a device publishes (CONTRACT.md payload).
+/// The telemetry message a device publishes (docs/api.md payload).
 pub fn telemetry_payload(at: DateTime<Utc>, values: &Measurements) -> Vec<u8> {
     let mut object = json!({
         "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -1,4 +1,4 @@
-//! Discord webhook messages (CONTRACT.md: threshold alerts red, offline
+//! Discord webhook messages (docs/api.md: threshold alerts red, offline
 //! yellow, recovery and back-online green).
 
 use plantops_core::alert::{Alert, AlertKind};

@@ -1,5 +1,5 @@
 //! The advisor API: LLM settings, care plans, and the rule-based health
-//! check (CONTRACT.md "Advisor").
+//! check (docs/api.md "Advisor").
 
 use axum::extract::State;
 use axum::Json;
@@ -177,7 +177,7 @@ async fn test_llm(
     Ok(Json(result))
 }
 
-/// CONTRACT.md's care-plan answer; `care_plan` is null until one is written.
+/// docs/api.md's care-plan answer; `care_plan` is null until one is written.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CarePlanResponse {
     pub plant_id: uuid::Uuid,

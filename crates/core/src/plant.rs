@@ -40,6 +40,21 @@ pub enum BoundSide {
     Max,
 }
 
+impl BoundSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoundSide::Min => "min",
+            BoundSide::Max => "max",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [BoundSide::Min, BoundSide::Max]
+            .into_iter()
+            .find(|side| side.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -65,11 +80,11 @@ impl Thresholds {
                 continue;
             };
             let (low, high) = metric.threshold_range();
-            for (side, value) in [("min", bounds.min), ("max", bounds.max)] {
+            for (side, value) in [(BoundSide::Min, bounds.min), (BoundSide::Max, bounds.max)] {
                 let Some(value) = value else { continue };
                 if !value.is_finite() || value < low || value > high {
                     errors.push(FieldError::new(
-                        &["body", "thresholds", metric.name(), side],
+                        &["body", "thresholds", metric.name(), side.as_str()],
                         format!("{} must be between {low} and {high}", metric.name()),
                         "value_error.number.range",
                     ));

@@ -1,9 +1,13 @@
-//! Storage: one [`Store`] trait, implemented for SQLite (the embedded
-//! default) and PostgreSQL (TimescaleDB when the extension is available).
+//! Storage: role traits ([`PlantStore`], [`DeviceStore`], [`ReadingStore`],
+//! [`AlertStore`], [`CarePlanStore`], [`SettingStore`]) that together make a
+//! [`Store`], implemented for SQLite (the embedded default) and PostgreSQL
+//! (TimescaleDB when the extension is available). The SQL both share is
+//! written once in `sql.rs`; the backend files hold only what really differs.
 //! Each backend has its own versioned migrations under `migrations/`.
 //! Business rules live in `plantops-core`; this crate only stores and fetches.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -13,7 +17,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
 use plantops_core::care::CarePlan;
-use plantops_core::plant::BoundSide;
 use plantops_core::{Device, DeviceStatus, Metric, Plant, Reading};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -65,17 +68,6 @@ pub struct Aggregate {
     pub min: f64,
     pub avg: f64,
     pub max: f64,
-}
-
-impl Aggregate {
-    /// A bucket where the metric was never measured has no aggregate.
-    fn from_parts(min: Option<f64>, avg: Option<f64>, max: Option<f64>) -> Option<Self> {
-        Some(Self {
-            min: min?,
-            avg: avg?,
-            max: max?,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -156,8 +148,11 @@ impl Backend {
     }
 }
 
+/// The database itself: which one, its migrations, whether it answers.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    PlantStore + DeviceStore + ReadingStore + AlertStore + CarePlanStore + SettingStore
+{
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations; harmless when run twice or concurrently.
@@ -165,7 +160,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether every migration this build knows is applied.
     async fn is_migrated(&self) -> Result<bool>;
     async fn ping(&self) -> Result<()>;
+}
 
+#[async_trait]
+pub trait PlantStore: Send + Sync + 'static {
     async fn insert_plant(&self, plant: &Plant) -> Result<()>;
     async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)>;
     async fn get_plant(&self, id: Uuid) -> Result<Option<Plant>>;
@@ -173,7 +171,10 @@ pub trait Store: Send + Sync + 'static {
     async fn update_plant(&self, plant: &Plant) -> Result<bool>;
     /// Deletes a plant and unassigns its devices; readings stay.
     async fn delete_plant(&self, id: Uuid) -> Result<bool>;
+}
 
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
     /// Stores `device` unless its MAC address is already registered.
     async fn register_device(&self, device: &Device, password_hash: &str) -> Result<Registration>;
     async fn list_devices(
@@ -209,7 +210,10 @@ pub trait Store: Send + Sync + 'static {
     /// The plant each existing device among `ids` serves now.
     async fn device_plants(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>>;
     async fn set_devices_status(&self, ids: &[Uuid], status: DeviceStatus) -> Result<()>;
+}
 
+#[async_trait]
+pub trait ReadingStore: Send + Sync + 'static {
     /// Stores readings (a duplicate (device, time) is skipped) and marks the
     /// devices seen, in one transaction. Returns the number of new rows.
     async fn commit_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64>;
@@ -234,7 +238,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes readings older than `before` (retention); returns how many
     /// went, where the backend can tell (TimescaleDB drops whole chunks).
     async fn prune_readings(&self, before: DateTime<Utc>) -> Result<u64>;
+}
 
+#[async_trait]
+pub trait AlertStore: Send + Sync + 'static {
     /// The remembered threshold state of each metric of a plant.
     async fn metric_states(&self, plant_id: Uuid) -> Result<HashMap<Metric, MetricState>>;
     /// Saves state changes and the alerts they caused, in one transaction.
@@ -245,13 +252,19 @@ pub trait Store: Send + Sync + 'static {
     /// Pending alerts whose next delivery attempt is due, oldest first.
     async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
+}
 
+#[async_trait]
+pub trait CarePlanStore: Send + Sync + 'static {
     async fn insert_care_plan(&self, plan: &StoredCarePlan) -> Result<()>;
     /// A plant's care plans, newest first.
     async fn care_plans(&self, plant_id: Uuid, limit: u32) -> Result<Vec<StoredCarePlan>>;
     /// When each plant's newest care plan was written (plants with one).
     async fn care_plan_ages(&self) -> Result<HashMap<Uuid, DateTime<Utc>>>;
+}
 
+#[async_trait]
+pub trait SettingStore: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores a setting; `None` removes it.
     async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
@@ -270,44 +283,4 @@ pub async fn connect(url: &str) -> Result<DynStore> {
             "expected postgres://… or sqlite://…".into(),
         ))
     }
-}
-
-fn parse_status(raw: &str) -> Result<DeviceStatus> {
-    DeviceStatus::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("device status {raw:?}")))
-}
-
-fn side_str(side: BoundSide) -> &'static str {
-    match side {
-        BoundSide::Min => "min",
-        BoundSide::Max => "max",
-    }
-}
-
-fn parse_side(raw: Option<String>) -> Result<Option<BoundSide>> {
-    match raw.as_deref() {
-        None => Ok(None),
-        Some("min") => Ok(Some(BoundSide::Min)),
-        Some("max") => Ok(Some(BoundSide::Max)),
-        Some(other) => Err(StoreError::Corrupt(format!("bound side {other:?}"))),
-    }
-}
-
-fn parse_metric(raw: Option<String>) -> Result<Option<Metric>> {
-    raw.map(|m| Metric::parse(&m).ok_or_else(|| StoreError::Corrupt(format!("metric {m:?}"))))
-        .transpose()
-}
-
-fn parse_kind(raw: &str) -> Result<AlertKind> {
-    AlertKind::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("alert kind {raw:?}")))
-}
-
-fn parse_delivery(raw: &str) -> Result<Delivery> {
-    Delivery::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("delivery {raw:?}")))
-}
-
-const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, direction, \
-                             message, created_at, delivery, acknowledged_at";
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or_default()
 }

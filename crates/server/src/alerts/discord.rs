@@ -2,7 +2,6 @@
 //! yellow, recovery and back-online green).
 
 use plantops_core::alert::{Alert, AlertKind};
-use plantops_core::plant::BoundSide;
 use serde_json::{json, Value};
 
 const RED: u32 = 0xE7_4C_3C;
@@ -26,10 +25,7 @@ pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
         fields.push(json!({"name": "Value", "value": value.to_string(), "inline": true}));
     }
     if let (Some(threshold), Some(side)) = (alert.threshold, alert.direction) {
-        let bound = match side {
-            BoundSide::Min => "min",
-            BoundSide::Max => "max",
-        };
+        let bound = side.as_str();
         fields.push(
             json!({"name": "Threshold", "value": format!("{bound} {threshold}"), "inline": true}),
         );

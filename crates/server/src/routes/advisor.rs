@@ -350,10 +350,7 @@ async fn health_check(
     let mut recommendations = Vec::new();
     for finding in &findings {
         let critical = finding.status == PlantStatus::Critical;
-        let side = match finding.side {
-            BoundSide::Min => "min",
-            BoundSide::Max => "max",
-        };
+        let side = finding.side.as_str();
         issues.push(HealthIssue {
             metric: finding.metric,
             severity: if critical { "critical" } else { "warning" }.into(),

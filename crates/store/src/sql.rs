@@ -1,0 +1,1046 @@
+//! What both backends share: column lists, row mapping and the queries whose
+//! SQL is the same on SQLite and PostgreSQL (SQLite takes `$1` placeholders
+//! too). Rows map the same way on both because times travel as
+//! [`Timestamp`] (Unix milliseconds on SQLite, `timestamptz` on PostgreSQL)
+//! and JSON columns as [`sqlx::types::Json`] (text on SQLite, `jsonb` on
+//! PostgreSQL).
+
+use chrono::{DateTime, TimeZone, Utc};
+use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
+use plantops_core::care::CarePlan;
+use plantops_core::plant::BoundSide;
+use plantops_core::{Device, DeviceStatus, Measurements, Metric, Plant, Reading, Thresholds};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
+use sqlx::types::Json;
+use sqlx::{Decode, Encode, FromRow, Postgres, Sqlite, Type};
+use uuid::Uuid;
+
+use crate::{Aggregate, QueuedAlert, Result, SeriesPoint, StoreError, StoredCarePlan};
+
+/// A point in time as both backends store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timestamp(pub DateTime<Utc>);
+
+impl Type<Sqlite> for Timestamp {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Timestamp {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.0.timestamp_millis(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Timestamp {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let millis = <i64 as Decode<Sqlite>>::decode(value)?;
+        from_millis(millis)
+            .map(Timestamp)
+            .map_err(|e| Box::new(e) as BoxDynError)
+    }
+}
+
+impl Type<Postgres> for Timestamp {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <DateTime<Utc> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'q> Encode<'q, Postgres> for Timestamp {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Timestamp {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        <DateTime<Utc> as Decode<Postgres>>::decode(value).map(Timestamp)
+    }
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+pub(crate) fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+fn corrupt(what: &str, raw: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {raw:?}"))
+}
+
+fn parse_side(raw: Option<&str>) -> Result<Option<BoundSide>> {
+    raw.map(|side| BoundSide::parse(side).ok_or_else(|| corrupt("bound side", side)))
+        .transpose()
+}
+
+fn parse_metric(raw: &str) -> Result<Metric> {
+    Metric::parse(raw).ok_or_else(|| corrupt("metric", raw))
+}
+
+/// The most ids one `IN (…)` list binds: below SQLite's 32,766 parameters
+/// and PostgreSQL's 65,535.
+pub(crate) const IDS_PER_STATEMENT: usize = 30_000;
+
+pub(crate) const DEVICE_COLUMNS: &str = "id, mac_address, mqtt_username, plant_id, status, \
+                                         firmware_version, sensor_types, last_seen_at, created_at";
+pub(crate) const READING_COLUMNS: &str =
+    "time, device_id, plant_id, soil_moisture, temperature, humidity, light_level";
+pub(crate) const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, \
+                                        direction, message, created_at, delivery, acknowledged_at";
+pub(crate) const CARE_PLAN_COLUMNS: &str =
+    "id, plant_id, plan, provider, model, reason, created_at";
+/// Min, average and max of every metric per bucket, named as [`SeriesRow`]
+/// reads them; the backends differ only in how they compute the bucket.
+pub(crate) const SERIES_AGGREGATES: &str = "COUNT(*) AS n, \
+     MIN(soil_moisture) AS soil_moisture_min, AVG(soil_moisture) AS soil_moisture_avg, \
+     MAX(soil_moisture) AS soil_moisture_max, \
+     MIN(temperature) AS temperature_min, AVG(temperature) AS temperature_avg, \
+     MAX(temperature) AS temperature_max, \
+     MIN(humidity) AS humidity_min, AVG(humidity) AS humidity_avg, MAX(humidity) AS humidity_max, \
+     MIN(light_level) AS light_level_min, AVG(light_level) AS light_level_avg, \
+     MAX(light_level) AS light_level_max";
+
+#[derive(FromRow)]
+pub(crate) struct PlantRow {
+    id: Uuid,
+    name: String,
+    species: Option<String>,
+    thresholds: Option<Json<Thresholds>>,
+    alert_cooldown_minutes: i32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<PlantRow> for Plant {
+    fn from(row: PlantRow) -> Self {
+        Plant {
+            id: row.id,
+            name: row.name,
+            species: row.species,
+            thresholds: row.thresholds.map(|Json(t)| t),
+            alert_cooldown_minutes: u32::try_from(row.alert_cooldown_minutes).unwrap_or_default(),
+            created_at: row.created_at.0,
+            updated_at: row.updated_at.0,
+        }
+    }
+}
+
+/// A page of plants with the table's total riding along (one statement, one
+/// snapshot).
+#[derive(FromRow)]
+pub(crate) struct PlantPageRow {
+    #[sqlx(flatten)]
+    pub plant: PlantRow,
+    pub total: i64,
+}
+
+#[derive(FromRow)]
+pub(crate) struct DeviceRow {
+    id: Uuid,
+    mac_address: String,
+    mqtt_username: String,
+    plant_id: Option<Uuid>,
+    status: String,
+    firmware_version: Option<String>,
+    sensor_types: Option<Json<Vec<String>>>,
+    last_seen_at: Option<Timestamp>,
+    created_at: Timestamp,
+}
+
+impl TryFrom<DeviceRow> for Device {
+    type Error = StoreError;
+    fn try_from(row: DeviceRow) -> Result<Self> {
+        Ok(Device {
+            status: DeviceStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("device status", &row.status))?,
+            id: row.id,
+            mac_address: row.mac_address,
+            mqtt_username: row.mqtt_username,
+            plant_id: row.plant_id,
+            firmware_version: row.firmware_version,
+            sensor_types: row.sensor_types.map(|Json(t)| t),
+            last_seen_at: row.last_seen_at.map(|t| t.0),
+            created_at: row.created_at.0,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct DevicePageRow {
+    #[sqlx(flatten)]
+    pub device: DeviceRow,
+    pub total: i64,
+}
+
+#[derive(FromRow)]
+pub(crate) struct ReadingRow {
+    time: Timestamp,
+    device_id: Uuid,
+    plant_id: Option<Uuid>,
+    soil_moisture: Option<f64>,
+    temperature: Option<f64>,
+    humidity: Option<f64>,
+    light_level: Option<f64>,
+}
+
+impl From<ReadingRow> for Reading {
+    fn from(row: ReadingRow) -> Self {
+        Reading {
+            time: row.time.0,
+            device_id: row.device_id,
+            plant_id: row.plant_id,
+            values: Measurements {
+                soil_moisture: row.soil_moisture,
+                temperature: row.temperature,
+                humidity: row.humidity,
+                light_level: row.light_level,
+            },
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct AlertRow {
+    id: Uuid,
+    plant_id: Option<Uuid>,
+    device_id: Option<Uuid>,
+    kind: String,
+    metric: Option<String>,
+    value: Option<f64>,
+    threshold: Option<f64>,
+    direction: Option<String>,
+    message: String,
+    created_at: Timestamp,
+    delivery: String,
+    acknowledged_at: Option<Timestamp>,
+}
+
+impl TryFrom<AlertRow> for Alert {
+    type Error = StoreError;
+    fn try_from(row: AlertRow) -> Result<Self> {
+        Ok(Alert {
+            kind: AlertKind::parse(&row.kind).ok_or_else(|| corrupt("alert kind", &row.kind))?,
+            metric: row.metric.as_deref().map(parse_metric).transpose()?,
+            direction: parse_side(row.direction.as_deref())?,
+            delivery: Delivery::parse(&row.delivery)
+                .ok_or_else(|| corrupt("delivery", &row.delivery))?,
+            id: row.id,
+            plant_id: row.plant_id,
+            device_id: row.device_id,
+            value: row.value,
+            threshold: row.threshold,
+            message: row.message,
+            created_at: row.created_at.0,
+            acknowledged_at: row.acknowledged_at.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct AlertPageRow {
+    #[sqlx(flatten)]
+    pub alert: AlertRow,
+    pub total: i64,
+}
+
+#[derive(FromRow)]
+pub(crate) struct QueuedAlertRow {
+    #[sqlx(flatten)]
+    alert: AlertRow,
+    attempts: i32,
+}
+
+impl TryFrom<QueuedAlertRow> for QueuedAlert {
+    type Error = StoreError;
+    fn try_from(row: QueuedAlertRow) -> Result<Self> {
+        Ok(QueuedAlert {
+            alert: row.alert.try_into()?,
+            attempts: u32::try_from(row.attempts).unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct MetricStateRow {
+    metric: String,
+    breached: Option<String>,
+    notified: bool,
+    last_notified_at: Option<Timestamp>,
+}
+
+impl TryFrom<MetricStateRow> for (Metric, MetricState) {
+    type Error = StoreError;
+    fn try_from(row: MetricStateRow) -> Result<Self> {
+        let state = MetricState {
+            breached: parse_side(row.breached.as_deref())?,
+            notified: row.notified,
+            last_notified_at: row.last_notified_at.map(|t| t.0),
+        };
+        Ok((parse_metric(&row.metric)?, state))
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct CarePlanRow {
+    id: Uuid,
+    plant_id: Uuid,
+    plan: Json<CarePlan>,
+    provider: String,
+    model: String,
+    reason: String,
+    created_at: Timestamp,
+}
+
+impl From<CarePlanRow> for StoredCarePlan {
+    fn from(row: CarePlanRow) -> Self {
+        StoredCarePlan {
+            id: row.id,
+            plant_id: row.plant_id,
+            plan: row.plan.0,
+            provider: row.provider,
+            model: row.model,
+            reason: row.reason,
+            created_at: row.created_at.0,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct SeriesRow {
+    bucket: Timestamp,
+    n: i64,
+    soil_moisture_min: Option<f64>,
+    soil_moisture_avg: Option<f64>,
+    soil_moisture_max: Option<f64>,
+    temperature_min: Option<f64>,
+    temperature_avg: Option<f64>,
+    temperature_max: Option<f64>,
+    humidity_min: Option<f64>,
+    humidity_avg: Option<f64>,
+    humidity_max: Option<f64>,
+    light_level_min: Option<f64>,
+    light_level_avg: Option<f64>,
+    light_level_max: Option<f64>,
+}
+
+/// A bucket where the metric was never measured has no aggregate.
+fn aggregate(min: Option<f64>, avg: Option<f64>, max: Option<f64>) -> Option<Aggregate> {
+    Some(Aggregate {
+        min: min?,
+        avg: avg?,
+        max: max?,
+    })
+}
+
+impl From<SeriesRow> for SeriesPoint {
+    fn from(row: SeriesRow) -> Self {
+        SeriesPoint {
+            time: row.bucket.0,
+            count: to_u64(row.n),
+            soil_moisture: aggregate(
+                row.soil_moisture_min,
+                row.soil_moisture_avg,
+                row.soil_moisture_max,
+            ),
+            temperature: aggregate(
+                row.temperature_min,
+                row.temperature_avg,
+                row.temperature_max,
+            ),
+            humidity: aggregate(row.humidity_min, row.humidity_avg, row.humidity_max),
+            light_level: aggregate(
+                row.light_level_min,
+                row.light_level_avg,
+                row.light_level_max,
+            ),
+        }
+    }
+}
+
+/// Splits a page of rows that carry the total into the items and the
+/// total; a page past the end carries none, so it is counted apart.
+pub(crate) async fn page_with_total<R, T, F>(
+    rows: Vec<R>,
+    split: impl Fn(R) -> (Result<T>, i64),
+    count: F,
+) -> Result<(Vec<T>, u64)>
+where
+    F: std::future::Future<Output = Result<i64>>,
+{
+    let mut total = None;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (item, n) = split(row);
+        items.push(item?);
+        total = Some(n);
+    }
+    let total = match total {
+        Some(n) => n,
+        None => count.await?,
+    };
+    Ok((items, to_u64(total)))
+}
+
+/// Implements the role traits for a backend whose store holds its pool in
+/// `self.pool`. Shared SQL is written here once; the few statements that
+/// differ are the backend's own inherent methods, which the generated impls
+/// call: `insert_batch`, `latest_per_plant`, `history`, `series_rows` and
+/// `prune`.
+macro_rules! shared_store {
+    ($store:ty, $db:ty, $backend:expr, $migrator:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            fn backend(&self) -> $crate::Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                // On PostgreSQL sqlx holds an advisory lock while it
+                // migrates, so two processes starting together apply each
+                // migration once.
+                $migrator.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn is_migrated(&self) -> $crate::Result<bool> {
+                let applied: Vec<i64> =
+                    match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(&self.pool)
+                        .await
+                    {
+                        Ok(versions) => versions,
+                        Err(sqlx::Error::Database(_)) => return Ok(false),
+                        Err(e) => return Err(e.into()),
+                    };
+                Ok($migrator.iter().all(|m| applied.contains(&m.version)))
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::PlantStore for $store {
+            async fn insert_plant(&self, plant: &plantops_core::Plant) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO plants (id, name, species, thresholds, alert_cooldown_minutes, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(plant.id)
+                .bind(&plant.name)
+                .bind(&plant.species)
+                .bind(plant.thresholds.map(sqlx::types::Json))
+                .bind(plant.alert_cooldown_minutes as i32)
+                .bind($crate::sql::Timestamp(plant.created_at))
+                .bind($crate::sql::Timestamp(plant.updated_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_plants(
+                &self,
+                page: $crate::Page,
+            ) -> $crate::Result<(Vec<plantops_core::Plant>, u64)> {
+                // The total rides along with the page: one statement, one
+                // snapshot, one round trip.
+                let rows: Vec<$crate::sql::PlantPageRow> = sqlx::query_as(
+                    "SELECT *, (SELECT COUNT(*) FROM plants) AS total FROM plants \
+                     ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+                )
+                .bind(i64::from(page.limit))
+                .bind(page.offset as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                let count = async {
+                    Ok::<i64, $crate::StoreError>(
+                        sqlx::query_scalar("SELECT COUNT(*) FROM plants")
+                            .fetch_one(&self.pool)
+                            .await?,
+                    )
+                };
+                $crate::sql::page_with_total(rows, |row| (Ok(row.plant.into()), row.total), count)
+                    .await
+            }
+
+            async fn get_plant(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::Result<Option<plantops_core::Plant>> {
+                let row: Option<$crate::sql::PlantRow> =
+                    sqlx::query_as("SELECT * FROM plants WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn update_plant(&self, plant: &plantops_core::Plant) -> $crate::Result<bool> {
+                let result = sqlx::query(
+                    "UPDATE plants SET name = $1, species = $2, thresholds = $3, \
+                     alert_cooldown_minutes = $4, updated_at = $5 WHERE id = $6",
+                )
+                .bind(&plant.name)
+                .bind(&plant.species)
+                .bind(plant.thresholds.map(sqlx::types::Json))
+                .bind(plant.alert_cooldown_minutes as i32)
+                .bind($crate::sql::Timestamp(plant.updated_at))
+                .bind(plant.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn delete_plant(&self, id: uuid::Uuid) -> $crate::Result<bool> {
+                // ON DELETE SET NULL unassigns the plant's devices.
+                let result = sqlx::query("DELETE FROM plants WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::DeviceStore for $store {
+            async fn register_device(
+                &self,
+                device: &plantops_core::Device,
+                password_hash: &str,
+            ) -> $crate::Result<$crate::Registration> {
+                let inserted = sqlx::query(
+                    "INSERT INTO devices (id, mac_address, mqtt_username, password_hash, \
+                     plant_id, status, firmware_version, sensor_types, last_seen_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (mac_address) DO NOTHING",
+                )
+                .bind(device.id)
+                .bind(&device.mac_address)
+                .bind(&device.mqtt_username)
+                .bind(password_hash)
+                .bind(device.plant_id)
+                .bind(device.status.as_str())
+                .bind(&device.firmware_version)
+                .bind(device.sensor_types.as_ref().map(sqlx::types::Json))
+                .bind(device.last_seen_at.map($crate::sql::Timestamp))
+                .bind($crate::sql::Timestamp(device.created_at))
+                .execute(&self.pool)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok($crate::Registration::Created(device.clone()));
+                }
+                let row: $crate::sql::DeviceRow = sqlx::query_as(&format!(
+                    "SELECT {} FROM devices WHERE mac_address = $1",
+                    $crate::sql::DEVICE_COLUMNS
+                ))
+                .bind(&device.mac_address)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::Registration::Existing(row.try_into()?))
+            }
+
+            async fn list_devices(
+                &self,
+                page: $crate::Page,
+                status: Option<plantops_core::DeviceStatus>,
+            ) -> $crate::Result<(Vec<plantops_core::Device>, u64)> {
+                let status = status.map(plantops_core::DeviceStatus::as_str);
+                let filter = |query: &mut sqlx::QueryBuilder<'_, $db>| {
+                    if let Some(status) = status {
+                        query.push(" WHERE status = ").push_bind(status);
+                    }
+                };
+                // The total rides along with the page, as for plants.
+                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {}, (SELECT COUNT(*) FROM devices",
+                    $crate::sql::DEVICE_COLUMNS
+                ));
+                filter(&mut query);
+                query.push(") AS total FROM devices");
+                filter(&mut query);
+                query
+                    .push(" ORDER BY created_at DESC, id LIMIT ")
+                    .push_bind(i64::from(page.limit))
+                    .push(" OFFSET ")
+                    .push_bind(page.offset as i64);
+                let rows: Vec<$crate::sql::DevicePageRow> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                let count = async {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM devices");
+                    filter(&mut query);
+                    Ok::<i64, $crate::StoreError>(
+                        query.build_query_scalar().fetch_one(&self.pool).await?,
+                    )
+                };
+                $crate::sql::page_with_total(rows, |row| (row.device.try_into(), row.total), count)
+                    .await
+            }
+
+            async fn get_device(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::Result<Option<plantops_core::Device>> {
+                let row: Option<$crate::sql::DeviceRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM devices WHERE id = $1",
+                    $crate::sql::DEVICE_COLUMNS
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn plant_devices(
+                &self,
+                plant_id: uuid::Uuid,
+            ) -> $crate::Result<Vec<plantops_core::Device>> {
+                let rows: Vec<$crate::sql::DeviceRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM devices WHERE plant_id = $1 ORDER BY created_at DESC, id",
+                    $crate::sql::DEVICE_COLUMNS
+                ))
+                .bind(plant_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn device_counts(
+                &self,
+                plant_ids: &[uuid::Uuid],
+            ) -> $crate::Result<std::collections::HashMap<uuid::Uuid, u64>> {
+                let mut counts = std::collections::HashMap::new();
+                for chunk in plant_ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT plant_id, COUNT(*) FROM devices WHERE plant_id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(") GROUP BY plant_id");
+                    let rows: Vec<(uuid::Uuid, i64)> =
+                        query.build_query_as().persistent(false).fetch_all(&self.pool).await?;
+                    counts.extend(
+                        rows.into_iter()
+                            .map(|(id, n)| (id, $crate::sql::to_u64(n))),
+                    );
+                }
+                Ok(counts)
+            }
+
+            async fn device_credentials(
+                &self,
+                mqtt_username: &str,
+            ) -> $crate::Result<Option<$crate::DeviceCredentials>> {
+                let row: Option<(uuid::Uuid, String)> =
+                    sqlx::query_as("SELECT id, password_hash FROM devices WHERE mqtt_username = $1")
+                        .bind(mqtt_username)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(device_id, password_hash)| $crate::DeviceCredentials {
+                    device_id,
+                    password_hash,
+                }))
+            }
+
+            async fn set_device_password(
+                &self,
+                id: uuid::Uuid,
+                password_hash: &str,
+            ) -> $crate::Result<bool> {
+                let result = sqlx::query("UPDATE devices SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn delete_device(&self, id: uuid::Uuid) -> $crate::Result<bool> {
+                let result = sqlx::query("DELETE FROM devices WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn assign_device(
+                &self,
+                id: uuid::Uuid,
+                plant_id: Option<uuid::Uuid>,
+            ) -> $crate::Result<bool> {
+                let result = match plant_id {
+                    Some(plant_id) => sqlx::query(
+                        "UPDATE devices SET plant_id = $1 WHERE id = $2 \
+                         AND EXISTS (SELECT 1 FROM plants WHERE id = $1)",
+                    )
+                    .bind(plant_id)
+                    .bind(id),
+                    None => sqlx::query("UPDATE devices SET plant_id = NULL WHERE id = $1").bind(id),
+                }
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn device_plants(
+                &self,
+                ids: &[uuid::Uuid],
+            ) -> $crate::Result<std::collections::HashMap<uuid::Uuid, Option<uuid::Uuid>>> {
+                let mut plants = std::collections::HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                    let mut query =
+                        sqlx::QueryBuilder::<$db>::new("SELECT id, plant_id FROM devices WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    let rows: Vec<(uuid::Uuid, Option<uuid::Uuid>)> =
+                        query.build_query_as().persistent(false).fetch_all(&self.pool).await?;
+                    plants.extend(rows);
+                }
+                Ok(plants)
+            }
+
+            async fn set_devices_status(
+                &self,
+                ids: &[uuid::Uuid],
+                status: plantops_core::DeviceStatus,
+            ) -> $crate::Result<()> {
+                for chunk in ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE devices SET status = ");
+                    query.push_bind(status.as_str()).push(" WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    query.build().persistent(false).execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ReadingStore for $store {
+            async fn commit_batch(
+                &self,
+                readings: &[plantops_core::Reading],
+                seen: &[$crate::Presence],
+            ) -> $crate::Result<u64> {
+                self.insert_batch(readings, seen).await
+            }
+
+            async fn latest_device_reading(
+                &self,
+                device_id: uuid::Uuid,
+            ) -> $crate::Result<Option<plantops_core::Reading>> {
+                let row: Option<$crate::sql::ReadingRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM readings WHERE device_id = $1 ORDER BY time DESC LIMIT 1",
+                    $crate::sql::READING_COLUMNS
+                ))
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn latest_plant_readings(
+                &self,
+                plant_ids: &[uuid::Uuid],
+            ) -> $crate::Result<std::collections::HashMap<uuid::Uuid, plantops_core::Reading>> {
+                self.latest_per_plant(plant_ids).await
+            }
+
+            async fn plant_history(
+                &self,
+                plant_id: uuid::Uuid,
+                since: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<plantops_core::Reading>> {
+                self.history(plant_id, since, limit).await
+            }
+
+            async fn plant_series(
+                &self,
+                plant_id: uuid::Uuid,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+                bucket_seconds: i64,
+            ) -> $crate::Result<Vec<$crate::SeriesPoint>> {
+                let rows = self.series_rows(plant_id, from, to, bucket_seconds).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn count_readings(&self) -> $crate::Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok($crate::sql::to_u64(n))
+            }
+
+            async fn prune_readings(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                self.prune(before).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::AlertStore for $store {
+            async fn metric_states(
+                &self,
+                plant_id: uuid::Uuid,
+            ) -> $crate::Result<
+                std::collections::HashMap<plantops_core::Metric, plantops_core::alert::MetricState>,
+            > {
+                let rows: Vec<$crate::sql::MetricStateRow> = sqlx::query_as(
+                    "SELECT metric, breached, notified, last_notified_at FROM alert_states \
+                     WHERE plant_id = $1",
+                )
+                .bind(plant_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn record_alerts(
+                &self,
+                states: &[$crate::StateChange],
+                alerts: &[plantops_core::alert::Alert],
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for change in states {
+                    sqlx::query(
+                        "INSERT INTO alert_states (plant_id, metric, breached, notified, \
+                         last_notified_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (plant_id, metric) DO UPDATE SET \
+                         breached = excluded.breached, notified = excluded.notified, \
+                         last_notified_at = excluded.last_notified_at",
+                    )
+                    .bind(change.plant_id)
+                    .bind(change.metric.name())
+                    .bind(change.state.breached.map(plantops_core::plant::BoundSide::as_str))
+                    .bind(change.state.notified)
+                    .bind(change.state.last_notified_at.map($crate::sql::Timestamp))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for alert in alerts {
+                    // The first delivery attempt is due when the alert is made.
+                    sqlx::query(&format!(
+                        "INSERT INTO alerts ({}, attempts, next_attempt_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $10)",
+                        $crate::sql::ALERT_COLUMNS
+                    ))
+                    .bind(alert.id)
+                    .bind(alert.plant_id)
+                    .bind(alert.device_id)
+                    .bind(alert.kind.as_str())
+                    .bind(alert.metric.map(plantops_core::Metric::name))
+                    .bind(alert.value)
+                    .bind(alert.threshold)
+                    .bind(alert.direction.map(plantops_core::plant::BoundSide::as_str))
+                    .bind(&alert.message)
+                    .bind($crate::sql::Timestamp(alert.created_at))
+                    .bind(alert.delivery.as_str())
+                    .bind(alert.acknowledged_at.map($crate::sql::Timestamp))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_alerts(
+                &self,
+                filter: &$crate::AlertFilter,
+                page: $crate::Page,
+            ) -> $crate::Result<(Vec<plantops_core::alert::Alert>, u64)> {
+                let conditions = |query: &mut sqlx::QueryBuilder<'_, $db>| {
+                    query.push(" WHERE TRUE");
+                    if let Some(plant_id) = filter.plant_id {
+                        query.push(" AND plant_id = ").push_bind(plant_id);
+                    }
+                    if let Some(kind) = filter.kind {
+                        query.push(" AND kind = ").push_bind(kind.as_str());
+                    }
+                    if let Some(since) = filter.since {
+                        query
+                            .push(" AND created_at >= ")
+                            .push_bind($crate::sql::Timestamp(since));
+                    }
+                };
+                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {}, (SELECT COUNT(*) FROM alerts",
+                    $crate::sql::ALERT_COLUMNS
+                ));
+                conditions(&mut query);
+                query.push(") AS total FROM alerts");
+                conditions(&mut query);
+                query
+                    .push(" ORDER BY created_at DESC, id LIMIT ")
+                    .push_bind(i64::from(page.limit))
+                    .push(" OFFSET ")
+                    .push_bind(page.offset as i64);
+                let rows: Vec<$crate::sql::AlertPageRow> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                let count = async {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM alerts");
+                    conditions(&mut query);
+                    Ok::<i64, $crate::StoreError>(
+                        query.build_query_scalar().fetch_one(&self.pool).await?,
+                    )
+                };
+                $crate::sql::page_with_total(rows, |row| (row.alert.try_into(), row.total), count)
+                    .await
+            }
+
+            async fn acknowledge_alert(
+                &self,
+                id: uuid::Uuid,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<plantops_core::alert::Alert>> {
+                let row: Option<$crate::sql::AlertRow> = sqlx::query_as(&format!(
+                    "UPDATE alerts SET acknowledged_at = COALESCE(acknowledged_at, $1) \
+                     WHERE id = $2 RETURNING {}",
+                    $crate::sql::ALERT_COLUMNS
+                ))
+                .bind($crate::sql::Timestamp(at))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn due_alerts(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::QueuedAlert>> {
+                let rows: Vec<$crate::sql::QueuedAlertRow> = sqlx::query_as(&format!(
+                    "SELECT {}, attempts FROM alerts \
+                     WHERE delivery = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY created_at, id LIMIT $2",
+                    $crate::sql::ALERT_COLUMNS
+                ))
+                .bind($crate::sql::Timestamp(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn update_delivery(&self, update: &$crate::DeliveryUpdate) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE alerts SET delivery = $1, attempts = $2, next_attempt_at = $3 \
+                     WHERE id = $4",
+                )
+                .bind(update.delivery.as_str())
+                .bind(i32::try_from(update.attempts).unwrap_or(i32::MAX))
+                .bind($crate::sql::Timestamp(update.next_attempt_at))
+                .bind(update.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::CarePlanStore for $store {
+            async fn insert_care_plan(&self, plan: &$crate::StoredCarePlan) -> $crate::Result<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO care_plans ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    $crate::sql::CARE_PLAN_COLUMNS
+                ))
+                .bind(plan.id)
+                .bind(plan.plant_id)
+                .bind(sqlx::types::Json(&plan.plan))
+                .bind(&plan.provider)
+                .bind(&plan.model)
+                .bind(&plan.reason)
+                .bind($crate::sql::Timestamp(plan.created_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn care_plans(
+                &self,
+                plant_id: uuid::Uuid,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::StoredCarePlan>> {
+                let rows: Vec<$crate::sql::CarePlanRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM care_plans WHERE plant_id = $1 \
+                     ORDER BY created_at DESC LIMIT $2",
+                    $crate::sql::CARE_PLAN_COLUMNS
+                ))
+                .bind(plant_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn care_plan_ages(
+                &self,
+            ) -> $crate::Result<std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>>
+            {
+                let rows: Vec<(uuid::Uuid, $crate::sql::Timestamp)> = sqlx::query_as(
+                    "SELECT plant_id, MAX(created_at) FROM care_plans GROUP BY plant_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(plant_id, at)| (plant_id, at.0)).collect())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::SettingStore for $store {
+            async fn get_setting(&self, key: &str) -> $crate::Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_setting(&self, key: &str, value: Option<&str>) -> $crate::Result<()> {
+                match value {
+                    Some(value) => sqlx::query(
+                        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind($crate::sql::Timestamp(chrono::Utc::now())),
+                    None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key),
+                }
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use shared_store;

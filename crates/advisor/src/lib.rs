@@ -2,6 +2,8 @@
 //! OpenAI Chat Completions API (and OpenAI-compatible local servers), the
 //! prompt built from a plant's data, and validation of the answer.
 
+#![forbid(unsafe_code)]
+
 pub mod plan;
 pub mod prompt;
 pub mod provider;

@@ -1,5 +1,7 @@
 //! The `plantops` command.
 
+#![forbid(unsafe_code)]
+
 mod api_client;
 mod backup;
 mod bench;

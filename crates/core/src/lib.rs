@@ -1,6 +1,8 @@
 //! PlantOps domain: plants, devices, readings, thresholds and the rules that
 //! judge them. Pure code, no I/O: every other crate depends on this one.
 
+#![forbid(unsafe_code)]
+
 pub mod alert;
 pub mod care;
 pub mod credentials;

@@ -318,10 +318,6 @@ impl BuiltinBroker {
         self.tls_addr
     }
 
-    pub fn shutdown(&self) {
-        self.shutdown.shutdown();
-    }
-
     async fn cut(&self, device_id: Uuid) {
         for client_id in self.sessions.take(device_id) {
             tracing::info!(%device_id, %client_id, "disconnecting device session");

@@ -1,6 +1,8 @@
 //! Broker access: the seam between PlantOps and the MQTT broker devices talk
 //! to, whichever it is (built-in or an external Mosquitto).
 
+#![forbid(unsafe_code)]
+
 use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;

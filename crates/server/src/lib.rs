@@ -1,6 +1,8 @@
 //! The PlantOps HTTP API (docs/api.md), its OpenAPI description, metrics,
 //! and the request observability around it.
 
+#![forbid(unsafe_code)]
+
 pub mod advisor;
 pub mod alerts;
 pub mod error;

@@ -6,6 +6,8 @@
 //! Each backend has its own versioned migrations under `migrations/`.
 //! Business rules live in `plantops-core`; this crate only stores and fetches.
 
+#![deny(unsafe_code)]
+
 mod postgres;
 mod sql;
 mod sqlite;

@@ -132,9 +132,11 @@ impl SqliteStore {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut locked = runtime.block_on(connection.lock_handle())?;
+            // The crate's one unsafe block.
             // SAFETY: the handle stays valid and exclusively ours while
             // `locked` holds the connection's lock, which outlives `raw`
             // (dropped at the end of this block); `from_handle` never closes it.
+            #[allow(unsafe_code)]
             let raw =
                 unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
             read_history(&raw, plant_id, since, limit)

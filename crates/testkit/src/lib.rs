@@ -1,6 +1,8 @@
 //! Test support shared by the crates' integration tests: real databases that
 //! are created for one test and dropped after it, and free TCP ports.
 
+#![forbid(unsafe_code)]
+
 use std::net::TcpListener;
 
 use plantops_store::DynStore;

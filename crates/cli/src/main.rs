@@ -7,7 +7,6 @@ mod backup;
 mod bench;
 mod certs;
 mod config;
-mod files;
 mod healthcheck;
 mod logging;
 mod serve;

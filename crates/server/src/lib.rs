@@ -7,6 +7,7 @@ pub mod advisor;
 pub mod alerts;
 pub mod error;
 pub mod extract;
+pub mod launch;
 pub mod live;
 pub mod observe;
 pub mod routes;

@@ -1,7 +1,6 @@
 //! The HTTP API through the real router, on SQLite and on PostgreSQL, with
 //! the real built-in broker behind it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,10 +9,7 @@ use axum::Router;
 use chrono::Utc;
 use http_body_util::BodyExt;
 use plantops_core::{Measurements, Reading};
-use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener};
-use plantops_mqtt::ingest::{BatchConfig, Ingest};
-use plantops_mqtt::presence::PresenceTracker;
-use plantops_server::{ApiConfig, AppState, BrokerEndpoint};
+use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, Server, ServerConfig};
 use plantops_store::DynStore;
 use plantops_testkit::TestDb;
 use serde_json::{json, Value};
@@ -34,70 +30,40 @@ struct TestApp {
     router: Router,
     store: DynStore,
     events: tokio::sync::broadcast::Sender<plantops_core::event::Event>,
-    _broker: Arc<BuiltinBroker>,
+    _server: Server,
+    _data_dir: tempfile::TempDir,
 }
 
 impl TestApp {
+    /// The server as `plantops serve` starts it, in-process, with the
+    /// built-in broker on a free port.
     async fn new(db: &TestDb) -> Self {
-        let store = db.store().await;
-        let (events, _) = tokio::sync::broadcast::channel(64);
-        let presence = Arc::new(PresenceTracker::new(Duration::from_secs(60)));
-        let (ingest, _) = Ingest::start(
-            store.clone(),
-            events.clone(),
-            presence,
-            BatchConfig::default(),
-        );
-        let stats = ingest.stats();
-        let broker = BuiltinBroker::start(
-            BuiltinConfig {
-                plain: Some(Listener {
-                    addr: format!("127.0.0.1:{}", plantops_testkit::free_port())
-                        .parse()
-                        .unwrap(),
-                    setting: "PLANTOPS_MQTT_ADDR",
-                }),
+        let data_dir = tempfile::tempdir().unwrap();
+        let plain = format!("127.0.0.1:{}", plantops_testkit::free_port());
+        let server = Server::start(ServerConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: db.url().to_string(),
+            encryption_key: Some("ab".repeat(32)),
+            broker: BrokerConfig::Builtin(BuiltinBrokerConfig {
+                plain: Some(plain.parse().unwrap()),
                 tls: None,
-            },
-            store.clone(),
-            ingest,
-        )
+                certificate: None,
+                tls_sans: Vec::new(),
+            }),
+            mqtt_public_host: None,
+            heartbeat_interval_secs: 60,
+            retention_days: 0,
+            discord_webhook_url: None,
+            llm: plantops_advisor::Endpoints::default(),
+        })
         .await
         .unwrap();
-        let secrets = plantops_core::secret::SecretBox::from_hex(&"ab".repeat(32)).unwrap();
-        let state = AppState {
-            store: store.clone(),
-            broker: broker.clone(),
-            live: plantops_server::live::LiveHub::start(&events),
-            events: events.clone(),
-            ingest: stats,
-            notifications: Arc::new(
-                plantops_server::alerts::settings::NotificationSettings::new(
-                    store.clone(),
-                    secrets.clone(),
-                    None,
-                ),
-            ),
-            advisor: Arc::new(plantops_server::advisor::CareAdvisor::new(
-                store.clone(),
-                secrets,
-                plantops_advisor::LlmClient::new(plantops_advisor::Endpoints::default()).unwrap(),
-            )),
-            config: Arc::new(ApiConfig {
-                heartbeat_interval_secs: 60,
-                broker_endpoint: BrokerEndpoint {
-                    public_host: None,
-                    port: broker.plain_addr().map(|a| a.port()),
-                    tls_port: None,
-                },
-                broker_ca_pem: None,
-            }),
-        };
         Self {
-            router: plantops_server::app(state),
-            store,
-            events,
-            _broker: broker,
+            router: server.router(),
+            store: server.state().store.clone(),
+            events: server.state().events.clone(),
+            _server: server,
+            _data_dir: data_dir,
         }
     }
 

@@ -1,0 +1,452 @@
+//! Start-up: the store, the broker (built-in or a link to Mosquitto),
+//! ingestion, the background workers and the HTTP server, wired once here.
+//! `plantops serve` parses its settings into a [`ServerConfig`] and calls
+//! [`launch`]; tests call [`Server::start`] in-process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use plantops_core::secret::{generate_key, SecretBox};
+use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
+use plantops_mqtt::ingest::{BatchConfig, Ingest};
+use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
+use plantops_mqtt::presence::PresenceTracker;
+use plantops_mqtt::{certs, Broker};
+use plantops_store::{Backend, DynStore};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::advisor::CareAdvisor;
+use crate::alerts::evaluator::Evaluator;
+use crate::alerts::notifier::{Notifier, WebhookUrl};
+use crate::alerts::settings::{check_key, NotificationSettings};
+use crate::{ApiConfig, AppState, BrokerEndpoint};
+
+/// Everything start-up needs, already validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Generated TLS material and keys (and the SQLite file by default).
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// 64 hex characters; with SQLite, generated into the data directory
+    /// when unset.
+    pub encryption_key: Option<String>,
+    pub broker: BrokerConfig,
+    /// Broker host handed to devices; `None` = the host they used for HTTP.
+    pub mqtt_public_host: Option<String>,
+    pub heartbeat_interval_secs: u64,
+    /// Days of readings to keep; 0 keeps everything.
+    pub retention_days: u32,
+    /// The operator's webhook; one set through the API takes precedence.
+    pub discord_webhook_url: Option<String>,
+    pub llm: plantops_advisor::Endpoints,
+}
+
+#[derive(Debug, Clone)]
+pub enum BrokerConfig {
+    Builtin(BuiltinBrokerConfig),
+    Mosquitto {
+        link: MosquittoConfig,
+        /// The ports devices use, handed out at registration.
+        plain_port: u16,
+        tls_port: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltinBrokerConfig {
+    /// Plain MQTT listener; `None` turns it off.
+    pub plain: Option<SocketAddr>,
+    /// TLS listener; `None` turns it off.
+    pub tls: Option<SocketAddr>,
+    /// The server certificate and key (PEM); generated from a CA kept in
+    /// the data directory when `None`.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+    /// Names a generated certificate covers besides the local ones.
+    pub tls_sans: Vec<String>,
+}
+
+/// Opens the store and applies migrations, retrying while the database is
+/// still starting (a compose stack starts everything at once).
+pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
+    let mut delay = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let store = plantops_store::connect(url).await?;
+            store.migrate().await?;
+            Ok::<_, plantops_store::StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => {
+                tracing::info!(backend = store.backend().name(), "database ready");
+                return Ok(store);
+            }
+            Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error).context("database unavailable (DATABASE_URL)"),
+        }
+    }
+}
+
+/// Files only their owner may read (keys, credentials): writes `contents`
+/// to `path` with mode 0600, replacing it atomically, so a crash leaves the
+/// old file or the new one, never half of either.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)
+}
+
+/// The key sealing stored secrets: ENCRYPTION_KEY, or with SQLite a key
+/// generated once into the data directory (mode 0600). A key that does not
+/// open this database's secrets stops start-up.
+async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<SecretBox> {
+    let key = match &config.encryption_key {
+        Some(key) => key.clone(),
+        None if store.backend() == Backend::Postgres => anyhow::bail!(
+            "ENCRYPTION_KEY is required with PostgreSQL (generate one with: openssl rand -hex 32)"
+        ),
+        None => {
+            let path = config.data_dir.join("encryption.key");
+            if !path.exists() {
+                write_private(&path, generate_key().as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the key for stored secrets; back it up with the database");
+            }
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
+    };
+    let secrets = SecretBox::from_hex(&key).context("ENCRYPTION_KEY")?;
+    check_key(store, &secrets).await.context(
+        "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
+    )?;
+    Ok(secrets)
+}
+
+struct BrokerSetup {
+    broker: Arc<dyn Broker>,
+    endpoint: BrokerEndpoint,
+    ca_pem: Option<String>,
+    /// Mosquitto's start-up provisioning, which runs until it succeeds.
+    provisioning: Option<JoinHandle<()>>,
+}
+
+fn read_pem(path: &std::path::Path, setting: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {setting} {}", path.display()))
+}
+
+async fn start_builtin(
+    config: &ServerConfig,
+    builtin: &BuiltinBrokerConfig,
+    store: DynStore,
+    ingest: Ingest,
+) -> anyhow::Result<BrokerSetup> {
+    let mut ca_pem = None;
+    let tls = match builtin.tls {
+        None => None,
+        Some(addr) => {
+            let (cert, key) = match &builtin.certificate {
+                Some(files) => files.clone(),
+                None => {
+                    let dir = config.data_dir.join("tls");
+                    let files = certs::ensure(&dir, &certs::default_sans(&builtin.tls_sans))
+                        .context("cannot prepare the broker's TLS certificate")?;
+                    ca_pem = Some(read_pem(&files.ca_cert, "the generated CA")?);
+                    (files.cert, files.key)
+                }
+            };
+            let listener = Listener {
+                addr,
+                setting: "PLANTOPS_MQTTS_ADDR",
+            };
+            Some(TlsListener {
+                listener,
+                cert,
+                key,
+            })
+        }
+    };
+    let plain = builtin.plain.map(|addr| Listener {
+        addr,
+        setting: "PLANTOPS_MQTT_ADDR",
+    });
+    let broker = BuiltinBroker::start(BuiltinConfig { plain, tls }, store, ingest).await?;
+    let endpoint = BrokerEndpoint {
+        public_host: config.mqtt_public_host.clone(),
+        port: broker.plain_addr().map(|a| a.port()),
+        tls_port: broker.tls_addr().map(|a| a.port()),
+    };
+    Ok(BrokerSetup {
+        broker,
+        endpoint,
+        ca_pem,
+        provisioning: None,
+    })
+}
+
+async fn start_mosquitto(
+    config: &ServerConfig,
+    link: &MosquittoConfig,
+    ports: (u16, u16),
+    store: DynStore,
+    ingest: Ingest,
+) -> anyhow::Result<BrokerSetup> {
+    let ca_pem = match &link.ca_cert {
+        Some(path) => Some(read_pem(path, "MQTT_CA_CERT")?),
+        None => None,
+    };
+    let broker = MosquittoBroker::start(link.clone(), ingest).await?;
+    // Provisioning waits for the broker; the server starts meanwhile and
+    // reports the link in /api/ready.
+    let provisioner = broker.clone();
+    let use_tls = link.use_tls;
+    let link = link.clone();
+    let provisioning = tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let attempt = async {
+                provisioner.ensure_backend_access(&link).await?;
+                let known = device_usernames(&store)
+                    .await
+                    .map_err(|e| plantops_mqtt::BrokerError::Unavailable(e.to_string()))?;
+                provisioner.reconcile(&known).await
+            };
+            match attempt.await {
+                Ok(()) => {
+                    provisioner.mark_provisioned();
+                    tracing::info!("Mosquitto accounts reconciled with the store");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Mosquitto provisioning not possible yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    let (plain_port, tls_port) = ports;
+    let endpoint = BrokerEndpoint {
+        // MQTT_HOST is how the backend reaches the broker (often a compose
+        // service name); devices get the public host or the HTTP host.
+        public_host: config.mqtt_public_host.clone(),
+        port: (!use_tls).then_some(plain_port),
+        tls_port: Some(tls_port),
+    };
+    Ok(BrokerSetup {
+        broker,
+        endpoint,
+        ca_pem,
+        provisioning: Some(provisioning),
+    })
+}
+
+async fn device_usernames(
+    store: &DynStore,
+) -> plantops_store::Result<std::collections::HashSet<String>> {
+    let devices = store.all_devices(None).await?;
+    Ok(devices.into_iter().map(|d| d.mqtt_username).collect())
+}
+
+/// A started PlantOps: its state and the background work that serves it.
+/// Dropping it stops the background work.
+pub struct Server {
+    state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the store, starts the broker, ingestion and the workers.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        if config.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create PLANTOPS_DATA_DIR {}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        let store = open_store(&config.database_url).await?;
+        let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
+        let (events, _) = broadcast::channel(4096);
+        let mut tasks = Vec::new();
+        // Subscribed before anything can publish, so no reading goes unjudged.
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let evaluator = Evaluator::new(store.clone(), events.clone(), outbox.clone());
+        tasks.push(tokio::spawn(evaluator.run(events.subscribe())));
+        let secrets = secret_box(&config, &store).await?;
+        let llm = plantops_advisor::LlmClient::new(config.llm.clone())
+            .context("cannot set up the LLM client")?;
+        let advisor = Arc::new(CareAdvisor::new(store.clone(), secrets.clone(), llm));
+        tasks.push(tokio::spawn(advisor.clone().run(events.subscribe())));
+        let notifications = Arc::new(NotificationSettings::new(
+            store.clone(),
+            secrets,
+            config.discord_webhook_url.clone().map(WebhookUrl),
+        ));
+        let notifier = Notifier::new(store.clone(), notifications.clone(), outbox);
+        tasks.push(tokio::spawn(notifier.run()));
+        let presence = Arc::new(
+            PresenceTracker::load(heartbeat, &store)
+                .await
+                .context("cannot load device presence")?,
+        );
+        let (ingest, _batcher) = Ingest::start(
+            store.clone(),
+            events.clone(),
+            presence.clone(),
+            BatchConfig::default(),
+        );
+
+        let setup = match &config.broker {
+            BrokerConfig::Builtin(builtin) => {
+                start_builtin(&config, builtin, store.clone(), ingest.clone()).await?
+            }
+            BrokerConfig::Mosquitto {
+                link,
+                plain_port,
+                tls_port,
+            } => {
+                let ports = (*plain_port, *tls_port);
+                start_mosquitto(&config, link, ports, store.clone(), ingest.clone()).await?
+            }
+        };
+        tasks.extend(setup.provisioning);
+
+        let offline_tick =
+            (heartbeat / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
+        tasks.push(tokio::spawn(presence.clone().run_offline_detector(
+            store.clone(),
+            events.clone(),
+            offline_tick,
+        )));
+        if config.retention_days > 0 {
+            tasks.push(tokio::spawn(prune_readings(
+                store.clone(),
+                config.retention_days,
+            )));
+        }
+
+        let state = AppState {
+            live: crate::live::LiveHub::start(&events),
+            store,
+            broker: setup.broker,
+            events,
+            ingest: ingest.stats(),
+            notifications,
+            advisor,
+            config: Arc::new(ApiConfig {
+                heartbeat_interval_secs: config.heartbeat_interval_secs,
+                broker_endpoint: setup.endpoint,
+                broker_ca_pem: setup.ca_pem,
+            }),
+        };
+        Ok(Self { state, tasks })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The whole HTTP application over this server's state.
+    pub fn router(&self) -> axum::Router {
+        crate::app(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let live = self.state.live.clone();
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "HTTP server listening");
+        }
+        // `into_make_service`: serving a bare `Router` deep-clones every route
+        // for each new connection (axum 0.8), which was most of the cost of a
+        // request arriving on a fresh connection, as nginx sends them.
+        axum::serve(listener, self.router().into_make_service())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Open event streams never end by themselves.
+                live.close();
+            })
+            .await
+            .context("HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts PlantOps and serves HTTP on `listener` until `shutdown` completes.
+pub async fn launch(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::start(config).await?.serve(listener, shutdown).await
+}
+
+/// Applies the retention setting once an hour.
+async fn prune_readings(store: DynStore, days: u32) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        match store.prune_readings(before).await {
+            Ok(removed) => tracing::info!(removed, %before, "old readings pruned"),
+            Err(error) => tracing::error!(%error, "pruning old readings failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_replaced_and_stay_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        write_private(&path, b"first").unwrap();
+        write_private(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -644,7 +644,6 @@ async fn correlation_ids_are_reused_or_generated() {
     let (_, headers, _) = app.call_with(Method::GET, "/api/nope", None, &[]).await;
     let generated = headers["x-correlation-id"].to_str().unwrap();
     assert!(Uuid::parse_str(generated).is_ok());
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -684,7 +683,6 @@ async fn health_ready_and_metrics() {
         "{text}"
     );
     assert!(text.contains("http_request_duration_seconds_bucket"));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -701,7 +699,6 @@ async fn ready_is_503_until_migrations_are_applied() {
     let (status, health) = app.call(Method::GET, "/api/health", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "unhealthy");
-    db.drop().await;
 }
 
 /// Every documented operation is routed, and every route is documented.
@@ -766,7 +763,6 @@ async fn openapi_describes_every_route() {
             "{operation} is documented but not routed"
         );
     }
-    db.drop().await;
 }
 
 /// Reads SSE frames from a streaming body until `count` events arrived.
@@ -863,7 +859,6 @@ async fn live_events_stream_and_resume_after_last_event_id() {
         replayed.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
         [events[1].0.clone(), events[2].0.clone()]
     );
-    db.drop().await;
 }
 
 async fn notification_settings_are_sealed_and_masked(db: &TestDb) {

@@ -1,5 +1,6 @@
 //! Test support shared by the crates' integration tests: real databases that
-//! are created for one test and dropped after it, and free TCP ports.
+//! are created for one test and dropped after it (even when it panics), and
+//! free TCP ports.
 
 #![forbid(unsafe_code)]
 
@@ -54,19 +55,31 @@ impl TestDb {
         store.migrate().await.expect("migrate");
         store
     }
+}
 
-    /// Drops the database; call at the end of the test.
-    pub async fn drop(self) {
-        match self {
-            TestDb::Sqlite { dir, .. } => drop(dir),
-            TestDb::Postgres { name, .. } => {
+/// The database goes with the test, even one that panicked: a PostgreSQL
+/// database is dropped from a thread of its own, since `Drop` cannot await
+/// and the test's runtime may be the one unwinding.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let TestDb::Postgres { name, .. } = self else {
+            return;
+        };
+        let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let dropping = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
+                    let _ = admin.execute(statement.as_str()).await;
                 }
-            }
-        }
+            });
+        });
+        let _ = dropping.join();
     }
 }
 
@@ -88,7 +101,6 @@ macro_rules! for_each_backend {
             async fn $name() {
                 let db = $crate::TestDb::sqlite().await;
                 super::$name(&db).await;
-                db.drop().await;
             })*
         }
         mod postgres {
@@ -96,8 +108,39 @@ macro_rules! for_each_backend {
             async fn $name() {
                 let db = $crate::TestDb::postgres().await;
                 super::$name(&db).await;
-                db.drop().await;
             })*
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn database_exists(name: &str) -> bool {
+        let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+        )
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_test_leaves_no_postgres_database_behind() {
+        let (name_tx, name_rx) = tokio::sync::oneshot::channel();
+        let test = tokio::spawn(async move {
+            let db = TestDb::postgres().await;
+            let TestDb::Postgres { name, .. } = &db else {
+                unreachable!()
+            };
+            name_tx.send(name.clone()).unwrap();
+            panic!("the test fails while its database exists");
+        });
+        assert!(test.await.unwrap_err().is_panic());
+        let name = name_rx.await.unwrap();
+        assert!(!database_exists(&name).await, "{name} was left behind");
+    }
 }

@@ -1,12 +1,10 @@
 //! Alerts end to end: a breaching reading published over MQTT reaches a
 //! local server that speaks Discord's webhook protocol.
 
-mod common;
-
 use std::time::Duration;
 
-use common::discord::{Discord, Reply};
-use common::{connect, device_options, publish_acked, Credentials, Ports, Server};
+use crate::common::discord::{Discord, Reply};
+use crate::common::{connect, device_options, publish_acked, Credentials, Ports, Server};
 use rumqttc::{AsyncClient, EventLoop};
 use serde_json::{json, Value};
 

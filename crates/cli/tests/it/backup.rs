@@ -2,7 +2,7 @@
 //! data after a restore is the data at backup time, and a bad backup file is
 //! refused with the current database left as it was.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

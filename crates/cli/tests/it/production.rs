@@ -5,13 +5,13 @@
 //! through nginx, publishes over TLS, and its reading is read back through
 //! nginx, live and stored.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{connect, device_options, publish_acked, Connack, Credentials};
+use crate::common::{connect, device_options, publish_acked, Connack, Credentials};
 use futures::StreamExt;
 use plantops_testkit::{free_port, TestDb};
 use serde_json::{json, Value};
@@ -340,5 +340,4 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     assert_eq!(latest["light_level"], 830.0);
 
     drop(backend);
-    db.drop().await;
 }

@@ -1,12 +1,10 @@
 //! The care advisor end to end: `plantops serve` talking to local servers
 //! that speak the Anthropic and OpenAI wire formats.
 
-mod common;
-
 use std::time::Duration;
 
-use common::llm::{valid_plan, LlmProvider, Reply};
-use common::{connect, device_options, publish_acked, Ports, Server};
+use crate::common::llm::{valid_plan, LlmProvider, Reply};
+use crate::common::{connect, device_options, publish_acked, Ports, Server};
 use serde_json::{json, Value};
 
 struct Setup {

@@ -15,7 +15,6 @@ pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_sec
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
-    pub dir: PathBuf,
     pub ca: PathBuf,
 }
 
@@ -62,7 +61,6 @@ impl Mosquitto {
                 return Mosquitto {
                     child,
                     port,
-                    dir: dir.to_path_buf(),
                     ca: tls.ca_cert,
                 };
             }

@@ -1,11 +1,11 @@
 //! `plantops serve` against a real Mosquitto (TLS, dynamic security).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
-use common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
+use crate::common::mosquitto::Mosquitto;
+use crate::common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
 use serde_json::{json, Value};
 
 async fn start(dir: &std::path::Path, mosquitto: &Mosquitto) -> Server {

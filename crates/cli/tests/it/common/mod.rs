@@ -1,12 +1,11 @@
 //! Drives a real `plantops serve` process over TCP: HTTP with reqwest,
 //! MQTT with rumqttc.
-#![allow(dead_code)]
 
 pub mod discord;
 pub mod llm;
 pub mod mosquitto;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,7 +20,6 @@ pub struct Server {
     pub http: String,
     pub mqtt_port: u16,
     pub mqtts_port: u16,
-    pub data_dir: PathBuf,
     pub client: reqwest::Client,
 }
 
@@ -77,10 +75,10 @@ impl Server {
     /// Starts `plantops serve` with the built-in broker and waits until it
     /// answers `/api/ready`.
     pub async fn start(data_dir: &Path, ports: &Ports, env: &[(&str, &str)]) -> Server {
-        Self::launch(Self::command(data_dir, ports, env), data_dir, ports).await
+        Self::launch(Self::command(data_dir, ports, env), ports).await
     }
 
-    pub async fn launch(mut command: Command, data_dir: &Path, ports: &Ports) -> Server {
+    pub async fn launch(mut command: Command, ports: &Ports) -> Server {
         plantops_mqtt::install_crypto_provider();
         let child = command.spawn().expect("spawn plantops");
         let server = Server {
@@ -88,7 +86,6 @@ impl Server {
             http: format!("http://127.0.0.1:{}", ports.http),
             mqtt_port: ports.mqtt,
             mqtts_port: ports.mqtts,
-            data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
         };
         server.wait_ready().await;

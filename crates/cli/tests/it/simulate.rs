@@ -1,10 +1,8 @@
 //! `plantops simulate` and `plantops bench` against a real `plantops serve`.
 
-mod common;
-
 use std::process::Output;
 
-use common::{plantops, Ports, Server};
+use crate::common::{plantops, Ports, Server};
 use serde_json::Value;
 
 async fn run(args: &[&str]) -> Output {

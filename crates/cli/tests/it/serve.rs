@@ -1,10 +1,10 @@
 //! `plantops serve` as a user runs it: a process driven over HTTP and MQTT.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
+use crate::common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
 use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
 
@@ -455,7 +455,7 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")],
     );
     command.stdout(std::process::Stdio::piped());
-    let mut server = Server::launch(command, dir.path(), &ports).await;
+    let mut server = Server::launch(command, &ports).await;
     let mut stdout = server.child.stdout.take().unwrap();
     let device = server.register("aa:00:00:00:00:07").await;
     let response = server

@@ -1,0 +1,14 @@
+//! The `plantops` binary driven from outside, in one test binary (one link
+//! of the whole program instead of one per area): processes started as a
+//! user starts them, driven over HTTP and MQTT, with real PostgreSQL,
+//! Mosquitto, nginx and local stand-ins for Discord and the LLM providers.
+
+mod advisor;
+mod alerts;
+mod backup;
+mod common;
+mod deploy;
+mod mosquitto;
+mod production;
+mod serve;
+mod simulate;

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use plantops_core::backoff::Backoff;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -129,7 +130,7 @@ impl LlmClient {
         max_tokens: u32,
     ) -> Result<Completion, LlmError> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY_AFTER);
         let mut attempt = 1;
         loop {
             match self
@@ -145,10 +146,10 @@ impl LlmClient {
                 Err((error, retry_after))
                     if error.retryable() && attempt < self.endpoints.attempts =>
                 {
+                    let delay = backoff.next_delay();
                     let wait = retry_after.unwrap_or(delay).min(MAX_RETRY_AFTER);
                     tracing::warn!(provider = provider.name(), %error, attempt, retry_in_ms = wait.as_millis() as u64, "LLM request failed; retrying");
                     tokio::time::sleep(wait).await;
-                    delay *= 2;
                     attempt += 1;
                 }
                 Err((error, _)) => return Err(error),

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod backoff;
 pub mod care;
 pub mod credentials;
 pub mod device;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use plantops_core::backoff::Backoff;
 use plantops_core::event::Event;
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
@@ -329,15 +330,15 @@ impl Batcher {
         let mut ids: Vec<Uuid> = batch.iter().map(|e| e.device_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         let (readings, seen, plants, unknown) = loop {
             match self.prepare_and_commit(batch, &ids).await {
                 Ok(done) => break done,
                 Err(error) => {
-                    tracing::error!(%error, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch commit failed");
+                    let wait = backoff.next_delay();
+                    tracing::error!(%error, rows = batch.len(), retry_in_ms = wait.as_millis() as u64, "batch commit failed");
                     metrics::counter!("plantops_ingest_commit_failures_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
                 }
             }
         };

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
+use plantops_core::backoff::Backoff;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
     TlsConfiguration, Transport,
@@ -105,23 +105,9 @@ fn nodelay(eventloop: &mut EventLoop) {
     eventloop.set_network_options(network);
 }
 
-/// Exponential backoff with jitter, so many backends do not reconnect in step.
-struct Backoff(Duration);
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn next(&mut self) -> Duration {
-        let jitter = rand::rng().random_range(0.5..1.0);
-        let wait = self.0.mul_f64(jitter);
-        self.0 = (self.0 * 2).min(Self::MAX);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.0 = Self::START;
-    }
+/// Reconnect delays, jittered so many backends do not reconnect in step.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30)).with_jitter()
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<Value>>>>>;
@@ -152,7 +138,7 @@ impl Dynsec {
         let subscriber = client.clone();
         let (listening_tx, listening) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let mut backoff = Backoff(Backoff::START);
+            let mut backoff = reconnect_backoff();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -189,7 +175,7 @@ impl Dynsec {
                             waiting.clear();
                         }
                         tracing::warn!(%error, "dynamic-security link down");
-                        tokio::time::sleep(backoff.next()).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
@@ -313,7 +299,7 @@ impl MosquittoBroker {
         let target = format!("{}:{}", config.host, config.port);
         tokio::spawn(async move {
             let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
-            let mut backoff = Backoff(Backoff::START);
+            let mut backoff = reconnect_backoff();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -358,7 +344,7 @@ impl MosquittoBroker {
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        let wait = backoff.next();
+                        let wait = backoff.next_delay();
                         tracing::warn!(broker = %target, %error, retry_in_ms = wait.as_millis() as u64, "Mosquitto link down");
                         set_state(&state, false, format!("cannot reach {target}: {error}"));
                         tokio::time::sleep(wait).await;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use plantops_core::backoff::Backoff;
 use plantops_core::secret::{generate_key, SecretBox};
 use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
 use plantops_mqtt::ingest::{BatchConfig, Ingest};
@@ -74,7 +75,7 @@ pub struct BuiltinBrokerConfig {
 /// Opens the store and applies migrations, retrying while the database is
 /// still starting (a compose stack starts everything at once).
 pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {
@@ -87,12 +88,14 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
                 tracing::info!(backend = store.backend().name(), "database ready");
                 return Ok(store);
             }
-            Err(error) if tokio::time::Instant::now() + delay < deadline => {
+            Err(error) => {
+                let delay = backoff.next_delay();
+                if tokio::time::Instant::now() + delay >= deadline {
+                    return Err(error).context("database unavailable (DATABASE_URL)");
+                }
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not ready");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(error) => return Err(error).context("database unavailable (DATABASE_URL)"),
         }
     }
 }
@@ -224,7 +227,7 @@ async fn start_mosquitto(
     let use_tls = link.use_tls;
     let link = link.clone();
     let provisioning = tokio::spawn(async move {
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let attempt = async {
                 provisioner.ensure_backend_access(&link).await?;
@@ -241,8 +244,7 @@ async fn start_mosquitto(
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Mosquitto provisioning not possible yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }

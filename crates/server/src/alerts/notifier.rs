@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plantops_core::alert::Delivery;
+use plantops_core::backoff::Backoff;
 use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
 use tokio::sync::Notify;
 
@@ -47,8 +48,9 @@ pub enum Attempt {
     Failed(String),
 }
 
+/// The wait after `attempts` failed deliveries: 2 s doubling to 15 minutes.
 pub fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(1u64 << attempts.min(20)).min(MAX_BACKOFF)
+    Backoff::new(Duration::from_secs(1), MAX_BACKOFF).delay_after(attempts)
 }
 
 impl Notifier {

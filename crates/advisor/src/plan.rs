@@ -49,7 +49,7 @@ pub async fn generate_care_plan(
         match CarePlan::from_model_output(&answer.text, plantops_core::now()) {
             Ok(plan) => return Ok(plan),
             Err(problem) => {
-                tracing::warn!(provider = author.provider.name(), %problem, "invalid care plan from the model");
+                tracing::warn!(provider = author.provider.as_str(), %problem, "invalid care plan from the model");
                 last_problem = problem.0.clone();
                 turns.push(Turn {
                     from_model: true,

@@ -46,7 +46,7 @@ pub fn care_plan_request(context: &PlantContext<'_>) -> String {
                     let _ = writeln!(
                         text,
                         "- {}: min {}, max {} {}",
-                        metric.name(),
+                        metric.as_str(),
                         show(bounds.min),
                         show(bounds.max),
                         metric.unit()
@@ -65,7 +65,7 @@ pub fn care_plan_request(context: &PlantContext<'_>) -> String {
             let _ = writeln!(text, "- at {}", reading.time.to_rfc3339());
             for metric in Metric::ALL {
                 if let Some(value) = reading.values.get(metric) {
-                    let _ = writeln!(text, "- {}: {value} {}", metric.name(), metric.unit());
+                    let _ = writeln!(text, "- {}: {value} {}", metric.as_str(), metric.unit());
                 }
             }
         }
@@ -79,7 +79,7 @@ pub fn care_plan_request(context: &PlantContext<'_>) -> String {
         let _ = writeln!(
             text,
             "- {}: {} / {} / {} {} / {:?} ({:+.1} %)",
-            trend.metric.name(),
+            trend.metric.as_str(),
             trend.min_24h,
             trend.max_24h,
             trend.mean_24h,

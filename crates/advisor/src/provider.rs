@@ -16,7 +16,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn name(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Provider::Anthropic => "anthropic",
             Provider::OpenAi => "openai",
@@ -148,7 +148,7 @@ impl LlmClient {
                 {
                     let delay = backoff.next_delay();
                     let wait = retry_after.unwrap_or(delay).min(MAX_RETRY_AFTER);
-                    tracing::warn!(provider = provider.name(), %error, attempt, retry_in_ms = wait.as_millis() as u64, "LLM request failed; retrying");
+                    tracing::warn!(provider = provider.as_str(), %error, attempt, retry_in_ms = wait.as_millis() as u64, "LLM request failed; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

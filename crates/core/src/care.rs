@@ -187,7 +187,7 @@ pub fn trends(readings: &[Reading]) -> Vec<MetricTrend> {
         let unit = metric.unit();
         let summary = format!(
             "{} {} ({:+.1} %), now {} {unit}, 24 h range {}–{} {unit}",
-            metric.name(),
+            metric.as_str(),
             match direction {
                 Direction::Rising => "rising",
                 Direction::Falling => "falling",

@@ -20,7 +20,7 @@ impl Metric {
         Metric::LightLevel,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Metric::SoilMoisture => "soil_moisture",
             Metric::Temperature => "temperature",
@@ -59,12 +59,12 @@ impl Metric {
     }
 
     pub fn parse(name: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.name() == name)
+        Metric::ALL.into_iter().find(|m| m.as_str() == name)
     }
 }
 
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }

@@ -84,8 +84,8 @@ impl Thresholds {
                 let Some(value) = value else { continue };
                 if !value.is_finite() || value < low || value > high {
                     errors.push(FieldError::new(
-                        &["body", "thresholds", metric.name(), side.as_str()],
-                        format!("{} must be between {low} and {high}", metric.name()),
+                        &["body", "thresholds", metric.as_str(), side.as_str()],
+                        format!("{} must be between {low} and {high}", metric.as_str()),
                         "value_error.number.range",
                     ));
                 }
@@ -93,7 +93,7 @@ impl Thresholds {
             if let (Some(min), Some(max)) = (bounds.min, bounds.max) {
                 if min > max {
                     errors.push(FieldError::new(
-                        &["body", "thresholds", metric.name()],
+                        &["body", "thresholds", metric.as_str()],
                         "min must be less than or equal to max",
                         "value_error.min_gt_max",
                     ));

@@ -56,7 +56,7 @@ pub fn parse(payload: &[u8], now: DateTime<Utc>) -> Result<Telemetry, PayloadErr
         serde_json::from_slice(payload).map_err(|_| PayloadError::NotAnObject)?;
     let mut values = Measurements::default();
     for metric in Metric::ALL {
-        let mut raw = object.get(metric.name());
+        let mut raw = object.get(metric.as_str());
         if metric == Metric::LightLevel && raw.is_none_or(Value::is_null) {
             raw = object.get("light");
         }
@@ -80,7 +80,7 @@ fn number(metric: Metric, raw: Option<&Value>) -> Result<Option<f64>, PayloadErr
         Some(Value::Number(n)) => n.as_f64(),
         Some(_) => None,
     };
-    let field = metric.name();
+    let field = metric.as_str();
     let value = value
         .filter(|v| v.is_finite())
         .ok_or(PayloadError::NotANumber { field })?;

@@ -18,6 +18,25 @@ pub fn parse(topic: &str) -> Option<(&str, TopicKind)> {
     (!device.is_empty()).then_some((device, kind))
 }
 
+/// Subscription filters for every device's telemetry and heartbeats.
+pub const ALL_TELEMETRY: &str = "devices/+/telemetry";
+pub const ALL_HEARTBEATS: &str = "devices/+/heartbeat";
+
+/// Everything under one device's own prefix: what it may subscribe to.
+pub fn device_filter(device_id: &str) -> String {
+    format!("devices/{device_id}/#")
+}
+
+/// Whether `filter` stays inside the device's own prefix (and names more
+/// than the prefix itself).
+pub fn is_own_filter(device_id: &str, filter: &str) -> bool {
+    filter
+        .strip_prefix("devices/")
+        .and_then(|rest| rest.strip_prefix(device_id))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
 pub fn telemetry(device_id: &str) -> String {
     format!("devices/{device_id}/telemetry")
 }
@@ -29,6 +48,16 @@ pub fn heartbeat(device_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_filters_stay_under_the_device_prefix() {
+        assert!(is_own_filter("abc", "devices/abc/commands"));
+        assert!(is_own_filter("abc", &device_filter("abc")));
+        assert!(!is_own_filter("abc", "devices/abc/"));
+        assert!(!is_own_filter("abc", "devices/abcd/telemetry"));
+        assert!(!is_own_filter("abc", "devices/#"));
+        assert!(!is_own_filter("abc", ALL_TELEMETRY));
+    }
 
     #[test]
     fn parses_only_the_two_device_topics() {

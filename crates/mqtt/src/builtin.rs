@@ -157,9 +157,7 @@ impl AuthProvider for DeviceAuth {
         topic_filter: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         let allowed = device_of(user_id).is_some_and(|device| {
-            topic_filter
-                .strip_prefix(&format!("devices/{device}/"))
-                .is_some_and(|rest| !rest.is_empty())
+            plantops_core::topic::is_own_filter(&device.to_string(), topic_filter)
         });
         Box::pin(async move { allowed })
     }

@@ -65,7 +65,7 @@ impl DropReason {
         DropReason::TopicMismatch,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DropReason::TooLarge => "too_large",
             DropReason::Malformed => "malformed",
@@ -111,7 +111,7 @@ impl IngestStats {
             dropped: DropReason::ALL
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.name(), self.dropped[i].load(Ordering::Relaxed)))
+                .map(|(i, r)| (r.as_str(), self.dropped[i].load(Ordering::Relaxed)))
                 .collect(),
         }
     }
@@ -122,7 +122,8 @@ impl IngestStats {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.dropped[index].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("plantops_ingest_dropped_total", "reason" => reason.name()).increment(1);
+        metrics::counter!("plantops_ingest_dropped_total", "reason" => reason.as_str())
+            .increment(1);
     }
 }
 
@@ -148,7 +149,7 @@ impl DropLog {
         last.insert(device.to_string(), now);
         tracing::warn!(
             device = device,
-            reason = reason.name(),
+            reason = reason.as_str(),
             detail,
             "message dropped (further drops of this device are not logged for a minute)"
         );

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 
 use crate::advisor::CareAdvisor;
 use crate::alerts::evaluator::Evaluator;
-use crate::alerts::notifier::{Notifier, WebhookUrl};
-use crate::alerts::settings::{check_key, NotificationSettings};
+use crate::alerts::notifier::Notifier;
+use crate::alerts::settings::{check_key, NotificationSettings, WebhookUrl};
 use crate::{ApiConfig, AppState, BrokerEndpoint};
 
 /// Everything start-up needs, already validated.
@@ -85,7 +85,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
         };
         match attempt.await {
             Ok(store) => {
-                tracing::info!(backend = store.backend().name(), "database ready");
+                tracing::info!(backend = store.backend().as_str(), "database ready");
                 return Ok(store);
             }
             Err(error) => {

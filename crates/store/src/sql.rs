@@ -838,7 +838,7 @@ macro_rules! shared_store {
                          last_notified_at = excluded.last_notified_at",
                     )
                     .bind(change.plant_id)
-                    .bind(change.metric.name())
+                    .bind(change.metric.as_str())
                     .bind(change.state.breached.map(plantops_core::plant::BoundSide::as_str))
                     .bind(change.state.notified)
                     .bind(change.state.last_notified_at.map($crate::sql::Timestamp))
@@ -856,7 +856,7 @@ macro_rules! shared_store {
                     .bind(alert.plant_id)
                     .bind(alert.device_id)
                     .bind(alert.kind.as_str())
-                    .bind(alert.metric.map(plantops_core::Metric::name))
+                    .bind(alert.metric.map(plantops_core::Metric::as_str))
                     .bind(alert.value)
                     .bind(alert.threshold)
                     .bind(alert.direction.map(plantops_core::plant::BoundSide::as_str))

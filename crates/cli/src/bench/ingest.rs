@@ -99,7 +99,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         options.set_inflight(args.inflight);
         tasks.spawn(publish_until(
             options,
-            format!("devices/{}/telemetry", device.device_id),
+            plantops_core::topic::telemetry(&device.device_id.to_string()),
             base_ms,
             clock.clone(),
             connected.clone(),

@@ -76,7 +76,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let result = json!({
-        "backend": store.backend().name(),
+        "backend": store.backend().as_str(),
         "devices": args.devices,
         "batch": args.batch,
         "rows": written,

@@ -186,7 +186,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             Duration::from_secs(30),
         );
         let device = DeviceRun {
-            topic_prefix: format!("devices/{}", credentials.device_id),
+            device_id: credentials.device_id.to_string(),
             plant: SimulatedPlant::new(u64::from(args.seed) << 32 | index as u64, args.breach_rate),
             interval: Duration::from_secs_f64(args.interval),
             heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
@@ -253,7 +253,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 struct DeviceRun {
-    topic_prefix: String,
+    device_id: String,
     plant: SimulatedPlant,
     interval: Duration,
     heartbeat_interval: Duration,
@@ -266,8 +266,8 @@ impl DeviceRun {
     async fn run(mut self, options: rumqttc::MqttOptions, mut stopped: watch::Receiver<bool>) {
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         api_client::without_nagle(&mut eventloop);
-        let telemetry_topic = format!("{}/telemetry", self.topic_prefix);
-        let heartbeat_topic = format!("{}/heartbeat", self.topic_prefix);
+        let telemetry_topic = plantops_core::topic::telemetry(&self.device_id);
+        let heartbeat_topic = plantops_core::topic::heartbeat(&self.device_id);
         // Devices do not all wake at the same instant.
         let jitter = self.interval.mul_f64(rand::random::<f64>());
         let mut readings =
@@ -309,7 +309,7 @@ impl DeviceRun {
                         }
                         connected = false;
                         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(topic = %self.topic_prefix, %error, "connection lost; reconnecting");
+                        tracing::warn!(device = %self.device_id, %error, "connection lost; reconnecting");
                         // rumqttc reconnects on the next poll; do not spin.
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

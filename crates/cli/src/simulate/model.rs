@@ -108,7 +108,7 @@ pub fn telemetry_payload(at: DateTime<Utc>, values: &Measurements) -> Vec<u8> {
     });
     for metric in plantops_core::Metric::ALL {
         if let Some(value) = values.get(metric) {
-            object[metric.name()] = json!(value);
+            object[metric.as_str()] = json!(value);
         }
     }
     object.to_string().into_bytes()

@@ -89,7 +89,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    fn name(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Reason::Request => "request",
             Reason::Weekly => "weekly",
@@ -239,12 +239,12 @@ impl CareAdvisor {
             plant_id,
             created_at: plan.generated_at,
             plan,
-            provider: config.provider.name().into(),
+            provider: config.provider.as_str().into(),
             model: config.model,
-            reason: reason.name().into(),
+            reason: reason.as_str().into(),
         };
         self.store.insert_care_plan(&stored).await?;
-        tracing::info!(%plant_id, reason = reason.name(), provider = stored.provider, "care plan written");
+        tracing::info!(%plant_id, reason = reason.as_str(), provider = stored.provider, "care plan written");
         Ok(stored)
     }
 
@@ -261,7 +261,7 @@ impl CareAdvisor {
         match self.generate_locked(plant_id, reason).await {
             Ok(_) | Err(CarePlanError::NotConfigured | CarePlanError::PlantNotFound) => {}
             Err(error) => {
-                tracing::warn!(%plant_id, reason = reason.name(), %error, "background care plan failed")
+                tracing::warn!(%plant_id, reason = reason.as_str(), %error, "background care plan failed")
             }
         }
     }

@@ -19,7 +19,7 @@ pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
     };
     let mut fields = Vec::new();
     if let Some(metric) = alert.metric {
-        fields.push(json!({"name": "Metric", "value": metric.name(), "inline": true}));
+        fields.push(json!({"name": "Metric", "value": metric.as_str(), "inline": true}));
     }
     if let Some(value) = alert.value {
         fields.push(json!({"name": "Value", "value": value.to_string(), "inline": true}));

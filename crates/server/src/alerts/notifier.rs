@@ -13,7 +13,7 @@ use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
 use tokio::sync::Notify;
 
 use super::discord;
-use super::settings::NotificationSettings;
+use super::settings::{NotificationSettings, WebhookUrl};
 
 /// Attempts before an alert is marked failed: with backoff capped at 15
 /// minutes, about six hours of trying.
@@ -21,16 +21,6 @@ pub const MAX_ATTEMPTS: u32 = 30;
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 const BATCH: u32 = 20;
-
-/// A webhook URL; its `Debug` hides the secret token in the path.
-#[derive(Clone)]
-pub struct WebhookUrl(pub String);
-
-impl std::fmt::Debug for WebhookUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebhookUrl(<redacted>)")
-    }
-}
 
 pub struct Notifier {
     store: DynStore,
@@ -233,11 +223,5 @@ mod tests {
         // Thirty attempts span hours, not minutes, before an alert fails.
         let total: Duration = (1..MAX_ATTEMPTS).map(backoff).sum();
         assert!(total > Duration::from_secs(5 * 3600));
-    }
-
-    #[test]
-    fn webhook_urls_do_not_show_in_debug_output() {
-        let url = WebhookUrl("https://discord.com/api/webhooks/1/secret-token".into());
-        assert!(!format!("{url:?}").contains("secret"));
     }
 }

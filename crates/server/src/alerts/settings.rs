@@ -4,7 +4,15 @@
 use plantops_core::secret::{SecretBox, SecretError};
 use plantops_store::{DynStore, StoreError};
 
-use super::notifier::WebhookUrl;
+/// A webhook URL; its `Debug` hides the secret token in the path.
+#[derive(Clone)]
+pub struct WebhookUrl(pub String);
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookUrl(<redacted>)")
+    }
+}
 
 const DISCORD_WEBHOOK: &str = "discord_webhook";
 const KEY_CHECK: &str = "encryption_key_check";
@@ -66,5 +74,16 @@ impl NotificationSettings {
             .put_setting(DISCORD_WEBHOOK, sealed.as_deref())
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_do_not_show_in_debug_output() {
+        let url = WebhookUrl("https://discord.com/api/webhooks/1/secret-token".into());
+        assert!(!format!("{url:?}").contains("secret"));
     }
 }

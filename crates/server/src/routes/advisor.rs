@@ -133,7 +133,7 @@ async fn put_llm(
         .advisor
         .put_settings(update.provider, key, model)
         .await?;
-    tracing::info!(provider = config.provider.name(), model = %config.model, key_set = config.api_key.is_some(), "LLM settings updated");
+    tracing::info!(provider = config.provider.as_str(), model = %config.model, key_set = config.api_key.is_some(), "LLM settings updated");
     Ok(Json(config.into()))
 }
 
@@ -165,7 +165,7 @@ async fn test_llm(
     let result = match plantops_advisor::test_connection(state.advisor.client(), &author).await {
         Ok(latency) => LlmTestResult {
             success: true,
-            message: format!("{} answered with model {model}", request.provider.name()),
+            message: format!("{} answered with model {model}", request.provider.as_str()),
             latency_ms: Some(latency.as_millis() as u64),
         },
         Err(error) => LlmTestResult {
@@ -275,21 +275,42 @@ async fn care_plans(
     }))
 }
 
+/// How far a value is off: outside a bound, or close to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    Medium,
+    Low,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Optimal,
+    Warning,
+    Critical,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthIssue {
     pub metric: Metric,
-    /// `critical` (outside a bound) or `warning` (close to one).
-    pub severity: String,
+    pub severity: Severity,
     pub current_value: f64,
-    /// `min` or `max`.
-    pub threshold_violated: String,
+    pub threshold_violated: BoundSide,
     pub message: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Recommendation {
-    /// `high`, `medium` or `low`.
-    pub priority: String,
+    pub priority: Priority,
     pub action: String,
 }
 
@@ -297,8 +318,7 @@ pub struct Recommendation {
 pub struct HealthCheck {
     pub plant_id: uuid::Uuid,
     pub plant_name: String,
-    /// `optimal`, `warning` or `critical`.
-    pub status: String,
+    pub status: HealthStatus,
     pub issues: Vec<HealthIssue>,
     pub recommendations: Vec<Recommendation>,
     pub trends: Vec<MetricTrend>,
@@ -353,12 +373,16 @@ async fn health_check(
         let side = finding.side.as_str();
         issues.push(HealthIssue {
             metric: finding.metric,
-            severity: if critical { "critical" } else { "warning" }.into(),
+            severity: if critical {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             current_value: finding.value,
-            threshold_violated: side.into(),
+            threshold_violated: finding.side,
             message: format!(
                 "{} is {} {} ({side} {} {})",
-                finding.metric.name(),
+                finding.metric.as_str(),
                 finding.value,
                 finding.metric.unit(),
                 finding.bound,
@@ -366,28 +390,32 @@ async fn health_check(
             ),
         });
         recommendations.push(Recommendation {
-            priority: if critical { "high" } else { "medium" }.into(),
+            priority: if critical {
+                Priority::High
+            } else {
+                Priority::Medium
+            },
             action: action_for(finding.metric, finding.side).into(),
         });
     }
     if latest.is_none() {
         recommendations.push(Recommendation {
-            priority: "medium".into(),
+            priority: Priority::Medium,
             action: "Assign a sensor device: the plant has no readings yet".into(),
         });
     }
     let status = if findings.iter().any(|f| f.status == PlantStatus::Critical) {
-        "critical"
+        HealthStatus::Critical
     } else if findings.is_empty() {
-        "optimal"
+        HealthStatus::Optimal
     } else {
-        "warning"
+        HealthStatus::Warning
     };
     let plan = state.store.care_plans(id, 1).await?.into_iter().next();
     Ok(Json(HealthCheck {
         plant_id: plant.id,
         plant_name: plant.name,
-        status: status.into(),
+        status,
         issues,
         recommendations,
         trends: plantops_core::care::trends(&day),

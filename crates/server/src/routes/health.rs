@@ -99,7 +99,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         (false, _) => "unhealthy",
         (true, false) => "degraded",
     };
-    let backend = state.store.backend().name();
+    let backend = state.store.backend().as_str();
     Json(Health {
         status: status.into(),
         timestamp: plantops_core::now(),

@@ -1,0 +1,250 @@
+//! An external Mosquitto: the backend subscribes to device topics with a
+//! persistent session and acknowledges each QoS 1 message only after it is
+//! committed; device accounts and ACLs are provisioned at runtime through
+//! Mosquitto's dynamic-security plugin (no password file, no restart).
+
+mod connection;
+mod dynsec;
+mod link;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use plantops_core::topic;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::ingest::Ingest;
+use crate::{Broker, BrokerError, LinkState};
+use dynsec::Dynsec;
+
+/// The role that lets the backend read every device's messages.
+const BACKEND_ROLE: &str = "plantops-backend";
+const DEVICE_ROLE_PREFIX: &str = "plantops-device-";
+
+#[derive(Clone)]
+pub struct MosquittoConfig {
+    pub host: String,
+    pub port: u16,
+    pub use_tls: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub username: String,
+    pub password: Option<String>,
+    pub dynsec_username: String,
+    pub dynsec_password: Option<String>,
+    /// Stable, so the broker keeps the backend's session across restarts.
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for MosquittoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MosquittoConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("use_tls", &self.use_tls)
+            .field("username", &self.username)
+            .field("dynsec_username", &self.dynsec_username)
+            .finish_non_exhaustive()
+    }
+}
+
+fn device_role(device_id: Uuid) -> String {
+    format!("{DEVICE_ROLE_PREFIX}{device_id}")
+}
+
+pub struct MosquittoBroker {
+    dynsec: Dynsec,
+    state: Arc<RwLock<LinkState>>,
+    /// Set once the backend's account, role and the device accounts are in
+    /// place. Until then registering could race the broker kicking the
+    /// admin's links (a role change disconnects the client).
+    provisioned: std::sync::atomic::AtomicBool,
+}
+
+impl MosquittoBroker {
+    /// Connects the ingest link and the provisioning link. The links keep
+    /// reconnecting in the background; `state()` tells how they are doing.
+    pub async fn start(config: MosquittoConfig, ingest: Ingest) -> Result<Arc<Self>, BrokerError> {
+        let dynsec = Dynsec::start(&config)?;
+        let broker = Arc::new(Self {
+            dynsec,
+            state: Arc::new(RwLock::new(LinkState {
+                up: false,
+                message: format!("connecting to {}:{}", config.host, config.port),
+            })),
+            provisioned: false.into(),
+        });
+        link::spawn(&config, ingest, broker.state.clone())?;
+        Ok(broker)
+    }
+
+    /// Gives the backend account read access to every device topic. Run once
+    /// at start; repeating it is harmless. (Changing a client's roles makes
+    /// Mosquitto disconnect it, so the links reconnect once on first setup.)
+    pub async fn ensure_backend_access(&self, config: &MosquittoConfig) -> Result<(), BrokerError> {
+        let mut commands = vec![json!({"command": "createRole", "rolename": BACKEND_ROLE})];
+        for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
+            commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
+                "acltype": "subscribePattern", "topic": filter, "allow": true}));
+            commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
+                "acltype": "publishClientReceive", "topic": filter, "allow": true}));
+        }
+        if config.username != config.dynsec_username {
+            let password = config.password.clone().unwrap_or_default();
+            commands.push(
+                json!({"command": "createClient", "username": config.username,
+                "password": password}),
+            );
+            // A password changed in the environment takes effect on restart.
+            commands.push(json!({"command": "setClientPassword",
+                "username": config.username, "password": password}));
+        }
+        self.dynsec
+            .run_checked(commands, &["already exists"])
+            .await?;
+        // Mosquitto 2.0 answers a repeated addClientRole with "Internal
+        // error", so look first.
+        let lookup = json!({"command": "getClient", "username": config.username});
+        let responses = self.dynsec.run(vec![lookup]).await?;
+        let has_role = responses
+            .first()
+            .and_then(|r| r["data"]["client"]["roles"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|role| role["rolename"] == BACKEND_ROLE);
+        if has_role {
+            return Ok(());
+        }
+        let grant = json!({"command": "addClientRole", "username": config.username,
+            "rolename": BACKEND_ROLE});
+        self.dynsec.run_checked(vec![grant], &[]).await
+    }
+
+    /// Declares provisioning done: from now on the link state alone tells
+    /// whether the broker is usable.
+    pub fn mark_provisioned(&self) {
+        self.provisioned
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Removes broker accounts of devices the store no longer knows; names
+    /// devices the store knows but the broker lacks (they must rotate).
+    pub async fn reconcile(&self, known: &HashSet<String>) -> Result<(), BrokerError> {
+        let listed = self.list_clients().await?;
+        let device_accounts: HashSet<String> = listed
+            .into_iter()
+            .filter(|name| name.starts_with("device_"))
+            .collect();
+        for stale in device_accounts.difference(known) {
+            tracing::info!(username = %stale, "removing broker account of a deleted device");
+            self.dynsec
+                .run_checked(
+                    vec![json!({"command": "deleteClient", "username": stale})],
+                    &["not found"],
+                )
+                .await?;
+        }
+        for missing in known.difference(&device_accounts) {
+            tracing::warn!(username = %missing, "device has no broker account; rotate its credentials to restore access");
+        }
+        Ok(())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<String>, BrokerError> {
+        let command = json!({"command": "listClients", "verbose": false});
+        let responses = self.dynsec.run(vec![command]).await?;
+        Ok(responses
+            .first()
+            .and_then(|r| r["data"]["clients"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| {
+                c.as_str()
+                    .or_else(|| c["username"].as_str())
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+}
+
+fn set_state(state: &RwLock<LinkState>, up: bool, message: String) {
+    if let Ok(mut state) = state.write() {
+        *state = LinkState { up, message };
+    }
+}
+
+#[async_trait]
+impl Broker for MosquittoBroker {
+    fn kind(&self) -> &'static str {
+        "mosquitto"
+    }
+
+    fn state(&self) -> LinkState {
+        let link = self
+            .state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| LinkState {
+                up: false,
+                message: "state unavailable".into(),
+            });
+        if link.up && !self.provisioned.load(std::sync::atomic::Ordering::Acquire) {
+            return LinkState {
+                up: false,
+                message: "provisioning accounts through dynamic security".into(),
+            };
+        }
+        link
+    }
+
+    async fn add_device(
+        &self,
+        device_id: Uuid,
+        username: &str,
+        password: &str,
+    ) -> Result<(), BrokerError> {
+        let role = device_role(device_id);
+        let mut commands = vec![
+            json!({"command": "createRole", "rolename": role}),
+            json!({"command": "addRoleACL", "rolename": role, "acltype": "subscribePattern",
+                "topic": topic::device_filter(&device_id.to_string()), "allow": true}),
+        ];
+        for topic in [
+            topic::telemetry(&device_id.to_string()),
+            topic::heartbeat(&device_id.to_string()),
+        ] {
+            commands.push(json!({"command": "addRoleACL", "rolename": role,
+                "acltype": "publishClientSend", "topic": topic, "allow": true}));
+        }
+        commands
+            .push(json!({"command": "createClient", "username": username, "password": password}));
+        commands.push(json!({"command": "addClientRole", "username": username, "rolename": role}));
+        self.dynsec.run_checked(commands, &[]).await
+    }
+
+    async fn set_password(
+        &self,
+        _: Uuid,
+        username: &str,
+        password: &str,
+    ) -> Result<(), BrokerError> {
+        // Disabling a client disconnects it: sessions with the old password end.
+        let commands = vec![
+            json!({"command": "setClientPassword", "username": username, "password": password}),
+            json!({"command": "disableClient", "username": username}),
+            json!({"command": "enableClient", "username": username}),
+        ];
+        self.dynsec.run_checked(commands, &[]).await
+    }
+
+    async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError> {
+        // Deleting a client disconnects it.
+        let commands = vec![
+            json!({"command": "deleteClient", "username": username}),
+            json!({"command": "deleteRole", "rolename": device_role(device_id)}),
+        ];
+        self.dynsec.run_checked(commands, &["not found"]).await
+    }
+}

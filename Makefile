@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-test e2e run build release \
+.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, compose file, unit, integration, production smoke and browser tests
+check: fmt-check ui-check ui-types-check ui deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -44,6 +44,18 @@ ui: ui-deps ## Build the web UI into frontend/dist (embedded by release builds)
 
 ui-check: ui-deps ## UI type-check, lint and unit tests (Vitest)
 	cd frontend && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
+
+# The UI's API types come from the server's OpenAPI document.
+ui-types: ui-deps ## Regenerate frontend/openapi.json and src/lib/api-schema.ts from the server
+	$(CARGO) run -q -p plantops -- openapi > frontend/openapi.json
+	cd frontend && $(NPM) run --silent types -- openapi.json -o src/lib/api-schema.ts
+
+ui-types-check: ui-deps ## Fail when the UI's generated API types are stale (run make ui-types)
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	$(CARGO) run -q -p plantops -- openapi > "$$scratch/openapi.json" && \
+	(cd frontend && $(NPM) run --silent types -- "$$scratch/openapi.json" -o "$$scratch/api-schema.ts" >/dev/null) && \
+	{ diff -u frontend/openapi.json "$$scratch/openapi.json" && diff -u frontend/src/lib/api-schema.ts "$$scratch/api-schema.ts"; } \
+	|| { echo "the UI's API types are stale: run make ui-types" >&2; exit 1; }
 
 e2e: ui ## Browser tests: Playwright drives /usr/bin/chromium against `plantops serve`
 	$(CARGO) build -p plantops

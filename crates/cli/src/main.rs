@@ -50,6 +50,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Replace the database with a backup. Stop the server first.
     Restore(backup::RestoreArgs),
+    /// Print the OpenAPI document of the HTTP API (what /api/openapi.json
+    /// serves), e.g. to generate a client.
+    Openapi,
 }
 
 /// Optional settings whose empty value means "unset": compose files and
@@ -135,6 +138,11 @@ fn main() -> std::process::ExitCode {
             Command::Restore(args) => {
                 logging::init_for_tool();
                 backup::restore(args).await
+            }
+            Command::Openapi => {
+                let document = plantops_server::api().1;
+                println!("{}", document.to_pretty_json()?);
+                Ok(())
             }
         }
     });

@@ -812,6 +812,9 @@ async fn live_events_stream_and_resume_after_last_event_id() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
+    // The server judges what passes on its event bus, as `plantops serve`
+    // does: the offline change below becomes an alert.
+    let mut bus = app.events.subscribe();
     let device = Uuid::new_v4();
     let reading = Reading {
         time: plantops_core::now(),
@@ -832,17 +835,20 @@ async fn live_events_stream_and_resume_after_last_event_id() {
             last_seen_at: None,
         }))
         .unwrap();
+    while !matches!(bus.recv().await, Ok(Event::Alert(_))) {}
     // A plant created through the API is announced too.
     let plant = app.plant("Live").await;
-    let events = sse_events(response.into_body(), 3).await;
+    let events = sse_events(response.into_body(), 4).await;
     assert_eq!(events[0].1, "reading");
     assert_eq!(events[0].2["humidity"], 55.0);
     assert_eq!(events[1].1, "device_status");
     assert_eq!(events[1].2["status"], "offline");
-    assert_eq!(events[2].1, "plant");
-    assert_eq!(events[2].2["plant_id"], plant["id"]);
+    assert_eq!(events[2].1, "alert");
+    assert_eq!(events[2].2["kind"], "device_offline");
+    assert_eq!(events[3].1, "plant");
+    assert_eq!(events[3].2["plant_id"], plant["id"]);
 
-    // Reconnecting after the first event replays the two that followed.
+    // Reconnecting after the first event replays the three that followed.
     let response = app
         .router
         .clone()
@@ -854,10 +860,10 @@ async fn live_events_stream_and_resume_after_last_event_id() {
         )
         .await
         .unwrap();
-    let replayed = sse_events(response.into_body(), 2).await;
+    let replayed = sse_events(response.into_body(), 3).await;
     assert_eq!(
         replayed.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
-        [events[1].0.clone(), events[2].0.clone()]
+        [events[1].0.clone(), events[2].0.clone(), events[3].0.clone()]
     );
 }
 

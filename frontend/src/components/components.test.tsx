@@ -19,7 +19,13 @@ describe("ThresholdEditor", () => {
     id: "p1",
     name: "Fern",
     species: null,
-    thresholds: { soil_moisture: { min: 20, max: 80 } },
+    // As the server sends them: every metric, null when unset.
+    thresholds: {
+      soil_moisture: { min: 20, max: 80 },
+      temperature: null,
+      humidity: null,
+      light_level: null,
+    },
     created_at: "2026-01-01T00:00:00Z",
     updated_at: "2026-01-01T00:00:00Z",
     latest_telemetry: null,

@@ -24,7 +24,7 @@ function Layout() {
       </a>
       <header className="app-header">
         <NavLink to="/" className="brand">
-          <img src="/favicon.svg" alt="" width="20" height="20" style={{ verticalAlign: "-3px" }} /> PlantOps
+          <img className="icon-inline" src="/favicon.svg" alt="" width="20" height="20" /> PlantOps
         </NavLink>
         <nav className="app-nav" aria-label="Main">
           <NavLink to="/" end>

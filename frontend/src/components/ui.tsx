@@ -30,9 +30,9 @@ export function StatusBadge({ status }: { status: PlantStatus | DeviceStatus }) 
 
 export function Skeleton({ lines = 3, label = "Loading" }: { lines?: number; label?: string }) {
   return (
-    <div role="status" aria-label={label} className="stack" style={{ gap: "0.5rem" }}>
+    <div role="status" aria-label={label} className="stack tight">
       {Array.from({ length: lines }, (_, i) => (
-        <div key={i} className="skeleton" style={{ width: `${90 - i * 15}%` }} />
+        <div key={i} className="skeleton" />
       ))}
     </div>
   );
@@ -40,7 +40,7 @@ export function Skeleton({ lines = 3, label = "Loading" }: { lines?: number; lab
 
 export function EmptyState({ title, children }: { title: string; children?: ReactNode }) {
   return (
-    <div className="card stack" style={{ alignItems: "start" }}>
+    <div className="card stack align-start">
       <h2>{title}</h2>
       {children}
     </div>

@@ -1,6 +1,7 @@
 // Live updates: the server's event stream applied to the query cache.
 import type { QueryClient } from "@tanstack/react-query";
 import { useEffect, useState } from "react";
+import { keys } from "./queries";
 import type { Alert, Device, DeviceStatus, Plant, Reading } from "./types";
 
 export type LiveState = "connecting" | "live" | "reconnecting";
@@ -26,10 +27,10 @@ function refreshStatusSoon(client: QueryClient, plantId: string): void {
     setTimeout(() => {
       const plants = pendingStatus.get(client) ?? new Set<string>();
       pendingStatus.delete(client);
-      client.invalidateQueries({ queryKey: ["plants"] });
+      client.invalidateQueries({ queryKey: keys.plants });
       for (const id of plants) {
-        client.invalidateQueries({ queryKey: ["plant", id] });
-        client.invalidateQueries({ queryKey: ["series", id] });
+        client.invalidateQueries({ queryKey: keys.plant(id) });
+        client.invalidateQueries({ queryKey: keys.series(id) });
       }
     }, STATUS_REFRESH_MS);
   }
@@ -47,10 +48,10 @@ export function applyEvent(client: QueryClient, type: string, data: unknown): vo
         (!plant.latest_telemetry || plant.latest_telemetry.time <= reading.time)
           ? { ...plant, latest_telemetry: reading }
           : plant;
-      client.setQueryData<PlantList>(["plants"], (list) =>
+      client.setQueryData<PlantList>(keys.plants, (list) =>
         list ? { ...list, plants: list.plants.map(update) } : list,
       );
-      client.setQueryData<Plant>(["plant", reading.plant_id], (plant) =>
+      client.setQueryData<Plant>(keys.plant(reading.plant_id), (plant) =>
         plant ? update(plant) : plant,
       );
       // The status is judged on the server: refresh it, at most every few seconds.
@@ -63,23 +64,23 @@ export function applyEvent(client: QueryClient, type: string, data: unknown): vo
         device.id === change.device_id
           ? { ...device, status: change.status, last_seen_at: change.last_seen_at }
           : device;
-      for (const [key, list] of client.getQueriesData<DeviceList>({ queryKey: ["devices"] })) {
+      for (const [key, list] of client.getQueriesData<DeviceList>({ queryKey: keys.devices })) {
         if (list) client.setQueryData(key, { ...list, devices: list.devices.map(update) });
       }
-      client.invalidateQueries({ queryKey: ["plants"] });
+      client.invalidateQueries({ queryKey: keys.plants });
       break;
     }
     case "alert": {
       const alert = data as Alert;
-      client.invalidateQueries({ queryKey: ["alerts"] });
-      client.invalidateQueries({ queryKey: ["plants"] });
-      if (alert.plant_id) client.invalidateQueries({ queryKey: ["plant", alert.plant_id] });
+      client.invalidateQueries({ queryKey: keys.alerts });
+      client.invalidateQueries({ queryKey: keys.plants });
+      if (alert.plant_id) client.invalidateQueries({ queryKey: keys.plant(alert.plant_id) });
       break;
     }
     case "plant": {
       const change = data as { plant_id: string; removed: boolean };
-      client.invalidateQueries({ queryKey: ["plants"] });
-      if (!change.removed) client.invalidateQueries({ queryKey: ["plant", change.plant_id] });
+      client.invalidateQueries({ queryKey: keys.plants });
+      if (!change.removed) client.invalidateQueries({ queryKey: keys.plant(change.plant_id) });
       break;
     }
   }

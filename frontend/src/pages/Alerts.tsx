@@ -5,6 +5,7 @@ import { api } from "../lib/api";
 import type { AlertKind } from "../lib/types";
 import { formatTime } from "../lib/format";
 import { ErrorState, Skeleton } from "../components/ui";
+import { filteredAlertsQuery, keys, plantsQuery } from "../lib/queries";
 
 const KIND_LABEL: Record<AlertKind, string> = {
   threshold: "Threshold",
@@ -25,18 +26,11 @@ export function Alerts() {
   const [kind, setKind] = useState<AlertKind | "">("");
   const [plantId, setPlantId] = useState("");
   const [hours, setHours] = useState<number | null>(168);
-  // Rounded to the minute so the query key stays stable between renders.
-  const since = hours
-    ? new Date(Math.floor(Date.now() / 60000) * 60000 - hours * 3600 * 1000).toISOString()
-    : undefined;
-  const plants = useQuery({ queryKey: ["plants"], queryFn: api.plants });
-  const alerts = useQuery({
-    queryKey: ["alerts", "list", kind, plantId, hours],
-    queryFn: () => api.alerts({ kind, plant_id: plantId || undefined, since }),
-  });
+  const plants = useQuery(plantsQuery());
+  const alerts = useQuery(filteredAlertsQuery(kind, plantId, hours));
   const acknowledge = useMutation({
     mutationFn: api.acknowledge,
-    onSuccess: () => client.invalidateQueries({ queryKey: ["alerts"] }),
+    onSuccess: () => client.invalidateQueries({ queryKey: keys.alerts }),
   });
   const plantName = new Map(plants.data?.plants.map((p) => [p.id, p.name]));
 
@@ -84,7 +78,7 @@ export function Alerts() {
       {alerts.isError && <ErrorState error={alerts.error} retry={() => alerts.refetch()} />}
       {alerts.data?.alerts.length === 0 && (
         <div className="card">
-          <p className="muted" style={{ margin: 0 }}>
+          <p className="muted flush">
             No alerts match. Alerts appear when a reading leaves a plant's thresholds or a device goes silent.
           </p>
         </div>

@@ -4,6 +4,7 @@ import { api } from "../lib/api";
 import type { CarePlan } from "../lib/types";
 import { formatTime } from "../lib/format";
 import { ErrorState, Skeleton } from "../components/ui";
+import { carePlanQuery, carePlansQuery, keys, llmSettingsQuery } from "../lib/queries";
 
 function Plan({ plan }: { plan: CarePlan }) {
   const sections = [
@@ -13,10 +14,10 @@ function Plan({ plan }: { plan: CarePlan }) {
   ] as const;
   return (
     <article className="stack" data-testid="care-plan">
-      <p style={{ margin: 0, fontSize: "1.05rem" }}>{plan.summary}</p>
+      <p className="lead">{plan.summary}</p>
       <section className="card">
         <h3>Watering</h3>
-        <p style={{ margin: 0 }}>
+        <p className="flush">
           {plan.watering.frequency}, {plan.watering.amount}
           {plan.watering.next_date && <> — next on {plan.watering.next_date}</>}
         </p>
@@ -25,17 +26,17 @@ function Plan({ plan }: { plan: CarePlan }) {
         {sections.map(([title, advice]) => (
           <section key={title} className="card">
             <h3>{title}</h3>
-            <p className="small" style={{ margin: 0 }}>
+            <p className="small flush">
               Now: {advice.current} · Ideal: {advice.ideal}
             </p>
-            <p style={{ marginBottom: 0 }}>{advice.recommendation}</p>
+            <p className="flush-bottom">{advice.recommendation}</p>
           </section>
         ))}
       </div>
       {plan.alerts.length > 0 && (
         <section className="notice warning">
           <h3>Needs attention</h3>
-          <ul style={{ margin: 0 }}>
+          <ul className="flush">
             {plan.alerts.map((text) => (
               <li key={text}>{text}</li>
             ))}
@@ -45,7 +46,7 @@ function Plan({ plan }: { plan: CarePlan }) {
       {plan.tips.length > 0 && (
         <section className="card">
           <h3>Tips</h3>
-          <ul style={{ margin: 0 }}>
+          <ul className="flush">
             {plan.tips.map((text) => (
               <li key={text}>{text}</li>
             ))}
@@ -59,14 +60,14 @@ function Plan({ plan }: { plan: CarePlan }) {
 export function CarePlanPage() {
   const { id = "" } = useParams();
   const client = useQueryClient();
-  const current = useQuery({ queryKey: ["care-plan", id], queryFn: () => api.carePlan(id) });
-  const history = useQuery({ queryKey: ["care-plans", id], queryFn: () => api.carePlans(id) });
-  const llm = useQuery({ queryKey: ["settings", "llm"], queryFn: api.llmSettings });
+  const current = useQuery(carePlanQuery(id));
+  const history = useQuery(carePlansQuery(id));
+  const llm = useQuery(llmSettingsQuery());
   const regenerate = useMutation({
     mutationFn: () => api.analyze(id),
     onSuccess: (plan) => {
-      client.setQueryData(["care-plan", id], plan);
-      client.invalidateQueries({ queryKey: ["care-plans", id] });
+      client.setQueryData(keys.carePlan(id), plan);
+      client.invalidateQueries({ queryKey: keys.carePlans(id) });
     },
   });
 
@@ -76,10 +77,10 @@ export function CarePlanPage() {
   const data = current.data;
   return (
     <div className="stack">
-      <div className="row" style={{ justifyContent: "space-between" }}>
+      <div className="row spread">
         <div>
           <h1>Care plan: {data.plant_name}</h1>
-          <p className="muted" style={{ margin: 0 }}>
+          <p className="muted flush">
             {data.species ?? "Species not set"}
             {data.last_generated && <> · written {formatTime(data.last_generated)}</>}
           </p>
@@ -106,7 +107,7 @@ export function CarePlanPage() {
         <Plan plan={data.care_plan} />
       ) : (
         <div className="card">
-          <p className="muted" style={{ margin: 0 }}>No care plan yet.</p>
+          <p className="muted flush">No care plan yet.</p>
         </div>
       )}
       {history.data && history.data.care_plans.length > 1 && (

@@ -5,6 +5,7 @@ import { api, ApiError } from "../lib/api";
 import { METRICS, type Alert, type Plant } from "../lib/types";
 import { METRIC_LABEL, formatValue, timeAgo } from "../lib/format";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
+import { devicesQuery, keys, plantsQuery, recentAlertsQuery } from "../lib/queries";
 
 function openAlertsByPlant(alerts: Alert[] | undefined): Map<string, number> {
   const counts = new Map<string, number>();
@@ -39,7 +40,7 @@ function PlantCard({ plant, openAlerts }: { plant: Plant; openAlerts: number }) 
       ) : (
         <p className="muted">No readings yet. Assign a device on the Devices page.</p>
       )}
-      <div className="row small muted" style={{ justifyContent: "space-between" }}>
+      <div className="row small muted spread">
         <span>Last reading: {latest ? timeAgo(latest.time) : "never"}</span>
         {openAlerts > 0 && (
           <span className="badge" data-status="alerts" data-testid="open-alerts">
@@ -60,7 +61,7 @@ function AddPlant({ onDone }: { onDone?: () => void }) {
     onSuccess: () => {
       setName("");
       setSpecies("");
-      client.invalidateQueries({ queryKey: ["plants"] });
+      client.invalidateQueries({ queryKey: keys.plants });
       onDone?.();
     },
   });
@@ -70,7 +71,7 @@ function AddPlant({ onDone }: { onDone?: () => void }) {
   };
   const error = create.error instanceof ApiError ? create.error : null;
   return (
-    <form className="card row" onSubmit={submit} aria-label="Add a plant" style={{ alignItems: "end" }}>
+    <form className="card row align-end" onSubmit={submit} aria-label="Add a plant">
       <label>
         Name
         <input
@@ -94,9 +95,9 @@ function AddPlant({ onDone }: { onDone?: () => void }) {
 }
 
 export function Dashboard() {
-  const plants = useQuery({ queryKey: ["plants"], queryFn: api.plants });
-  const devices = useQuery({ queryKey: ["devices", "all"], queryFn: () => api.devices() });
-  const alerts = useQuery({ queryKey: ["alerts", "dashboard"], queryFn: () => api.alerts({}) });
+  const plants = useQuery(plantsQuery());
+  const devices = useQuery(devicesQuery());
+  const alerts = useQuery(recentAlertsQuery());
 
   if (plants.isPending) return <Skeleton lines={6} label="Loading plants" />;
   if (plants.isError) return <ErrorState error={plants.error} retry={() => plants.refetch()} />;
@@ -108,9 +109,9 @@ export function Dashboard() {
 
   return (
     <div className="stack">
-      <div className="row" style={{ justifyContent: "space-between" }}>
+      <div className="row spread">
         <h1>Dashboard</h1>
-        <p className="muted" data-testid="summary" style={{ margin: 0 }}>
+        <p className="muted flush" data-testid="summary">
           {attention === 0 ? "All plants fine" : `${attention} ${attention === 1 ? "plant needs" : "plants need"} attention`}
           {" · "}
           {offline === 0 ? "no devices offline" : `${offline} ${offline === 1 ? "device" : "devices"} offline`}

@@ -5,6 +5,7 @@ import { api } from "../lib/api";
 import type { Device, DeviceStatus, Plant, Registration } from "../lib/types";
 import { formatTime, timeAgo } from "../lib/format";
 import { CopyButton, EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
+import { devicesQuery, keys, plantsQuery } from "../lib/queries";
 
 const MAC = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
 
@@ -22,7 +23,7 @@ function Credentials({ registration, ca, onDone }: { registration: Registration;
   return (
     <section className="card stack" aria-labelledby="credentials-title" data-testid="credentials">
       <h2 id="credentials-title">Device credentials</h2>
-      <p className="notice warning" role="alert" style={{ margin: 0 }}>
+      <p className="notice warning flush" role="alert">
         Copy these now: the password is shown only this once. If it is lost, rotate the device's credentials.
       </p>
       <div className="table-wrap">
@@ -43,8 +44,8 @@ function Credentials({ registration, ca, onDone }: { registration: Registration;
         </table>
       </div>
       {ca && (
-        <div className="stack" style={{ gap: "0.5rem" }}>
-          <div className="row" style={{ justifyContent: "space-between" }}>
+        <div className="stack tight">
+          <div className="row spread">
             <h3>CA certificate (trust this for TLS)</h3>
             <CopyButton text={ca} label="Copy CA certificate" />
           </div>
@@ -73,7 +74,7 @@ function Register() {
     onSuccess: (result) => {
       setMac("");
       setShown(result);
-      client.invalidateQueries({ queryKey: ["devices"] });
+      client.invalidateQueries({ queryKey: keys.devices });
     },
   });
   const macError = mac.trim() && !MAC.test(mac.trim()) ? "Six hex octets, e.g. aa:bb:cc:dd:ee:ff" : null;
@@ -96,7 +97,7 @@ function Register() {
     return <Credentials registration={shown.registration} ca={shown.ca} onDone={() => setShown(null)} />;
   }
   return (
-    <form className="card row" onSubmit={submit} aria-label="Register a device" style={{ alignItems: "end" }}>
+    <form className="card row align-end" onSubmit={submit} aria-label="Register a device">
       <label>
         MAC address
         <input
@@ -122,8 +123,8 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
   const client = useQueryClient();
   const dialog = useRef<HTMLDialogElement>(null);
   const refresh = () => {
-    client.invalidateQueries({ queryKey: ["devices"] });
-    client.invalidateQueries({ queryKey: ["plants"] });
+    client.invalidateQueries({ queryKey: keys.devices });
+    client.invalidateQueries({ queryKey: keys.plants });
   };
   const assign = useMutation({
     mutationFn: (plantId: string) => (plantId ? api.assign(device.id, plantId) : api.unassign(device.id)),
@@ -142,7 +143,7 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
       <td title={device.last_seen_at ? formatTime(device.last_seen_at) : undefined}>{timeAgo(device.last_seen_at)}</td>
       <td>
         <label className="small">
-          <span className="sr-only" style={{ position: "absolute", left: "-9999px" }}>
+          <span className="sr-only">
             Plant of {device.mac_address}
           </span>
           <select
@@ -191,11 +192,8 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
 
 export function Devices() {
   const [status, setStatus] = useState<DeviceStatus | "">("");
-  const devices = useQuery({
-    queryKey: ["devices", status || "all"],
-    queryFn: () => api.devices(status || undefined),
-  });
-  const plants = useQuery({ queryKey: ["plants"], queryFn: api.plants });
+  const devices = useQuery(devicesQuery(status || undefined));
+  const plants = useQuery(plantsQuery());
   return (
     <div className="stack">
       <h1>Devices</h1>
@@ -235,7 +233,7 @@ export function Devices() {
                 <th scope="col">Last seen</th>
                 <th scope="col">Plant</th>
                 <th scope="col">
-                  <span style={{ position: "absolute", left: "-9999px" }}>Actions</span>
+                  <span className="sr-only">Actions</span>
                 </th>
               </tr>
             </thead>

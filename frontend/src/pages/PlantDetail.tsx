@@ -6,6 +6,7 @@ import { METRICS, type Metric, type Plant, type Thresholds } from "../lib/types"
 import { METRIC_LABEL, METRIC_UNIT, formatTime, formatValue, thresholdErrors, timeAgo } from "../lib/format";
 import { Chart } from "../components/Chart";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
+import { keys, plantAlertsQuery, plantDevicesQuery, plantQuery, seriesQuery } from "../lib/queries";
 
 const RANGES: { label: string; hours: number }[] = [
   { label: "1 h", hours: 1 },
@@ -57,8 +58,8 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
       return api.updatePlant(plant.id, { thresholds, alert_cooldown_minutes: cooldownValue });
     },
     onSuccess: (updated) => {
-      client.setQueryData(["plant", plant.id], updated);
-      client.invalidateQueries({ queryKey: ["plants"] });
+      client.setQueryData(keys.plant(plant.id), updated);
+      client.invalidateQueries({ queryKey: keys.plants });
       setSaved(true);
     },
   });
@@ -72,7 +73,7 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
   return (
     <form className="card stack" onSubmit={submit} aria-labelledby="thresholds-title" noValidate>
       <h2 id="thresholds-title">Thresholds</h2>
-      <p className="muted small" style={{ margin: 0 }}>
+      <p className="muted small flush">
         An alert is sent when a reading leaves the range. Leave a field empty for no bound.
       </p>
       <div className="threshold-grid">
@@ -106,7 +107,7 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
           </fieldset>
         ))}
       </div>
-      <label style={{ maxWidth: "16rem" }}>
+      <label className="narrow">
         Alert cooldown (minutes)
         <input
           type="number"
@@ -139,13 +140,10 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
 
 function Charts({ plant }: { plant: Plant }) {
   const [hours, setHours] = useState(24);
-  const series = useQuery({
-    queryKey: ["series", plant.id, hours],
-    queryFn: () => api.series(plant.id, hours),
-  });
+  const series = useQuery(seriesQuery(plant.id, hours));
   return (
     <section className="card stack" aria-labelledby="charts-title">
-      <div className="row" style={{ justifyContent: "space-between" }}>
+      <div className="row spread">
         <h2 id="charts-title">History</h2>
         <div className="segmented" role="group" aria-label="Time range">
           {RANGES.map((range) => (
@@ -166,7 +164,7 @@ function Charts({ plant }: { plant: Plant }) {
         <p className="muted">No readings in this period.</p>
       )}
       {series.data && series.data.points.length > 0 && (
-        <div className="grid" style={{ gridTemplateColumns: "repeat(auto-fill, minmax(320px, 1fr))" }}>
+        <div className="grid charts">
           {METRICS.filter((m) => series.data.points.some((p) => p[m])).map((metric) => (
             <div key={metric}>
               <h3>{METRIC_LABEL[metric]}</h3>
@@ -187,15 +185,12 @@ function Charts({ plant }: { plant: Plant }) {
 
 function AssignedDevices({ plant }: { plant: Plant }) {
   const client = useQueryClient();
-  const devices = useQuery({
-    queryKey: ["devices", "plant", plant.id],
-    queryFn: () => api.plantDevices(plant.id),
-  });
+  const devices = useQuery(plantDevicesQuery(plant.id));
   const unassign = useMutation({
     mutationFn: api.unassign,
     onSuccess: () => {
-      client.invalidateQueries({ queryKey: ["devices"] });
-      client.invalidateQueries({ queryKey: ["plant", plant.id] });
+      client.invalidateQueries({ queryKey: keys.devices });
+      client.invalidateQueries({ queryKey: keys.plant(plant.id) });
     },
   });
   return (
@@ -209,7 +204,7 @@ function AssignedDevices({ plant }: { plant: Plant }) {
         </p>
       )}
       {devices.data && devices.data.devices.length > 0 && (
-        <ul className="stack" style={{ listStyle: "none", padding: 0, margin: 0 }}>
+        <ul className="stack plain-list">
           {devices.data.devices.map((device) => (
             <li key={device.id} className="row">
               <StatusBadge status={device.status} />
@@ -227,10 +222,7 @@ function AssignedDevices({ plant }: { plant: Plant }) {
 }
 
 function PlantAlerts({ plantId }: { plantId: string }) {
-  const alerts = useQuery({
-    queryKey: ["alerts", "plant", plantId],
-    queryFn: () => api.alerts({ plant_id: plantId }),
-  });
+  const alerts = useQuery(plantAlertsQuery(plantId));
   return (
     <section className="card stack" aria-labelledby="alerts-title">
       <h2 id="alerts-title">Alert history</h2>
@@ -238,7 +230,7 @@ function PlantAlerts({ plantId }: { plantId: string }) {
       {alerts.isError && <ErrorState error={alerts.error} retry={() => alerts.refetch()} />}
       {alerts.data?.alerts.length === 0 && <p className="muted">No alerts for this plant.</p>}
       {alerts.data && alerts.data.alerts.length > 0 && (
-        <ul style={{ margin: 0, paddingLeft: "1.2rem" }} data-testid="plant-alerts">
+        <ul className="bullets" data-testid="plant-alerts">
           {alerts.data.alerts.slice(0, 20).map((alert) => (
             <li key={alert.id}>
               <span className="muted small">{formatTime(alert.created_at)}</span> — {alert.message}
@@ -254,11 +246,11 @@ export function PlantDetail() {
   const { id = "" } = useParams();
   const navigate = useNavigate();
   const client = useQueryClient();
-  const plant = useQuery({ queryKey: ["plant", id], queryFn: () => api.plant(id) });
+  const plant = useQuery(plantQuery(id));
   const remove = useMutation({
     mutationFn: () => api.deletePlant(id),
     onSuccess: () => {
-      client.invalidateQueries({ queryKey: ["plants"] });
+      client.invalidateQueries({ queryKey: keys.plants });
       navigate("/");
     },
   });
@@ -278,7 +270,7 @@ export function PlantDetail() {
   const latest = data.latest_telemetry;
   return (
     <div className="stack">
-      <div className="row" style={{ justifyContent: "space-between" }}>
+      <div className="row spread">
         <div>
           <h1>{data.name}</h1>
           <div className="row">
@@ -307,7 +299,7 @@ export function PlantDetail() {
         <h2 id="now-title">Now</h2>
         {latest ? (
           <>
-            <dl className="readings" style={{ gridTemplateColumns: "repeat(auto-fit, minmax(140px, 1fr))" }}>
+            <dl className="readings readings-wide">
               {METRICS.map((metric) => (
                 <div key={metric}>
                   <dt>{METRIC_LABEL[metric]}</dt>
@@ -315,7 +307,7 @@ export function PlantDetail() {
                 </div>
               ))}
             </dl>
-            <p className="muted small" style={{ margin: 0 }}>
+            <p className="muted small flush">
               Measured {timeAgo(latest.time)}
             </p>
           </>

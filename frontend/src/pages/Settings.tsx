@@ -3,6 +3,7 @@ import { useState, type FormEvent } from "react";
 import { api } from "../lib/api";
 import type { LlmSettings, Provider, TestResult } from "../lib/types";
 import { ErrorState, Skeleton } from "../components/ui";
+import { keys, llmSettingsQuery, notificationSettingsQuery } from "../lib/queries";
 
 const DEFAULT_MODEL: Record<Provider, string> = {
   anthropic: "claude-sonnet-4-20250514",
@@ -12,7 +13,7 @@ const DEFAULT_MODEL: Record<Provider, string> = {
 function Outcome({ result }: { result: TestResult | undefined }) {
   if (!result) return null;
   return (
-    <p className={`notice ${result.success ? "success" : "error"}`} role="status" style={{ margin: 0 }}>
+    <p className={`notice ${result.success ? "success" : "error"} flush`} role="status">
       {result.success ? "✓ " : "✕ "}
       {result.message}
       {result.latency_ms ? ` (${result.latency_ms} ms)` : ""}
@@ -34,7 +35,7 @@ function LlmForm({ current }: { current: LlmSettings }) {
     mutationFn: () => api.saveLlm(input()),
     onSuccess: (saved) => {
       setKey("");
-      client.setQueryData(["settings", "llm"], saved);
+      client.setQueryData(keys.llmSettings, saved);
     },
   });
   const test = useMutation({ mutationFn: () => api.testLlm(input()) });
@@ -45,10 +46,10 @@ function LlmForm({ current }: { current: LlmSettings }) {
   return (
     <form className="card stack" onSubmit={submit} aria-labelledby="llm-title">
       <h2 id="llm-title">Care advisor (LLM)</h2>
-      <p className="muted small" style={{ margin: 0 }}>
+      <p className="muted small flush">
         Your own Anthropic or OpenAI key writes the care plans. It is stored encrypted and never shown again.
       </p>
-      <div className="row" style={{ alignItems: "end" }}>
+      <div className="row align-end">
         <label>
           Provider
           <select
@@ -78,7 +79,7 @@ function LlmForm({ current }: { current: LlmSettings }) {
           />
         </label>
       </div>
-      <p className="small muted" style={{ margin: 0 }} data-testid="llm-key-state">
+      <p className="small muted flush" data-testid="llm-key-state">
         {current.api_key_set ? `Key stored (${current.api_key_masked})` : "No key stored"}
       </p>
       <div className="row">
@@ -99,13 +100,13 @@ function LlmForm({ current }: { current: LlmSettings }) {
 
 function DiscordForm() {
   const client = useQueryClient();
-  const settings = useQuery({ queryKey: ["settings", "notifications"], queryFn: api.notifications });
+  const settings = useQuery(notificationSettingsQuery());
   const [url, setUrl] = useState("");
   const save = useMutation({
     mutationFn: (value: string | null) => api.saveNotifications(value),
     onSuccess: (saved) => {
       setUrl("");
-      client.setQueryData(["settings", "notifications"], saved);
+      client.setQueryData(keys.notificationSettings, saved);
     },
   });
   const test = useMutation({ mutationFn: api.testNotification });
@@ -119,7 +120,7 @@ function DiscordForm() {
       {settings.isPending && <Skeleton lines={2} label="Loading notification settings" />}
       {settings.isError && <ErrorState error={settings.error} retry={() => settings.refetch()} />}
       {settings.data && (
-        <p className="small muted" style={{ margin: 0 }} data-testid="webhook-state">
+        <p className="small muted flush" data-testid="webhook-state">
           {settings.data.discord_webhook_set
             ? `Webhook set (${settings.data.discord_webhook_masked})`
             : "No webhook: alerts are kept here only."}
@@ -156,7 +157,7 @@ function DiscordForm() {
 }
 
 export function Settings() {
-  const llm = useQuery({ queryKey: ["settings", "llm"], queryFn: api.llmSettings });
+  const llm = useQuery(llmSettingsQuery());
   return (
     <div className="stack">
       <h1>Settings</h1>

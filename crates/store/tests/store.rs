@@ -277,6 +277,17 @@ async fn devices_filter_by_status_and_paginate(db: &TestDb) {
         page2.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![ids[2], ids[1]]
     );
+    // A page past the end still tells the filtered total.
+    let past_end = Page {
+        limit: 10,
+        offset: 50,
+    };
+    let (none, total) = store
+        .list_devices(past_end, Some(DeviceStatus::Offline))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(total, 2);
 }
 
 async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
@@ -472,6 +483,13 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         ..Default::default()
     };
     assert_eq!(store.list_alerts(&by_plant, page).await.unwrap().1, 2);
+    let past_end = Page {
+        limit: 10,
+        offset: 50,
+    };
+    let (none, total) = store.list_alerts(&by_plant, past_end).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(total, 2);
     let by_kind = AlertFilter {
         kind: Some(AlertKind::DeviceOffline),
         ..Default::default()

@@ -23,7 +23,7 @@ use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
 use mqtt5::QoS;
 use plantops_core::credentials::verify_password;
-use plantops_store::DynStore;
+use plantops_store::{DeviceStore, DynStore};
 use uuid::Uuid;
 
 use crate::ingest::{Ingest, Outcome};
@@ -100,7 +100,7 @@ impl Sessions {
 }
 
 struct DeviceAuth {
-    store: DynStore,
+    store: Arc<dyn DeviceStore>,
 }
 
 fn device_of(user_id: Option<&str>) -> Option<Uuid> {

@@ -14,7 +14,7 @@ use plantops_core::event::Event;
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
 use plantops_core::Reading;
-use plantops_store::{DynStore, Presence};
+use plantops_store::{DeviceStore, DynStore, Presence, ReadingStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
@@ -186,7 +186,7 @@ pub enum Outcome {
 impl Ingest {
     /// Starts the batcher. It runs until every `Ingest` clone is dropped.
     pub fn start(
-        store: DynStore,
+        store: &DynStore,
         events: broadcast::Sender<Event>,
         presence: Arc<PresenceTracker>,
         config: BatchConfig,
@@ -194,7 +194,8 @@ impl Ingest {
         let (tx, rx) = mpsc::channel(config.queue);
         let stats = Arc::new(IngestStats::default());
         let batcher = Batcher {
-            store,
+            readings: store.clone(),
+            devices: store.clone(),
             events,
             presence,
             config,
@@ -291,7 +292,9 @@ impl Ingest {
 }
 
 struct Batcher {
-    store: DynStore,
+    readings: Arc<dyn ReadingStore>,
+    /// Which plant each device serves when its readings are stored.
+    devices: Arc<dyn DeviceStore>,
     events: broadcast::Sender<Event>,
     presence: Arc<PresenceTracker>,
     config: BatchConfig,
@@ -371,7 +374,7 @@ impl Batcher {
         ids: &[Uuid],
     ) -> plantops_store::Result<Committed> {
         // Plant context as of now; a device deleted meanwhile stores nothing.
-        let plants = self.store.device_plants(ids).await?;
+        let plants = self.devices.device_plants(ids).await?;
         let mut readings = Vec::with_capacity(batch.len());
         let mut last_seen: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
         let mut unknown = 0;
@@ -397,7 +400,7 @@ impl Batcher {
             .into_iter()
             .map(|(device_id, seen_at)| Presence { device_id, seen_at })
             .collect();
-        self.store.commit_batch(&readings, &seen).await?;
+        self.readings.commit_batch(&readings, &seen).await?;
         Ok((readings, seen, plants, unknown))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::DeviceStatus;
-use plantops_store::{DynStore, Presence};
+use plantops_store::{DeviceStore, Presence};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -37,7 +37,10 @@ impl PresenceTracker {
 
     /// Starts from the devices the store says are online, so one that went
     /// silent while PlantOps was down is noticed after a restart.
-    pub async fn load(heartbeat: Duration, store: &DynStore) -> plantops_store::Result<Self> {
+    pub async fn load(
+        heartbeat: Duration,
+        store: &dyn DeviceStore,
+    ) -> plantops_store::Result<Self> {
         let tracker = Self::new(heartbeat);
         let online = store.all_devices(Some(DeviceStatus::Online)).await?;
         let mut live = tracker.lock();
@@ -132,7 +135,7 @@ impl PresenceTracker {
     /// Checks for silent devices every `tick` until the task is dropped.
     pub async fn run_offline_detector(
         self: Arc<Self>,
-        store: DynStore,
+        store: Arc<dyn DeviceStore>,
         events: broadcast::Sender<Event>,
         tick: Duration,
     ) {

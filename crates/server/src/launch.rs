@@ -141,7 +141,7 @@ async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<S
         }
     };
     let secrets = SecretBox::from_hex(&key).context("ENCRYPTION_KEY")?;
-    check_key(store, &secrets).await.context(
+    check_key(store.as_ref(), &secrets).await.context(
         "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
     )?;
     Ok(secrets)
@@ -296,7 +296,7 @@ impl Server {
         let mut tasks = Vec::new();
         // Subscribed before anything can publish, so no reading goes unjudged.
         let outbox = Arc::new(tokio::sync::Notify::new());
-        let evaluator = Evaluator::new(store.clone(), events.clone(), outbox.clone());
+        let evaluator = Evaluator::new(&store, events.clone(), outbox.clone());
         tasks.push(tokio::spawn(evaluator.run(events.subscribe())));
         let secrets = secret_box(&config, &store).await?;
         let llm = plantops_advisor::LlmClient::new(config.llm.clone())
@@ -308,15 +308,15 @@ impl Server {
             secrets,
             config.discord_webhook_url.clone().map(WebhookUrl),
         ));
-        let notifier = Notifier::new(store.clone(), notifications.clone(), outbox);
+        let notifier = Notifier::new(&store, notifications.clone(), outbox);
         tasks.push(tokio::spawn(notifier.run()));
         let presence = Arc::new(
-            PresenceTracker::load(heartbeat, &store)
+            PresenceTracker::load(heartbeat, store.as_ref())
                 .await
                 .context("cannot load device presence")?,
         );
         let (ingest, _batcher) = Ingest::start(
-            store.clone(),
+            &store,
             events.clone(),
             presence.clone(),
             BatchConfig::default(),

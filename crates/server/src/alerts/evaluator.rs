@@ -10,7 +10,7 @@ use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState, Transition};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::plant::BoundSide;
 use plantops_core::{DeviceStatus, Metric, Plant, Reading};
-use plantops_store::{DynStore, StateChange};
+use plantops_store::{AlertStore, DynStore, PlantStore, StateChange};
 use tokio::sync::{broadcast, Notify};
 use uuid::Uuid;
 
@@ -20,7 +20,9 @@ struct PlantEntry {
 }
 
 pub struct Evaluator {
-    store: DynStore,
+    plants_store: Arc<dyn PlantStore>,
+    /// Threshold states and the alerts (the outbox).
+    alerts_store: Arc<dyn AlertStore>,
     events: broadcast::Sender<Event>,
     /// Wakes the notifier when alerts are stored.
     outbox: Arc<Notify>,
@@ -66,9 +68,10 @@ fn new_alert(
 }
 
 impl Evaluator {
-    pub fn new(store: DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
+    pub fn new(store: &DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
         Self {
-            store,
+            plants_store: store.clone(),
+            alerts_store: store.clone(),
             events,
             outbox,
             plants: HashMap::new(),
@@ -104,10 +107,10 @@ impl Evaluator {
 
     async fn entry(&mut self, plant_id: Uuid) -> plantops_store::Result<Option<&mut PlantEntry>> {
         if !self.plants.contains_key(&plant_id) {
-            let Some(plant) = self.store.get_plant(plant_id).await? else {
+            let Some(plant) = self.plants_store.get_plant(plant_id).await? else {
                 return Ok(None);
             };
-            let states = self.store.metric_states(plant_id).await?;
+            let states = self.alerts_store.metric_states(plant_id).await?;
             self.plants.insert(plant_id, PlantEntry { plant, states });
         }
         Ok(self.plants.get_mut(&plant_id))
@@ -177,7 +180,7 @@ impl Evaluator {
         if changes.is_empty() && alerts.is_empty() {
             return Ok(());
         }
-        self.store.record_alerts(&changes, &alerts).await?;
+        self.alerts_store.record_alerts(&changes, &alerts).await?;
         self.announce(alerts);
         Ok(())
     }
@@ -209,7 +212,7 @@ impl Evaluator {
             kind,
             message,
         );
-        self.store
+        self.alerts_store
             .record_alerts(&[], std::slice::from_ref(&alert))
             .await?;
         self.announce(vec![alert]);

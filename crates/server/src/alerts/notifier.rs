@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use plantops_core::alert::Delivery;
 use plantops_core::backoff::Backoff;
-use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
+use plantops_store::{AlertStore, DeliveryUpdate, DynStore, PlantStore, QueuedAlert};
 use tokio::sync::Notify;
 
 use super::discord;
@@ -23,7 +23,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 const BATCH: u32 = 20;
 
 pub struct Notifier {
-    store: DynStore,
+    /// The outbox.
+    alerts: Arc<dyn AlertStore>,
+    /// Plant names for the messages.
+    plants: Arc<dyn PlantStore>,
     client: reqwest::Client,
     settings: Arc<NotificationSettings>,
     wake: Arc<Notify>,
@@ -44,9 +47,10 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 impl Notifier {
-    pub fn new(store: DynStore, settings: Arc<NotificationSettings>, wake: Arc<Notify>) -> Self {
+    pub fn new(store: &DynStore, settings: Arc<NotificationSettings>, wake: Arc<Notify>) -> Self {
         Self {
-            store,
+            alerts: store.clone(),
+            plants: store.clone(),
             client: http_client(),
             settings,
             wake,
@@ -73,7 +77,7 @@ impl Notifier {
     /// Delivers what is due; returns a pause when Discord asked for one.
     async fn deliver_due(&self) -> plantops_store::Result<Option<Duration>> {
         loop {
-            let due = self.store.due_alerts(Utc::now(), BATCH).await?;
+            let due = self.alerts.due_alerts(Utc::now(), BATCH).await?;
             if due.is_empty() {
                 return Ok(None);
             }
@@ -100,7 +104,7 @@ impl Notifier {
             return Ok(None);
         };
         let plant_name = match alert.plant_id {
-            Some(id) => self.store.get_plant(id).await?.map(|p| p.name),
+            Some(id) => self.plants.get_plant(id).await?.map(|p| p.name),
             None => None,
         };
         let body = discord::message(&alert, plant_name.as_deref());
@@ -146,7 +150,7 @@ impl Notifier {
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
     ) -> plantops_store::Result<()> {
-        self.store
+        self.alerts
             .update_delivery(&DeliveryUpdate {
                 id,
                 delivery,

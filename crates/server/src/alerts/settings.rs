@@ -2,7 +2,9 @@
 //! sealed), else DISCORD_WEBHOOK_URL.
 
 use plantops_core::secret::{SecretBox, SecretError};
-use plantops_store::{DynStore, StoreError};
+use std::sync::Arc;
+
+use plantops_store::{SettingStore, StoreError};
 
 /// A webhook URL; its `Debug` hides the secret token in the path.
 #[derive(Clone)]
@@ -27,7 +29,7 @@ pub enum SettingsError {
 }
 
 pub struct NotificationSettings {
-    store: DynStore,
+    store: Arc<dyn SettingStore>,
     secrets: SecretBox,
     from_env: Option<WebhookUrl>,
 }
@@ -35,7 +37,7 @@ pub struct NotificationSettings {
 /// Makes sure `secrets` holds the key this database's secrets were sealed
 /// with (recording it on first use), so a wrong ENCRYPTION_KEY stops
 /// start-up instead of silently losing them.
-pub async fn check_key(store: &DynStore, secrets: &SecretBox) -> Result<(), SettingsError> {
+pub async fn check_key(store: &dyn SettingStore, secrets: &SecretBox) -> Result<(), SettingsError> {
     match store.get_setting(KEY_CHECK).await? {
         Some(sealed) => {
             if secrets.open(&sealed)? != KEY_CHECK_TEXT {
@@ -52,7 +54,11 @@ pub async fn check_key(store: &DynStore, secrets: &SecretBox) -> Result<(), Sett
 }
 
 impl NotificationSettings {
-    pub fn new(store: DynStore, secrets: SecretBox, from_env: Option<WebhookUrl>) -> Self {
+    pub fn new(
+        store: Arc<dyn SettingStore>,
+        secrets: SecretBox,
+        from_env: Option<WebhookUrl>,
+    ) -> Self {
         Self {
             store,
             secrets,

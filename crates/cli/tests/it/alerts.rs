@@ -29,13 +29,7 @@ async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Se
         .await;
     assert_eq!(status, 201);
     let plant_id = plant["id"].as_str().unwrap().to_string();
-    let device = server.register("cc:00:00:00:00:01").await;
-    server
-        .post(
-            &format!("/api/devices/{}/provision", device.device_id),
-            json!({"plant_id": plant_id}),
-        )
-        .await;
+    let device = server.register_for("cc:00:00:00:00:01", &plant_id).await;
     let (client, eventloop, _) = connect(device_options(
         &device,
         server.mqtt_port,

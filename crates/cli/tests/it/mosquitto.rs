@@ -38,14 +38,8 @@ async fn devices_are_provisioned_on_mosquitto_and_their_readings_stored() {
 
     let (_, plant) = server.post("/api/plants", json!({"name": "Ivy"})).await;
     let plant_id = plant["id"].as_str().unwrap();
-    let a = server.register("bb:00:00:00:00:01").await;
+    let a = server.register_for("bb:00:00:00:00:01", plant_id).await;
     let b = server.register("bb:00:00:00:00:02").await;
-    server
-        .post(
-            &format!("/api/devices/{}/provision", a.device_id),
-            json!({"plant_id": plant_id}),
-        )
-        .await;
     let ca = std::fs::read(&mosquitto.ca).unwrap();
     let (client, mut eventloop, outcome) = connect(device_options(
         &a,

@@ -180,15 +180,8 @@ async fn device_publishes_over_tls_and_reading_is_stored_with_plant() {
     let (status, plant) = server.post("/api/plants", json!({"name": "Fern"})).await;
     assert_eq!(status, 201);
     let plant_id = plant["id"].as_str().unwrap();
-    let a = server.register("aa:00:00:00:00:01").await;
+    let a = server.register_for("aa:00:00:00:00:01", plant_id).await;
     let b = server.register("aa:00:00:00:00:02").await;
-    let (status, _) = server
-        .post(
-            &format!("/api/devices/{}/provision", a.device_id),
-            json!({ "plant_id": plant_id }),
-        )
-        .await;
-    assert_eq!(status, 200);
 
     let ca = server.ca_pem().await;
     let options = device_options(&a, server.mqtts_port, Some(ca.clone()), &a.device_id);

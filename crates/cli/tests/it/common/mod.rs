@@ -166,6 +166,19 @@ impl Server {
         }
     }
 
+    /// Registers a device and assigns it to `plant_id`.
+    pub async fn register_for(&self, mac: &str, plant_id: &str) -> Credentials {
+        let device = self.register(mac).await;
+        let (status, body) = self
+            .post(
+                &format!("/api/devices/{}/provision", device.device_id),
+                json!({ "plant_id": plant_id }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        device
+    }
+
     pub async fn ca_pem(&self) -> Vec<u8> {
         let response = self
             .client

@@ -8,6 +8,8 @@ pub mod plan;
 pub mod prompt;
 pub mod provider;
 
-pub use plan::{generate_care_plan, test_connection, AdvisorError, Author};
+pub use plan::{
+    generate_care_plan, health_note, test_connection, AdvisorError, Author, GeneratedPlan,
+};
 pub use prompt::PlantContext;
-pub use provider::{Endpoints, LlmClient, LlmError, Provider};
+pub use provider::{Endpoints, LlmClient, LlmError, Provider, Usage};

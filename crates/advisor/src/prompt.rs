@@ -23,9 +23,37 @@ for house plants from sensor data. Answer with one JSON object only, no prose an
 
 /// The user message asking for a care plan.
 pub fn care_plan_request(context: &PlantContext<'_>) -> String {
+    let mut text = String::from("Write a care plan for this plant.\n\n");
+    text.push_str(&plant_facts(context));
+    let _ = write!(
+        text,
+        "\nAnswer with a JSON object of exactly this shape:\n{CARE_PLAN_SCHEMA}\n"
+    );
+    text
+}
+
+pub const HEALTH_NOTE_SYSTEM_PROMPT: &str = "You are a horticulturist. From a plant's sensor data \
+and the problems already found, give the owner the one most useful thing to do now, in one or \
+two plain sentences. No lists, no JSON, no greeting.";
+
+/// The user message asking for a health check's short recommendation.
+pub fn health_note_request(context: &PlantContext<'_>, findings: &[String]) -> String {
+    let mut text = String::from("What should the owner of this plant do now?\n\n");
+    text.push_str(&plant_facts(context));
+    let _ = writeln!(text, "\nFound by the rules:");
+    if findings.is_empty() {
+        let _ = writeln!(text, "- nothing");
+    }
+    for finding in findings {
+        let _ = writeln!(text, "- {finding}");
+    }
+    text
+}
+
+/// The plant, its thresholds, latest reading, last day and recent alerts.
+fn plant_facts(context: &PlantContext<'_>) -> String {
     let plant = context.plant;
     let mut text = String::new();
-    let _ = writeln!(text, "Write a care plan for this plant.\n");
     let _ = writeln!(text, "Plant: {}", plant.name);
     let _ = writeln!(
         text,
@@ -101,11 +129,6 @@ pub fn care_plan_request(context: &PlantContext<'_>) -> String {
             alert.message
         );
     }
-
-    let _ = write!(
-        text,
-        "\nAnswer with a JSON object of exactly this shape:\n{CARE_PLAN_SCHEMA}\n"
-    );
     text
 }
 

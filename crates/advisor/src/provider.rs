@@ -106,6 +106,44 @@ pub struct LlmClient {
 pub struct Completion {
     pub text: String,
     pub latency: Duration,
+    /// Tokens billed, when the provider reports them.
+    pub usage: Option<Usage>,
+}
+
+/// Tokens a model call was billed for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+        }
+    }
+}
+
+/// Anthropic's `usage.input_tokens/output_tokens`, OpenAI's
+/// `usage.prompt_tokens/completion_tokens`.
+fn usage(provider: Provider, answer: &Value) -> Option<Usage> {
+    let usage = &answer["usage"];
+    let (input, output) = match provider {
+        Provider::Anthropic => ("input_tokens", "output_tokens"),
+        Provider::OpenAi => ("prompt_tokens", "completion_tokens"),
+    };
+    let count = |field: &str| {
+        usage[field]
+            .as_u64()
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Some(Usage {
+        input_tokens: count(input)?,
+        output_tokens: count(output)?,
+    })
 }
 
 impl LlmClient {
@@ -117,6 +155,11 @@ impl LlmClient {
             .build()
             .map_err(|error| LlmError::Network(error.to_string()))?;
         Ok(Self { http, endpoints })
+    }
+
+    /// How long one request may take (PLANTOPS_LLM_TIMEOUT_SECS).
+    pub fn timeout(&self) -> Duration {
+        self.endpoints.timeout
     }
 
     /// One answer from the model, retrying 429 and 5xx with backoff.
@@ -137,10 +180,11 @@ impl LlmClient {
                 .attempt(provider, model, api_key, system, turns, max_tokens)
                 .await
             {
-                Ok(text) => {
+                Ok((text, usage)) => {
                     return Ok(Completion {
                         text,
                         latency: started.elapsed(),
+                        usage,
                     })
                 }
                 Err((error, retry_after))
@@ -174,7 +218,7 @@ impl LlmClient {
         system: &str,
         turns: &[Turn],
         max_tokens: u32,
-    ) -> Result<String, (LlmError, Option<Duration>)> {
+    ) -> Result<(String, Option<Usage>), (LlmError, Option<Duration>)> {
         let request = match provider {
             Provider::Anthropic => {
                 let messages: Vec<Value> = turns
@@ -232,7 +276,8 @@ impl LlmClient {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<f64>().ok())
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
-            .map(Duration::from_secs_f64);
+            // Bounded before the conversion, which panics past u64 seconds.
+            .map(|secs| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
         let body = response
             .text()
             .await
@@ -270,7 +315,9 @@ impl LlmClient {
                 .as_str()
                 .map(str::to_string),
         };
-        text.ok_or_else(|| (LlmError::Malformed("no text in the answer".into()), None))
+        let text =
+            text.ok_or_else(|| (LlmError::Malformed("no text in the answer".into()), None))?;
+        Ok((text, usage(provider, &value)))
     }
 }
 

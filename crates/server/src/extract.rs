@@ -58,29 +58,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// A UUID path parameter.
-pub struct IdPath(pub Uuid);
+/// The id in a path naming one plant, device or alert. An id that is not a
+/// UUID names nothing, so it answers 404 with the resource's "not found"
+/// detail, as the original PlantOps did (docs/api.md, compatibility).
+macro_rules! id_path {
+    ($name:ident, $not_found:expr) => {
+        pub struct $name(pub Uuid);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
-    type Rejection = ApiError;
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| {
-                    ValidationErrors::single(&["path", "id"], e.body_text(), "type_error")
-                })?;
-        Uuid::parse_str(&raw).map(IdPath).map_err(|_| {
-            ValidationErrors::single(
-                &["path", "id"],
-                "value is not a valid UUID",
-                "type_error.uuid",
-            )
-            .into()
-        })
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let axum::extract::Path(raw) =
+                    axum::extract::Path::<String>::from_request_parts(parts, state)
+                        .await
+                        .map_err(|_| ApiError::NotFound($not_found))?;
+                Uuid::parse_str(&raw)
+                    .map($name)
+                    .map_err(|_| ApiError::NotFound($not_found))
+            }
+        }
+    };
 }
+
+id_path!(PlantId, PLANT_NOT_FOUND);
+id_path!(DeviceId, DEVICE_NOT_FOUND);
+id_path!(AlertId, ALERT_NOT_FOUND);
+
+/// What a malformed or unknown id in a path or body answers.
+pub const PLANT_NOT_FOUND: &str = "Plant not found";
+pub const DEVICE_NOT_FOUND: &str = "Device not found";
+pub const ALERT_NOT_FOUND: &str = "Alert not found";
 
 /// Builds the location of a deserialisation error. serde reports a missing
 /// field at its parent, naming the field only in the message.

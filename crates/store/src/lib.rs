@@ -133,6 +133,12 @@ pub struct StoredCarePlan {
     /// `request`, `weekly` or `critical_alert`.
     pub reason: String,
     pub created_at: DateTime<Utc>,
+    /// Tokens the provider billed for the plan (every call, the corrective
+    /// retry included), when it reports them.
+    pub input_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    /// How long writing the plan took, in milliseconds.
+    pub duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

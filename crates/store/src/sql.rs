@@ -103,7 +103,8 @@ pub(crate) const READING_COLUMNS: &str =
 pub(crate) const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, \
                                         direction, message, created_at, delivery, acknowledged_at";
 pub(crate) const CARE_PLAN_COLUMNS: &str =
-    "id, plant_id, plan, provider, model, reason, created_at";
+    "id, plant_id, plan, provider, model, reason, created_at, \
+                                            input_tokens, output_tokens, duration_ms";
 /// Min, average and max of every metric per bucket, named as [`SeriesRow`]
 /// reads them; the backends differ only in how they compute the bucket.
 pub(crate) const SERIES_AGGREGATES: &str = "COUNT(*) AS n, \
@@ -304,6 +305,9 @@ pub(crate) struct CarePlanRow {
     model: String,
     reason: String,
     created_at: Timestamp,
+    input_tokens: Option<i32>,
+    output_tokens: Option<i32>,
+    duration_ms: Option<i64>,
 }
 
 impl From<CarePlanRow> for StoredCarePlan {
@@ -316,6 +320,9 @@ impl From<CarePlanRow> for StoredCarePlan {
             model: row.model,
             reason: row.reason,
             created_at: row.created_at.0,
+            input_tokens: row.input_tokens.and_then(|n| u32::try_from(n).ok()),
+            output_tokens: row.output_tokens.and_then(|n| u32::try_from(n).ok()),
+            duration_ms: row.duration_ms.and_then(|n| u64::try_from(n).ok()),
         }
     }
 }
@@ -969,7 +976,7 @@ macro_rules! shared_store {
         impl $crate::CarePlanStore for $store {
             async fn insert_care_plan(&self, plan: &$crate::StoredCarePlan) -> $crate::Result<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO care_plans ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO care_plans ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     $crate::sql::CARE_PLAN_COLUMNS
                 ))
                 .bind(plan.id)
@@ -979,6 +986,9 @@ macro_rules! shared_store {
                 .bind(&plan.model)
                 .bind(&plan.reason)
                 .bind($crate::sql::Timestamp(plan.created_at))
+                .bind(plan.input_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+                .bind(plan.output_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+                .bind(plan.duration_ms.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
                 .execute(&self.pool)
                 .await?;
                 Ok(())

@@ -616,6 +616,9 @@ async fn care_plans_keep_their_history(db: &TestDb) {
         model: "claude".into(),
         reason: "request".into(),
         created_at: at,
+        input_tokens: Some(1_234),
+        output_tokens: Some(456),
+        duration_ms: Some(4_200),
     };
     let older = plan("first", t0());
     let newer = plan("second", t0() + chrono::Duration::hours(1));

@@ -768,7 +768,7 @@ export interface components {
         /** @enum {string} */
         Provider: "anthropic" | "openai";
         Provision: {
-            /** Format: uuid */
+            /** @description The plant's id; one that is not a UUID names no plant (404). */
             plant_id: string;
         };
         Provisioned: {
@@ -801,7 +801,14 @@ export interface components {
         Recommendation: {
             action: string;
             priority: components["schemas"]["Priority"];
+            source: components["schemas"]["RecommendationSource"];
         };
+        /**
+         * @description Who recommends: the rules (always), or the configured model (an
+         *     addition when an LLM is set up and answers in time).
+         * @enum {string}
+         */
+        RecommendationSource: "rules" | "model";
         RegisterDevice: {
             firmware_version?: string | null;
             /** @description Six hex octets, `:` or `-` separated. */
@@ -853,9 +860,22 @@ export interface components {
         StoredCarePlan: {
             /** Format: date-time */
             created_at: string;
+            /**
+             * Format: int64
+             * @description How long writing the plan took, in milliseconds.
+             */
+            duration_ms?: number | null;
             /** Format: uuid */
             id: string;
+            /**
+             * Format: int32
+             * @description Tokens the provider billed for the plan (every call, the corrective
+             *     retry included), when it reports them.
+             */
+            input_tokens?: number | null;
             model: string;
+            /** Format: int32 */
+            output_tokens?: number | null;
             plan: components["schemas"]["CarePlan"];
             /** Format: uuid */
             plant_id: string;

@@ -1,4 +1,4 @@
-import { formatValue, thresholdErrors, timeAgo } from "./format";
+import { formatValue, planCost, thresholdErrors, timeAgo } from "./format";
 
 describe("thresholdErrors", () => {
   it("accepts an empty or ordered range", () => {
@@ -29,5 +29,18 @@ describe("formatting", () => {
     expect(timeAgo("2026-01-01T09:00:00Z", now)).toBe("3 h ago");
     expect(timeAgo("2025-12-30T12:00:00Z", now)).toBe("2 d ago");
     expect(timeAgo(null, now)).toBe("never");
+  });
+});
+
+describe("planCost", () => {
+  it("names the model, the time and the tokens the provider billed", () => {
+    expect(
+      planCost({ model: "claude-sonnet-4", duration_ms: 4200, input_tokens: 1234, output_tokens: 456 }),
+    ).toBe("claude-sonnet-4 · 4.2 s · 1,234 + 456 tokens");
+  });
+  it("leaves out what the provider did not report", () => {
+    expect(planCost({ model: "llama3.1", duration_ms: 950, input_tokens: null, output_tokens: null })).toBe(
+      "llama3.1 · 1 s",
+    );
   });
 });

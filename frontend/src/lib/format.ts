@@ -79,3 +79,22 @@ export function thresholdErrors(
   }
   return null;
 }
+
+/** Who wrote a care plan and what it cost: "claude-sonnet-4 · 4.2 s · 1,234 + 456 tokens". */
+export function planCost(stored: {
+  model: string;
+  duration_ms: number | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+}): string {
+  const parts = [stored.model];
+  if (stored.duration_ms !== null) {
+    parts.push(`${(stored.duration_ms / 1000).toLocaleString("en", { maximumFractionDigits: 1 })} s`);
+  }
+  if (stored.input_tokens !== null && stored.output_tokens !== null) {
+    parts.push(
+      `${stored.input_tokens.toLocaleString("en")} + ${stored.output_tokens.toLocaleString("en")} tokens`,
+    );
+  }
+  return parts.join(" · ");
+}

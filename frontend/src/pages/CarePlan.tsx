@@ -2,7 +2,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { Link, useParams } from "react-router-dom";
 import { api } from "../lib/api";
 import type { CarePlan } from "../lib/types";
-import { formatTime } from "../lib/format";
+import { formatTime, planCost } from "../lib/format";
 import { ErrorState, Skeleton } from "../components/ui";
 import { carePlanQuery, carePlansQuery, keys, llmSettingsQuery } from "../lib/queries";
 
@@ -84,6 +84,11 @@ export function CarePlanPage() {
             {data.species ?? "Species not set"}
             {data.last_generated && <> · written {formatTime(data.last_generated)}</>}
           </p>
+          {history.data?.care_plans[0] && (
+            <p className="muted small flush" data-testid="plan-cost">
+              {planCost(history.data.care_plans[0])}
+            </p>
+          )}
         </div>
         <div className="row">
           <Link to={`/plants/${id}`}>Back to the plant</Link>
@@ -116,7 +121,7 @@ export function CarePlanPage() {
           {history.data.care_plans.slice(1).map((stored) => (
             <details key={stored.id}>
               <summary>
-                {formatTime(stored.created_at)} · {stored.provider} {stored.model} · {stored.reason.replace("_", " ")}
+                {formatTime(stored.created_at)} · {stored.provider} {planCost(stored)} · {stored.reason.replace("_", " ")}
               </summary>
               <Plan plan={stored.plan} />
             </details>

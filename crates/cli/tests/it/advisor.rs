@@ -39,13 +39,7 @@ async fn setup(dir: &std::path::Path) -> Setup {
         .await;
     assert_eq!(status, 201);
     let plant_id = plant["id"].as_str().unwrap().to_string();
-    let device = server.register("dd:00:00:00:00:01").await;
-    server
-        .post(
-            &format!("/api/devices/{}/provision", device.device_id),
-            json!({"plant_id": plant_id}),
-        )
-        .await;
+    let device = server.register_for("dd:00:00:00:00:01", &plant_id).await;
     let (client, eventloop, _) = connect(device_options(
         &device,
         server.mqtt_port,
@@ -184,6 +178,12 @@ async fn anthropic_care_plans_are_validated_stored_and_kept() {
     ]);
     let (status, _) = setup.analyze().await;
     assert_eq!(status, 200);
+    // The plan records what it cost: both calls' tokens, the time, the model.
+    let written = &setup.history().await[0];
+    assert_eq!(written["input_tokens"], 800, "{written}");
+    assert_eq!(written["output_tokens"], 400);
+    assert!(written["duration_ms"].is_u64(), "{written}");
+    assert_eq!(written["model"], "claude-sonnet-4-20250514");
 
     // 429 (retry-after: 0), then success.
     let before = setup.provider.received().len();
@@ -381,4 +381,78 @@ async fn health_check_reports_issues_and_trends() {
     assert_eq!(soil["min_24h"], 20.0);
     assert_eq!(soil["max_24h"], 48.0);
     assert_eq!(check["has_care_plan"], false);
+}
+
+#[tokio::test]
+async fn health_check_adds_the_models_note_and_falls_back_to_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = setup(dir.path()).await;
+    setup
+        .publish(json!({"soil_moisture": 20.0, "temperature": 22.0}))
+        .await;
+    let uri = format!("/api/plants/{}/health-check", setup.plant_id);
+    let check = |body: &Value| {
+        let sources: Vec<_> = body["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["source"].as_str().unwrap().to_string(),
+                    r["action"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(body["status"], "critical", "{body}");
+        assert_eq!(sources[0], ("rules".into(), json!("Water the plant")));
+        sources
+    };
+
+    // No LLM: the rules alone, and the provider is never asked.
+    let (status, body) = setup.server.post(&uri, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(check(&body).iter().all(|(source, _)| source == "rules"));
+    assert!(setup.provider.received().is_empty());
+
+    let (status, _) = setup
+        .server
+        .put(
+            "/api/settings/llm",
+            json!({"provider": "anthropic", "api_key": "sk-ant-health-check-key"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Answering well: the model's note follows the rules' recommendations.
+    let note = "Water it thoroughly today, then let the top 3 cm dry out before the next watering.";
+    setup.provider.script(&[Reply::Text(format!("\"{note}\""))]);
+    let (status, body) = setup.server.post(&uri, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let sources = check(&body);
+    assert_eq!(sources.last().unwrap(), &("model".into(), json!(note)));
+    let request = setup.provider.received().last().unwrap().clone();
+    assert_eq!(request.path, "/v1/messages");
+    let prompt = request.last_user_text();
+    assert!(
+        prompt.contains("Monty") && prompt.contains("Water the plant"),
+        "{prompt}"
+    );
+
+    // Answering badly (an error, an empty answer) or too slowly: the rules
+    // alone, never an error, and each costs one call at most.
+    for reply in [
+        Reply::BadKey,
+        Reply::Text("   ".into()),
+        Reply::Stall(Duration::from_secs(5)),
+    ] {
+        let before = setup.provider.received().len();
+        setup.provider.script(&[reply]);
+        let (status, body) = setup.server.post(&uri, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            check(&body).iter().all(|(source, _)| source == "rules"),
+            "{body}"
+        );
+        assert_eq!(setup.provider.received().len(), before + 1);
+    }
 }

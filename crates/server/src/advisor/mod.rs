@@ -11,14 +11,19 @@ use chrono::{DateTime, Utc};
 use plantops_advisor::plan::Author;
 use plantops_advisor::{AdvisorError, LlmClient, PlantContext, Provider};
 use plantops_core::alert::AlertKind;
+use plantops_core::care::MetricTrend;
 use plantops_core::event::Event;
 use plantops_core::secret::{SecretBox, SecretError};
+use plantops_core::{Plant, Reading};
 use plantops_store::{AlertFilter, DynStore, Page, StoreError, StoredCarePlan};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use uuid::Uuid;
 
 const LLM_SETTING: &str = "llm";
+/// The most a health check waits for the model's note (less when
+/// PLANTOPS_LLM_TIMEOUT_SECS is shorter).
+pub const HEALTH_NOTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Background generations running at once (each is one provider request).
 const BACKGROUND_CONCURRENCY: usize = 2;
 /// A plan older than this is rewritten by the weekly refresh.
@@ -177,6 +182,52 @@ impl CareAdvisor {
         locks.entry(plant_id).or_default().clone()
     }
 
+    /// The model's short recommendation for a health check, when an LLM is
+    /// configured. `None` (and a log line) whenever it cannot be had within
+    /// [`HEALTH_NOTE_TIMEOUT`] or the LLM timeout, whichever is shorter: the
+    /// health check never fails because the model did.
+    pub async fn health_note(
+        &self,
+        plant: &Plant,
+        latest: Option<&Reading>,
+        trends: &[MetricTrend],
+        findings: &[String],
+    ) -> Option<String> {
+        let config = match self.settings().await {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(plant_id = %plant.id, %error, "LLM settings unreadable; health check from the rules only");
+                return None;
+            }
+        };
+        let api_key = config.api_key?;
+        let context = PlantContext {
+            plant,
+            latest,
+            trends,
+            alerts: &[],
+            now: plantops_core::now(),
+        };
+        let author = Author {
+            provider: config.provider,
+            model: &config.model,
+            api_key: &api_key,
+        };
+        let limit = HEALTH_NOTE_TIMEOUT.min(self.client.timeout());
+        let note = plantops_advisor::health_note(&self.client, &author, &context, findings);
+        match tokio::time::timeout(limit, note).await {
+            Ok(Ok(note)) => Some(note),
+            Ok(Err(error)) => {
+                tracing::warn!(plant_id = %plant.id, %error, "no health-check note from the model; rules only");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(plant_id = %plant.id, timeout_ms = limit.as_millis() as u64, "the model's health-check note took too long; rules only");
+                None
+            }
+        }
+    }
+
     /// Writes, stores and returns a new care plan for the plant.
     pub async fn analyze(
         &self,
@@ -233,18 +284,23 @@ impl CareAdvisor {
             model: &config.model,
             api_key: &api_key,
         };
-        let plan = plantops_advisor::generate_care_plan(&self.client, &author, &context).await?;
+        let written = plantops_advisor::generate_care_plan(&self.client, &author, &context).await?;
         let stored = StoredCarePlan {
             id: Uuid::new_v4(),
             plant_id,
-            created_at: plan.generated_at,
-            plan,
+            created_at: written.plan.generated_at,
+            plan: written.plan,
             provider: config.provider.as_str().into(),
             model: config.model,
             reason: reason.as_str().into(),
+            input_tokens: written.usage.map(|u| u.input_tokens),
+            output_tokens: written.usage.map(|u| u.output_tokens),
+            duration_ms: Some(u64::try_from(written.duration.as_millis()).unwrap_or(u64::MAX)),
         };
         self.store.insert_care_plan(&stored).await?;
-        tracing::info!(%plant_id, reason = reason.as_str(), provider = stored.provider, "care plan written");
+        tracing::info!(%plant_id, reason = reason.as_str(), provider = stored.provider,
+            model = stored.model, input_tokens = stored.input_tokens, output_tokens = stored.output_tokens,
+            duration_ms = stored.duration_ms, "care plan written");
         Ok(stored)
     }
 

@@ -17,10 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::plants::PLANT_NOT_FOUND;
 use crate::advisor::{CarePlanError, LlmConfig, Reason};
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
-use crate::extract::{ApiJson, ApiQuery, IdPath};
+use crate::extract::{ApiJson, ApiQuery, PlantId, PLANT_NOT_FOUND};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -215,7 +214,7 @@ async fn plan_response(
         (status = 503, body = Problem, description = "No LLM configured")))]
 async fn analyze(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
 ) -> ApiResult<Json<CarePlanResponse>> {
     let plan = state.advisor.analyze(id, Reason::Request).await?;
     Ok(Json(plan_response(&state, id, Some(plan)).await?))
@@ -227,7 +226,7 @@ async fn analyze(
     responses((status = 200, body = CarePlanResponse), (status = 404, body = Problem)))]
 async fn care_plan(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
 ) -> ApiResult<Json<CarePlanResponse>> {
     let latest = state.store.care_plans(id, 1).await?.into_iter().next();
     Ok(Json(plan_response(&state, id, latest).await?))
@@ -253,7 +252,7 @@ pub struct CarePlanHistory {
         (status = 422, body = ValidationProblem)))]
 async fn care_plans(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<CarePlanHistory>> {
     let limit = query.limit.unwrap_or(20);
@@ -308,10 +307,20 @@ pub struct HealthIssue {
     pub message: String,
 }
 
+/// Who recommends: the rules (always), or the configured model (an
+/// addition when an LLM is set up and answers in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecommendationSource {
+    Rules,
+    Model,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Recommendation {
     pub priority: Priority,
     pub action: String,
+    pub source: RecommendationSource,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -349,7 +358,7 @@ fn action_for(metric: Metric, side: BoundSide) -> &'static str {
     responses((status = 200, body = HealthCheck), (status = 404, body = Problem)))]
 async fn health_check(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
 ) -> ApiResult<Json<HealthCheck>> {
     let plant = state
         .store
@@ -396,12 +405,49 @@ async fn health_check(
                 Priority::Medium
             },
             action: action_for(finding.metric, finding.side).into(),
+            source: RecommendationSource::Rules,
         });
     }
     if latest.is_none() {
         recommendations.push(Recommendation {
             priority: Priority::Medium,
             action: "Assign a sensor device: the plant has no readings yet".into(),
+            source: RecommendationSource::Rules,
+        });
+    }
+    // Where a metric is heading, unless it is already outside its bound.
+    for advice in plantops_core::care::trend_advice(&day, plant.thresholds.as_ref()) {
+        if findings
+            .iter()
+            .any(|f| f.metric == advice.metric && f.status == PlantStatus::Critical)
+        {
+            continue;
+        }
+        recommendations.push(Recommendation {
+            priority: if advice.urgent {
+                Priority::High
+            } else {
+                Priority::Medium
+            },
+            action: advice.action,
+            source: RecommendationSource::Rules,
+        });
+    }
+    let trends = plantops_core::care::trends(&day);
+    let found: Vec<String> = issues
+        .iter()
+        .map(|issue| issue.message.clone())
+        .chain(recommendations.iter().map(|r| r.action.clone()))
+        .collect();
+    if let Some(note) = state
+        .advisor
+        .health_note(&plant, latest.as_ref(), &trends, &found)
+        .await
+    {
+        recommendations.push(Recommendation {
+            priority: Priority::Medium,
+            action: note,
+            source: RecommendationSource::Model,
         });
     }
     let status = if findings.iter().any(|f| f.status == PlantStatus::Critical) {
@@ -418,7 +464,7 @@ async fn health_check(
         status,
         issues,
         recommendations,
-        trends: plantops_core::care::trends(&day),
+        trends,
         checked_at: now,
         has_care_plan: plan.is_some(),
         care_plan_age_hours: plan

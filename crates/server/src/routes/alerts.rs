@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
-use crate::extract::{ApiQuery, IdPath};
+use crate::extract::{AlertId, ApiQuery, ALERT_NOT_FOUND};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -97,12 +97,12 @@ async fn list_alerts(
     responses((status = 200, body = Alert), (status = 404, body = Problem)))]
 async fn acknowledge_alert(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    AlertId(id): AlertId,
 ) -> ApiResult<Json<Alert>> {
     state
         .store
         .acknowledge_alert(id, plantops_core::now())
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound("Alert not found"))
+        .ok_or(ApiError::NotFound(ALERT_NOT_FOUND))
 }

@@ -14,13 +14,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::plants::{DeviceList, PLANT_NOT_FOUND};
+use super::plants::DeviceList;
 use super::Message;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
-use crate::extract::{ApiJson, ApiQuery, IdPath};
+use crate::extract::{ApiJson, ApiQuery, DeviceId, DEVICE_NOT_FOUND, PLANT_NOT_FOUND};
 use crate::state::AppState;
 
-pub const DEVICE_NOT_FOUND: &str = "Device not found";
 /// What a repeated registration returns instead of the password (compat).
 pub const STORED_PASSWORD_SENTINEL: &str = "<stored_securely>";
 
@@ -185,7 +184,10 @@ async fn list_devices(
 /// Get one device.
 #[utoipa::path(get, path = "/devices/{id}", tag = "devices", params(("id" = Uuid, Path)),
     responses((status = 200, body = Device), (status = 404, body = Problem)))]
-async fn get_device(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Device>> {
+async fn get_device(
+    State(state): State<AppState>,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<Device>> {
     Ok(Json(find(&state, id).await?))
 }
 
@@ -194,7 +196,7 @@ async fn get_device(State(state): State<AppState>, IdPath(id): IdPath) -> ApiRes
     responses((status = 200, body = Message), (status = 404, body = Problem)))]
 async fn delete_device(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    DeviceId(id): DeviceId,
 ) -> ApiResult<Json<Message>> {
     let device = find(&state, id).await?;
     if !state.store.delete_device(id).await? {
@@ -215,7 +217,7 @@ async fn delete_device(
 async fn rotate_credentials(
     State(state): State<AppState>,
     headers: HeaderMap,
-    IdPath(id): IdPath,
+    DeviceId(id): DeviceId,
 ) -> ApiResult<Json<Registered>> {
     let device = find(&state, id).await?;
     let password = generate_password();
@@ -236,7 +238,8 @@ async fn rotate_credentials(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Provision {
-    pub plant_id: Uuid,
+    /// The plant's id; one that is not a UUID names no plant (404).
+    pub plant_id: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -254,25 +257,26 @@ pub struct Provisioned {
         (status = 422, body = ValidationProblem)))]
 async fn provision_device(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    DeviceId(id): DeviceId,
     ApiJson(request): ApiJson<Provision>,
 ) -> ApiResult<Json<Provisioned>> {
-    if !state
-        .store
-        .assign_device(id, Some(request.plant_id))
-        .await?
-    {
+    let Ok(plant_id) = Uuid::parse_str(request.plant_id.trim()) else {
+        // As for a plant that does not exist: which of the two is missing.
+        find(&state, id).await?;
+        return Err(ApiError::NotFound(PLANT_NOT_FOUND));
+    };
+    if !state.store.assign_device(id, Some(plant_id)).await? {
         // Tell the caller which of the two is missing.
         find(&state, id).await?;
         return Err(ApiError::NotFound(PLANT_NOT_FOUND));
     }
     let device = find(&state, id).await?;
-    tracing::info!(device_id = %id, plant_id = %request.plant_id, "device assigned");
+    tracing::info!(device_id = %id, %plant_id, "device assigned");
     Ok(Json(Provisioned {
         id,
-        plant_id: request.plant_id,
+        plant_id,
         status: device.status,
-        message: format!("Device assigned to plant {}", request.plant_id),
+        message: format!("Device assigned to plant {plant_id}"),
     }))
 }
 
@@ -282,7 +286,7 @@ async fn provision_device(
     responses((status = 200, body = Message), (status = 404, body = Problem)))]
 async fn unassign_device(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    DeviceId(id): DeviceId,
 ) -> ApiResult<Json<Message>> {
     if !state.store.assign_device(id, None).await? {
         return Err(ApiError::NotFound(DEVICE_NOT_FOUND));
@@ -297,7 +301,7 @@ async fn unassign_device(
     responses((status = 200, body = Reading), (status = 404, body = Problem)))]
 async fn latest_telemetry(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    DeviceId(id): DeviceId,
 ) -> ApiResult<Json<Reading>> {
     find(&state, id).await?;
     state

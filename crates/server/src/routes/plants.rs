@@ -18,10 +18,9 @@ use uuid::Uuid;
 
 use super::PageQuery;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
-use crate::extract::{ApiJson, ApiQuery, IdPath};
+use crate::extract::{ApiJson, ApiQuery, PlantId, PLANT_NOT_FOUND};
 use crate::state::AppState;
 
-pub const PLANT_NOT_FOUND: &str = "Plant not found";
 pub const MAX_HISTORY_ROWS: u32 = 10_000;
 pub const MAX_HISTORY_HOURS: i64 = 720;
 pub const MAX_SERIES_POINTS: i64 = 2000;
@@ -169,7 +168,7 @@ async fn create_plant(
     responses((status = 200, body = PlantView), (status = 404, body = Problem)))]
 async fn get_plant(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
 ) -> ApiResult<Json<PlantView>> {
     let plant = find(&state, id).await?;
     Ok(Json(view(&state, plant).await?))
@@ -182,7 +181,7 @@ async fn get_plant(
         (status = 422, body = ValidationProblem)))]
 async fn update_plant(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
     ApiJson(patch): ApiJson<PlantPatch>,
 ) -> ApiResult<Json<PlantView>> {
     patch.validate()?;
@@ -203,7 +202,10 @@ async fn update_plant(
 /// Delete a plant; its devices are unassigned, its readings kept.
 #[utoipa::path(delete, path = "/plants/{id}", tag = "plants", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = Problem)))]
-async fn delete_plant(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<StatusCode> {
+async fn delete_plant(
+    State(state): State<AppState>,
+    PlantId(id): PlantId,
+) -> ApiResult<StatusCode> {
     if !state.store.delete_plant(id).await? {
         return Err(ApiError::NotFound(PLANT_NOT_FOUND));
     }
@@ -220,7 +222,7 @@ async fn delete_plant(State(state): State<AppState>, IdPath(id): IdPath) -> ApiR
     responses((status = 200, body = DeviceList), (status = 404, body = Problem)))]
 async fn plant_devices(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
 ) -> ApiResult<Json<DeviceList>> {
     find(&state, id).await?;
     let devices = state.store.plant_devices(id).await?;
@@ -263,7 +265,7 @@ fn hours(raw: Option<i64>, errors: &mut Collector) -> i64 {
         (status = 422, body = ValidationProblem)))]
 async fn plant_history(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
     ApiQuery(query): ApiQuery<HoursQuery>,
 ) -> ApiResult<Json<History>> {
     let mut errors = Collector::default();
@@ -288,7 +290,7 @@ async fn plant_history(
         (status = 422, body = ValidationProblem)))]
 async fn plant_series(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    PlantId(id): PlantId,
     ApiQuery(query): ApiQuery<SeriesQuery>,
 ) -> ApiResult<Json<Series>> {
     let mut errors = Collector::default();

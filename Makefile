@@ -17,7 +17,7 @@ STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui-types-check ui deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
+check: fmt-check ui-check ui ui-types-check deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check

@@ -371,14 +371,15 @@ fn hours(value: f64) -> String {
 /// Trend rules: soil moisture falling towards its minimum (or falling
 /// noticeably with no minimum set) means water soon; temperature rising
 /// towards its maximum means move the plant out of the heat. Pure: the
-/// readings of the last day (any order) and the plant's thresholds.
+/// readings of the last day (any order), their [`trends`] (which the health
+/// check reports too, so they are computed once) and the plant's thresholds.
 pub fn trend_advice(
     readings: &[Reading],
+    trends: &[MetricTrend],
     thresholds: Option<&crate::Thresholds>,
 ) -> Vec<TrendAdvice> {
     let mut ordered: Vec<&Reading> = readings.iter().collect();
     ordered.sort_by_key(|reading| reading.time);
-    let trends = trends(readings);
     let trend = |metric| trends.iter().find(|t| t.metric == metric);
     let bounds = |metric| thresholds.and_then(|t| t.get(metric)).unwrap_or_default();
     let mut advice = Vec::new();
@@ -545,7 +546,11 @@ mod tests {
     fn falling_soil_moisture_says_water_soon_with_the_time_to_its_minimum() {
         // 34 % to 32 % over the day, minimum 30 %: a day to go.
         let day = day_of(Metric::SoilMoisture, &[34.0, 33.5, 33.0, 32.5, 32.0]);
-        let advice = trend_advice(&day, Some(&bounds(Metric::SoilMoisture, Some(30.0), None)));
+        let advice = trend_advice(
+            &day,
+            &trends(&day),
+            Some(&bounds(Metric::SoilMoisture, Some(30.0), None)),
+        );
         assert_eq!(advice.len(), 1);
         assert!(!advice[0].urgent);
         assert_eq!(
@@ -553,24 +558,31 @@ mod tests {
             "Water soon: soil moisture is falling about 2 % a day and reaches its minimum (30 %) in about 24 h"
         );
         // With no minimum set, the fall itself is the reason.
-        let advice = trend_advice(&day, None);
+        let advice = trend_advice(&day, &trends(&day), None);
         assert_eq!(
             advice[0].action,
             "Water soon: soil moisture fell from 34 % to 32 % over the day"
         );
         // Far from the minimum, or steady: nothing to say.
-        assert!(
-            trend_advice(&day, Some(&bounds(Metric::SoilMoisture, Some(5.0), None))).is_empty()
-        );
+        assert!(trend_advice(
+            &day,
+            &trends(&day),
+            Some(&bounds(Metric::SoilMoisture, Some(5.0), None))
+        )
+        .is_empty());
         let steady = day_of(Metric::SoilMoisture, &[40.0, 40.0, 40.1, 40.0, 40.0]);
-        assert!(trend_advice(&steady, None).is_empty());
+        assert!(trend_advice(&steady, &trends(&steady), None).is_empty());
     }
 
     #[test]
     fn rising_temperature_near_its_maximum_is_urgent() {
         // 24 °C to 28 °C over the day, maximum 28.5 °C: a few hours away.
         let day = day_of(Metric::Temperature, &[24.0, 25.0, 26.0, 27.0, 28.0]);
-        let advice = trend_advice(&day, Some(&bounds(Metric::Temperature, None, Some(28.5))));
+        let advice = trend_advice(
+            &day,
+            &trends(&day),
+            Some(&bounds(Metric::Temperature, None, Some(28.5))),
+        );
         assert_eq!(advice.len(), 1);
         assert_eq!(advice[0].metric, Metric::Temperature);
         assert!(advice[0].urgent);
@@ -582,7 +594,7 @@ mod tests {
             advice[0].action
         );
         // Too few readings for a trend: no advice rather than a guess.
-        assert!(trend_advice(&day[..2], None).is_empty());
+        assert!(trend_advice(&day[..2], &trends(&day[..2]), None).is_empty());
     }
 
     #[test]

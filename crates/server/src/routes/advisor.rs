@@ -416,7 +416,8 @@ async fn health_check(
         });
     }
     // Where a metric is heading, unless it is already outside its bound.
-    for advice in plantops_core::care::trend_advice(&day, plant.thresholds.as_ref()) {
+    let trends = plantops_core::care::trends(&day);
+    for advice in plantops_core::care::trend_advice(&day, &trends, plant.thresholds.as_ref()) {
         if findings
             .iter()
             .any(|f| f.metric == advice.metric && f.status == PlantStatus::Critical)
@@ -433,7 +434,6 @@ async fn health_check(
             source: RecommendationSource::Rules,
         });
     }
-    let trends = plantops_core::care::trends(&day);
     let found: Vec<String> = issues
         .iter()
         .map(|issue| issue.message.clone())

@@ -52,6 +52,10 @@ pub struct Device {
     pub sensor_types: Option<Vec<String>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// How it was registered (`window`: while the enrollment window was
+    /// open); absent for devices registered before accounts existed.
+    #[serde(default)]
+    pub enrollment: Option<crate::account::Enrollment>,
 }
 
 /// A MAC address in canonical form: lower-case hex octets joined by `:`.

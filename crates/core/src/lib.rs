@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod alert;
 pub mod backoff;
 pub mod care;

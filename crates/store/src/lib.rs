@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+mod accounts;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use plantops_core::account::{ApiToken, EnrollmentKey, Role, StoredUser, User};
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
 use plantops_core::care::CarePlan;
 use plantops_core::{Device, DeviceStatus, Metric, Plant, Reading};
@@ -159,7 +161,7 @@ impl Backend {
 /// The database itself: which one, its migrations, whether it answers.
 #[async_trait]
 pub trait Store:
-    PlantStore + DeviceStore + ReadingStore + AlertStore + CarePlanStore + SettingStore
+    PlantStore + DeviceStore + ReadingStore + AlertStore + CarePlanStore + SettingStore + AccountStore
 {
     fn backend(&self) -> Backend;
 
@@ -276,6 +278,79 @@ pub trait SettingStore: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores a setting; `None` removes it.
     async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
+}
+
+/// A signed-in browser's session and its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user: User,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// What a change to accounts did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountChange {
+    Done,
+    NotFound,
+    /// Refused: no admin would be left.
+    LastAdmin,
+    /// Refused: the username is taken (or, for the first user, a user exists).
+    Conflict,
+}
+
+/// Accounts, their browser sessions and API tokens, and device enrollment
+/// keys. Secrets are looked up by digest; the store never sees them.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    async fn count_users(&self) -> Result<u64>;
+    /// Adds a user unless the name is taken; with `only_if_none`, only while
+    /// no user exists at all (first-start setup), decided atomically.
+    async fn insert_user(
+        &self,
+        user: &User,
+        password_hash: &str,
+        only_if_none: bool,
+    ) -> Result<AccountChange>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<StoredUser>>;
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Refused with [`AccountChange::LastAdmin`] when it would demote the last admin.
+    async fn set_user_role(&self, id: Uuid, role: Role) -> Result<AccountChange>;
+    /// Refused with [`AccountChange::LastAdmin`] for the last admin; the
+    /// user's sessions and tokens go with it.
+    async fn delete_user(&self, id: Uuid) -> Result<AccountChange>;
+    /// Replaces the password and ends every session of the user.
+    async fn set_user_password(&self, id: Uuid, password_hash: &str) -> Result<bool>;
+
+    async fn insert_session(&self, digest: &str, user_id: Uuid, at: DateTime<Utc>) -> Result<()>;
+    async fn session(&self, digest: &str) -> Result<Option<Session>>;
+    async fn touch_session(&self, digest: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn delete_session(&self, digest: &str) -> Result<()>;
+    /// Removes sessions idle since `idle_before` or created before `created_before`.
+    async fn delete_expired_sessions(
+        &self,
+        idle_before: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    async fn insert_api_token(&self, token: &ApiToken, digest: &str) -> Result<()>;
+    /// A user's tokens, oldest first.
+    async fn api_tokens(&self, user_id: Uuid) -> Result<Vec<ApiToken>>;
+    /// The token with this digest and its owner.
+    async fn api_token(&self, digest: &str) -> Result<Option<(ApiToken, User)>>;
+    async fn touch_api_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<()>;
+    /// Deletes one of `user_id`'s tokens.
+    async fn delete_api_token(&self, id: Uuid, user_id: Uuid) -> Result<bool>;
+
+    async fn insert_enrollment_key(&self, key: &EnrollmentKey, digest: &str) -> Result<()>;
+    /// Every key, newest first, revoked and used-up ones included.
+    async fn enrollment_keys(&self) -> Result<Vec<EnrollmentKey>>;
+    async fn enrollment_key(&self, digest: &str) -> Result<Option<EnrollmentKey>>;
+    async fn revoke_enrollment_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool>;
+    /// Counts one use of the key if it is usable at `now`; false otherwise.
+    async fn use_enrollment_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -22,6 +22,7 @@ pub struct PostgresStore {
 }
 
 shared_store!(PostgresStore, Postgres, Backend::Postgres, MIGRATOR);
+crate::accounts::account_store!(PostgresStore);
 
 impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {

@@ -6,6 +6,7 @@
 //! PostgreSQL).
 
 use chrono::{DateTime, TimeZone, Utc};
+use plantops_core::account::Enrollment;
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
 use plantops_core::care::CarePlan;
 use plantops_core::plant::BoundSide;
@@ -97,7 +98,8 @@ fn parse_metric(raw: &str) -> Result<Metric> {
 pub(crate) const IDS_PER_STATEMENT: usize = 30_000;
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, mac_address, mqtt_username, plant_id, status, \
-                                         firmware_version, sensor_types, last_seen_at, created_at";
+                                         firmware_version, sensor_types, last_seen_at, created_at, \
+                                         enrollment";
 pub(crate) const READING_COLUMNS: &str =
     "time, device_id, plant_id, soil_moisture, temperature, humidity, light_level";
 pub(crate) const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, \
@@ -161,6 +163,7 @@ pub(crate) struct DeviceRow {
     sensor_types: Option<Json<Vec<String>>>,
     last_seen_at: Option<Timestamp>,
     created_at: Timestamp,
+    enrollment: Option<String>,
 }
 
 impl TryFrom<DeviceRow> for Device {
@@ -177,6 +180,11 @@ impl TryFrom<DeviceRow> for Device {
             sensor_types: row.sensor_types.map(|Json(t)| t),
             last_seen_at: row.last_seen_at.map(|t| t.0),
             created_at: row.created_at.0,
+            enrollment: row
+                .enrollment
+                .as_deref()
+                .map(|e| Enrollment::parse(e).ok_or_else(|| corrupt("enrollment", e)))
+                .transpose()?,
         })
     }
 }
@@ -534,8 +542,8 @@ macro_rules! shared_store {
             ) -> $crate::Result<$crate::Registration> {
                 let inserted = sqlx::query(
                     "INSERT INTO devices (id, mac_address, mqtt_username, password_hash, \
-                     plant_id, status, firmware_version, sensor_types, last_seen_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     plant_id, status, firmware_version, sensor_types, last_seen_at, created_at, \
+                     enrollment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                      ON CONFLICT (mac_address) DO NOTHING",
                 )
                 .bind(device.id)
@@ -548,6 +556,7 @@ macro_rules! shared_store {
                 .bind(device.sensor_types.as_ref().map(sqlx::types::Json))
                 .bind(device.last_seen_at.map($crate::sql::Timestamp))
                 .bind($crate::sql::Timestamp(device.created_at))
+                .bind(device.enrollment.map(plantops_core::account::Enrollment::as_str))
                 .execute(&self.pool)
                 .await?;
                 if inserted.rows_affected() == 1 {

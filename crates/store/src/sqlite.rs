@@ -28,6 +28,7 @@ pub struct SqliteStore {
 }
 
 shared_store!(SqliteStore, Sqlite, Backend::Sqlite, MIGRATOR);
+crate::accounts::account_store!(SqliteStore);
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {

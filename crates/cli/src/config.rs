@@ -229,10 +229,60 @@ pub struct ServeSettings {
     pub llm_timeout_secs: u64,
 
     #[command(flatten)]
+    pub access: AccessSettings,
+
+    #[command(flatten)]
     pub external: ExternalBrokerSettings,
 
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// Who may use the API and register devices (docs/security.md).
+#[derive(Debug, Clone, Args)]
+pub struct AccessSettings {
+    /// `on`: every API call needs a session or a token. `off`: anyone who
+    /// can reach the server can do anything (a trusted network, or the
+    /// original's unmodified scripts); refused with PLANTOPS_ENV=production.
+    #[arg(long = "auth", env = "PLANTOPS_AUTH", default_value = "on",
+        value_parser = one_of("PLANTOPS_AUTH", &["on", "off"]))]
+    pub auth: String,
+
+    /// `keys`: devices register with an enrollment key or while the
+    /// enrollment window is open. `open`: any device may register (original
+    /// firmware that cannot send a key); refused with PLANTOPS_ENV=production.
+    #[arg(long = "enrollment", env = "PLANTOPS_ENROLLMENT", default_value = "keys",
+        value_parser = one_of("PLANTOPS_ENROLLMENT", &["keys", "open"]))]
+    pub enrollment: String,
+
+    /// Hours a signed-in browser may stay idle before its session ends.
+    #[arg(long, env = "PLANTOPS_SESSION_IDLE_HOURS", default_value = "168",
+        value_parser = whole_number::<u64>("PLANTOPS_SESSION_IDLE_HOURS", 1, 8760))]
+    pub session_idle_hours: u64,
+
+    /// Hours after sign-in when a session ends, used or not.
+    #[arg(long, env = "PLANTOPS_SESSION_LIFETIME_HOURS", default_value = "720",
+        value_parser = whole_number::<u64>("PLANTOPS_SESSION_LIFETIME_HOURS", 1, 87_600))]
+    pub session_lifetime_hours: u64,
+
+    /// Behind a reverse proxy: take the client address (login throttling)
+    /// from the last `X-Forwarded-For` entry. Only when the proxy is the
+    /// sole way in.
+    #[arg(long, env = "PLANTOPS_TRUST_PROXY", default_value = "false",
+        value_parser = boolean("PLANTOPS_TRUST_PROXY"))]
+    pub trust_proxy: bool,
+}
+
+impl AccessSettings {
+    pub fn auth_settings(&self) -> plantops_server::auth::AuthSettings {
+        plantops_server::auth::AuthSettings {
+            required: self.auth == "on",
+            enrollment_open: self.enrollment == "open",
+            session_idle: std::time::Duration::from_secs(self.session_idle_hours * 3600),
+            session_lifetime: std::time::Duration::from_secs(self.session_lifetime_hours * 3600),
+            trust_proxy: self.trust_proxy,
+        }
+    }
 }
 
 /// Passwords shorter than this are refused in production.
@@ -251,6 +301,12 @@ impl ServeSettings {
                 "PLANTOPS_ENV=production requires {variable} ({hint})"
             ))
         };
+        if self.access.auth == "off" {
+            return Err("PLANTOPS_ENV=production refuses PLANTOPS_AUTH=off: create an admin (plantops user add) instead".into());
+        }
+        if self.access.enrollment == "open" {
+            return Err("PLANTOPS_ENV=production refuses PLANTOPS_ENROLLMENT=open: give devices an enrollment key".into());
+        }
         let external = &self.external;
         match &self.database.database_url {
             Some(url) if !url.starts_with("sqlite:") => {}

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod api_client;
 mod backup;
 mod bench;
@@ -50,6 +51,12 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Replace the database with a backup. Stop the server first.
     Restore(backup::RestoreArgs),
+    /// Accounts: add, set a password, list (works while the server runs).
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// API tokens: create one for a user (printed once).
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
     /// Print the OpenAPI document of the HTTP API (what /api/openapi.json
     /// serves), e.g. to generate a client.
     Openapi,
@@ -138,6 +145,14 @@ fn main() -> std::process::ExitCode {
             Command::Restore(args) => {
                 logging::init_for_tool();
                 backup::restore(args).await
+            }
+            Command::User(command) => {
+                logging::init_for_tool();
+                accounts::user(command).await
+            }
+            Command::Token(command) => {
+                logging::init_for_tool();
+                accounts::token(command).await
             }
             Command::Openapi => {
                 let document = plantops_server::api().1;

@@ -59,10 +59,20 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             timeout: Duration::from_secs(settings.llm_timeout_secs),
             ..Default::default()
         },
+        auth: settings.access.auth_settings(),
     }
 }
 
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    open_database(settings).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// The configured database, migrated (its directory created for SQLite).
+pub async fn open_database(
+    settings: &DatabaseSettings,
+) -> anyhow::Result<plantops_store::DynStore> {
     if settings.database_url.is_none() {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -71,9 +81,7 @@ pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
             )
         })?;
     }
-    plantops_server::launch::open_store(&settings.url()).await?;
-    tracing::info!("migrations applied");
-    Ok(())
+    plantops_server::launch::open_store(&settings.url()).await
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {

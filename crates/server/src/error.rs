@@ -1,7 +1,7 @@
 //! The one mapping from internal errors to HTTP problem responses
 //! (docs/api.md: `{"detail": "..."}`, and a list of field errors for 422).
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use plantops_core::{FieldError, ValidationErrors};
@@ -14,6 +14,18 @@ use utoipa::ToSchema;
 pub enum ApiError {
     #[error("{0}")]
     NotFound(&'static str),
+    /// No valid credentials: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Valid credentials that may not do this: 403.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The request conflicts with the current state: 409.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Too many attempts; try again after the delay: 429 with `Retry-After`.
+    #[error("too many attempts")]
+    TooManyRequests(std::time::Duration),
     #[error(transparent)]
     Validation(#[from] ValidationErrors),
     #[error(transparent)]
@@ -47,6 +59,32 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, what.to_string()),
+            ApiError::Unauthorized(what) => {
+                let body = Json(Problem {
+                    detail: what.to_string(),
+                });
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    body,
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(what) => (StatusCode::FORBIDDEN, what.to_string()),
+            ApiError::Conflict(what) => (StatusCode::CONFLICT, what.to_string()),
+            ApiError::TooManyRequests(wait) => {
+                // Whole seconds, rounded up: never tell a client to come back early.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let body = Json(Problem {
+                    detail: format!("Too many failed attempts; try again in {seconds} s"),
+                });
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, seconds.to_string())],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Validation(errors) => {
                 let body = ValidationProblem { detail: errors.0 };
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();

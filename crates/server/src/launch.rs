@@ -46,6 +46,7 @@ pub struct ServerConfig {
     /// The operator's webhook; one set through the API takes precedence.
     pub discord_webhook_url: Option<String>,
     pub llm: plantops_advisor::Endpoints,
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -351,7 +352,32 @@ impl Server {
             )));
         }
 
+        let auth = Arc::new(crate::auth::Auth::new(config.auth.clone()));
+        if !config.auth.required {
+            tracing::warn!("PLANTOPS_AUTH=off: anyone who can reach this server can read and change everything");
+        } else if config.auth.enrollment_open {
+            tracing::warn!("PLANTOPS_ENROLLMENT=open: any device on the network can register without a key");
+        }
+        if config.auth.required {
+            if store.count_users().await.context("cannot count accounts")? == 0 {
+                std::fs::create_dir_all(&config.data_dir)
+                    .and_then(|()| auth.open_setup(&config.data_dir))
+                    .with_context(|| {
+                        format!("cannot write the setup token into {}", config.data_dir.display())
+                    })?;
+            } else {
+                // A token left by an earlier start is dead: remove it.
+                let stale = config.data_dir.join(crate::auth::SETUP_TOKEN_FILE);
+                let _ = std::fs::remove_file(stale);
+            }
+            tasks.push(tokio::spawn(crate::auth::sweep_sessions(
+                store.clone(),
+                config.auth.clone(),
+            )));
+        }
+
         let state = AppState {
+            auth,
             live: crate::live::LiveHub::start(&events),
             store,
             broker: setup.broker,
@@ -386,11 +412,24 @@ impl Server {
         let live = self.state.live.clone();
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "HTTP server listening");
+            if let Some(link) = self.state.auth.setup_link(addr) {
+                // The one secret that is logged on purpose: it only creates
+                // the first admin and dies when one exists.
+                tracing::warn!(
+                    setup_link = %link,
+                    "no account yet: open the setup link to create the first admin (the token is also in the data directory, file setup-token)"
+                );
+            }
         }
         // `into_make_service`: serving a bare `Router` deep-clones every route
         // for each new connection (axum 0.8), which was most of the cost of a
         // request arriving on a fresh connection, as nginx sends them.
-        axum::serve(listener, self.router().into_make_service())
+        // With the peer address, for login throttling.
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Open event streams never end by themselves.

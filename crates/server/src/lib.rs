@@ -5,6 +5,7 @@
 
 pub mod advisor;
 pub mod alerts;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod launch;
@@ -27,9 +28,28 @@ pub use state::{ApiConfig, AppState, BrokerEndpoint};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"))
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"), (name = "auth"), (name = "users")),
+    modifiers(&BearerSecurity)
 )]
 struct ApiDoc;
+
+/// Documents the two ways in: the session cookie and bearer tokens.
+struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+    }
+}
 
 /// The `/api` routes and their OpenAPI description, built together so that
 /// no route can go undocumented.
@@ -42,6 +62,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::alerts::router())
         .merge(routes::settings::router())
         .merge(routes::advisor::router())
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::enrollment::router())
         .split_for_parts()
 }
 
@@ -75,6 +98,10 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .fallback(ui::serve)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
 }

@@ -36,6 +36,7 @@ pub struct AppState {
     pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
     pub advisor: Arc<crate::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {

@@ -9,7 +9,10 @@ use axum::Router;
 use chrono::Utc;
 use http_body_util::BodyExt;
 use plantops_core::{Measurements, Reading};
+use plantops_core::account::{hash_user_password, Role, Scope, User};
+use plantops_server::auth::AuthSettings;
 use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, Server, ServerConfig};
+use plantops_server::routes::users::create_api_token;
 use plantops_store::DynStore;
 use plantops_testkit::TestDb;
 use serde_json::{json, Value};
@@ -31,6 +34,8 @@ struct TestApp {
     router: Router,
     store: DynStore,
     events: tokio::sync::broadcast::Sender<plantops_core::event::Event>,
+    /// The admin's API token, sent unless a call brings its own credentials.
+    token: String,
     _server: Server,
     _data_dir: tempfile::TempDir,
 }
@@ -38,7 +43,7 @@ struct TestApp {
 impl TestApp {
     /// The server as `plantops serve` starts it, in-process, with the
     /// built-in broker on a free port.
-    async fn new(db: &TestDb) -> Self {
+    async fn without_accounts(db: &TestDb) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let plain = format!("127.0.0.1:{}", plantops_testkit::free_port());
         let server = Server::start(ServerConfig {
@@ -56,6 +61,7 @@ impl TestApp {
             retention_days: 0,
             discord_webhook_url: None,
             llm: plantops_advisor::Endpoints::default(),
+            auth: AuthSettings::default(),
         })
         .await
         .unwrap();
@@ -63,9 +69,34 @@ impl TestApp {
             router: server.router(),
             store: server.state().store.clone(),
             events: server.state().events.clone(),
+            token: String::new(),
             _server: server,
             _data_dir: data_dir,
         }
+    }
+
+    /// The server with an admin (`admin` / `admin-password`) whose full API
+    /// token every `call` sends.
+    async fn new(db: &TestDb) -> Self {
+        let mut app = Self::without_accounts(db).await;
+        let admin = app.add_user("admin", Role::Admin).await;
+        app.token = create_api_token(&app.store, admin.id, "tests".into(), Scope::Full)
+            .await
+            .unwrap()
+            .secret;
+        app
+    }
+
+    async fn add_user(&self, username: &str, role: Role) -> User {
+        let user = User {
+            id: Uuid::new_v4(),
+            username: username.into(),
+            role,
+            created_at: plantops_core::now(),
+        };
+        let hash = hash_user_password(&format!("{username}-password"));
+        self.store.insert_user(&user, &hash, false).await.unwrap();
+        user
     }
 
     async fn call_with(
@@ -79,6 +110,12 @@ impl TestApp {
             .method(method)
             .uri(uri)
             .header("host", "plants.lan:8000");
+        let own_credentials = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie"));
+        if !own_credentials && !self.token.is_empty() {
+            request = request.header("authorization", format!("Bearer {}", self.token));
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -764,7 +801,12 @@ async fn health_ready_and_metrics() {
     let response = app
         .router
         .clone()
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", format!("Bearer {}", app.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let text = String::from_utf8(
@@ -817,11 +859,19 @@ async fn openapi_describes_every_route() {
     operations.sort();
     let expected = [
         "DELETE /devices/{id}",
+        "DELETE /enrollment-keys/{id}",
+        "DELETE /enrollment/window",
         "DELETE /plants/{id}",
+        "DELETE /tokens/{id}",
+        "DELETE /users/{id}",
         "GET /alerts",
+        "GET /auth/me",
+        "GET /auth/status",
         "GET /devices",
         "GET /devices/{id}",
         "GET /devices/{id}/telemetry/latest",
+        "GET /enrollment-keys",
+        "GET /enrollment/window",
         "GET /events",
         "GET /health",
         "GET /mqtt/ca",
@@ -835,19 +885,30 @@ async fn openapi_describes_every_route() {
         "GET /ready",
         "GET /settings/llm",
         "GET /settings/notifications",
+        "GET /tokens",
+        "GET /users",
         "POST /alerts/{id}/acknowledge",
+        "POST /auth/login",
+        "POST /auth/logout",
+        "POST /auth/setup",
         "POST /devices/register",
         "POST /devices/{id}/provision",
         "POST /devices/{id}/rotate-credentials",
         "POST /devices/{id}/unassign",
+        "POST /enrollment-keys",
+        "POST /enrollment/window",
         "POST /plants",
         "POST /plants/{id}/analyze",
         "POST /plants/{id}/health-check",
         "POST /settings/llm/test",
         "POST /settings/notifications/test",
+        "POST /tokens",
+        "POST /users",
+        "PUT /auth/password",
         "PUT /plants/{id}",
         "PUT /settings/llm",
         "PUT /settings/notifications",
+        "PUT /users/{id}",
     ];
     assert_eq!(operations, expected);
     for operation in operations.iter().filter(|o| *o != "GET /events") {
@@ -862,6 +923,53 @@ async fn openapi_describes_every_route() {
             "{operation} is documented but not routed"
         );
     }
+}
+
+/// What anyone may call without credentials; everything else in the
+/// OpenAPI document (and `/metrics`) answers 401.
+const PUBLIC_OPERATIONS: [&str; 7] = [
+    "GET /health",
+    "GET /ready",
+    "GET /auth/status",
+    "POST /auth/setup",
+    "POST /auth/login",
+    "GET /mqtt/ca",
+    "GET /openapi.json",
+];
+
+/// Walks every documented operation without credentials, so a new route
+/// cannot slip through unprotected. Registration is not public either: it
+/// needs an enrollment key, the open window or an admin.
+#[tokio::test]
+async fn every_route_but_the_public_ones_needs_credentials() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let (_, spec) = app.call(Method::GET, "/api/openapi.json", None).await;
+    let mut walked = 0;
+    let anonymous = [("authorization", "Bearer pot_not-a-real-token")];
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let operation = format!("{} {path}", method.to_uppercase());
+            let uri = format!("/api{}", path.replace("{id}", &Uuid::new_v4().to_string()));
+            let (status, headers, body) = app
+                .call_with(method.to_uppercase().parse().unwrap(), &uri, Some("{}"), &anonymous)
+                .await;
+            if PUBLIC_OPERATIONS.contains(&operation.as_str()) {
+                assert_ne!(status, StatusCode::UNAUTHORIZED, "{operation} must stay public: {body}");
+                continue;
+            }
+            walked += 1;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{operation} answered without credentials");
+            assert_eq!(headers["www-authenticate"], "Bearer", "{operation}");
+            assert!(body["detail"].is_string(), "{operation}: {body}");
+        }
+    }
+    assert!(walked >= 40, "walked only {walked} operations");
+    let (status, headers, _) = app.call_with(Method::GET, "/metrics", None, &anonymous).await;
+    assert_eq!((status, &headers["www-authenticate"]), (StatusCode::UNAUTHORIZED, &"Bearer".parse().unwrap()));
+    // The UI's files stay public.
+    let (status, _, _) = app.call_with(Method::GET, "/devices", None, &anonymous).await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED);
 }
 
 /// Reads SSE frames from a streaming body until `count` events arrived.
@@ -905,7 +1013,12 @@ async fn live_events_stream_and_resume_after_last_event_id() {
     let response = app
         .router
         .clone()
-        .oneshot(Request::get("/api/events").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/api/events")
+                .header("authorization", format!("Bearer {}", app.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -953,6 +1066,7 @@ async fn live_events_stream_and_resume_after_last_event_id() {
         .clone()
         .oneshot(
             Request::get("/api/events")
+                .header("authorization", format!("Bearer {}", app.token))
                 .header("last-event-id", events[0].0.as_str())
                 .body(Body::empty())
                 .unwrap(),

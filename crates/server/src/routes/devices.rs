@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::enrollment::{count_key_use, EnrollmentPass};
 use super::plants::DeviceList;
 use super::Message;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
@@ -91,10 +92,12 @@ fn credentials(
 
 /// Register a device by MAC address and receive its MQTT credentials.
 #[utoipa::path(post, path = "/devices/register", tag = "devices", request_body = RegisterDevice,
-    responses((status = 200, body = Registered), (status = 422, body = ValidationProblem),
+    responses((status = 200, body = Registered), (status = 401, body = Problem),
+        (status = 422, body = ValidationProblem),
         (status = 503, body = Problem)))]
 async fn register_device(
     State(state): State<AppState>,
+    pass: EnrollmentPass,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterDevice>,
 ) -> ApiResult<Json<Registered>> {
@@ -110,6 +113,7 @@ async fn register_device(
         sensor_types: request.sensor_types.clone(),
         last_seen_at: None,
         created_at: plantops_core::now(),
+        enrollment: Some(pass.enrollment()),
     };
     match state
         .store
@@ -126,6 +130,10 @@ async fn register_device(
             )))
         }
         Registration::Created(device) => {
+            if !count_key_use(&state, pass).await? {
+                state.store.delete_device(device.id).await?;
+                return Err(ApiError::Unauthorized("The enrollment key is used up"));
+            }
             if let Err(error) = state
                 .broker
                 .add_device(device.id, &device.mqtt_username, &password)
@@ -136,7 +144,7 @@ async fn register_device(
                 state.store.delete_device(device.id).await?;
                 return Err(error.into());
             }
-            tracing::info!(device_id = %device.id, "device registered");
+            tracing::info!(device_id = %device.id, enrollment = pass.enrollment().as_str(), "device registered");
             Ok(Json(credentials(&state, &headers, &device, password)))
         }
     }

@@ -5,13 +5,15 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Principal;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -51,7 +53,10 @@ pub struct Health {
     pub status: String,
     pub timestamp: DateTime<Utc>,
     pub version: String,
-    pub components: Components,
+    /// Only for signed-in users and API tokens: anonymous callers see the
+    /// status alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<Components>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -89,9 +94,13 @@ fn component(up: bool, message: String) -> Component {
     }
 }
 
-/// Status of each component; always 200.
+/// Overall status (public); each component's, with counters, for
+/// authenticated callers. Always 200.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
-async fn health(State(state): State<AppState>) -> Json<Health> {
+async fn health(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+) -> Json<Health> {
     let database = database_check(&state).await;
     let link = state.broker.state();
     let status = match (database.is_ok(), link.up) {
@@ -104,7 +113,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         status: status.into(),
         timestamp: plantops_core::now(),
         version: env!("CARGO_PKG_VERSION").into(),
-        components: Components {
+        components: principal.is_some().then(|| Components {
             database: match database {
                 Ok(()) => component(true, format!("{backend} ok")),
                 Err(message) => component(false, format!("{backend}: {message}")),
@@ -114,7 +123,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
                 format!("{}: {}", state.broker.kind(), link.message),
             ),
             ingest: ingest_component(&state),
-        },
+        }),
     })
 }
 

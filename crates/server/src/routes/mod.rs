@@ -1,10 +1,13 @@
 pub mod advisor;
 pub mod alerts;
+pub mod auth;
 pub mod devices;
+pub mod enrollment;
 pub mod events;
 pub mod health;
 pub mod plants;
 pub mod settings;
+pub mod users;
 
 use plantops_core::validation::Collector;
 use plantops_core::{FieldError, ValidationErrors, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};

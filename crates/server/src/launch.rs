@@ -356,14 +356,19 @@ impl Server {
         if !config.auth.required {
             tracing::warn!("PLANTOPS_AUTH=off: anyone who can reach this server can read and change everything");
         } else if config.auth.enrollment_open {
-            tracing::warn!("PLANTOPS_ENROLLMENT=open: any device on the network can register without a key");
+            tracing::warn!(
+                "PLANTOPS_ENROLLMENT=open: any device on the network can register without a key"
+            );
         }
         if config.auth.required {
             if store.count_users().await.context("cannot count accounts")? == 0 {
                 std::fs::create_dir_all(&config.data_dir)
                     .and_then(|()| auth.open_setup(&config.data_dir))
                     .with_context(|| {
-                        format!("cannot write the setup token into {}", config.data_dir.display())
+                        format!(
+                            "cannot write the setup token into {}",
+                            config.data_dir.display()
+                        )
                     })?;
             } else {
                 // A token left by an earlier start is dead: remove it.
@@ -430,13 +435,13 @@ impl Server {
             self.router()
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Open event streams never end by themselves.
-                live.close();
-            })
-            .await
-            .context("HTTP server failed")?;
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Open event streams never end by themselves.
+            live.close();
+        })
+        .await
+        .context("HTTP server failed")?;
         tracing::info!("stopped");
         Ok(())
     }

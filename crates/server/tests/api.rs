@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use chrono::Utc;
 use http_body_util::BodyExt;
-use plantops_core::{Measurements, Reading};
 use plantops_core::account::{hash_user_password, Role, Scope, User};
+use plantops_core::{Measurements, Reading};
 use plantops_server::auth::AuthSettings;
 use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, Server, ServerConfig};
 use plantops_server::routes::users::create_api_token;
@@ -28,6 +28,10 @@ plantops_testkit::for_each_backend!(
     notification_settings_are_sealed_and_masked,
     thresholds_scripts_for_the_original_set_are_accepted,
     malformed_ids_answer_404_like_the_original,
+    viewers_and_read_tokens_only_read,
+    sessions_need_our_origin_and_end_with_logout_or_a_new_password,
+    setup_token_creates_one_admin_once,
+    registration_needs_a_key_the_window_or_an_admin,
 );
 
 struct TestApp {
@@ -110,9 +114,9 @@ impl TestApp {
             .method(method)
             .uri(uri)
             .header("host", "plants.lan:8000");
-        let own_credentials = headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie"));
+        let own_credentials = headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie")
+        });
         if !own_credentials && !self.token.is_empty() {
             request = request.header("authorization", format!("Bearer {}", self.token));
         }
@@ -952,23 +956,43 @@ async fn every_route_but_the_public_ones_needs_credentials() {
             let operation = format!("{} {path}", method.to_uppercase());
             let uri = format!("/api{}", path.replace("{id}", &Uuid::new_v4().to_string()));
             let (status, headers, body) = app
-                .call_with(method.to_uppercase().parse().unwrap(), &uri, Some("{}"), &anonymous)
+                .call_with(
+                    method.to_uppercase().parse().unwrap(),
+                    &uri,
+                    Some("{}"),
+                    &anonymous,
+                )
                 .await;
             if PUBLIC_OPERATIONS.contains(&operation.as_str()) {
-                assert_ne!(status, StatusCode::UNAUTHORIZED, "{operation} must stay public: {body}");
+                assert_ne!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{operation} must stay public: {body}"
+                );
                 continue;
             }
             walked += 1;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{operation} answered without credentials");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{operation} answered without credentials"
+            );
             assert_eq!(headers["www-authenticate"], "Bearer", "{operation}");
             assert!(body["detail"].is_string(), "{operation}: {body}");
         }
     }
     assert!(walked >= 40, "walked only {walked} operations");
-    let (status, headers, _) = app.call_with(Method::GET, "/metrics", None, &anonymous).await;
-    assert_eq!((status, &headers["www-authenticate"]), (StatusCode::UNAUTHORIZED, &"Bearer".parse().unwrap()));
+    let (status, headers, _) = app
+        .call_with(Method::GET, "/metrics", None, &anonymous)
+        .await;
+    assert_eq!(
+        (status, &headers["www-authenticate"]),
+        (StatusCode::UNAUTHORIZED, &"Bearer".parse().unwrap())
+    );
     // The UI's files stay public.
-    let (status, _, _) = app.call_with(Method::GET, "/devices", None, &anonymous).await;
+    let (status, _, _) = app
+        .call_with(Method::GET, "/devices", None, &anonymous)
+        .await;
     assert_ne!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -1152,4 +1176,670 @@ async fn notification_settings_are_sealed_and_masked(db: &TestDb) {
         )
         .await;
     assert_eq!(view["discord_webhook_set"], false);
+}
+
+/// No credentials at all (an empty header stops `call_with` adding the admin's token).
+const ANONYMOUS: [(&str, &str); 1] = [("authorization", "")];
+const ORIGIN: (&str, &str) = ("origin", "http://plants.lan:8000");
+
+impl TestApp {
+    /// Signs in through the API and returns the session cookie (`name=value`).
+    async fn login(&self, username: &str, password: &str) -> String {
+        let body = json!({"username": username, "password": password}).to_string();
+        let (status, headers, user) = self
+            .call_with(Method::POST, "/api/auth/login", Some(&body), &ANONYMOUS)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{user}");
+        assert_eq!(user["username"], username);
+        session_cookie(&headers)
+    }
+
+    async fn call_bearer(
+        &self,
+        method: Method,
+        uri: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let bearer = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        let (status, _, value) = self
+            .call_with(method, uri, body.as_deref(), &[("authorization", &bearer)])
+            .await;
+        (status, value)
+    }
+
+    async fn token_for(&self, cookie: &str, scope: &str) -> String {
+        let body = json!({"name": format!("{scope} token"), "scope": scope}).to_string();
+        let (status, _, issued) = self
+            .call_with(
+                Method::POST,
+                "/api/tokens",
+                Some(&body),
+                &[("cookie", cookie), ORIGIN],
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{issued}");
+        assert_eq!(issued["scope"], scope);
+        issued["token"].as_str().unwrap().to_string()
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> String {
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+async fn viewers_and_read_tokens_only_read(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let plant = app.plant("Fern").await;
+    let plant_uri = format!("/api/plants/{}", plant["id"].as_str().unwrap());
+    let (status, viewer) = app
+        .call(
+            Method::POST,
+            "/api/users",
+            Some(json!({"username": "guest", "password": "guest-password", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{viewer}");
+    let cookie = app.login("guest", "guest-password").await;
+    let as_viewer = [("cookie", cookie.as_str()), ORIGIN];
+
+    let (status, _, listed) = app
+        .call_with(Method::GET, "/api/plants", None, &as_viewer)
+        .await;
+    assert_eq!(
+        (status, listed["total"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, _, me) = app
+        .call_with(Method::GET, "/api/auth/me", None, &as_viewer)
+        .await;
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (StatusCode::OK, Some("viewer"))
+    );
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/api/plants".to_string(),
+            json!({"name": "Nope"}),
+        ),
+        (Method::PUT, plant_uri.clone(), json!({"thresholds": null})),
+        (Method::DELETE, plant_uri.clone(), json!({})),
+        (
+            Method::PUT,
+            "/api/settings/notifications".to_string(),
+            json!({"discord_webhook_url": "https://evil.example/hook"}),
+        ),
+        (
+            Method::POST,
+            "/api/enrollment/window".to_string(),
+            json!({"minutes": 5}),
+        ),
+        (
+            Method::POST,
+            "/api/users".to_string(),
+            json!({"username": "x", "password": "12345678", "role": "admin"}),
+        ),
+    ] {
+        let body = body.to_string();
+        let (status, _, problem) = app
+            .call_with(method.clone(), &uri, Some(&body), &as_viewer)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "viewer {method} {uri}: {problem}"
+        );
+        assert!(problem["detail"].is_string());
+    }
+    // A viewer manages its own tokens; even a `full` one stays a viewer's.
+    let full = app.token_for(&cookie, "full").await;
+    let (status, _) = app
+        .call_bearer(
+            Method::POST,
+            "/api/plants",
+            &full,
+            Some(json!({"name": "Nope"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An admin's read token may only GET.
+    let (status, issued) = app
+        .call(
+            Method::POST,
+            "/api/tokens",
+            Some(json!({"name": "grafana", "scope": "read"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let read = issued["token"].as_str().unwrap();
+    let (status, _) = app.call_bearer(Method::GET, &plant_uri, read, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = app
+        .call_bearer(Method::DELETE, &plant_uri, read, None)
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (StatusCode::FORBIDDEN, Some("This API token is read-only"))
+    );
+    let (status, _) = app
+        .call_bearer(
+            Method::POST,
+            "/api/tokens",
+            read,
+            Some(json!({"name": "n", "scope": "full"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a read token cannot mint a full one"
+    );
+    let (_, stored) = app.call(Method::GET, &plant_uri, None).await;
+    assert_eq!(stored["name"], "Fern", "nothing changed");
+
+    // Revoking a token takes effect on the next request.
+    let (_, tokens) = app.call(Method::GET, "/api/tokens", None).await;
+    let grafana = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "grafana")
+        .unwrap();
+    assert!(
+        grafana.get("token").is_none(),
+        "a listed token never shows its secret"
+    );
+    assert!(grafana["last_used_at"].is_string(), "{grafana}");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/tokens/{}", grafana["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.call_bearer(Method::GET, &plant_uri, read, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The last admin can be neither removed nor demoted.
+    let (_, users) = app.call(Method::GET, "/api/users", None).await;
+    let admin_id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin_uri = format!("/api/users/{admin_id}");
+    let (status, _) = app
+        .call(Method::PUT, &admin_uri, Some(json!({"role": "viewer"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app.call(Method::DELETE, &admin_uri, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Removing the viewer ends its session and tokens.
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/users/{}", viewer["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = app
+        .call_with(Method::GET, "/api/plants", None, &as_viewer)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = app
+        .call_bearer(Method::GET, "/api/plants", &full, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn sessions_need_our_origin_and_end_with_logout_or_a_new_password(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let body = json!({"username": "admin", "password": "admin-password"}).to_string();
+    let (status, headers, _) = app
+        .call_with(
+            Method::POST,
+            "/api/auth/login",
+            Some(&body),
+            &[ANONYMOUS[0], ("x-forwarded-proto", "https")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = app.login("admin", "admin-password").await;
+    let (status, headers, _) = app
+        .call_with(Method::POST, "/api/auth/login", Some(&body), &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !headers["set-cookie"].to_str().unwrap().contains("Secure"),
+        "plain HTTP: no Secure flag"
+    );
+    let other_browser = session_cookie(&headers);
+
+    // Changes need our own Origin (or Referer): a page elsewhere cannot ride the cookie.
+    let plant = json!({"name": "Origin"}).to_string();
+    for headers in [
+        vec![("cookie", cookie.as_str())],
+        vec![
+            ("cookie", cookie.as_str()),
+            ("origin", "http://evil.example"),
+        ],
+        vec![
+            ("cookie", cookie.as_str()),
+            ("referer", "http://evil.example/plants.lan:8000"),
+        ],
+    ] {
+        let (status, _, _) = app
+            .call_with(Method::POST, "/api/plants", Some(&plant), &headers)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    let (status, _, _) = app
+        .call_with(
+            Method::POST,
+            "/api/plants",
+            Some(&plant),
+            &[
+                ("cookie", &cookie),
+                ("referer", "http://plants.lan:8000/devices"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, plants) = app.call(Method::GET, "/api/plants", None).await;
+    assert_eq!(
+        plants["total"], 1,
+        "only the same-origin request created a plant"
+    );
+
+    // Logout ends this session at once.
+    let (status, headers, _) = app
+        .call_with(
+            Method::POST,
+            "/api/auth/logout",
+            None,
+            &[("cookie", &cookie), ORIGIN],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let (status, headers, _) = app
+        .call_with(Method::GET, "/api/plants", None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(
+        (status, &headers["www-authenticate"]),
+        (StatusCode::UNAUTHORIZED, &"Bearer".parse().unwrap())
+    );
+
+    // A new password ends every other session; this browser gets a new one.
+    let mine = app.login("admin", "admin-password").await;
+    let change =
+        json!({"current_password": "wrong-password", "new_password": "a-new-password"}).to_string();
+    let (status, _, _) = app
+        .call_with(
+            Method::PUT,
+            "/api/auth/password",
+            Some(&change),
+            &[("cookie", &mine), ORIGIN],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the current password is checked"
+    );
+    let change = json!({"current_password": "admin-password", "new_password": "short"}).to_string();
+    let (status, _, problem) = app
+        .call_with(
+            Method::PUT,
+            "/api/auth/password",
+            Some(&change),
+            &[("cookie", &mine), ORIGIN],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["detail"][0]["loc"], json!(["body", "new_password"]));
+    let change =
+        json!({"current_password": "admin-password", "new_password": "a-new-password"}).to_string();
+    let (status, headers, _) = app
+        .call_with(
+            Method::PUT,
+            "/api/auth/password",
+            Some(&change),
+            &[("cookie", &mine), ORIGIN],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let renewed = session_cookie(&headers);
+    for (cookie, expected) in [
+        (&other_browser, StatusCode::UNAUTHORIZED),
+        (&mine, StatusCode::UNAUTHORIZED),
+        (&renewed, StatusCode::OK),
+    ] {
+        let (status, _, _) = app
+            .call_with(Method::GET, "/api/auth/me", None, &[("cookie", cookie)])
+            .await;
+        assert_eq!(status, expected, "{cookie}");
+    }
+    let body = json!({"username": "admin", "password": "admin-password"}).to_string();
+    let (status, _, _) = app
+        .call_with(Method::POST, "/api/auth/login", Some(&body), &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old password is gone");
+    app.login("admin", "a-new-password").await;
+}
+
+/// Failed logins slow down; the right password gets in once the delay is over.
+#[tokio::test]
+async fn logins_are_throttled_without_locking_out_for_good() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let wrong = json!({"username": "admin", "password": "not-the-password"}).to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let (status, headers, _) = app
+            .call_with(Method::POST, "/api/auth/login", Some(&wrong), &ANONYMOUS)
+            .await;
+        statuses.push(status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "{retry}");
+        }
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 401, 429]);
+    // Even the right password waits out the delay, then gets in.
+    let right = json!({"username": "admin", "password": "admin-password"}).to_string();
+    let (status, headers, _) = app
+        .call_with(Method::POST, "/api/auth/login", Some(&right), &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    app.login("admin", "admin-password").await;
+}
+
+async fn setup_token_creates_one_admin_once(db: &TestDb) {
+    let app = TestApp::without_accounts(db).await;
+    let (status, _, auth) = app
+        .call_with(Method::GET, "/api/auth/status", None, &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        auth,
+        json!({"setup_required": true, "auth": true, "enrollment_open": false})
+    );
+    let token_file = app._data_dir.path().join("setup-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let setup = |token: &str, username: &str| {
+        json!({"token": token, "username": username, "password": "first-admin-pw"}).to_string()
+    };
+
+    let (status, _, _) = app
+        .call_with(
+            Method::POST,
+            "/api/auth/setup",
+            Some(&setup("wrong", "owner")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let short = json!({"token": token, "username": "owner", "password": "short"}).to_string();
+    let (status, _, _) = app
+        .call_with(Method::POST, "/api/auth/setup", Some(&short), &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, headers, user) = app
+        .call_with(
+            Method::POST,
+            "/api/auth/setup",
+            Some(&setup(&token, "owner")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    assert_eq!(user["role"], "admin");
+    let cookie = session_cookie(&headers);
+    let (status, _, me) = app
+        .call_with(Method::GET, "/api/auth/me", None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (StatusCode::OK, Some("owner"))
+    );
+
+    assert!(!token_file.exists(), "the token file goes with the token");
+    let (status, _, _) = app
+        .call_with(
+            Method::POST,
+            "/api/auth/setup",
+            Some(&setup(&token, "intruder")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, _, auth) = app
+        .call_with(Method::GET, "/api/auth/status", None, &ANONYMOUS)
+        .await;
+    assert_eq!(auth["setup_required"], false);
+    assert_eq!(app.store.list_users().await.unwrap().len(), 1);
+}
+
+async fn registration_needs_a_key_the_window_or_an_admin(db: &TestDb) {
+    let app = TestApp::new(db).await;
+    let register = |mac: &str| json!({"mac_address": mac}).to_string();
+    let (status, headers, problem) = app
+        .call_with(
+            Method::POST,
+            "/api/devices/register",
+            Some(&register("aa:00:00:00:00:01")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+
+    let (status, key) = app
+        .call(
+            Method::POST,
+            "/api/enrollment-keys",
+            Some(json!({"name": "shelf", "max_uses": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let secret = key["key"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("pek_"));
+    let (status, first) = app
+        .call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            &secret,
+            Some(json!({"mac_address": "aa:00:00:00:00:01"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_ne!(first["mqtt_password"], "<stored_securely>");
+    // Used up: a new device is refused, a known one still re-registers (without its password).
+    let (status, _) = app
+        .call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            &secret,
+            Some(json!({"mac_address": "aa:00:00:00:00:02"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, again) = app
+        .call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            &secret,
+            Some(json!({"mac_address": "aa:00:00:00:00:01"})),
+        )
+        .await;
+    assert_eq!(
+        (status, again["mqtt_password"].as_str()),
+        (StatusCode::OK, Some("<stored_securely>"))
+    );
+
+    // A revoked key stops at once.
+    let (_, unlimited) = app
+        .call(
+            Method::POST,
+            "/api/enrollment-keys",
+            Some(json!({"name": "bulk"})),
+        )
+        .await;
+    let bulk = unlimited["key"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            &bulk,
+            Some(json!({"mac_address": "aa:00:00:00:00:03"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/enrollment-keys/{}", unlimited["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app
+        .call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            &bulk,
+            Some(json!({"mac_address": "aa:00:00:00:00:04"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, keys) = app.call(Method::GET, "/api/enrollment-keys", None).await;
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed.iter().all(|k| k.get("key").is_none()),
+        "listed keys never show their secret"
+    );
+    assert!(listed
+        .iter()
+        .any(|k| k["name"] == "shelf" && k["uses"] == 1));
+
+    // The window lets any device in until it closes; such devices are marked.
+    let (status, window) = app
+        .call(
+            Method::POST,
+            "/api/enrollment/window",
+            Some(json!({"minutes": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, window["detail"][0]["loc"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!(["body", "minutes"]))
+    );
+    let (status, window) = app
+        .call(
+            Method::POST,
+            "/api/enrollment/window",
+            Some(json!({"minutes": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, window["open"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, _, windowed) = app
+        .call_with(
+            Method::POST,
+            "/api/devices/register",
+            Some(&register("aa:00:00:00:00:05")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{windowed}");
+    let (status, window) = app
+        .call(Method::DELETE, "/api/enrollment/window", None)
+        .await;
+    assert_eq!(
+        (status, window["open"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    let (status, _, _) = app
+        .call_with(
+            Method::POST,
+            "/api/devices/register",
+            Some(&register("aa:00:00:00:00:06")),
+            &ANONYMOUS,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // An admin (the UI's Register button) registers directly.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/devices/register",
+            Some(json!({"mac_address": "aa:00:00:00:00:07"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, devices) = app.call(Method::GET, "/api/devices", None).await;
+    let enrollment = |mac: &str| {
+        devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["mac_address"] == mac)
+            .unwrap()["enrollment"]
+            .clone()
+    };
+    assert_eq!(enrollment("aa:00:00:00:00:01"), "key");
+    assert_eq!(enrollment("aa:00:00:00:00:05"), "window");
+    assert_eq!(enrollment("aa:00:00:00:00:07"), "admin");
+    assert_eq!(devices["total"], 4, "refused registrations stored nothing");
+}
+
+/// Anonymous callers see the overall status only; counters need credentials.
+#[tokio::test]
+async fn health_counters_need_credentials() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let (status, _, health) = app
+        .call_with(Method::GET, "/api/health", None, &ANONYMOUS)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "healthy");
+    assert!(health.get("components").is_none(), "{health}");
+    let (_, health) = app.call(Method::GET, "/api/health", None).await;
+    assert!(
+        health["components"]["ingest"]["received"].is_u64(),
+        "{health}"
+    );
 }

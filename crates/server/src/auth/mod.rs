@@ -103,8 +103,13 @@ impl Default for AuthSettings {
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A browser session; carries the digest to end it.
-    Session { digest: String },
-    Token { id: Uuid, scope: Scope },
+    Session {
+        digest: String,
+    },
+    Token {
+        id: Uuid,
+        scope: Scope,
+    },
     /// `PLANTOPS_AUTH=off`.
     AuthOff,
 }
@@ -265,7 +270,11 @@ pub fn is_https(headers: &HeaderMap) -> bool {
 
 /// The client's address: the peer, or with `trust_proxy` the last address
 /// the proxy appended to `X-Forwarded-For`.
-pub fn client_address(request_headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> IpAddr {
+pub fn client_address(
+    request_headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trust_proxy: bool,
+) -> IpAddr {
     if trust_proxy {
         let forwarded = request_headers
             .get_all("x-forwarded-for")
@@ -355,7 +364,8 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Princi
     let Some(session) = state.store.session(&digest).await? else {
         return Ok(None);
     };
-    let idle = chrono::Duration::from_std(auth.settings.session_idle).unwrap_or(chrono::Duration::MAX);
+    let idle =
+        chrono::Duration::from_std(auth.settings.session_idle).unwrap_or(chrono::Duration::MAX);
     let lifetime =
         chrono::Duration::from_std(auth.settings.session_lifetime).unwrap_or(chrono::Duration::MAX);
     if now - session.last_seen_at >= idle || now - session.created_at >= lifetime {
@@ -403,8 +413,7 @@ pub async fn authenticate(
             return ApiError::Forbidden("This API token is read-only").into_response();
         }
         if principal.user.role != Role::Admin && !is_self_service(&method, &path) {
-            return ApiError::Forbidden("Viewers can look but not change anything")
-                .into_response();
+            return ApiError::Forbidden("Viewers can look but not change anything").into_response();
         }
         if matches!(principal.credential, Credential::Session { .. })
             && !same_origin(request.headers())
@@ -424,10 +433,14 @@ pub async fn sweep_sessions(store: plantops_store::DynStore, settings: AuthSetti
     loop {
         hourly.tick().await;
         let now = Utc::now();
-        let idle_before = now - chrono::Duration::from_std(settings.session_idle).unwrap_or_default();
+        let idle_before =
+            now - chrono::Duration::from_std(settings.session_idle).unwrap_or_default();
         let created_before =
             now - chrono::Duration::from_std(settings.session_lifetime).unwrap_or_default();
-        match store.delete_expired_sessions(idle_before, created_before).await {
+        match store
+            .delete_expired_sessions(idle_before, created_before)
+            .await
+        {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "expired sessions removed"),
             Err(error) => tracing::warn!(%error, "removing expired sessions failed"),
@@ -449,14 +462,26 @@ mod tests {
 
     #[test]
     fn same_origin_needs_a_matching_origin_or_referer() {
-        assert!(same_origin(&headers(&[("host", "plants.lan:8000"), ("origin", "http://plants.lan:8000")])));
+        assert!(same_origin(&headers(&[
+            ("host", "plants.lan:8000"),
+            ("origin", "http://plants.lan:8000")
+        ])));
         assert!(same_origin(&headers(&[
             ("host", "plants.lan"),
             ("referer", "https://plants.lan/devices?x=1")
         ])));
-        assert!(!same_origin(&headers(&[("host", "plants.lan:8000"), ("origin", "http://evil.example")])));
-        assert!(!same_origin(&headers(&[("host", "plants.lan:8000"), ("origin", "http://plants.lan:9000")])));
-        assert!(!same_origin(&headers(&[("host", "plants.lan:8000"), ("origin", "null")])));
+        assert!(!same_origin(&headers(&[
+            ("host", "plants.lan:8000"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "plants.lan:8000"),
+            ("origin", "http://plants.lan:9000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "plants.lan:8000"),
+            ("origin", "null")
+        ])));
         assert!(!same_origin(&headers(&[("host", "plants.lan:8000")])));
     }
 
@@ -464,9 +489,18 @@ mod tests {
     fn the_client_address_comes_from_the_proxy_only_when_trusted() {
         let peer = Some("10.0.0.2:5555".parse().unwrap());
         let forwarded = headers(&[("x-forwarded-for", "1.2.3.4, 192.168.1.7")]);
-        assert_eq!(client_address(&forwarded, peer, false).to_string(), "10.0.0.2");
-        assert_eq!(client_address(&forwarded, peer, true).to_string(), "192.168.1.7");
-        assert_eq!(client_address(&HeaderMap::new(), peer, true).to_string(), "10.0.0.2");
+        assert_eq!(
+            client_address(&forwarded, peer, false).to_string(),
+            "10.0.0.2"
+        );
+        assert_eq!(
+            client_address(&forwarded, peer, true).to_string(),
+            "192.168.1.7"
+        );
+        assert_eq!(
+            client_address(&HeaderMap::new(), peer, true).to_string(),
+            "10.0.0.2"
+        );
     }
 
     #[test]
@@ -484,10 +518,18 @@ mod tests {
     fn session_cookies_are_http_only_strict_and_secure_over_https() {
         let auth = Auth::new(AuthSettings::default());
         let cookie = auth.session_cookie("pos_x".into(), true);
-        for part in ["plantops_session=pos_x", "HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        for part in [
+            "plantops_session=pos_x",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+        ] {
             assert!(cookie.contains(part), "{cookie}");
         }
-        assert!(!auth.session_cookie("pos_x".into(), false).contains("Secure"));
+        assert!(!auth
+            .session_cookie("pos_x".into(), false)
+            .contains("Secure"));
         assert!(auth.expired_cookie(false).contains("Max-Age=0"));
     }
 }

@@ -41,7 +41,10 @@ pub struct ClientAddress(pub IpAddr);
 impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientAddress(client_address(
             &parts.headers,
             peer(&parts.extensions),
@@ -125,7 +128,9 @@ async fn setup(
     ApiJson(request): ApiJson<SetupRequest>,
 ) -> ApiResult<Response> {
     if !state.auth.settings.required {
-        return Err(ApiError::Conflict("Authentication is off (PLANTOPS_AUTH=off)"));
+        return Err(ApiError::Conflict(
+            "Authentication is off (PLANTOPS_AUTH=off)",
+        ));
     }
     if state.store.count_users().await? > 0 {
         state.auth.close_setup();
@@ -163,7 +168,9 @@ async fn login(
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     if !state.auth.settings.required {
-        return Err(ApiError::Conflict("Authentication is off (PLANTOPS_AUTH=off)"));
+        return Err(ApiError::Conflict(
+            "Authentication is off (PLANTOPS_AUTH=off)",
+        ));
     }
     let throttle = &state.auth.throttle;
     if let Some(wait) = throttle.wait(address, &request.username) {
@@ -171,9 +178,10 @@ async fn login(
     }
     let stored = state.store.user_by_name(&request.username).await?;
     // An unknown name costs the same as a wrong password.
-    let hash = stored
-        .as_ref()
-        .map_or_else(|| decoy_password_hash().to_string(), |s| s.password_hash.clone());
+    let hash = stored.as_ref().map_or_else(
+        || decoy_password_hash().to_string(),
+        |s| s.password_hash.clone(),
+    );
     let matches = verify_password(request.password, hash).await?;
     match stored {
         Some(stored) if matches => {
@@ -230,7 +238,9 @@ async fn change_password(
     ApiJson(request): ApiJson<PasswordChange>,
 ) -> ApiResult<Response> {
     let Some(user) = principal.account() else {
-        return Err(ApiError::Conflict("Authentication is off: there is no account to change"));
+        return Err(ApiError::Conflict(
+            "Authentication is off: there is no account to change",
+        ));
     };
     let throttle = &state.auth.throttle;
     if let Some(wait) = throttle.wait(address, &user.username) {

@@ -116,7 +116,10 @@ async fn create_key(
 /// Revoke an enrollment key (admin); devices it registered keep working.
 #[utoipa::path(delete, path = "/enrollment-keys/{id}", tag = "devices",
     params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)))]
-async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(KEY_NOT_FOUND))?;
     if !state
         .store
@@ -218,7 +221,8 @@ impl EnrollmentPass {
     }
 }
 
-const NEEDS_ENROLLMENT: &str = "Registration needs an enrollment key (Authorization: Bearer pek_…) \
+const NEEDS_ENROLLMENT: &str =
+    "Registration needs an enrollment key (Authorization: Bearer pek_…) \
                                 or an open enrollment window";
 
 /// Decides whether this request may register a device.

@@ -35,24 +35,63 @@ pub struct Registration {
     pub endpoint: BrokerEndpoint,
 }
 
+/// What the tools send to a server that requires sign-in (docs/security.md).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ApiCredentials {
+    /// API token (`plantops token create --scope full`) sent with every
+    /// request; an admin's also registers devices.
+    #[arg(long, env = "PLANTOPS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Enrollment key devices register with (`pek_…`); without one,
+    /// registration uses the token, or needs the enrollment window open.
+    #[arg(long, env = "PLANTOPS_ENROLLMENT_KEY", hide_env_values = true)]
+    pub enrollment_key: Option<String>,
+}
+
+fn bearer(secret: &str, flag: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", secret.trim()))
+        .map_err(|_| anyhow::anyhow!("{flag} holds characters a header cannot carry"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 #[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    enrollment_key: Option<reqwest::header::HeaderValue>,
 }
 
 impl Api {
-    pub fn new(base_url: &str) -> anyhow::Result<Self> {
+    pub fn new(base_url: &str, credentials: &ApiCredentials) -> anyhow::Result<Self> {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--url must start with http:// or https:// (got {base_url})");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &credentials.token {
+            headers.insert(reqwest::header::AUTHORIZATION, bearer(token, "--token")?);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
+            .default_headers(headers)
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Self { base, http })
+        let enrollment_key = credentials
+            .enrollment_key
+            .as_deref()
+            .map(|key| bearer(key, "--enrollment-key"))
+            .transpose()?;
+        Ok(Self {
+            base,
+            http,
+            enrollment_key,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -70,6 +109,12 @@ impl Api {
             .with_context(|| format!("{what}: cannot reach {}", self.base))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "{what}: {status} {} (pass --token / PLANTOPS_TOKEN, and --enrollment-key / PLANTOPS_ENROLLMENT_KEY for registration)",
+                body.get("detail").unwrap_or(&body)
+            );
+        }
         if !status.is_success() {
             bail!("{what}: {status} {}", body.get("detail").unwrap_or(&body));
         }
@@ -93,9 +138,13 @@ impl Api {
     }
 
     pub async fn register(&self, mac_address: &str) -> anyhow::Result<Registration> {
+        let mut request = self.http.post(self.url("/devices/register"));
+        if let Some(key) = &self.enrollment_key {
+            request = request.header(reqwest::header::AUTHORIZATION, key.clone());
+        }
         let body = self
             .send(
-                self.http.post(self.url("/devices/register")).json(&json!({
+                request.json(&json!({
                     "mac_address": mac_address,
                     "firmware_version": concat!("plantops-sim/", env!("CARGO_PKG_VERSION")),
                     "sensor_types": ["soil_moisture", "temperature", "humidity", "light_level"],

@@ -28,6 +28,10 @@ pub struct ServerOptions {
     /// removed afterwards).
     #[arg(long, conflicts_with = "url")]
     pub data_dir: Option<PathBuf>,
+    /// Credentials for a running server (--url); a started server gets an
+    /// admin account and token of its own.
+    #[command(flatten)]
+    pub credentials: crate::api_client::ApiCredentials,
 }
 
 pub struct ServerUnderTest {
@@ -52,7 +56,12 @@ impl ServerUnderTest {
                 let database_url = options.database_url.clone().context(
                     "--url needs --database-url (or DATABASE_URL) to count the stored rows",
                 )?;
-                (Api::new(url)?, None, None, database_url)
+                (
+                    Api::new(url, &options.credentials)?,
+                    None,
+                    None,
+                    database_url,
+                )
             }
             None => {
                 let (data_dir, temporary) = match &options.data_dir {
@@ -86,7 +95,10 @@ impl ServerUnderTest {
                 let database_url = options.database_url.clone().unwrap_or_else(|| {
                     format!("sqlite://{}", data_dir.join("plantops.db").display())
                 });
-                let api = Api::new(&format!("http://127.0.0.1:{http_port}"))?;
+                let api = Api::new(
+                    &format!("http://127.0.0.1:{http_port}"),
+                    &Default::default(),
+                )?;
                 (api, Some(child), temporary, database_url)
             }
         };
@@ -94,6 +106,10 @@ impl ServerUnderTest {
         let store = plantops_store::connect(&database_url)
             .await
             .context("cannot open the server's database to count rows")?;
+        let api = match &child {
+            Some(_) => Api::new(api.base(), &own_admin_token(&store).await?)?,
+            None => api,
+        };
         let health = api.get("/health").await?;
         let part = |component: &str, separator: char| {
             health["components"][component]["message"]
@@ -205,4 +221,32 @@ pub async fn register_devices(
         registered.into_iter().map(|(device, _)| device).collect(),
         endpoint,
     ))
+}
+
+/// An admin and a full token on the server the benchmark started, made as
+/// `plantops user add` and `plantops token create` make them.
+async fn own_admin_token(store: &DynStore) -> anyhow::Result<crate::api_client::ApiCredentials> {
+    let admin = plantops_core::account::User {
+        id: uuid::Uuid::new_v4(),
+        username: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        role: plantops_core::account::Role::Admin,
+        created_at: plantops_core::now(),
+    };
+    // Nobody signs in with it: an unguessable password.
+    let password = plantops_core::account::issue_secret("").plain;
+    let hash =
+        tokio::task::spawn_blocking(move || plantops_core::account::hash_user_password(&password))
+            .await?;
+    store.insert_user(&admin, &hash, false).await?;
+    let issued = plantops_server::routes::users::create_api_token(
+        store,
+        admin.id,
+        "plantops bench".into(),
+        plantops_core::account::Scope::Full,
+    )
+    .await?;
+    Ok(crate::api_client::ApiCredentials {
+        token: Some(issued.secret),
+        enrollment_key: None,
+    })
 }

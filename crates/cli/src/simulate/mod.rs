@@ -47,6 +47,8 @@ pub struct SimulateArgs {
     /// The server's HTTP address.
     #[arg(long, env = "PLANTOPS_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
+    #[command(flatten)]
+    pub credentials_for_api: crate::api_client::ApiCredentials,
     /// How many devices to simulate.
     #[arg(long, short = 'n', default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -122,7 +124,7 @@ impl Counters {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.url)?;
+    let api = Api::new(&args.url, &args.credentials_for_api)?;
     api.wait_ready(Duration::from_secs(10))
         .await
         .with_context(|| format!("is `plantops serve` running at {}?", args.url))?;

@@ -49,6 +49,7 @@ async fn populate(store: &DynStore, plants: usize, readings_per_plant: i64) {
             sensor_types: None,
             last_seen_at: None,
             created_at: t0(),
+            enrollment: None,
         };
         let Registration::Created(device) = store.register_device(&device, "hash").await.unwrap()
         else {

@@ -176,6 +176,8 @@ async fn the_simulator_publishes_through_mosquitto() {
             "simulate",
             "--url",
             &server.http,
+            "--token",
+            server.token.as_deref().unwrap(),
             "--devices",
             "2",
             "--interval",

@@ -178,7 +178,8 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     let (_mosquitto, mqtt_port) = start_mosquitto(dir.path(), &certs).await;
 
     let http_port = free_port();
-    let mut backend = Command::new(binary())
+    let mut backend_command = Command::new(binary());
+    backend_command
         .arg("serve")
         .env_clear()
         .env("PLANTOPS_ENV", "production")
@@ -198,9 +199,8 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    let mut backend = backend_command.spawn().unwrap();
     // The container's health check: ready once the database and the broker
     // link (with the backend's own account, created through dynsec) are up.
     let mut ready = false;
@@ -269,10 +269,61 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
 
     let api_health: Value = get("/api/health").await.unwrap().json().await.unwrap();
     assert_eq!(api_health["status"], "healthy", "{api_health}");
+    assert!(api_health.get("components").is_none(), "anonymous: status only");
+    let anonymous = get("/api/plants").await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the API needs sign-in behind nginx too");
 
-    // A device registers through nginx.
+    // The first admin, created with the CLI on the stack's database (as
+    // docs/deployment.md says), signs in through nginx.
+    let mut user_add = Command::new(binary());
+    user_add
+        .args(["user", "add", "admin", "--role", "admin", "--password-stdin"])
+        .env_clear()
+        .env("DATABASE_URL", db.url())
+        .env("PLANTOPS_DATA_DIR", dir.path().join("backend-data"));
+    let mut child = user_add
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"production-admin-pw\n").await.unwrap();
+    }
+    assert!(child.wait().await.unwrap().success());
+    let login = http
+        .post(format!("{gateway}/api/auth/login"))
+        .json(&json!({"username": "admin", "password": "production-admin-pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // nginx passes the browser's Host with its port, so our Origin matches.
+    let key: Value = http
+        .post(format!("{gateway}/api/enrollment-keys"))
+        .header("cookie", &cookie)
+        .header("origin", &gateway)
+        .json(&json!({"name": "smoke", "max_uses": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enrollment_key = key["key"].as_str().unwrap_or_else(|| panic!("{key}"));
+
+    // A device registers through nginx with the enrollment key.
     let response = http
         .post(format!("{gateway}/api/devices/register"))
+        .bearer_auth(enrollment_key)
         .json(&json!({"mac_address": "02:00:00:5e:10:01", "firmware_version": "1.0.0"}))
         .send()
         .await
@@ -289,7 +340,12 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     };
 
     // The live stream through nginx, opened before the reading exists.
-    let events = get("/api/events").await.unwrap();
+    let events = http
+        .get(format!("{gateway}/api/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(events.status(), 200);
     let mut stream = events.bytes_stream();
 
@@ -326,15 +382,18 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
 
     // Stored: the same reading through nginx's /api/. The live event above
     // is sent after the commit, so this is no race.
-    let latest: Value = get(&format!(
-        "/api/devices/{}/telemetry/latest",
-        credentials.device_id
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let latest: Value = http
+        .get(format!(
+            "{gateway}/api/devices/{}/telemetry/latest",
+            credentials.device_id
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(latest["soil_moisture"], 41.5, "{latest}");
     assert_eq!(latest["temperature"], 22.25);
     assert_eq!(latest["light_level"], 830.0);

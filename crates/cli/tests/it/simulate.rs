@@ -46,8 +46,18 @@ async fn simulated_devices_register_create_plants_and_deliver_every_reading() {
     let server = Server::start(dir.path(), &Ports::free(), &[]).await;
     let credentials = dir.path().join("devices.json");
     let credentials_arg = credentials.to_str().unwrap();
+    // Devices enroll with a key; plants are created with the admin's token.
+    let (status, key) = server
+        .post("/api/enrollment-keys", serde_json::json!({"name": "simulator"}))
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let token = server.token.clone().unwrap();
     let common_args = [
         "simulate",
+        "--token",
+        &token,
+        "--enrollment-key",
+        key["key"].as_str().unwrap(),
         "--url",
         &server.http,
         "--devices",
@@ -61,6 +71,16 @@ async fn simulated_devices_register_create_plants_and_deliver_every_reading() {
         "--credentials",
         credentials_arg,
     ];
+
+    // Without credentials the simulator says what it needs.
+    let output = plantops()
+        .args(["simulate", "--url", &server.http, "--count", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("401") && stderr.contains("--enrollment-key"), "{stderr}");
 
     let mut first = common_args.to_vec();
     first.extend(["--count", "5", "--create-plants"]);
@@ -78,6 +98,10 @@ async fn simulated_devices_register_create_plants_and_deliver_every_reading() {
         assert!(plant["species"].is_string());
     }
     assert_eq!(history_counts(&server).await, vec![5, 5, 5]);
+    let (_, devices) = server.get("/api/devices").await;
+    for device in devices["devices"].as_array().unwrap() {
+        assert_eq!(device["enrollment"], "key", "{device}");
+    }
 
     #[cfg(unix)]
     {

@@ -20,7 +20,105 @@ pub struct Server {
     pub http: String,
     pub mqtt_port: u16,
     pub mqtts_port: u16,
+    /// Sends the admin token (when the server requires sign-in).
     pub client: reqwest::Client,
+    /// A full API token of the `admin` account (password `admin-password`);
+    /// `None` when the server runs with PLANTOPS_AUTH=off.
+    pub token: Option<String>,
+}
+
+/// The admin account every test server gets, and where its token is kept
+/// so that a restarted server reuses it.
+pub const ADMIN_PASSWORD: &str = "admin-password";
+const TOKEN_FILE: &str = "test-admin-token";
+
+/// Runs `plantops ARGS` with the settings (database, data directory) of a
+/// `serve` command, feeding `stdin`; returns stdout.
+pub async fn run_like(serve: &Command, args: &[&str], stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut command = plantops();
+    for (name, value) in serve.as_std().get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plantops");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "plantops {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The admin's token for the server `serve` starts: created once through
+/// `plantops user add` and `plantops token create` (while it runs), kept in
+/// its data directory.
+async fn admin_token(serve: &Command) -> Option<String> {
+    let env = |name: &str| {
+        serve
+            .as_std()
+            .get_envs()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    };
+    if env("PLANTOPS_AUTH").as_deref() == Some("off") {
+        return None;
+    }
+    let file = Path::new(&env("PLANTOPS_DATA_DIR").expect("a data directory")).join(TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&file) {
+        return Some(token);
+    }
+    run_like(
+        serve,
+        &[
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{ADMIN_PASSWORD}\n"),
+    )
+    .await;
+    let token = run_like(
+        serve,
+        &[
+            "token", "create", "--user", "admin", "--name", "tests", "--scope", "full",
+        ],
+        "",
+    )
+    .await;
+    let token = token.trim().to_string();
+    std::fs::write(&file, &token).unwrap();
+    Some(token)
+}
+
+/// An HTTP client that sends `token` as a bearer token.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub struct Ports {
@@ -81,15 +179,26 @@ impl Server {
     pub async fn launch(mut command: Command, ports: &Ports) -> Server {
         plantops_mqtt::install_crypto_provider();
         let child = command.spawn().expect("spawn plantops");
-        let server = Server {
+        let mut server = Server {
             child,
             http: format!("http://127.0.0.1:{}", ports.http),
             mqtt_port: ports.mqtt,
             mqtts_port: ports.mqtts,
             client: reqwest::Client::new(),
+            token: None,
         };
         server.wait_ready().await;
+        server.token = admin_token(&command).await;
+        server.client = client_with(server.token.as_deref());
         server
+    }
+
+    /// `plantops simulate`/`bench` arguments that carry the admin token.
+    pub fn token_env(&self) -> Vec<(&'static str, String)> {
+        self.token
+            .iter()
+            .map(|t| ("PLANTOPS_TOKEN", t.clone()))
+            .collect()
     }
 
     pub async fn wait_ready(&self) {

@@ -269,15 +269,29 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
 
     let api_health: Value = get("/api/health").await.unwrap().json().await.unwrap();
     assert_eq!(api_health["status"], "healthy", "{api_health}");
-    assert!(api_health.get("components").is_none(), "anonymous: status only");
+    assert!(
+        api_health.get("components").is_none(),
+        "anonymous: status only"
+    );
     let anonymous = get("/api/plants").await.unwrap();
-    assert_eq!(anonymous.status(), 401, "the API needs sign-in behind nginx too");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the API needs sign-in behind nginx too"
+    );
 
     // The first admin, created with the CLI on the stack's database (as
     // docs/deployment.md says), signs in through nginx.
     let mut user_add = Command::new(binary());
     user_add
-        .args(["user", "add", "admin", "--role", "admin", "--password-stdin"])
+        .args([
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ])
         .env_clear()
         .env("DATABASE_URL", db.url())
         .env("PLANTOPS_DATA_DIR", dir.path().join("backend-data"));

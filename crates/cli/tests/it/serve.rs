@@ -476,6 +476,45 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
             json!({}),
         )
         .await;
+    // Accounts, tokens and keys: none of their secrets may be logged either.
+    let sign_in = |password: &str| {
+        server
+            .client
+            .post(format!("{}/api/auth/login", server.http))
+            .json(&json!({"username": "admin", "password": password}))
+            .send()
+    };
+    assert_eq!(
+        sign_in("a-wrong-admin-password").await.unwrap().status(),
+        401
+    );
+    let login = sign_in(common::ADMIN_PASSWORD).await.unwrap();
+    assert_eq!(login.status(), 200);
+    let session = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (_, token) = server
+        .post("/api/tokens", json!({"name": "logged?", "scope": "read"}))
+        .await;
+    let (_, key) = server
+        .post("/api/enrollment-keys", json!({"name": "logged?"}))
+        .await;
+    let key = key["key"].as_str().unwrap().to_string();
+    let keyed = server
+        .client
+        .post(format!("{}/api/devices/register", server.http))
+        .bearer_auth(&key)
+        .json(&json!({"mac_address": "aa:00:00:00:00:08"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 200);
 
     server.kill().await;
     let mut logs = String::new();
@@ -499,8 +538,185 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
         device.password.as_str(),
         "a-wrong-secret-password",
         rotated["mqtt_password"].as_str().unwrap(),
+        common::ADMIN_PASSWORD,
+        "a-wrong-admin-password",
+        &session,
+        token["token"].as_str().unwrap(),
+        server.token.as_deref().unwrap(),
+        &key,
     ] {
-        assert!(!logs.contains(secret), "a password reached the logs");
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+    assert!(lines.iter().any(|l| l["message"] == "signed in"));
+    assert!(lines.iter().any(|l| l["message"] == "failed sign-in"));
+}
+
+/// First start without an account: a setup link in the log and the token
+/// in the data directory; `plantops user add` (while the server runs)
+/// makes both useless.
+#[tokio::test]
+async fn first_start_logs_a_setup_link_that_the_first_admin_retires() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut command = Server::command(dir.path(), &ports, &[("LOG_FORMAT", "json")]);
+    command.stdout(std::process::Stdio::piped());
+    // Not Server::launch: that would add the tests' admin at once.
+    let mut child = command.spawn().unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let link = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("a setup link before the log ends");
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if let Some(link) = entry["setup_link"].as_str() {
+            break link.to_string();
+        }
+    };
+    let token = std::fs::read_to_string(dir.path().join("setup-token")).unwrap();
+    assert_eq!(
+        link,
+        format!(
+            "http://127.0.0.1:{}/setup?token={}",
+            ports.http,
+            token.trim()
+        )
+    );
+    let http = reqwest::Client::new();
+    let status: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{}/api/auth/status", ports.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["setup_required"], true);
+
+    let added = common::run_like(
+        &command,
+        &[
+            "user",
+            "add",
+            "owner",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        "owner-password\n",
+    )
+    .await;
+    assert!(added.contains("added owner (admin)"), "{added}");
+    assert!(!dir.path().join("setup-token").exists());
+    let setup = http
+        .post(format!("http://127.0.0.1:{}/api/auth/setup", ports.http))
+        .json(&json!({"token": token.trim(), "username": "late", "password": "late-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(setup.status(), 409, "the token died with the first admin");
+    let listed = common::run_like(&command, &["user", "list"], "").await;
+    assert!(listed.starts_with("owner\tadmin\t"), "{listed}");
+
+    // Recovery: a new password from the command line while the server runs.
+    let login = |password: &'static str| {
+        http.post(format!("http://127.0.0.1:{}/api/auth/login", ports.http))
+            .json(&json!({"username": "owner", "password": password}))
+            .send()
+    };
+    assert_eq!(login("owner-password").await.unwrap().status(), 200);
+    common::run_like(
+        &command,
+        &["user", "passwd", "owner", "--password-stdin"],
+        "recovered-pw\n",
+    )
+    .await;
+    assert_eq!(login("owner-password").await.unwrap().status(), 401);
+    assert_eq!(login("recovered-pw").await.unwrap().status(), 200);
+    child.kill().await.unwrap();
+}
+
+/// The opt-outs work, warn at every start, show in /api/auth/status, and
+/// production refuses them.
+#[tokio::test]
+async fn auth_off_and_open_enrollment_are_loud_and_refused_in_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut command = Server::command(
+        dir.path(),
+        &ports,
+        &[
+            ("PLANTOPS_AUTH", "off"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "warn"),
+        ],
+    );
+    command.stdout(std::process::Stdio::piped());
+    let mut server = Server::launch(command, &ports).await;
+    assert!(server.token.is_none());
+    let (status, plants) = server.get("/api/plants").await;
+    assert_eq!(
+        (status, plants["total"].as_u64()),
+        (200, Some(0)),
+        "no credentials needed"
+    );
+    server.register("aa:00:00:00:00:09").await;
+    let (_, auth) = server.get("/api/auth/status").await;
+    assert_eq!(
+        auth,
+        json!({"setup_required": false, "auth": false, "enrollment_open": true})
+    );
+    let mut stdout = server.child.stdout.take().unwrap();
+    server.kill().await;
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("PLANTOPS_AUTH=off"), "{logs}");
+    assert!(!logs.contains("setup_link"), "no setup while auth is off");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let server = Server::start(dir.path(), &ports, &[("PLANTOPS_ENROLLMENT", "open")]).await;
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/api/devices/register", server.http))
+        .json(&json!({"mac_address": "aa:00:00:00:00:0a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        200,
+        "original firmware registers without a key"
+    );
+    let (_, devices) = server.get("/api/devices").await;
+    assert_eq!(devices["devices"][0]["enrollment"], "open");
+    let plants = reqwest::Client::new()
+        .get(format!("{}/api/plants", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plants.status(), 401, "only enrollment is open");
+
+    for (variable, value) in [("PLANTOPS_AUTH", "off"), ("PLANTOPS_ENROLLMENT", "open")] {
+        let output = common::plantops()
+            .arg("serve")
+            .envs(production_env())
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("refuses {variable}={value}")),
+            "{stderr}"
+        );
     }
 }
 

@@ -48,7 +48,10 @@ async fn simulated_devices_register_create_plants_and_deliver_every_reading() {
     let credentials_arg = credentials.to_str().unwrap();
     // Devices enroll with a key; plants are created with the admin's token.
     let (status, key) = server
-        .post("/api/enrollment-keys", serde_json::json!({"name": "simulator"}))
+        .post(
+            "/api/enrollment-keys",
+            serde_json::json!({"name": "simulator"}),
+        )
         .await;
     assert_eq!(status, 201, "{key}");
     let token = server.token.clone().unwrap();
@@ -80,7 +83,10 @@ async fn simulated_devices_register_create_plants_and_deliver_every_reading() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("401") && stderr.contains("--enrollment-key"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("--enrollment-key"),
+        "{stderr}"
+    );
 
     let mut first = common_args.to_vec();
     first.extend(["--count", "5", "--create-plants"]);

@@ -192,15 +192,6 @@ impl Server {
         server.client = client_with(server.token.as_deref());
         server
     }
-
-    /// `plantops simulate`/`bench` arguments that carry the admin token.
-    pub fn token_env(&self) -> Vec<(&'static str, String)> {
-        self.token
-            .iter()
-            .map(|t| ("PLANTOPS_TOKEN", t.clone()))
-            .collect()
-    }
-
     pub async fn wait_ready(&self) {
         for _ in 0..300 {
             if let Ok(response) = self

@@ -33,6 +33,11 @@ let server;
 let simulator;
 let browser;
 let base;
+/** The first admin's full API token, for setting up through the API. */
+let adminToken;
+/** The signed-in admin's cookies, for every page that is not about signing in. */
+let adminState;
+const ADMIN = { username: "owner", password: "owner-password-1" };
 
 const cleanEnv = () => {
   const env = { ...process.env, LOG_LEVEL: "warn" };
@@ -73,9 +78,11 @@ async function stopServer() {
 }
 
 async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${adminToken}` };
+  if (body) headers["Content-Type"] = "application/json";
   const response = await fetch(`${base}/api${path}`, {
     method,
-    headers: body ? { "Content-Type": "application/json" } : undefined,
+    headers,
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await response.json().catch(() => null);
@@ -102,12 +109,6 @@ before(async () => {
   await startServer();
   const index = await (await fetch(base)).text();
   assert.ok(index.includes('id="root"'), "plantops serve does not serve the built UI (run `make ui`, then rebuild)");
-  simulator = spawn(
-    binary,
-    ["simulate", "--url", base, "--devices", "3", "--interval", "0.5", "--breach-rate", "0",
-     "--create-plants", "--credentials", join(dataDir, "sim.json"), "--seed", "7"],
-    { env: cleanEnv(), stdio: ["ignore", "ignore", "ignore"] },
-  );
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ["--no-sandbox", "--disable-dev-shm-usage"],
@@ -133,12 +134,64 @@ async function cardValuesChange(page, timeout = TIMEOUT) {
   );
 }
 
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+async function newPage(storageState = adminState) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, storageState });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   return page;
 }
+
+async function signIn(page, { username, password }) {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+// First, because every later test signs in as the admin it creates.
+test("the setup link creates the first admin, who signs out and in again", async () => {
+  const token = readFileSync(join(dataDir, "setup-token"), "utf8").trim();
+  const page = await newPage(undefined);
+  // Without an account every page is the setup page.
+  await page.goto(`${base}/devices`);
+  await page.getByRole("heading", { name: "Create the first admin" }).waitFor();
+  await page.goto(`${base}/setup?token=${token}`);
+  await page.getByLabel("Username").fill(ADMIN.username);
+  await page.getByLabel("Password", { exact: true }).fill(ADMIN.password);
+  await page.getByLabel("Repeat the password").fill(ADMIN.password);
+  await shoot(page, "setup");
+  await page.getByRole("button", { name: "Create admin" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  assert.match(await page.getByTestId("signed-in-user").textContent(), /owner \(admin\)/);
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.goto(`${base}/alerts`);
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.match(page.url(), /\/login\?next=%2Falerts$/);
+  await signIn(page, { ...ADMIN, password: "wrong-password" });
+  await page.getByText("Wrong username or password").waitFor();
+  await shoot(page, "login");
+  await signIn(page, ADMIN);
+  // Back to the page that asked for the sign-in.
+  await page.getByRole("heading", { name: "Alerts" }).waitFor();
+  adminState = await page.context().storageState();
+  await page.context().close();
+
+  // Tools get their credentials from the CLI and the API.
+  adminToken = execFileSync(binary, ["token", "create", "--user", ADMIN.username, "--name", "e2e", "--scope", "full"], {
+    env: { ...cleanEnv(), PLANTOPS_DATA_DIR: dataDir },
+  }).toString().trim();
+  const key = await api("POST", "/enrollment-keys", { name: "simulator" });
+  simulator = spawn(
+    binary,
+    ["simulate", "--url", base, "--devices", "3", "--interval", "0.5", "--breach-rate", "0",
+     "--create-plants", "--credentials", join(dataDir, "sim.json"), "--seed", "7"],
+    {
+      env: { ...cleanEnv(), PLANTOPS_TOKEN: adminToken, PLANTOPS_ENROLLMENT_KEY: key.key },
+      stdio: ["ignore", "ignore", "ignore"],
+    },
+  );
+});
 
 test("the dashboard shows live values arriving without a reload", async () => {
   const page = await newPage();
@@ -211,7 +264,7 @@ test("registering a device shows its credentials once", async () => {
   await page.getByRole("button", { name: "Register device" }).click();
   await page.getByText("already registered").waitFor();
   assert.equal(await page.getByTestId("credentials").count(), 0);
-  await page.getByRole("button", { name: "OK" }).click();
+  await page.getByRole("button", { name: "OK", exact: true }).click();
   await shoot(page, "devices");
   await page.context().close();
 });
@@ -296,6 +349,66 @@ test("behind the production nginx the UI runs live under its security policy", a
     nginx.kill("SIGKILL");
     rmSync(prefix, { recursive: true, force: true });
   }
+});
+
+test("a viewer sees everything and no edit controls", async () => {
+  await api("POST", "/users", { username: "guest", password: "guest-password", role: "viewer" });
+  const page = await newPage(undefined);
+  await page.goto(`${base}/login`);
+  await signIn(page, { username: "guest", password: "guest-password" });
+  await page.getByTestId("plant-card").nth(2).waitFor();
+  assert.match(await page.getByTestId("signed-in-user").textContent(), /guest \(viewer\)/);
+  assert.equal(await page.getByRole("button", { name: "Add plant" }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Users" }).count(), 0);
+  await page.getByTestId("plant-card").first().click();
+  await page.locator(".chart canvas").first().waitFor();
+  assert.equal(await page.getByRole("button", { name: "Delete plant" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Save thresholds" }).count(), 0);
+  await page.goto(`${base}/devices`);
+  await page.getByTestId("device-row").first().waitFor();
+  for (const name of ["Register device", "Delete", "Open enrollment window", "Create key"]) {
+    assert.equal(await page.getByRole("button", { name }).count(), 0, `viewer sees ${name}`);
+  }
+  assert.equal(await page.getByRole("combobox").count(), 1, "only the status filter");
+  await page.goto(`${base}/alerts`);
+  await page.getByTestId("alert-row").first().waitFor();
+  assert.equal(await page.getByRole("button", { name: "Acknowledge" }).count(), 0);
+  await page.goto(`${base}/settings`);
+  await page.getByText("Only admins change").waitFor();
+  await shoot(page, "viewer-devices");
+  await page.context().close();
+});
+
+test("admins manage users, API tokens, enrollment keys and the window", async () => {
+  const page = await newPage();
+  await page.goto(`${base}/account`);
+  await page.getByLabel("Name").fill("grafana");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const secret = await page.getByTestId("secret").textContent();
+  assert.match(secret, /^pot_[0-9a-f]{64}$/);
+  const read = await fetch(`${base}/api/plants`, { headers: { Authorization: `Bearer ${secret}` } });
+  assert.equal(read.status, 200, "the shown token works");
+  await page.getByRole("button", { name: "I have saved it" }).click();
+  await page.getByTestId("token-row").filter({ hasText: "grafana" }).waitFor();
+  assert.equal(await page.getByText(secret).count(), 0, "shown once");
+  await shoot(page, "account");
+
+  await page.goto(`${base}/devices`);
+  await page.getByRole("button", { name: "Open enrollment window" }).click();
+  await page.getByTestId("enrollment-window").getByText(/for 4:5\d|for 5:00/).waitFor();
+  await page.getByLabel("Name").fill("greenhouse");
+  await page.getByRole("button", { name: "Create key" }).click();
+  assert.match(await page.getByTestId("secret").textContent(), /^pek_/);
+  await page.getByRole("button", { name: "I have saved it" }).click();
+  await page.getByTestId("key-row").filter({ hasText: "greenhouse" }).waitFor();
+  await shoot(page, "devices-enrollment");
+  await page.getByRole("button", { name: "Close now" }).click();
+  await page.getByRole("button", { name: "Open enrollment window" }).waitFor();
+
+  await page.goto(`${base}/users`);
+  await page.getByTestId("user-row").filter({ hasText: "guest" }).waitFor();
+  await shoot(page, "users");
+  await page.context().close();
 });
 
 test("settings pages and the UI reconnects after a server restart", async () => {

@@ -1,6 +1,12 @@
-import { createContext, useContext } from "react";
-import { QueryClientProvider, type QueryClient } from "@tanstack/react-query";
-import { BrowserRouter, NavLink, Route, Routes } from "react-router-dom";
+import { createContext, useContext, useEffect } from "react";
+import { QueryClientProvider, useMutation, useQuery, type QueryClient } from "@tanstack/react-query";
+import { BrowserRouter, Navigate, NavLink, Route, Routes, useLocation } from "react-router-dom";
+import { api, ApiError, onUnauthorized } from "./lib/api";
+import { authStatusQuery, meQuery } from "./lib/queries";
+import { SessionContext, useSession, type Session } from "./lib/session";
+import type { AuthStatus } from "./lib/types";
+import { Login, Setup } from "./pages/Auth";
+import { Account, Users } from "./pages/Users";
 import { useLiveEvents, type LiveState } from "./lib/live";
 import { Dashboard } from "./pages/Dashboard";
 import { PlantDetail } from "./pages/PlantDetail";
@@ -8,7 +14,7 @@ import { Devices } from "./pages/Devices";
 import { Alerts } from "./pages/Alerts";
 import { Settings } from "./pages/Settings";
 import { CarePlanPage } from "./pages/CarePlan";
-import { EmptyState } from "./components/ui";
+import { EmptyState, ErrorState, Skeleton } from "./components/ui";
 
 const LIVE_LABEL: Record<LiveState, string> = {
   connecting: "Connecting…",
@@ -16,7 +22,46 @@ const LIVE_LABEL: Record<LiveState, string> = {
   reconnecting: "○ Reconnecting…",
 };
 
+/** The opt-outs are loud: every page says so. */
+function OptOutBanner({ status }: { status: AuthStatus }) {
+  if (!status.auth) {
+    return (
+      <p className="notice error banner" role="alert" data-testid="opt-out-banner">
+        Authentication is off (PLANTOPS_AUTH=off): anyone who can reach this server can read and change everything.
+      </p>
+    );
+  }
+  if (status.enrollment_open) {
+    return (
+      <p className="notice warning banner" role="alert" data-testid="opt-out-banner">
+        Open enrollment (PLANTOPS_ENROLLMENT=open): any device on the network can register without a key.
+      </p>
+    );
+  }
+  return null;
+}
+
+function SignedInUser() {
+  const { user, status } = useSession();
+  const logout = useMutation({
+    mutationFn: api.logout,
+    onSettled: () => window.location.assign("/login"),
+  });
+  if (!status.auth) return null;
+  return (
+    <div className="row user-menu">
+      <NavLink to="/account" data-testid="signed-in-user">
+        {user.username} <span className="muted small">({user.role})</span>
+      </NavLink>
+      <button type="button" className="secondary" disabled={logout.isPending} onClick={() => logout.mutate()}>
+        Sign out
+      </button>
+    </div>
+  );
+}
+
 function Layout() {
+  const { user, status } = useSession();
   return (
     <>
       <a className="skip-link" href="#main">
@@ -33,9 +78,12 @@ function Layout() {
           <NavLink to="/devices">Devices</NavLink>
           <NavLink to="/alerts">Alerts</NavLink>
           <NavLink to="/settings">Settings</NavLink>
+          {user.role === "admin" && status.auth && <NavLink to="/users">Users</NavLink>}
         </nav>
         <LiveIndicator />
+        <SignedInUser />
       </header>
+      <OptOutBanner status={status} />
       <main id="main" tabIndex={-1}>
         <Routes>
           <Route path="/" element={<Dashboard />} />
@@ -44,6 +92,10 @@ function Layout() {
           <Route path="/devices" element={<Devices />} />
           <Route path="/alerts" element={<Alerts />} />
           <Route path="/settings" element={<Settings />} />
+          <Route path="/users" element={<Users />} />
+          <Route path="/account" element={<Account />} />
+          <Route path="/login" element={<Navigate to="/" replace />} />
+          <Route path="/setup" element={<Navigate to="/" replace />} />
           <Route
             path="*"
             element={
@@ -78,11 +130,48 @@ function Live({ client }: { client: QueryClient }) {
   );
 }
 
+/** The login page, remembering where the user was. */
+function toLogin(location: { pathname: string; search: string }): string {
+  return `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+}
+
+function SignedIn({ client, status }: { client: QueryClient; status: AuthStatus }) {
+  const location = useLocation();
+  const me = useQuery(meQuery());
+  useEffect(() => {
+    // A session that expires or is ended elsewhere: back to the login page,
+    // then here again.
+    onUnauthorized(() => window.location.assign(toLogin(window.location)));
+    return () => onUnauthorized(null);
+  }, []);
+  if (me.isPending) return <Skeleton lines={4} label="Loading" />;
+  if (me.isError) {
+    if (me.error instanceof ApiError && me.error.status === 401) return <Navigate to={toLogin(location)} replace />;
+    return <ErrorState error={me.error} retry={() => me.refetch()} />;
+  }
+  const session: Session = { user: me.data, canEdit: me.data.role === "admin", status };
+  return (
+    <SessionContext.Provider value={session}>
+      <Live client={client} />
+    </SessionContext.Provider>
+  );
+}
+
+function Gate({ client }: { client: QueryClient }) {
+  const location = useLocation();
+  const status = useQuery(authStatusQuery());
+  if (status.isPending) return <Skeleton lines={4} label="Loading" />;
+  if (status.isError) return <ErrorState error={status.error} retry={() => status.refetch()} />;
+  if (status.data.setup_required) return <Setup />;
+  if (status.data.auth && location.pathname === "/login") return <Login />;
+  return <SignedIn client={client} status={status.data} />;
+}
+
 export function App({ client }: { client: QueryClient }) {
   return (
     <QueryClientProvider client={client}>
       <BrowserRouter>
-        <Live client={client} />
+        <Gate client={client} />
       </BrowserRouter>
     </QueryClientProvider>
   );

@@ -81,3 +81,26 @@ export function CopyButton({ text, label }: { text: string; label: string }) {
     </button>
   );
 }
+
+/** A secret the server shows only once (an API token, an enrollment key). */
+export function OneTimeSecret({ title, secret, onDone }: { title: string; secret: string; onDone: () => void }) {
+  return (
+    <section className="card stack" aria-label={title} data-testid="one-time-secret">
+      <h2>{title}</h2>
+      <p className="notice warning flush" role="alert">
+        Copy it now: it is shown only this once. PlantOps keeps only a hash of it.
+      </p>
+      <div className="row">
+        <code className="secret" data-testid="secret">
+          {secret}
+        </code>
+        <CopyButton text={secret} label="Copy" />
+      </div>
+      <div>
+        <button type="button" onClick={onDone}>
+          I have saved it
+        </button>
+      </div>
+    </section>
+  );
+}

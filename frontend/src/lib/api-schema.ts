@@ -38,6 +38,111 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sign in: sets the session cookie. */
+        post: operations["login"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sign out: ends this session and clears its cookie. */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The signed-in user (`anonymous`, an admin, with `PLANTOPS_AUTH=off`). */
+        get: operations["me"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Change one's own password; every session of the account ends, and this
+         *     browser gets a new one.
+         */
+        put: operations["change_password"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/setup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create the first admin with the one-time setup token; signs them in. */
+        post: operations["setup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whether setup is pending and which protections are on (public). */
+        get: operations["status"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/devices": {
         parameters: {
             query?: never;
@@ -158,6 +263,63 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/enrollment-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every enrollment key, newest first (revoked and used-up ones too). */
+        get: operations["list_keys"];
+        put?: never;
+        /** Create an enrollment key (admin); the key is shown once. */
+        post: operations["create_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/enrollment-keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke an enrollment key (admin); devices it registered keep working. */
+        delete: operations["revoke_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/enrollment/window": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whether devices may register without a key now, and until when. */
+        get: operations["get_window"];
+        put?: never;
+        /**
+         * Let devices register without a key for a few minutes (admin), like a
+         *     Zigbee coordinator's permit-join.
+         */
+        post: operations["open_window"];
+        /** Close the enrollment window now (admin). */
+        delete: operations["close_window"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/events": {
         parameters: {
             query?: never;
@@ -185,7 +347,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Status of each component; always 200. */
+        /**
+         * Overall status (public); each component's, with counters, for
+         *     authenticated callers. Always 200.
+         */
         get: operations["health"];
         put?: never;
         post?: never;
@@ -461,6 +626,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The signed-in user's API tokens. */
+        get: operations["list_tokens"];
+        put?: never;
+        /** Create an API token for the signed-in user; the token is shown once. */
+        post: operations["create_token"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke one of the signed-in user's tokens; it stops working at once. */
+        delete: operations["delete_token"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every account, by name. */
+        get: operations["list_users"];
+        put?: never;
+        /** Add an account (admin). */
+        post: operations["create_user"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Change an account's role or password (admin). */
+        put: operations["update_user"];
+        post?: never;
+        /** Remove an account with its sessions and tokens (admin). */
+        delete: operations["delete_user"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -505,6 +741,27 @@ export interface components {
             alerts: components["schemas"]["Alert"][];
             /** Format: int64 */
             total: number;
+        };
+        /** @description A long-lived API token; the secret itself is shown once, at creation. */
+        ApiToken: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            /** Format: date-time */
+            last_used_at?: string | null;
+            name: string;
+            scope: components["schemas"]["Scope"];
+            /** Format: uuid */
+            user_id: string;
+        };
+        AuthStatus: {
+            /** @description `false` with `PLANTOPS_AUTH=off`: nobody needs to sign in. */
+            auth: boolean;
+            /** @description `PLANTOPS_ENROLLMENT=open`: devices register without a key. */
+            enrollment_open: boolean;
+            /** @description No account exists yet: the setup page creates the first admin. */
+            setup_required: boolean;
         };
         /** @enum {string} */
         BoundSide: "min" | "max";
@@ -558,6 +815,7 @@ export interface components {
         Device: {
             /** Format: date-time */
             created_at: string;
+            enrollment?: null | components["schemas"]["Enrollment"];
             firmware_version?: string | null;
             /** Format: uuid */
             id: string;
@@ -579,6 +837,44 @@ export interface components {
         DeviceStatus: "provisioning" | "online" | "offline" | "error";
         /** @enum {string} */
         Direction: "rising" | "falling" | "stable";
+        /**
+         * @description How a device came to be registered.
+         * @enum {string}
+         */
+        Enrollment: "admin" | "key" | "window" | "open";
+        /** @description A credential devices present to register themselves. */
+        EnrollmentKey: {
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description The key stops working at this time; never when absent.
+             */
+            expires_at?: string | null;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: int32
+             * @description How many devices the key may register; unlimited when absent.
+             */
+            max_uses?: number | null;
+            name: string;
+            /** Format: date-time */
+            revoked_at?: string | null;
+            /** Format: int32 */
+            uses: number;
+        };
+        EnrollmentKeyList: {
+            keys: components["schemas"]["EnrollmentKey"][];
+        };
+        EnrollmentWindow: {
+            open: boolean;
+            /**
+             * Format: date-time
+             * @description When it closes, while open.
+             */
+            until?: string | null;
+        };
         FieldError: {
             /** @description Where the bad value is, e.g. `["body", "thresholds", "temperature", "min"]`. */
             loc: string[];
@@ -586,7 +882,7 @@ export interface components {
             type: string;
         };
         Health: {
-            components: components["schemas"]["Components"];
+            components?: null | components["schemas"]["Components"];
             /** @description `healthy`, `degraded` or `unhealthy`. */
             status: string;
             /** Format: date-time */
@@ -634,6 +930,14 @@ export interface components {
             /** Format: int64 */
             stored: number;
         };
+        IssuedEnrollmentKey: components["schemas"]["EnrollmentKey"] & {
+            /** @description Shown once: devices send it as `Authorization: Bearer <key>`. */
+            key: string;
+        };
+        IssuedToken: components["schemas"]["ApiToken"] & {
+            /** @description Shown once: send it as `Authorization: Bearer <token>`. */
+            token: string;
+        };
         LlmSettingsUpdate: {
             /** @description Omitted: the stored key is kept. */
             api_key?: string | null;
@@ -655,6 +959,10 @@ export interface components {
             latency_ms?: number | null;
             message: string;
             success: boolean;
+        };
+        LoginRequest: {
+            password: string;
+            username: string;
         };
         /** @description The measured values of one message; each is optional. */
         Measurements: {
@@ -704,12 +1012,36 @@ export interface components {
             min_24h: number;
             summary: string;
         };
+        NewEnrollmentKey: {
+            /**
+             * Format: date-time
+             * @description The key stops working at this time (RFC 3339); never when absent.
+             */
+            expires_at?: string | null;
+            /**
+             * Format: int32
+             * @description How many devices it may register; unlimited when absent.
+             */
+            max_uses?: number | null;
+            name: string;
+        };
         NewPlant: {
             /** Format: int32 */
             alert_cooldown_minutes?: number | null;
             name: string;
             species?: string | null;
             thresholds?: null | components["schemas"]["Thresholds"];
+        };
+        NewToken: {
+            name: string;
+            /** @description `read`: GET only; `full`: what the owner may do. */
+            scope: components["schemas"]["Scope"];
+        };
+        NewUser: {
+            /** @description At least 8 characters. */
+            password: string;
+            role: components["schemas"]["Role"];
+            username: string;
         };
         NotificationSettingsUpdate: {
             /** @description An http(s) URL, or `null` to remove the stored webhook. */
@@ -719,6 +1051,18 @@ export interface components {
             /** @description `"..."` and the last four characters. */
             discord_webhook_masked?: string | null;
             discord_webhook_set: boolean;
+        };
+        OpenWindow: {
+            /**
+             * Format: int32
+             * @description 1–60.
+             */
+            minutes: number;
+        };
+        PasswordChange: {
+            current_password: string;
+            /** @description At least 8 characters. */
+            new_password: string;
         };
         /** @description A plant as stored. */
         Plant: {
@@ -827,6 +1171,17 @@ export interface components {
             mqtt_tls_port?: number | null;
             mqtt_username: string;
         };
+        /**
+         * @description What an account may do: `admin` everything, `viewer` read everything
+         *     and change nothing (but its own password and tokens).
+         * @enum {string}
+         */
+        Role: "admin" | "viewer";
+        /**
+         * @description What an API token may do: `read` only GET, `full` what its owner may.
+         * @enum {string}
+         */
+        Scope: "read" | "full";
         Series: {
             /** Format: int64 */
             bucket_seconds: number;
@@ -850,6 +1205,13 @@ export interface components {
              * @description Start of the bucket.
              */
             time: string;
+        };
+        SetupRequest: {
+            /** @description At least 8 characters. */
+            password: string;
+            /** @description The token from the setup link (or `<data dir>/setup-token`). */
+            token: string;
+            username: string;
         };
         /**
          * @description How far a value is off: outside a bound, or close to one.
@@ -893,6 +1255,25 @@ export interface components {
             light_level: null | components["schemas"]["Bounds"];
             soil_moisture: null | components["schemas"]["Bounds"];
             temperature: null | components["schemas"]["Bounds"];
+        };
+        TokenList: {
+            tokens: components["schemas"]["ApiToken"][];
+        };
+        User: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            role: components["schemas"]["Role"];
+            username: string;
+        };
+        UserList: {
+            users: components["schemas"]["User"][];
+        };
+        UserUpdate: {
+            /** @description A new password (ends the user's sessions). */
+            password: string | null;
+            role: null | components["schemas"]["Role"];
         };
         /** @description `{"detail": [{"loc", "msg", "type"}]}`. */
         ValidationProblem: {
@@ -979,6 +1360,208 @@ export interface operations {
             };
         };
     };
+    login: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    me: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    change_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetupRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthStatus"];
+                };
+            };
+        };
+    };
     list_devices: {
         parameters: {
             query?: never;
@@ -1032,6 +1615,14 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Registered"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
                 };
             };
             422: {
@@ -1234,6 +1825,152 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrollmentKeyList"];
+                };
+            };
+        };
+    };
+    create_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewEnrollmentKey"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IssuedEnrollmentKey"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    revoke_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_window: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrollmentWindow"];
+                };
+            };
+        };
+    };
+    open_window: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OpenWindow"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrollmentWindow"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    close_window: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrollmentWindow"];
                 };
             };
         };
@@ -1889,6 +2626,233 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TestResult"];
+                };
+            };
+        };
+    };
+    list_tokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenList"];
+                };
+            };
+        };
+    };
+    create_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewToken"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IssuedToken"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    delete_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_users: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserList"];
+                };
+            };
+        };
+    };
+    create_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewUser"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    update_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserUpdate"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
                 };
             };
         };

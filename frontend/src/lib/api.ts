@@ -1,5 +1,14 @@
 // The HTTP client: one function per endpoint, errors as ApiError.
 import type {
+  ApiToken,
+  AuthStatus,
+  EnrollmentKey,
+  EnrollmentWindow,
+  IssuedEnrollmentKey,
+  IssuedToken,
+  Role,
+  Scope,
+  User,
   Alert,
   AlertKind,
   CarePlanResponse,
@@ -35,6 +44,17 @@ interface FieldProblem {
   msg: string;
 }
 
+let unauthorized: (() => void) | null = null;
+
+/**
+ * Called when a request answers 401 (the session expired or was ended), so
+ * the app can send the user to the login page. Sign-in calls are exempt:
+ * their 401 means a wrong password.
+ */
+export function onUnauthorized(listener: (() => void) | null) {
+  unauthorized = listener;
+}
+
 async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response: Response;
   try {
@@ -54,6 +74,7 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
   } catch {
     data = null;
   }
+  if (response.status === 401 && !path.startsWith("/auth/")) unauthorized?.();
   if (!response.ok) {
     const detail = (data as { detail?: unknown } | null)?.detail;
     if (Array.isArray(detail)) {
@@ -80,6 +101,36 @@ export interface PlantInput {
 }
 
 export const api = {
+  authStatus: () => request<AuthStatus>("GET", "/auth/status"),
+  me: () => request<User>("GET", "/auth/me"),
+  login: (username: string, password: string) =>
+    request<User>("POST", "/auth/login", { username, password }),
+  logout: () => request<void>("POST", "/auth/logout"),
+  setup: (token: string, username: string, password: string) =>
+    request<User>("POST", "/auth/setup", { token, username, password }),
+  changePassword: (current_password: string, new_password: string) =>
+    request<void>("PUT", "/auth/password", { current_password, new_password }),
+
+  users: () => request<{ users: User[] }>("GET", "/users"),
+  createUser: (input: { username: string; password: string; role: Role }) =>
+    request<User>("POST", "/users", input),
+  updateUser: (id: string, input: { role?: Role; password?: string }) =>
+    request<User>("PUT", `/users/${id}`, input),
+  deleteUser: (id: string) => request<void>("DELETE", `/users/${id}`),
+
+  tokens: () => request<{ tokens: ApiToken[] }>("GET", "/tokens"),
+  createToken: (name: string, scope: Scope) => request<IssuedToken>("POST", "/tokens", { name, scope }),
+  deleteToken: (id: string) => request<void>("DELETE", `/tokens/${id}`),
+
+  enrollmentKeys: () => request<{ keys: EnrollmentKey[] }>("GET", "/enrollment-keys"),
+  createEnrollmentKey: (input: { name: string; max_uses?: number; expires_at?: string }) =>
+    request<IssuedEnrollmentKey>("POST", "/enrollment-keys", input),
+  revokeEnrollmentKey: (id: string) => request<void>("DELETE", `/enrollment-keys/${id}`),
+  enrollmentWindow: () => request<EnrollmentWindow>("GET", "/enrollment/window"),
+  openEnrollmentWindow: (minutes: number) =>
+    request<EnrollmentWindow>("POST", "/enrollment/window", { minutes }),
+  closeEnrollmentWindow: () => request<EnrollmentWindow>("DELETE", "/enrollment/window"),
+
   plants: () => request<{ plants: Plant[]; total: number }>("GET", "/plants?limit=1000"),
   plant: (id: string) => request<Plant>("GET", `/plants/${id}`),
   createPlant: (input: PlantInput) => request<Plant>("POST", "/plants", input),

@@ -44,3 +44,13 @@ describe("planCost", () => {
     );
   });
 });
+
+describe("safeNext", () => {
+  it("returns only paths on this site after sign-in", async () => {
+    const { safeNext } = await import("./session");
+    expect(safeNext("/plants/1?x=2")).toBe("/plants/1?x=2");
+    for (const hostile of [null, "", "https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)"]) {
+      expect(safeNext(hostile)).toBe("/");
+    }
+  });
+});

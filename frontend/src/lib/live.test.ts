@@ -54,6 +54,7 @@ describe("applyEvent", () => {
       sensor_types: null,
       last_seen_at: null,
       created_at: "2026-01-01T00:00:00Z",
+      enrollment: "key",
     };
     client.setQueryData(["devices", "all"], { devices: [device], total: 1 });
     applyEvent(client, "device_status", {

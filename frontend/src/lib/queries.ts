@@ -16,6 +16,12 @@ export const keys = {
   notificationSettings: ["settings", "notifications"] as const,
   carePlan: (plantId: string) => ["care-plan", plantId] as const,
   carePlans: (plantId: string) => ["care-plans", plantId] as const,
+  authStatus: ["auth", "status"] as const,
+  me: ["auth", "me"] as const,
+  users: ["users"] as const,
+  tokens: ["tokens"] as const,
+  enrollmentKeys: ["enrollment", "keys"] as const,
+  enrollmentWindow: ["enrollment", "window"] as const,
 };
 
 export const plantsQuery = () => queryOptions({ queryKey: keys.plants, queryFn: api.plants });
@@ -74,3 +80,18 @@ export const carePlanQuery = (plantId: string) =>
 
 export const carePlansQuery = (plantId: string) =>
   queryOptions({ queryKey: keys.carePlans(plantId), queryFn: () => api.carePlans(plantId) });
+
+export const authStatusQuery = () =>
+  queryOptions({ queryKey: keys.authStatus, queryFn: api.authStatus, staleTime: Infinity });
+
+export const meQuery = () => queryOptions({ queryKey: keys.me, queryFn: api.me, retry: false });
+
+export const usersQuery = () => queryOptions({ queryKey: keys.users, queryFn: api.users });
+
+export const tokensQuery = () => queryOptions({ queryKey: keys.tokens, queryFn: api.tokens });
+
+export const enrollmentKeysQuery = () =>
+  queryOptions({ queryKey: keys.enrollmentKeys, queryFn: api.enrollmentKeys });
+
+export const enrollmentWindowQuery = () =>
+  queryOptions({ queryKey: keys.enrollmentWindow, queryFn: api.enrollmentWindow });

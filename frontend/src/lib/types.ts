@@ -46,3 +46,13 @@ export type LlmSettings = Schema<"LlmSettingsView">;
 export type NotificationSettings = Schema<"NotificationSettingsView">;
 /** A provider test (with its latency) or a notification test (without). */
 export type TestResult = Schema<"TestResult"> & Partial<Pick<Schema<"LlmTestResult">, "latency_ms">>;
+
+export type Role = Schema<"Role">;
+export type Scope = Schema<"Scope">;
+export type User = Schema<"User">;
+export type AuthStatus = Schema<"AuthStatus">;
+export type ApiToken = Schema<"ApiToken">;
+export type IssuedToken = Schema<"IssuedToken">;
+export type EnrollmentKey = Schema<"EnrollmentKey">;
+export type IssuedEnrollmentKey = Schema<"IssuedEnrollmentKey">;
+export type EnrollmentWindow = Schema<"EnrollmentWindow">;

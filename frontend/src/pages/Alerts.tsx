@@ -6,6 +6,7 @@ import type { AlertKind } from "../lib/types";
 import { formatTime } from "../lib/format";
 import { ErrorState, Skeleton } from "../components/ui";
 import { filteredAlertsQuery, keys, plantsQuery } from "../lib/queries";
+import { useSession } from "../lib/session";
 
 const KIND_LABEL: Record<AlertKind, string> = {
   threshold: "Threshold",
@@ -22,6 +23,7 @@ const PERIODS: { label: string; hours: number | null }[] = [
 ];
 
 export function Alerts() {
+  const { canEdit } = useSession();
   const client = useQueryClient();
   const [kind, setKind] = useState<AlertKind | "">("");
   const [plantId, setPlantId] = useState("");
@@ -115,14 +117,16 @@ export function Alerts() {
                     {alert.acknowledged_at ? (
                       <span className="muted">✓ {formatTime(alert.acknowledged_at)}</span>
                     ) : (
-                      <button
-                        type="button"
-                        className="secondary"
-                        disabled={acknowledge.isPending}
-                        onClick={() => acknowledge.mutate(alert.id)}
-                      >
-                        Acknowledge
-                      </button>
+                      canEdit && (
+                        <button
+                          type="button"
+                          className="secondary"
+                          disabled={acknowledge.isPending}
+                          onClick={() => acknowledge.mutate(alert.id)}
+                        >
+                          Acknowledge
+                        </button>
+                      )
                     )}
                   </td>
                 </tr>

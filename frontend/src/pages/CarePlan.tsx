@@ -5,6 +5,7 @@ import type { CarePlan } from "../lib/types";
 import { formatTime, planCost } from "../lib/format";
 import { ErrorState, Skeleton } from "../components/ui";
 import { carePlanQuery, carePlansQuery, keys, llmSettingsQuery } from "../lib/queries";
+import { useSession } from "../lib/session";
 
 function Plan({ plan }: { plan: CarePlan }) {
   const sections = [
@@ -58,6 +59,7 @@ function Plan({ plan }: { plan: CarePlan }) {
 }
 
 export function CarePlanPage() {
+  const { canEdit } = useSession();
   const { id = "" } = useParams();
   const client = useQueryClient();
   const current = useQuery(carePlanQuery(id));
@@ -92,13 +94,15 @@ export function CarePlanPage() {
         </div>
         <div className="row">
           <Link to={`/plants/${id}`}>Back to the plant</Link>
-          <button
-            type="button"
-            disabled={!configured || regenerate.isPending}
-            onClick={() => regenerate.mutate()}
-          >
-            {regenerate.isPending ? "Writing…" : data.care_plan ? "Regenerate" : "Write a care plan"}
-          </button>
+          {canEdit && (
+            <button
+              type="button"
+              disabled={!configured || regenerate.isPending}
+              onClick={() => regenerate.mutate()}
+            >
+              {regenerate.isPending ? "Writing…" : data.care_plan ? "Regenerate" : "Write a care plan"}
+            </button>
+          )}
         </div>
       </div>
       {llm.data && !configured && (

@@ -6,6 +6,7 @@ import { METRICS, type Alert, type Plant } from "../lib/types";
 import { METRIC_LABEL, formatValue, timeAgo } from "../lib/format";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
 import { devicesQuery, keys, plantsQuery, recentAlertsQuery } from "../lib/queries";
+import { useSession } from "../lib/session";
 
 function openAlertsByPlant(alerts: Alert[] | undefined): Map<string, number> {
   const counts = new Map<string, number>();
@@ -95,6 +96,7 @@ function AddPlant({ onDone }: { onDone?: () => void }) {
 }
 
 export function Dashboard() {
+  const { canEdit } = useSession();
   const plants = useQuery(plantsQuery());
   const devices = useQuery(devicesQuery());
   const alerts = useQuery(recentAlertsQuery());
@@ -119,8 +121,12 @@ export function Dashboard() {
       </div>
       {list.length === 0 ? (
         <EmptyState title="No plants yet">
-          <p>Add your first plant, then register a sensor device and assign it.</p>
-          <AddPlant />
+          <p>
+            {canEdit
+              ? "Add your first plant, then register a sensor device and assign it."
+              : "An admin adds plants and devices."}
+          </p>
+          {canEdit && <AddPlant />}
         </EmptyState>
       ) : (
         <>
@@ -129,7 +135,7 @@ export function Dashboard() {
               <PlantCard key={plant.id} plant={plant} openAlerts={open.get(plant.id) ?? 0} />
             ))}
           </div>
-          <AddPlant />
+          {canEdit && <AddPlant />}
         </>
       )}
     </div>

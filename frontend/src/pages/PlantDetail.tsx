@@ -7,6 +7,7 @@ import { METRIC_LABEL, METRIC_UNIT, formatTime, formatValue, thresholdErrors, ti
 import { Chart } from "../components/Chart";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
 import { keys, plantAlertsQuery, plantDevicesQuery, plantQuery, seriesQuery } from "../lib/queries";
+import { useSession } from "../lib/session";
 
 const RANGES: { label: string; hours: number }[] = [
   { label: "1 h", hours: 1 },
@@ -184,6 +185,7 @@ function Charts({ plant }: { plant: Plant }) {
 }
 
 function AssignedDevices({ plant }: { plant: Plant }) {
+  const { canEdit } = useSession();
   const client = useQueryClient();
   const devices = useQuery(plantDevicesQuery(plant.id));
   const unassign = useMutation({
@@ -210,9 +212,11 @@ function AssignedDevices({ plant }: { plant: Plant }) {
               <StatusBadge status={device.status} />
               <code>{device.mac_address}</code>
               <span className="muted small">seen {timeAgo(device.last_seen_at)}</span>
-              <button type="button" className="secondary" onClick={() => unassign.mutate(device.id)}>
-                Unassign
-              </button>
+              {canEdit && (
+                <button type="button" className="secondary" onClick={() => unassign.mutate(device.id)}>
+                  Unassign
+                </button>
+              )}
             </li>
           ))}
         </ul>
@@ -243,6 +247,7 @@ function PlantAlerts({ plantId }: { plantId: string }) {
 }
 
 export function PlantDetail() {
+  const { canEdit } = useSession();
   const { id = "" } = useParams();
   const navigate = useNavigate();
   const client = useQueryClient();
@@ -282,17 +287,19 @@ export function PlantDetail() {
           <Link className="button" to={`/plants/${id}/care`}>
             Care plan
           </Link>
-          <button
-            type="button"
-            className="danger"
-            onClick={() => {
-              if (window.confirm(`Delete ${data.name}? Its devices are unassigned; readings are kept.`)) {
-                remove.mutate();
-              }
-            }}
-          >
-            Delete plant
-          </button>
+          {canEdit && (
+            <button
+              type="button"
+              className="danger"
+              onClick={() => {
+                if (window.confirm(`Delete ${data.name}? Its devices are unassigned; readings are kept.`)) {
+                  remove.mutate();
+                }
+              }}
+            >
+              Delete plant
+            </button>
+          )}
         </div>
       </div>
       <section className="card" aria-labelledby="now-title">
@@ -316,7 +323,7 @@ export function PlantDetail() {
         )}
       </section>
       <Charts plant={data} />
-      <ThresholdEditor key={data.id} plant={data} />
+      {canEdit && <ThresholdEditor key={data.id} plant={data} />}
       <AssignedDevices plant={data} />
       <PlantAlerts plantId={id} />
     </div>

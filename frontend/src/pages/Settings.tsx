@@ -4,6 +4,7 @@ import { api } from "../lib/api";
 import type { LlmSettings, Provider, TestResult } from "../lib/types";
 import { ErrorState, Skeleton } from "../components/ui";
 import { keys, llmSettingsQuery, notificationSettingsQuery } from "../lib/queries";
+import { useSession } from "../lib/session";
 
 const DEFAULT_MODEL: Record<Provider, string> = {
   anthropic: "claude-sonnet-4-20250514",
@@ -157,7 +158,16 @@ function DiscordForm() {
 }
 
 export function Settings() {
+  const { canEdit } = useSession();
   const llm = useQuery(llmSettingsQuery());
+  if (!canEdit) {
+    return (
+      <div className="stack">
+        <h1>Settings</h1>
+        <p className="notice">Only admins change the LLM and notification settings.</p>
+      </div>
+    );
+  }
   return (
     <div className="stack">
       <h1>Settings</h1>

@@ -59,7 +59,7 @@ function AddUser() {
   );
 }
 
-function UserRow({ user, self }: { user: User; self: boolean }) {
+function UserRow({ user, self, canEdit }: { user: User; self: boolean; canEdit: boolean }) {
   const client = useQueryClient();
   const refresh = () => client.invalidateQueries({ queryKey: keys.users });
   const change = useMutation({ mutationFn: (role: Role) => api.updateUser(user.id, { role }), onSuccess: refresh });
@@ -72,19 +72,25 @@ function UserRow({ user, self }: { user: User; self: boolean }) {
         {self && <span className="muted small"> (you)</span>}
       </td>
       <td>
-        <label className="small">
-          <span className="sr-only">Role of {user.username}</span>
-          <select value={user.role} disabled={change.isPending} onChange={(e) => change.mutate(e.target.value as Role)}>
-            <option value="admin">Admin</option>
-            <option value="viewer">Viewer</option>
-          </select>
-        </label>
+        {canEdit ? (
+          <label className="small">
+            <span className="sr-only">Role of {user.username}</span>
+            <select value={user.role} disabled={change.isPending} onChange={(e) => change.mutate(e.target.value as Role)}>
+              <option value="admin">Admin</option>
+              <option value="viewer">Viewer</option>
+            </select>
+          </label>
+        ) : (
+          user.role
+        )}
       </td>
       <td title={formatTime(user.created_at)}>{timeAgo(user.created_at)}</td>
       <td>
-        <button type="button" className="danger" disabled={remove.isPending} onClick={() => remove.mutate()}>
-          Remove
-        </button>
+        {canEdit && (
+          <button type="button" className="danger" disabled={remove.isPending} onClick={() => remove.mutate()}>
+            Remove
+          </button>
+        )}
         {error && <div className="field-error">{error.message}</div>}
       </td>
     </tr>
@@ -92,13 +98,13 @@ function UserRow({ user, self }: { user: User; self: boolean }) {
 }
 
 export function Users() {
-  const { user: me } = useSession();
+  const { user: me, canEdit } = useSession();
   const users = useQuery(usersQuery());
   return (
     <div className="stack">
       <h1>Users</h1>
       <p className="muted">Admins change everything; viewers read everything and change nothing.</p>
-      <AddUser />
+      {canEdit && <AddUser />}
       {users.isPending && <Skeleton lines={3} label="Loading users" />}
       {users.isError && <ErrorState error={users.error} retry={() => users.refetch()} />}
       {users.data && (
@@ -116,7 +122,7 @@ export function Users() {
             </thead>
             <tbody>
               {users.data.users.map((user) => (
-                <UserRow key={user.id} user={user} self={user.id === me.id} />
+                <UserRow key={user.id} user={user} self={user.id === me.id} canEdit={canEdit} />
               ))}
             </tbody>
           </table>

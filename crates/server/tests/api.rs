@@ -1826,6 +1826,60 @@ async fn registration_needs_a_key_the_window_or_an_admin(db: &TestDb) {
     assert_eq!(devices["total"], 4, "refused registrations stored nothing");
 }
 
+/// A session unused past the idle limit, or older than the lifetime, is refused and removed.
+#[tokio::test]
+async fn sessions_expire_when_idle_or_too_old() {
+    use plantops_core::account::secret_digest;
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let defaults = AuthSettings::default();
+    let idle = chrono::Duration::from_std(defaults.session_idle).unwrap();
+    let lifetime = chrono::Duration::from_std(defaults.session_lifetime).unwrap();
+
+    let cookie = app.login("admin", "admin-password").await;
+    let digest = secret_digest(cookie.split_once('=').unwrap().1);
+    let now = plantops_core::now();
+    app.store
+        .touch_session(&digest, now - idle + chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    let (status, _, _) = app
+        .call_with(Method::GET, "/api/auth/me", None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "idle, but not for long enough");
+    app.store
+        .touch_session(&digest, now - idle - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let (status, _, _) = app
+        .call_with(Method::GET, "/api/auth/me", None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        app.store.session(&digest).await.unwrap().is_none(),
+        "removed"
+    );
+
+    // In use all along, but signed in longer ago than the lifetime.
+    let cookie = app.login("admin", "admin-password").await;
+    let digest = secret_digest(cookie.split_once('=').unwrap().1);
+    let admin = app.store.user_by_name("admin").await.unwrap().unwrap().user;
+    app.store.delete_session(&digest).await.unwrap();
+    app.store
+        .insert_session(
+            &digest,
+            admin.id,
+            now - lifetime - chrono::Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+    app.store.touch_session(&digest, now).await.unwrap();
+    let (status, _, _) = app
+        .call_with(Method::GET, "/api/auth/me", None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 /// Anonymous callers see the overall status only; counters need credentials.
 #[tokio::test]
 async fn health_counters_need_credentials() {

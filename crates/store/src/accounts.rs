@@ -259,18 +259,22 @@ macro_rules! account_store {
                 id: uuid::Uuid,
                 password_hash: &str,
             ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
-                let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                    .bind(password_hash)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(changed.rows_affected() == 1)
+                let (pool, password_hash) = (self.pool.clone(), password_hash.to_string());
+                $crate::uncancellable(async move {
+                    let mut tx = pool.begin().await?;
+                    let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                        .bind(&password_hash)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(changed.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn insert_session(

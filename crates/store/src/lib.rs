@@ -42,9 +42,32 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    /// The runtime shut down under a transaction's task.
+    #[error("the database task was stopped")]
+    Stopped,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs a transaction on a task of its own. A caller cancelled between
+/// `BEGIN` and its answer (a client that hung up, a timeout, an aborted
+/// task) would otherwise hand the connection back to the pool still inside
+/// the transaction, and the next borrower's writes would stay uncommitted,
+/// unseen and holding their locks: sqlx 0.8 on PostgreSQL,
+/// transact-rs/sqlx#4393, fixed upstream after the 0.9.0 release. On its own
+/// task the transaction always runs to its end; the caller only stops
+/// waiting for it.
+pub(crate) async fn uncancellable<T, F>(transaction: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(transaction).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(StoreError::Stopped),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

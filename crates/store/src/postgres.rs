@@ -35,41 +35,55 @@ impl PostgresStore {
     }
 
     async fn insert_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
         // One statement per batch: columns travel as arrays.
         let column = |f: fn(&Reading) -> Option<f64>| readings.iter().map(f).collect::<Vec<_>>();
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO readings ({READING_COLUMNS}) \
-             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], \
-             $4::float8[], $5::float8[], $6::float8[], $7::float8[]) \
-             ON CONFLICT (device_id, time) DO NOTHING"
-        ))
-        .bind(readings.iter().map(|r| r.time).collect::<Vec<_>>())
-        .bind(readings.iter().map(|r| r.device_id).collect::<Vec<_>>())
-        .bind(readings.iter().map(|r| r.plant_id).collect::<Vec<_>>())
-        .bind(column(|r| r.values.soil_moisture))
-        .bind(column(|r| r.values.temperature))
-        .bind(column(|r| r.values.humidity))
-        .bind(column(|r| r.values.light_level))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if !seen.is_empty() {
-            // Sorted so concurrent batches lock device rows in one order.
-            let mut seen = seen.to_vec();
-            seen.sort_by_key(|p| p.device_id);
-            sqlx::query(
-                "UPDATE devices AS d SET status = 'online', \
-                 last_seen_at = GREATEST(d.last_seen_at, v.seen_at) \
-                 FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, seen_at) WHERE d.id = v.id",
-            )
-            .bind(seen.iter().map(|p| p.device_id).collect::<Vec<_>>())
-            .bind(seen.iter().map(|p| p.seen_at).collect::<Vec<_>>())
+        let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.time).collect();
+        let devices: Vec<Uuid> = readings.iter().map(|r| r.device_id).collect();
+        let plants: Vec<Option<Uuid>> = readings.iter().map(|r| r.plant_id).collect();
+        let values = [
+            column(|r| r.values.soil_moisture),
+            column(|r| r.values.temperature),
+            column(|r| r.values.humidity),
+            column(|r| r.values.light_level),
+        ];
+        // Sorted so concurrent batches lock device rows in one order.
+        let mut seen = seen.to_vec();
+        seen.sort_by_key(|p| p.device_id);
+        let pool = self.pool.clone();
+        crate::uncancellable(async move {
+            let mut tx = pool.begin().await?;
+            let [soil_moisture, temperature, humidity, light_level] = values;
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO readings ({READING_COLUMNS}) \
+                 SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], \
+                 $4::float8[], $5::float8[], $6::float8[], $7::float8[]) \
+                 ON CONFLICT (device_id, time) DO NOTHING"
+            ))
+            .bind(times)
+            .bind(devices)
+            .bind(plants)
+            .bind(soil_moisture)
+            .bind(temperature)
+            .bind(humidity)
+            .bind(light_level)
             .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
+            .await?
+            .rows_affected();
+            if !seen.is_empty() {
+                sqlx::query(
+                    "UPDATE devices AS d SET status = 'online', \
+                     last_seen_at = GREATEST(d.last_seen_at, v.seen_at) \
+                     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, seen_at) WHERE d.id = v.id",
+                )
+                .bind(seen.iter().map(|p| p.device_id).collect::<Vec<_>>())
+                .bind(seen.iter().map(|p| p.seen_at).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        })
+        .await
     }
 
     async fn latest_per_plant(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>> {

@@ -844,8 +844,10 @@ macro_rules! shared_store {
                 states: &[$crate::StateChange],
                 alerts: &[plantops_core::alert::Alert],
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
-                for change in states {
+                let (pool, states, alerts) = (self.pool.clone(), states.to_vec(), alerts.to_vec());
+                $crate::uncancellable(async move {
+                let mut tx = pool.begin().await?;
+                for change in &states {
                     sqlx::query(
                         "INSERT INTO alert_states (plant_id, metric, breached, notified, \
                          last_notified_at) VALUES ($1, $2, $3, $4, $5) \
@@ -861,7 +863,7 @@ macro_rules! shared_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                for alert in alerts {
+                for alert in &alerts {
                     // The first delivery attempt is due when the alert is made.
                     sqlx::query(&format!(
                         "INSERT INTO alerts ({}, attempts, next_attempt_at) \
@@ -885,6 +887,8 @@ macro_rules! shared_store {
                 }
                 tx.commit().await?;
                 Ok(())
+                })
+                .await
             }
 
             async fn list_alerts(

@@ -152,6 +152,8 @@ impl LlmClient {
             .timeout(endpoints.timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("plantops/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the API key to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| LlmError::Network(error.to_string()))?;
         Ok(Self { http, endpoints })

@@ -259,6 +259,30 @@ async fn openai_settings_test_endpoint_errors_and_timeout() {
     assert_eq!(request.body["model"], "gpt-4o");
     assert_eq!(request.body["messages"][0]["role"], "system");
 
+    // The stored key goes to its own provider only, and never follows a redirect.
+    let before = setup.provider.received().len();
+    let (_, result) = server
+        .post("/api/settings/llm/test", json!({"provider": "anthropic"}))
+        .await;
+    assert_eq!(result["success"], false);
+    assert_eq!(
+        result["message"],
+        "No API key given and none stored for anthropic"
+    );
+    setup.provider.script(&[Reply::Redirect(format!(
+        "{}/chat/completions",
+        setup.provider.openai_url
+    ))]);
+    let (_, result) = server
+        .post("/api/settings/llm/test", json!({"provider": "openai"}))
+        .await;
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(
+        setup.provider.received().len(),
+        before + 1,
+        "the redirect was not followed with the key"
+    );
+
     // A bad key: the provider's reason, the stored key untouched.
     setup.provider.script(&[Reply::BadKey]);
     let (status, result) = server

@@ -156,7 +156,8 @@ async fn rate_limits_and_server_errors_are_retried_until_delivered() {
 
 #[tokio::test]
 async fn the_outbox_survives_a_restart_and_never_sends_twice() {
-    let mut discord = Discord::start(&[Reply::ServerError; 50]).await;
+    let mut discord =
+        Discord::start(&std::array::from_fn::<Reply, 50, _>(|_| Reply::ServerError)).await;
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let env = webhook_env(&discord);
@@ -252,6 +253,16 @@ async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
     assert_eq!(result["success"], true, "{result}");
     let test = discord.next_delivered().await;
     assert_eq!(test["embeds"][0]["title"], "PlantOps test notification");
+
+    // A redirect is not followed: the webhook's messages go nowhere else.
+    let elsewhere = Discord::start(&[]).await;
+    discord.script(&[Reply::Redirect(elsewhere.url.clone())]);
+    let (_, result) = s
+        .server
+        .post("/api/settings/notifications/test", json!({}))
+        .await;
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(elsewhere.attempts(), 0);
 
     s.soil(3.0).await;
     let alert = discord.next_delivered().await;

@@ -164,6 +164,8 @@ impl Notifier {
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        // A webhook URL is a credential; a redirect would send alerts elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }

@@ -149,10 +149,17 @@ async fn test_llm(
     let (key, model) = request.validated()?;
     let stored = state.advisor.settings().await?;
     let model = stored.model_for(request.provider, model);
-    let Some(api_key) = key.map(str::to_string).or(stored.api_key) else {
+    // A stored key goes only to the provider it was stored for.
+    let stored_key = stored
+        .api_key
+        .filter(|_| stored.updated_at.is_some() && stored.provider == request.provider);
+    let Some(api_key) = key.map(str::to_string).or(stored_key) else {
         return Ok(Json(LlmTestResult {
             success: false,
-            message: "No API key given and none stored".into(),
+            message: format!(
+                "No API key given and none stored for {}",
+                request.provider.as_str()
+            ),
             latency_ms: None,
         }));
     };

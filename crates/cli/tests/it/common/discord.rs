@@ -14,11 +14,13 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Reply {
     NoContent,
     RateLimited(f64),
     ServerError,
+    /// 307 to the URL of another `Discord`.
+    Redirect(String),
 }
 
 #[derive(Clone)]
@@ -53,6 +55,7 @@ async fn webhook(State(shared): State<Shared>, Json(body): Json<Value>) -> Respo
         )
             .into_response(),
         Reply::ServerError => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Reply::Redirect(to) => (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response(),
     }
 }
 
@@ -60,7 +63,7 @@ impl Discord {
     pub async fn start(script: &[Reply]) -> Discord {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
-            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            script: Arc::new(Mutex::new(script.iter().cloned().collect())),
             attempts: Arc::default(),
             delivered: tx,
         };
@@ -93,6 +96,6 @@ impl Discord {
     }
 
     pub fn script(&self, replies: &[Reply]) {
-        *self.shared.script.lock().unwrap() = replies.iter().copied().collect();
+        *self.shared.script.lock().unwrap() = replies.iter().cloned().collect();
     }
 }

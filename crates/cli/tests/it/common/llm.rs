@@ -24,6 +24,8 @@ pub enum Reply {
     RateLimited,
     /// No answer for this long.
     Stall(Duration),
+    /// 307 to this URL.
+    Redirect(String),
 }
 
 /// A request as the provider received it.
@@ -145,6 +147,7 @@ async fn answer(
             tokio::time::sleep(duration).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Reply::Redirect(to) => (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response(),
     }
 }
 

@@ -25,7 +25,29 @@ use crate::advisor::CareAdvisor;
 use crate::alerts::evaluator::Evaluator;
 use crate::alerts::notifier::Notifier;
 use crate::alerts::settings::{check_key, NotificationSettings, WebhookUrl};
+use crate::supervise::{supervise, TaskHealth};
 use crate::{ApiConfig, AppState, BrokerEndpoint};
+
+/// A receiver subscribed at start-up, so the first run of a task misses no
+/// event; a restarted run subscribes afresh (what passed meanwhile is gone).
+struct FirstReceiver(std::sync::Mutex<Option<broadcast::Receiver<plantops_core::event::Event>>>);
+
+fn subscribed_now(events: &broadcast::Sender<plantops_core::event::Event>) -> FirstReceiver {
+    FirstReceiver(std::sync::Mutex::new(Some(events.subscribe())))
+}
+
+impl FirstReceiver {
+    fn receiver(
+        &self,
+        events: &broadcast::Sender<plantops_core::event::Event>,
+    ) -> broadcast::Receiver<plantops_core::event::Event> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| events.subscribe())
+    }
+}
 
 /// Everything start-up needs, already validated.
 #[derive(Debug, Clone)]
@@ -297,20 +319,32 @@ impl Server {
         let mut tasks = Vec::new();
         // Subscribed before anything can publish, so no reading goes unjudged.
         let outbox = Arc::new(tokio::sync::Notify::new());
-        let evaluator = Evaluator::new(&store, events.clone(), outbox.clone());
-        tasks.push(tokio::spawn(evaluator.run(events.subscribe())));
+        let task_health = Arc::new(TaskHealth::default());
+        tasks.push(supervise("evaluator", task_health.clone(), {
+            let (store, events, outbox) = (store.clone(), events.clone(), outbox.clone());
+            let first = subscribed_now(&events);
+            move || {
+                Evaluator::new(&store, events.clone(), outbox.clone()).run(first.receiver(&events))
+            }
+        }));
         let secrets = secret_box(&config, &store).await?;
         let llm = plantops_advisor::LlmClient::new(config.llm.clone())
             .context("cannot set up the LLM client")?;
         let advisor = Arc::new(CareAdvisor::new(store.clone(), secrets.clone(), llm));
-        tasks.push(tokio::spawn(advisor.clone().run(events.subscribe())));
+        tasks.push(supervise("care advisor", task_health.clone(), {
+            let (advisor, events) = (advisor.clone(), events.clone());
+            let first = subscribed_now(&events);
+            move || advisor.clone().run(first.receiver(&events))
+        }));
         let notifications = Arc::new(NotificationSettings::new(
             store.clone(),
             secrets,
             config.discord_webhook_url.clone().map(WebhookUrl),
         ));
-        let notifier = Notifier::new(&store, notifications.clone(), outbox);
-        tasks.push(tokio::spawn(notifier.run()));
+        tasks.push(supervise("notifier", task_health.clone(), {
+            let (store, notifications) = (store.clone(), notifications.clone());
+            move || Notifier::new(&store, notifications.clone(), outbox.clone()).run()
+        }));
         let presence = Arc::new(
             PresenceTracker::load(heartbeat, store.as_ref())
                 .await
@@ -340,16 +374,19 @@ impl Server {
 
         let offline_tick =
             (heartbeat / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
-        tasks.push(tokio::spawn(presence.clone().run_offline_detector(
-            store.clone(),
-            events.clone(),
-            offline_tick,
-        )));
+        tasks.push(supervise("offline detector", task_health.clone(), {
+            let (presence, store, events) = (presence.clone(), store.clone(), events.clone());
+            move || {
+                presence
+                    .clone()
+                    .run_offline_detector(store.clone(), events.clone(), offline_tick)
+            }
+        }));
         if config.retention_days > 0 {
-            tasks.push(tokio::spawn(prune_readings(
-                store.clone(),
-                config.retention_days,
-            )));
+            let (store, days) = (store.clone(), config.retention_days);
+            tasks.push(supervise("retention", task_health.clone(), move || {
+                prune_readings(store.clone(), days)
+            }));
         }
 
         let auth = Arc::new(crate::auth::Auth::new(config.auth.clone()));
@@ -375,13 +412,16 @@ impl Server {
                 let stale = config.data_dir.join(crate::auth::SETUP_TOKEN_FILE);
                 let _ = std::fs::remove_file(stale);
             }
-            tasks.push(tokio::spawn(crate::auth::sweep_sessions(
-                store.clone(),
-                config.auth.clone(),
-            )));
+            let (store, settings) = (store.clone(), config.auth.clone());
+            tasks.push(supervise(
+                "session sweeper",
+                task_health.clone(),
+                move || crate::auth::sweep_sessions(store.clone(), settings.clone()),
+            ));
         }
 
         let state = AppState {
+            tasks: task_health,
             auth,
             live: crate::live::LiveHub::start(&events),
             store,

@@ -13,6 +13,7 @@ pub mod live;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod supervise;
 pub mod ui;
 
 use axum::http::header;

@@ -37,6 +37,8 @@ pub struct AppState {
     pub advisor: Arc<crate::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Background tasks that failed and were restarted.
+    pub tasks: Arc<crate::supervise::TaskHealth>,
 }
 
 impl AppState {

@@ -808,6 +808,13 @@ export interface components {
             database: components["schemas"]["Component"];
             ingest: components["schemas"]["IngestComponent"];
             mqtt: components["schemas"]["Component"];
+            /**
+             * @description Background tasks that failed and were restarted in the last 30
+             *     minutes, by name; empty when all is well.
+             */
+            tasks: {
+                [key: string]: components["schemas"]["TaskComponent"];
+            };
         };
         /** @enum {string} */
         Delivery: "pending" | "sent" | "failed" | "disabled";
@@ -1245,6 +1252,13 @@ export interface components {
             provider: string;
             /** @description `request`, `weekly` or `critical_alert`. */
             reason: string;
+        };
+        TaskComponent: {
+            /** Format: date-time */
+            last_failure: string;
+            reason: string;
+            /** Format: int64 */
+            restarts: number;
         };
         TestResult: {
             message: string;

@@ -154,6 +154,31 @@ async fn rate_limits_and_server_errors_are_retried_until_delivered() {
         .await;
 }
 
+/// Numbers from the network are parsed totally: a `Retry-After` of NaN or
+/// infinity once panicked the notifier, and every later alert stayed pending.
+#[tokio::test]
+async fn nonsense_retry_after_headers_only_delay_delivery() {
+    let mut discord = Discord::start(&[
+        Reply::RateLimitedHeader("NaN"),
+        Reply::RateLimitedHeader("inf"),
+        Reply::RateLimitedHeader("-3"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = webhook_env(&discord);
+    let mut s = setup(dir.path(), &Ports::free(), &env_refs(&env)).await;
+    s.soil(90.0).await;
+    let message = discord.next_delivered().await;
+    assert_eq!(message["embeds"][0]["title"], "Plant Alert: Fern");
+    assert_eq!(discord.attempts(), 4);
+    let (_, health) = s.server.get("/api/health").await;
+    assert_eq!(
+        health["components"]["tasks"],
+        json!({}),
+        "nothing had to be restarted"
+    );
+}
+
 #[tokio::test]
 async fn the_outbox_survives_a_restart_and_never_sends_twice() {
     let mut discord =

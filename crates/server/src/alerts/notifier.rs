@@ -192,12 +192,16 @@ pub async fn send(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<f64>().ok());
         let body: Option<serde_json::Value> = response.json().await.ok();
+        // Parsed totally: NaN, infinities and negatives from the network
+        // must not reach Duration::from_secs_f64, which panics on them.
         let seconds = body
             .as_ref()
             .and_then(|b| b["retry_after"].as_f64())
             .or(header)
-            .unwrap_or(1.0);
-        return Attempt::RetryAfter(Duration::from_secs_f64(seconds.clamp(0.05, 3600.0)));
+            .filter(|s| s.is_finite())
+            .unwrap_or(1.0)
+            .clamp(0.05, 3600.0);
+        return Attempt::RetryAfter(Duration::from_secs_f64(seconds));
     }
     Attempt::Failed(format!("Discord answered {status}"))
 }

@@ -36,6 +36,16 @@ pub struct Components {
     pub database: Component,
     pub mqtt: Component,
     pub ingest: IngestComponent,
+    /// Background tasks that failed and were restarted in the last 30
+    /// minutes, by name; empty when all is well.
+    pub tasks: std::collections::BTreeMap<String, TaskComponent>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskComponent {
+    pub restarts: u64,
+    pub last_failure: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// Messages received from devices, readings stored, and messages dropped
@@ -103,7 +113,8 @@ async fn health(
 ) -> Json<Health> {
     let database = database_check(&state).await;
     let link = state.broker.state();
-    let status = match (database.is_ok(), link.up) {
+    let failing = state.tasks.recent();
+    let status = match (database.is_ok(), link.up && failing.is_empty()) {
         (true, true) => "healthy",
         (false, _) => "unhealthy",
         (true, false) => "degraded",
@@ -123,6 +134,17 @@ async fn health(
                 format!("{}: {}", state.broker.kind(), link.message),
             ),
             ingest: ingest_component(&state),
+            tasks: failing
+                .into_iter()
+                .map(|(task, failure)| {
+                    let component = TaskComponent {
+                        restarts: failure.restarts,
+                        last_failure: failure.last_failure,
+                        reason: failure.reason,
+                    };
+                    (task.to_string(), component)
+                })
+                .collect(),
         }),
     })
 }

@@ -21,6 +21,8 @@ pub enum Reply {
     ServerError,
     /// 307 to the URL of another `Discord`.
     Redirect(String),
+    /// 429 with this `Retry-After` header and no JSON body.
+    RateLimitedHeader(&'static str),
 }
 
 #[derive(Clone)]
@@ -55,6 +57,12 @@ async fn webhook(State(shared): State<Shared>, Json(body): Json<Value>) -> Respo
         )
             .into_response(),
         Reply::ServerError => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Reply::RateLimitedHeader(retry_after) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after)],
+            "slow down",
+        )
+            .into_response(),
         Reply::Redirect(to) => (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response(),
     }
 }

@@ -107,6 +107,14 @@ fn device_of(user_id: Option<&str>) -> Option<Uuid> {
     user_id.and_then(|u| Uuid::parse_str(u).ok())
 }
 
+/// The client ids a device may use (docs/api.md): its id, `plantops-` and
+/// its id, or its username — never another device's.
+fn is_own_client_id(client_id: &str, device_id: &str, username: &str) -> bool {
+    client_id == device_id
+        || client_id == username
+        || client_id.strip_prefix("plantops-") == Some(device_id)
+}
+
 impl AuthProvider for DeviceAuth {
     fn authenticate<'a>(
         &'a self,
@@ -123,7 +131,13 @@ impl AuthProvider for DeviceAuth {
             };
             match self.store.device_credentials(username).await {
                 Ok(Some(creds)) if verify_password(password, &creds.password_hash) => {
-                    Ok(AuthResult::success_with_user(creds.device_id.to_string()))
+                    let device = creds.device_id.to_string();
+                    if !is_own_client_id(&connect.client_id, &device, username) {
+                        // Another device's id would take over its session.
+                        tracing::info!(%client_addr, device_id = %device, client_id = %connect.client_id, "foreign client id refused");
+                        return Ok(AuthResult::fail(ReasonCode::ClientIdentifierNotValid));
+                    }
+                    Ok(AuthResult::success_with_user(device))
                 }
                 Ok(_) => {
                     tracing::info!(%client_addr, username = %username, "device login refused");
@@ -369,5 +383,27 @@ impl Broker for BuiltinBroker {
 impl Drop for BuiltinBroker {
     fn drop(&mut self) {
         self.shutdown.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_client_id;
+
+    #[test]
+    fn devices_keep_to_their_own_client_ids() {
+        let (id, user) = ("0b6f-device", "device_1a2b3c4d");
+        assert!(is_own_client_id(id, id, user));
+        assert!(is_own_client_id("plantops-0b6f-device", id, user));
+        assert!(is_own_client_id(user, id, user));
+        for foreign in [
+            "plantops-backend",
+            "other-device",
+            "",
+            "auto-1234",
+            "plantops-",
+        ] {
+            assert!(!is_own_client_id(foreign, id, user), "{foreign}");
+        }
     }
 }

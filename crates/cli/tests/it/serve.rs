@@ -327,8 +327,62 @@ async fn rotating_credentials_cuts_the_old_password() {
     assert!(matches!(outcome, Connack::Refused(_)));
     let mut fresh = device.clone();
     fresh.password = rotated["mqtt_password"].as_str().unwrap().to_string();
-    let (_, _, outcome) = connect(device_options(&fresh, server.mqtt_port, None, "new")).await;
+    let (_, _, outcome) = connect(device_options(
+        &fresh,
+        server.mqtt_port,
+        None,
+        &format!("plantops-{}", fresh.device_id),
+    ))
+    .await;
     assert_eq!(outcome, Connack::Accepted);
+}
+
+/// A device cannot take another device's client id (and with it its
+/// session): refused, while the owner stays connected and keeps publishing.
+#[tokio::test]
+async fn a_device_cannot_take_another_devices_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let owner = server.register("aa:00:00:00:00:0b").await;
+    let intruder = server.register("aa:00:00:00:00:0c").await;
+    let (client, mut eventloop, outcome) = connect(device_options(
+        &owner,
+        server.mqtt_port,
+        None,
+        &owner.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+    for stolen in [
+        owner.device_id.clone(),
+        format!("plantops-{}", owner.device_id),
+        owner.username.clone(),
+    ] {
+        let (_, _, outcome) =
+            connect(device_options(&intruder, server.mqtt_port, None, &stolen)).await;
+        assert!(
+            matches!(outcome, Connack::Refused(_)),
+            "{stolen}: {outcome:?}"
+        );
+    }
+    // The owner's session survived: its next reading is acknowledged and stored.
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", owner.device_id),
+        json!({"soil_moisture": 44.0}),
+    )
+    .await;
+    let (status, latest) = server
+        .get(&format!(
+            "/api/devices/{}/telemetry/latest",
+            owner.device_id
+        ))
+        .await;
+    assert_eq!(
+        (status, latest["soil_moisture"].as_f64()),
+        (200, Some(44.0))
+    );
 }
 
 #[tokio::test]

@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release \
+.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui ui-types-check deploy-check clippy release test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
+check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -28,9 +28,11 @@ fmt: ## Format the code
 clippy: ## Lints, warnings denied
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The production smoke test runs the release binary when it is built.
+# The production smoke test runs the optimised binary when one is built
+# (`make smoke`, else `make release`), the debug one otherwise.
+SMOKE_BINARY = $(firstword $(wildcard target/smoke/plantops target/release/plantops))
 test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose)
-	PLANTOPS_SMOKE_BINARY=$(if $(wildcard target/release/plantops),$(CURDIR)/target/release/plantops,) \
+	PLANTOPS_SMOKE_BINARY=$(if $(SMOKE_BINARY),$(CURDIR)/$(SMOKE_BINARY),) \
 	$(CARGO) test --workspace --no-fail-fast
 
 frontend/node_modules: frontend/package.json frontend/package-lock.json
@@ -66,6 +68,9 @@ build: ## Debug build
 
 release: ui ## Optimised binary with the UI at target/release/plantops
 	$(CARGO) build --release -p plantops
+
+smoke: ui ## The release build with thin LTO (target/smoke/plantops), for the production smoke test
+	$(CARGO) build --profile smoke -p plantops
 
 run: ui ## Run PlantOps with embedded defaults (SQLite in ./data, built-in broker, UI on :8000)
 	$(CARGO) run --release -p plantops -- serve

@@ -154,6 +154,52 @@ impl Principal {
     }
 }
 
+/// How long a looked-up credential is trusted without asking the database
+/// again. Revocations made through this server (sign-out, token deletion,
+/// password or role changes, removed users) take effect at once; ones made
+/// elsewhere (`plantops user passwd`, another instance) within this time.
+const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Past this many cached credentials the cache starts afresh.
+const CREDENTIAL_CACHE_MAX: usize = 10_000;
+
+/// Recently verified credentials, by digest: an API call then costs no
+/// database round trip for its credential.
+#[derive(Default)]
+struct CredentialCache {
+    entries: Mutex<std::collections::HashMap<String, (Principal, tokio::time::Instant)>>,
+}
+
+impl CredentialCache {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (Principal, tokio::time::Instant)>,
+    > {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, digest: &str) -> Option<Principal> {
+        let entries = self.entries();
+        let (principal, until) = entries.get(digest)?;
+        (tokio::time::Instant::now() < *until).then(|| principal.clone())
+    }
+
+    fn put(&self, digest: String, principal: Principal) {
+        let mut entries = self.entries();
+        if entries.len() >= CREDENTIAL_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(
+            digest,
+            (
+                principal,
+                tokio::time::Instant::now() + CREDENTIAL_CACHE_TTL,
+            ),
+        );
+    }
+}
+
 /// The one-time token that lets the first admin be created.
 struct SetupToken {
     plain: String,
@@ -165,6 +211,7 @@ pub struct Auth {
     pub settings: AuthSettings,
     pub throttle: throttle::LoginThrottle,
     setup: Mutex<Option<SetupToken>>,
+    verified: CredentialCache,
 }
 
 impl Auth {
@@ -173,7 +220,14 @@ impl Auth {
             settings,
             throttle: Default::default(),
             setup: Mutex::new(None),
+            verified: CredentialCache::default(),
         }
+    }
+
+    /// Forgets every cached credential: call after anything that ends a
+    /// session or token or changes what a user may do.
+    pub fn forget_credentials(&self) {
+        self.verified.entries().clear();
     }
 
     fn setup_token(&self) -> std::sync::MutexGuard<'_, Option<SetupToken>> {
@@ -343,24 +397,33 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Princi
     }
     let now = plantops_core::now();
     if let Some(token) = bearer(headers).filter(|t| t.starts_with(API_TOKEN_PREFIX)) {
-        let Some((token, user)) = state.store.api_token(&secret_digest(token)).await? else {
+        let digest = secret_digest(token);
+        if let Some(principal) = auth.verified.get(&digest) {
+            return Ok(Some(principal));
+        }
+        let Some((token, user)) = state.store.api_token(&digest).await? else {
             return Ok(None);
         };
         if token.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
             state.store.touch_api_token(token.id, now).await?;
         }
-        return Ok(Some(Principal {
+        let principal = Principal {
             user,
             credential: Credential::Token {
                 id: token.id,
                 scope: token.scope,
             },
-        }));
+        };
+        auth.verified.put(digest, principal.clone());
+        return Ok(Some(principal));
     }
     let Some(value) = session_cookie_value(headers) else {
         return Ok(None);
     };
     let digest = secret_digest(&value);
+    if let Some(principal) = auth.verified.get(&digest) {
+        return Ok(Some(principal));
+    }
     let Some(session) = state.store.session(&digest).await? else {
         return Ok(None);
     };
@@ -375,10 +438,17 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Princi
     if now - session.last_seen_at >= TOUCH_EVERY {
         state.store.touch_session(&digest, now).await?;
     }
-    Ok(Some(Principal {
+    let principal = Principal {
         user: session.user,
-        credential: Credential::Session { digest },
-    }))
+        credential: Credential::Session {
+            digest: digest.clone(),
+        },
+    };
+    // Cached no longer than the session lives.
+    if now - session.created_at + chrono::Duration::seconds(5) < lifetime {
+        auth.verified.put(digest, principal.clone());
+    }
+    Ok(Some(principal))
 }
 
 /// The access rule in front of every route (docs/security.md).

@@ -206,6 +206,7 @@ async fn logout(
 ) -> ApiResult<Response> {
     if let Credential::Session { digest } = &principal.credential {
         state.store.delete_session(digest).await?;
+        state.auth.forget_credentials();
     }
     let cookie = state.auth.expired_cookie(is_https(&headers));
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
@@ -260,6 +261,7 @@ async fn change_password(
     }
     let hash = hash_password(request.new_password).await?;
     state.store.set_user_password(user.id, &hash).await?;
+    state.auth.forget_credentials();
     tracing::info!(username = %user.username, "password changed; sessions ended");
     match principal.credential {
         Credential::Session { .. } => {

@@ -118,12 +118,14 @@ async fn update_user(
     }
     if let Some(role) = request.role {
         account_change(state.store.set_user_role(id, role).await?)?;
+        state.auth.forget_credentials();
     }
     if let Some(password) = request.password {
         let hash = hash_password(password).await?;
         if !state.store.set_user_password(id, &hash).await? {
             return Err(ApiError::NotFound(USER_NOT_FOUND));
         }
+        state.auth.forget_credentials();
     }
     let user = state
         .store
@@ -143,6 +145,7 @@ async fn delete_user(
 ) -> ApiResult<StatusCode> {
     let id = id_of(&id, USER_NOT_FOUND)?;
     account_change(state.store.delete_user(id).await?)?;
+    state.auth.forget_credentials();
     tracing::info!(user_id = %id, "user removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -241,6 +244,7 @@ async fn delete_token(
     if !state.store.delete_api_token(id, user.id).await? {
         return Err(ApiError::NotFound(TOKEN_NOT_FOUND));
     }
+    state.auth.forget_credentials();
     tracing::info!(token_id = %id, "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -197,6 +197,12 @@ pub struct ServeSettings {
         value_parser = whole_number::<u64>("PLANTOPS_HEARTBEAT_INTERVAL_SECS", 1, 86_400))]
     pub heartbeat_interval_secs: u64,
 
+    /// Open live-event streams (`/api/events`, one per browser tab) allowed
+    /// at once; more answer 503 until one closes.
+    #[arg(long, env = "PLANTOPS_MAX_EVENT_STREAMS", default_value = "256",
+        value_parser = whole_number::<usize>("PLANTOPS_MAX_EVENT_STREAMS", 1, 100_000))]
+    pub max_event_streams: usize,
+
     /// Days of readings to keep; older ones are deleted hourly (TimescaleDB:
     /// whole chunks dropped). 0 keeps everything.
     #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",

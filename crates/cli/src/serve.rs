@@ -51,6 +51,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         broker,
         mqtt_public_host: settings.mqtt_public_host.clone(),
         heartbeat_interval_secs: settings.heartbeat_interval_secs,
+        max_event_streams: settings.max_event_streams,
         retention_days: settings.retention_days,
         discord_webhook_url: settings.discord_webhook_url.clone(),
         llm: plantops_advisor::Endpoints {

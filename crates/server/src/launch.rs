@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// Broker host handed to devices; `None` = the host they used for HTTP.
     pub mqtt_public_host: Option<String>,
     pub heartbeat_interval_secs: u64,
+    /// Open `/api/events` streams allowed at once (each holds a buffer).
+    pub max_event_streams: usize,
     /// Days of readings to keep; 0 keeps everything.
     pub retention_days: u32,
     /// The operator's webhook; one set through the API takes precedence.
@@ -423,6 +425,7 @@ impl Server {
         let state = AppState {
             tasks: task_health,
             auth,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
             live: crate::live::LiveHub::start(&events),
             store,
             broker: setup.broker,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Background tasks that failed and were restarted.
     pub tasks: Arc<crate::supervise::TaskHealth>,
+    /// One permit per open `/api/events` stream.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

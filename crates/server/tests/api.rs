@@ -62,6 +62,7 @@ impl TestApp {
             }),
             mqtt_public_host: None,
             heartbeat_interval_secs: 60,
+            max_event_streams: 3,
             retention_days: 0,
             discord_webhook_url: None,
             llm: plantops_advisor::Endpoints::default(),
@@ -1901,5 +1902,39 @@ async fn health_counters_need_credentials() {
     assert!(
         health["components"]["ingest"]["received"].is_u64(),
         "{health}"
+    );
+}
+
+/// Open event streams are bounded (`max_event_streams`, 3 here): the next
+/// is refused with 503 until one closes.
+#[tokio::test]
+async fn event_streams_are_bounded() {
+    let db = TestDb::sqlite().await;
+    let app = TestApp::new(&db).await;
+    let open = || async {
+        app.router
+            .clone()
+            .oneshot(
+                Request::get("/api/events")
+                    .header("authorization", format!("Bearer {}", app.token))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = open().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(streams.pop());
+    assert_eq!(
+        open().await.status(),
+        StatusCode::OK,
+        "a closed stream frees its place"
     );
 }

@@ -330,6 +330,8 @@ export interface paths {
         /**
          * Live events: `reading`, `device_status`, `plant`. Each has an id; a
          *     reconnect with `Last-Event-ID` replays what it missed, when still buffered.
+         *     At most `PLANTOPS_MAX_EVENT_STREAMS` streams are open at once; past that,
+         *     503 until one closes.
          */
         get: operations["events"];
         put?: never;
@@ -2004,6 +2006,14 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": string;
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
                 };
             };
         };

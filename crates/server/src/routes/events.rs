@@ -12,6 +12,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::{ApiError, ApiResult};
 use crate::live::LiveEvent;
 use crate::state::AppState;
 
@@ -28,12 +29,21 @@ fn sse(event: LiveEvent) -> Result<SseEvent, Infallible> {
 
 /// Live events: `reading`, `device_status`, `plant`. Each has an id; a
 /// reconnect with `Last-Event-ID` replays what it missed, when still buffered.
+/// At most `PLANTOPS_MAX_EVENT_STREAMS` streams are open at once; past that,
+/// 503 until one closes.
 #[utoipa::path(get, path = "/events", tag = "live",
-    responses((status = 200, content_type = "text/event-stream", body = String)))]
+    responses((status = 200, content_type = "text/event-stream", body = String),
+        (status = 503, body = crate::error::Problem)))]
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    // Held by the stream: released when the client goes.
+    let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
+        return Err(ApiError::Unavailable(
+            "Too many open event streams (PLANTOPS_MAX_EVENT_STREAMS); try again later".into(),
+        ));
+    };
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -46,6 +56,10 @@ async fn events(
     });
     let stream = stream::iter(replay.into_iter().map(sse))
         .chain(live)
-        .take_until(state.live.closed());
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .take_until(state.live.closed())
+        .map(move |event| {
+            let _held = &permit;
+            event
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -1210,6 +1210,17 @@ impl TestApp {
         (status, value)
     }
 
+    /// Registers a MAC address with an enrollment key.
+    async fn register_with(&self, key: &str, mac: &str) -> (StatusCode, Value) {
+        self.call_bearer(
+            Method::POST,
+            "/api/devices/register",
+            key,
+            Some(json!({ "mac_address": mac })),
+        )
+        .await
+    }
+
     async fn token_for(&self, cookie: &str, scope: &str) -> String {
         let body = json!({"name": format!("{scope} token"), "scope": scope}).to_string();
         let (status, _, issued) = self
@@ -1674,34 +1685,13 @@ async fn registration_needs_a_key_the_window_or_an_admin(db: &TestDb) {
     assert_eq!(status, StatusCode::CREATED, "{key}");
     let secret = key["key"].as_str().unwrap().to_string();
     assert!(secret.starts_with("pek_"));
-    let (status, first) = app
-        .call_bearer(
-            Method::POST,
-            "/api/devices/register",
-            &secret,
-            Some(json!({"mac_address": "aa:00:00:00:00:01"})),
-        )
-        .await;
+    let (status, first) = app.register_with(&secret, "aa:00:00:00:00:01").await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_ne!(first["mqtt_password"], "<stored_securely>");
     // Used up: a new device is refused, a known one still re-registers (without its password).
-    let (status, _) = app
-        .call_bearer(
-            Method::POST,
-            "/api/devices/register",
-            &secret,
-            Some(json!({"mac_address": "aa:00:00:00:00:02"})),
-        )
-        .await;
+    let (status, _) = app.register_with(&secret, "aa:00:00:00:00:02").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, again) = app
-        .call_bearer(
-            Method::POST,
-            "/api/devices/register",
-            &secret,
-            Some(json!({"mac_address": "aa:00:00:00:00:01"})),
-        )
-        .await;
+    let (status, again) = app.register_with(&secret, "aa:00:00:00:00:01").await;
     assert_eq!(
         (status, again["mqtt_password"].as_str()),
         (StatusCode::OK, Some("<stored_securely>"))
@@ -1716,14 +1706,7 @@ async fn registration_needs_a_key_the_window_or_an_admin(db: &TestDb) {
         )
         .await;
     let bulk = unlimited["key"].as_str().unwrap().to_string();
-    let (status, _) = app
-        .call_bearer(
-            Method::POST,
-            "/api/devices/register",
-            &bulk,
-            Some(json!({"mac_address": "aa:00:00:00:00:03"})),
-        )
-        .await;
+    let (status, _) = app.register_with(&bulk, "aa:00:00:00:00:03").await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
         .call(
@@ -1733,14 +1716,7 @@ async fn registration_needs_a_key_the_window_or_an_admin(db: &TestDb) {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = app
-        .call_bearer(
-            Method::POST,
-            "/api/devices/register",
-            &bulk,
-            Some(json!({"mac_address": "aa:00:00:00:00:04"})),
-        )
-        .await;
+    let (status, _) = app.register_with(&bulk, "aa:00:00:00:00:04").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (_, keys) = app.call(Method::GET, "/api/enrollment-keys", None).await;
     let listed = keys["keys"].as_array().unwrap();

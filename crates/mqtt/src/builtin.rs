@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mqtt5::broker::auth::{AuthProvider, AuthResult, RateLimitedAuthProvider};
+use mqtt5::broker::auth::{AuthProvider, AuthResult};
 use mqtt5::broker::config::{BrokerConfig, StorageConfig, TlsConfig};
 use mqtt5::broker::events::{
     BrokerEventHandler, ClientConnectEvent, ClientDisconnectEvent, ClientPublishEvent,
@@ -101,6 +101,41 @@ impl Sessions {
 
 struct DeviceAuth {
     store: Arc<dyn DeviceStore>,
+    failures: FailedLogins,
+}
+
+/// Failed logins per source address within a minute: past a few, each
+/// further failure is answered only after a growing pause (up to 5 s), so
+/// guessing from one address is slow. A right password is never delayed
+/// or refused — locking a username (or an address) out would let anyone
+/// who knows a device's username keep it off the network.
+#[derive(Default)]
+struct FailedLogins {
+    by_address: Mutex<HashMap<std::net::IpAddr, (u32, tokio::time::Instant)>>,
+}
+
+const FREE_LOGIN_FAILURES: u32 = 5;
+const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+const MAX_LOGIN_FAILURE_PAUSE: Duration = Duration::from_secs(5);
+/// Past this many remembered addresses, quiet ones are swept out.
+const FAILED_LOGINS_SWEEP_ABOVE: usize = 4096;
+
+impl FailedLogins {
+    /// Counts a failure; returns how long to wait before answering it.
+    fn failed(&self, address: std::net::IpAddr) -> Duration {
+        let now = tokio::time::Instant::now();
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if by_address.len() > FAILED_LOGINS_SWEEP_ABOVE {
+            by_address.retain(|_, (_, since)| now.duration_since(*since) < LOGIN_FAILURE_WINDOW);
+        }
+        let (count, since) = by_address.entry(address).or_insert((0, now));
+        if now.duration_since(*since) >= LOGIN_FAILURE_WINDOW {
+            (*count, *since) = (0, now);
+        }
+        *count += 1;
+        let over = count.saturating_sub(FREE_LOGIN_FAILURES);
+        (Duration::from_millis(250) * over).min(MAX_LOGIN_FAILURE_PAUSE)
+    }
 }
 
 fn device_of(user_id: Option<&str>) -> Option<Uuid> {
@@ -141,6 +176,7 @@ impl AuthProvider for DeviceAuth {
                 }
                 Ok(_) => {
                     tracing::info!(%client_addr, username = %username, "device login refused");
+                    tokio::time::sleep(self.failures.failed(client_addr.ip())).await;
                     refused()
                 }
                 Err(error) => {
@@ -286,9 +322,10 @@ impl BuiltinBroker {
                     .with_bind_addresses(vec![tls.listener.addr]),
             );
         }
-        let auth: Arc<dyn AuthProvider> = Arc::new(RateLimitedAuthProvider::with_default_limits(
-            Arc::new(DeviceAuth { store }),
-        ));
+        let auth: Arc<dyn AuthProvider> = Arc::new(DeviceAuth {
+            store,
+            failures: FailedLogins::default(),
+        });
         let mut broker = MqttBroker::with_config(broker_config)
             .await
             .map_err(|e| StartError::Broker(e.to_string()))?
@@ -388,7 +425,28 @@ impl Drop for BuiltinBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::is_own_client_id;
+    use super::{is_own_client_id, FailedLogins};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_logins_slow_down_an_address_and_recover() {
+        let failures = FailedLogins::default();
+        let home = "192.168.1.20".parse().unwrap();
+        let pauses: Vec<Duration> = (0..8).map(|_| failures.failed(home)).collect();
+        assert_eq!(pauses[..5], [Duration::ZERO; 5]);
+        assert_eq!(pauses[5..], [250, 500, 750].map(Duration::from_millis));
+        for _ in 0..30 {
+            failures.failed(home);
+        }
+        assert_eq!(failures.failed(home), Duration::from_secs(5), "bounded");
+        assert_eq!(
+            failures.failed("10.0.0.9".parse().unwrap()),
+            Duration::ZERO,
+            "per address"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(failures.failed(home), Duration::ZERO, "a new minute");
+    }
 
     #[test]
     fn devices_keep_to_their_own_client_ids() {

@@ -337,6 +337,35 @@ async fn rotating_credentials_cuts_the_old_password() {
     assert_eq!(outcome, Connack::Accepted);
 }
 
+/// Strangers failing with a device's username (here: from the same
+/// address) only slow themselves down; the right password still gets in.
+#[tokio::test]
+async fn wrong_passwords_never_lock_out_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let device = server.register("aa:00:00:00:00:0d").await;
+    let mut guess = device.clone();
+    guess.password = "a-guessed-password".into();
+    for _ in 0..7 {
+        let (_, _, outcome) = connect(device_options(
+            &guess,
+            server.mqtt_port,
+            None,
+            &device.device_id,
+        ))
+        .await;
+        assert!(matches!(outcome, Connack::Refused(_)), "{outcome:?}");
+    }
+    let (_, _, outcome) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+}
+
 /// A device cannot take another device's client id (and with it its
 /// session): refused, while the owner stays connected and keeps publishing.
 #[tokio::test]

@@ -114,6 +114,9 @@ struct FailedLogins {
     by_address: Mutex<HashMap<std::net::IpAddr, (u32, tokio::time::Instant)>>,
 }
 
+/// Subscriptions one device connection may hold (under its own prefix).
+pub const MAX_SUBSCRIPTIONS_PER_DEVICE: usize = 8;
+
 const FREE_LOGIN_FAILURES: u32 = 5;
 const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_LOGIN_FAILURE_PAUSE: Duration = Duration::from_secs(5);
@@ -315,7 +318,13 @@ impl BuiltinBroker {
             .with_max_packet_size(64 * 1024)
             .with_session_expiry(Duration::from_secs(7 * 24 * 3600))
             .with_max_clients(100_000)
+            // A device publishes to two topics and needs no more than a few
+            // subscriptions; each one is state the broker keeps for it.
+            .with_max_subscriptions_per_client(MAX_SUBSCRIPTIONS_PER_DEVICE)
             .with_event_handler(handler);
+        // Topic aliases off: each would be state kept per connection before
+        // any authorisation of the topic it stands for.
+        broker_config.topic_alias_maximum = 0;
         if let Some(tls) = &config.tls {
             broker_config = broker_config.with_tls(
                 TlsConfig::new(tls.cert.clone(), tls.key.clone())

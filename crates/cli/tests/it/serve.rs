@@ -241,6 +241,19 @@ async fn device_publishes_over_tls_and_reading_is_stored_with_plant() {
         };
         assert_eq!(granted, allowed, "subscribe {filter}");
     }
+    // A handful of subscriptions, not thousands: the ninth is refused.
+    let mut granted = Vec::new();
+    for n in 0..9 {
+        let filter = format!("devices/{}/commands/{n}", a.device_id);
+        client.subscribe(&filter, QoS::AtMostOnce).await.unwrap();
+        granted.push(loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = eventloop.poll().await.unwrap() {
+                break ack.return_codes[0] != rumqttc::SubscribeReasonCode::Failure;
+            }
+        });
+    }
+    // One of the eight places is taken by `commands` above.
+    assert_eq!(granted, [true, true, true, true, true, true, true, false, false]);
 
     // Malformed payloads are dropped and counted, the connection lives on.
     publish_acked(

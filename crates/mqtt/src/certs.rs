@@ -42,14 +42,39 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
+/// Files only their owner may read (keys, credentials): writes `contents`
+/// to `path` with mode 0600 from the moment the file exists (no window in
+/// which it is readable by others), replacing it atomically, so a crash
+/// leaves the old file or the new one, never half of either.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    {
+        use std::io::Write;
+        // A leftover from a crash may carry other permissions: start anew.
+        let _ = std::fs::remove_file(&temporary);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)
+}
+
 /// Writes a file readable by its owner only (keys), or by all (certificates).
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+    if private {
+        return write_private(path, contents.as_bytes()).map_err(io(path));
+    }
     std::fs::write(path, contents).map_err(io(path))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = if private { 0o600 } else { 0o644 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io(path))?;
     }
     Ok(())
 }
@@ -204,6 +229,23 @@ pub fn ensure_device(dir: &Path, name: &str) -> Result<DeviceFiles, CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_replaced_and_stay_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        // A leftover from a crash, readable by all, is not reused.
+        std::fs::write(dir.path().join("secret.json.tmp"), "stale").unwrap();
+        write_private(&path, b"first").unwrap();
+        write_private(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 
     #[test]
     fn generated_material_is_reused_and_reissued_when_names_change() {

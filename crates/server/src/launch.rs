@@ -125,25 +125,8 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
     }
 }
 
-/// Files only their owner may read (keys, credentials): writes `contents`
-/// to `path` with mode 0600, replacing it atomically, so a crash leaves the
-/// old file or the new one, never half of either.
-pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temporary)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, path)
-}
+/// Files only their owner may read (keys, credentials, the setup token).
+pub use plantops_mqtt::certs::write_private;
 
 /// The key sealing stored secrets: ENCRYPTION_KEY, or with SQLite a key
 /// generated once into the data directory (mode 0600). A key that does not
@@ -516,26 +499,6 @@ async fn prune_readings(store: DynStore, days: u32) {
         match store.prune_readings(before).await {
             Ok(removed) => tracing::info!(removed, %before, "old readings pruned"),
             Err(error) => tracing::error!(%error, "pruning old readings failed"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_files_are_replaced_and_stay_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret.json");
-        write_private(&path, b"first").unwrap();
-        write_private(&path, b"second").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
         }
     }
 }

@@ -253,7 +253,10 @@ async fn device_publishes_over_tls_and_reading_is_stored_with_plant() {
         });
     }
     // One of the eight places is taken by `commands` above.
-    assert_eq!(granted, [true, true, true, true, true, true, true, false, false]);
+    assert_eq!(
+        granted,
+        [true, true, true, true, true, true, true, false, false]
+    );
 
     // Malformed payloads are dropped and counted, the connection lives on.
     publish_acked(

@@ -36,6 +36,26 @@ fn the_stack_has_the_four_services() {
     assert_eq!(names, expected);
 }
 
+/// The UI container cannot reach the database or the broker: only the
+/// backend sits on both networks.
+#[test]
+fn the_ui_reaches_only_the_backend() {
+    let compose = compose();
+    let networks = |service: &str| -> BTreeSet<String> {
+        compose["services"][service]["networks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{service} names its networks"))
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(networks("frontend"), set(&["edge"]));
+    assert_eq!(networks("backend"), set(&["data", "edge"]));
+    assert_eq!(networks("db"), set(&["data"]));
+    assert_eq!(networks("mosquitto"), set(&["data"]));
+}
+
 #[test]
 fn every_service_restarts_has_limits_reservations_and_a_health_check() {
     for (name, service) in services(&compose()) {

@@ -215,12 +215,40 @@ async fn run_tool(mut command: tokio::process::Command, tool: &str) -> anyhow::R
     Ok(())
 }
 
+/// A PostgreSQL client tool for `url`, its password passed in `PGPASSWORD`
+/// rather than on the command line, where any local user could read it
+/// (`ps`, /proc).
+fn postgres_tool(program: &str, url: &str) -> anyhow::Result<tokio::process::Command> {
+    let (url, password) = split_password(url)?;
+    let mut command = tokio::process::Command::new(program);
+    command.arg(format!("--dbname={url}"));
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    Ok(command)
+}
+
+/// The URL without its password, and the password (decoded).
+fn split_password(url: &str) -> anyhow::Result<(String, Option<String>)> {
+    let mut parsed = reqwest::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    let password = parsed.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    if password.is_some() {
+        parsed
+            .set_password(None)
+            .map_err(|()| anyhow::anyhow!("DATABASE_URL cannot drop its password"))?;
+    }
+    Ok((parsed.to_string(), password))
+}
+
 async fn pg_dump(url: &str, output: &Path) -> anyhow::Result<()> {
-    let mut command = tokio::process::Command::new("pg_dump");
+    let mut command = postgres_tool("pg_dump", url)?;
     command
         .args(["--format=custom", "--no-owner", "--file"])
-        .arg(output)
-        .arg(format!("--dbname={url}"));
+        .arg(output);
     run_tool(command, "pg_dump").await
 }
 
@@ -238,7 +266,7 @@ async fn pg_restore(url: &str, input: &Path) -> anyhow::Result<()> {
             .execute(&mut db)
             .await?;
     }
-    let mut command = tokio::process::Command::new("pg_restore");
+    let mut command = postgres_tool("pg_restore", url)?;
     command
         .args([
             "--clean",
@@ -247,7 +275,6 @@ async fn pg_restore(url: &str, input: &Path) -> anyhow::Result<()> {
             "--single-transaction",
             "--exit-on-error",
         ])
-        .arg(format!("--dbname={url}"))
         .arg(input);
     let restored = run_tool(command, "pg_restore").await;
     if timescale {
@@ -256,4 +283,22 @@ async fn pg_restore(url: &str, input: &Path) -> anyhow::Result<()> {
             .await?;
     }
     restored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_password;
+
+    #[test]
+    fn the_password_leaves_the_url_for_the_environment() {
+        let (url, password) =
+            split_password("postgres://plantops:s%40cret%2Fpw@db:5432/plantops").unwrap();
+        assert_eq!(url, "postgres://plantops@db:5432/plantops");
+        assert_eq!(password.as_deref(), Some("s@cret/pw"));
+        let (url, password) = split_password("postgres://root@127.0.0.1/test").unwrap();
+        assert_eq!(
+            (url.as_str(), password),
+            ("postgres://root@127.0.0.1/test", None)
+        );
+    }
 }

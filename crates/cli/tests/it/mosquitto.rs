@@ -213,3 +213,65 @@ async fn the_simulator_publishes_through_mosquitto() {
         eventually(&server, &path, |_, body| body["count"] == 3).await;
     }
 }
+
+/// A poison message — one larger than the backend's link accepts — never
+/// reaches it: Mosquitto disconnects its sender (`max_packet_size`), and
+/// the other devices' readings keep arriving. Without the limit the link
+/// failed on it and was handed it again after every reconnect.
+#[tokio::test]
+async fn an_oversized_publish_never_stalls_ingestion() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &mosquitto).await;
+    let poisoner = server.register("bb:00:00:00:00:0e").await;
+    let honest = server.register("bb:00:00:00:00:0f").await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let mut options = device_options(
+        &poisoner,
+        mosquitto.port,
+        Some(ca.clone()),
+        &poisoner.device_id,
+    );
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop, outcome) = connect(options).await;
+    assert_eq!(outcome, Connack::Accepted);
+    let huge = format!(
+        "{{\"soil_moisture\": 40, \"padding\": \"{}\"}}",
+        "x".repeat(300 * 1024)
+    );
+    client
+        .publish(
+            format!("devices/{}/telemetry", poisoner.device_id),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            huge,
+        )
+        .await
+        .unwrap();
+    closed(&mut eventloop).await;
+
+    let (client, mut eventloop, _) = connect(device_options(
+        &honest,
+        mosquitto.port,
+        Some(ca),
+        &honest.device_id,
+    ))
+    .await;
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &format!("devices/{}/telemetry", honest.device_id),
+        json!({"soil_moisture": 52}),
+    )
+    .await;
+    let latest = eventually(
+        &server,
+        &format!("/api/devices/{}/telemetry/latest", honest.device_id),
+        |s, _| s == 200,
+    )
+    .await;
+    assert_eq!(latest["soil_moisture"], 52.0);
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["components"]["mqtt"]["status"], "connected");
+}

@@ -445,7 +445,8 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Princi
         },
     };
     // Cached no longer than the session lives.
-    if now - session.created_at + chrono::Duration::seconds(5) < lifetime {
+    let cached_for = chrono::Duration::from_std(CREDENTIAL_CACHE_TTL).unwrap_or_default();
+    if now - session.created_at + cached_for < lifetime {
         auth.verified.put(digest, principal.clone());
     }
     Ok(Some(principal))

@@ -83,12 +83,36 @@ impl Drop for TestDb {
     }
 }
 
-/// A TCP port nobody listens on right now.
+/// Where this process hands out ports: below the kernel's ephemeral range
+/// (32768–60999 on Linux). A port from `bind(0)` lies inside it, where an
+/// outgoing connection of a concurrent test may take it before the server
+/// under test binds it ("already in use").
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A TCP port nobody listens on right now, never handed out twice by this
+/// process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Each test binary starts at its own place, so two runs side by side
+    // rarely walk the same ports.
+    let next = NEXT.get_or_init(|| {
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        AtomicU32::new(seed % span)
+    });
+    for _ in 0..span {
+        let port = PORTS.start + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 /// Defines each named `async fn(&TestDb)` test twice: `sqlite::name` and

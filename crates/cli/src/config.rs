@@ -203,6 +203,27 @@ pub struct ServeSettings {
         value_parser = whole_number::<usize>("PLANTOPS_MAX_EVENT_STREAMS", 1, 100_000))]
     pub max_event_streams: usize,
 
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, env = "PLANTOPS_HTTP_HEADER_TIMEOUT_SECS", default_value = "30",
+        value_parser = whole_number::<u64>("PLANTOPS_HTTP_HEADER_TIMEOUT_SECS", 1, 3600))]
+    pub http_header_timeout_secs: u64,
+
+    /// HTTP connections open at once; more wait until one closes.
+    #[arg(long, env = "PLANTOPS_HTTP_MAX_CONNECTIONS", default_value = "1024",
+        value_parser = whole_number::<usize>("PLANTOPS_HTTP_MAX_CONNECTIONS", 1, 1_000_000))]
+    pub http_max_connections: usize,
+
+    /// HTTP requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "PLANTOPS_HTTP_MAX_CONCURRENT_REQUESTS", default_value = "256",
+        value_parser = whole_number::<usize>("PLANTOPS_HTTP_MAX_CONCURRENT_REQUESTS", 1, 1_000_000))]
+    pub http_max_concurrent_requests: usize,
+
+    /// Host names the UI and API answer to (comma-separated), besides
+    /// localhost; unset = any. Guards against DNS rebinding.
+    #[arg(long, env = "PLANTOPS_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// Days of readings to keep; older ones are deleted hourly (TimescaleDB:
     /// whole chunks dropped). 0 keeps everything.
     #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",
@@ -294,6 +315,27 @@ impl AccessSettings {
 /// Passwords shorter than this are refused in production.
 const MIN_PRODUCTION_PASSWORD: usize = 16;
 
+impl ExternalBrokerSettings {
+    /// With an external broker: the provisioning admin, a different account
+    /// from the backend's. Mosquitto binds each client id to its username
+    /// (`use_username_as_clientid`), so one account holding both links
+    /// would have each connection kick the other off forever.
+    pub fn check(&self) -> Result<(), String> {
+        if self.mqtt_host.is_none() {
+            return Ok(());
+        }
+        match &self.mqtt_dynsec_username {
+            None => Err("MQTT_HOST requires MQTT_DYNSEC_USERNAME and MQTT_DYNSEC_PASSWORD (the dynamic-security admin that provisions devices)".into()),
+            Some(admin) if *admin == self.mqtt_backend_username => Err(format!(
+                "MQTT_DYNSEC_USERNAME and MQTT_BACKEND_USERNAME must name different accounts (both are {admin}): \
+                 Mosquitto ties client ids to usernames, so one account cannot hold the ingest and provisioning links; \
+                 the backend creates its own account through dynamic security"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
 impl ServeSettings {
     /// With PLANTOPS_ENV=production: the first required setting that is
     /// missing or too weak, as one line naming the variable. Malformed values
@@ -351,13 +393,7 @@ impl ServeSettings {
                 Some(_) => {}
             }
         }
-        if external.mqtt_dynsec_username.is_none() {
-            return missing(
-                "MQTT_DYNSEC_USERNAME",
-                "the dynamic-security admin that provisions devices",
-            );
-        }
-        Ok(())
+        external.check()
     }
 }
 
@@ -398,11 +434,12 @@ pub struct ExternalBrokerSettings {
     #[arg(long, env = "MQTT_BACKEND_PASSWORD", hide_env_values = true)]
     pub mqtt_backend_password: Option<String>,
 
-    /// Dynamic-security admin used to provision devices (default: the backend account).
+    /// Dynamic-security admin used to provision devices; required with
+    /// MQTT_HOST and never the backend's own account.
     #[arg(long, env = "MQTT_DYNSEC_USERNAME")]
     pub mqtt_dynsec_username: Option<String>,
 
-    /// Password of MQTT_DYNSEC_USERNAME (default: the backend password).
+    /// Password of MQTT_DYNSEC_USERNAME.
     #[arg(long, env = "MQTT_DYNSEC_PASSWORD", hide_env_values = true)]
     pub mqtt_dynsec_password: Option<String>,
 }

@@ -24,15 +24,8 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
                 ca_cert: external.mqtt_ca_cert.clone(),
                 username: external.mqtt_backend_username.clone(),
                 password: external.mqtt_backend_password.clone(),
-                dynsec_username: external
-                    .mqtt_dynsec_username
-                    .clone()
-                    .unwrap_or_else(|| external.mqtt_backend_username.clone()),
-                dynsec_password: external
-                    .mqtt_dynsec_password
-                    .clone()
-                    .or_else(|| external.mqtt_backend_password.clone()),
-                client_id: "plantops-backend".into(),
+                dynsec_username: external.mqtt_dynsec_username.clone().unwrap_or_default(),
+                dynsec_password: external.mqtt_dynsec_password.clone(),
             },
             plain_port: external.mqtt_port,
             tls_port: external.mqtt_tls_port,
@@ -52,6 +45,17 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         mqtt_public_host: settings.mqtt_public_host.clone(),
         heartbeat_interval_secs: settings.heartbeat_interval_secs,
         max_event_streams: settings.max_event_streams,
+        http: plantops_server::http::HttpLimits {
+            header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+            max_connections: settings.http_max_connections,
+            max_concurrent_requests: settings.http_max_concurrent_requests,
+            allowed_hosts: settings
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        },
         retention_days: settings.retention_days,
         discord_webhook_url: settings.discord_webhook_url.clone(),
         llm: plantops_advisor::Endpoints {
@@ -87,6 +91,7 @@ pub async fn open_database(
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     settings.check_production().map_err(anyhow::Error::msg)?;
+    settings.external.check().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| {

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The request conflicts with the current state: 409.
     #[error("{0}")]
     Conflict(&'static str),
+    /// A body in a format other than JSON: 415.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// Too many attempts; try again after the delay: 429 with `Retry-After`.
     #[error("too many attempts")]
     TooManyRequests(std::time::Duration),
@@ -72,6 +75,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden(what) => (StatusCode::FORBIDDEN, what.to_string()),
             ApiError::Conflict(what) => (StatusCode::CONFLICT, what.to_string()),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "The request body must be JSON (Content-Type: application/json)".to_string(),
+            ),
             ApiError::TooManyRequests(wait) => {
                 // Whole seconds, rounded up: never tell a client to come back early.
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -103,8 +110,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(what) => (StatusCode::INTERNAL_SERVER_ERROR, what.to_string()),
             ApiError::Broker(error) => {
+                // The broker's own words stay in the log (with this
+                // request's correlation id); the caller learns what to do.
                 tracing::error!(%error, "broker request failed");
-                (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The MQTT broker is unavailable; try again shortly".to_string(),
+                )
             }
         };
         (status, Json(Problem { detail })).into_response()

@@ -10,13 +10,35 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// A JSON body, parsed whatever the content type says.
+/// A JSON body. A request that declares another content type is refused
+/// (415): an HTML form on another site can post `text/plain` or form data
+/// without the browser asking first. One that declares none is parsed, as
+/// the original did (device firmware often sends no `Content-Type`).
 pub struct ApiJson<T>(pub T);
+
+fn declares_other_than_json(req: &Request) -> bool {
+    let Some(value) = req.headers().get(axum::http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    !(essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json")))
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if declares_other_than_json(&req) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ValidationErrors::single(&["body"], e.body_text(), "value_error.body"))?;

@@ -71,6 +71,7 @@ pub struct ServerConfig {
     pub discord_webhook_url: Option<String>,
     pub llm: plantops_advisor::Endpoints,
     pub auth: crate::auth::AuthSettings,
+    pub http: crate::http::HttpLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +286,7 @@ async fn device_usernames(
 pub struct Server {
     state: AppState,
     tasks: Vec<JoinHandle<()>>,
+    http: crate::http::HttpLimits,
 }
 
 impl Server {
@@ -420,9 +422,14 @@ impl Server {
                 heartbeat_interval_secs: config.heartbeat_interval_secs,
                 broker_endpoint: setup.endpoint,
                 broker_ca_pem: setup.ca_pem,
+                allowed_hosts: crate::http::AllowedHosts::new(&config.http.allowed_hosts),
             }),
         };
-        Ok(Self { state, tasks })
+        Ok(Self {
+            state,
+            tasks,
+            http: config.http,
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -452,22 +459,12 @@ impl Server {
                 );
             }
         }
-        // `into_make_service`: serving a bare `Router` deep-clones every route
-        // for each new connection (axum 0.8), which was most of the cost of a
-        // request arriving on a fresh connection, as nginx sends them.
-        // With the peer address, for login throttling.
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             // Open event streams never end by themselves.
             live.close();
-        })
-        .await
-        .context("HTTP server failed")?;
+        };
+        crate::http::serve(listener, self.router(), &self.http, shutdown).await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod http;
 pub mod launch;
 pub mod live;
 pub mod observe;
@@ -104,6 +105,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.allowed_hosts.clone(),
+            http::check_host,
         ))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)

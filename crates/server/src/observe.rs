@@ -32,7 +32,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_string();
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -52,6 +52,22 @@ pub async fn observe(request: Request, next: Next) -> Response {
         response.headers_mut().insert(CORRELATION_ID, value);
     }
     response
+}
+
+/// Methods as metric labels: any other method name a client invents is
+/// `other`, so requests cannot create new time series without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.

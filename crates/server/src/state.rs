@@ -23,6 +23,7 @@ pub struct ApiConfig {
     pub broker_endpoint: BrokerEndpoint,
     /// PEM of the CA devices should trust, when the broker has TLS.
     pub broker_ca_pem: Option<String>,
+    pub allowed_hosts: crate::http::AllowedHosts,
 }
 
 #[derive(Clone)]

@@ -63,6 +63,7 @@ impl TestApp {
             mqtt_public_host: None,
             heartbeat_interval_secs: 60,
             max_event_streams: 3,
+            http: Default::default(),
             retention_days: 0,
             discord_webhook_url: None,
             llm: plantops_advisor::Endpoints::default(),

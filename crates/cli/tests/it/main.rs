@@ -8,6 +8,7 @@ mod alerts;
 mod backup;
 mod common;
 mod deploy;
+mod http_limits;
 mod mosquitto;
 mod production;
 mod serve;

@@ -35,6 +35,16 @@ async fn devices_are_provisioned_on_mosquitto_and_their_readings_stored() {
     let server = start(data.path(), &mosquitto).await;
     let (_, health) = server.get("/api/health").await;
     assert_eq!(health["components"]["mqtt"]["status"], "connected");
+    // Provisioning made the broker deny what no role grants, receiving too.
+    let defaults = mosquitto.ctrl(&["getDefaultACLAccess"]).await;
+    for access in ["publishClientSend", "publishClientReceive", "subscribe"] {
+        assert!(
+            defaults
+                .lines()
+                .any(|l| l.starts_with(access) && l.trim_end().ends_with("deny")),
+            "{defaults}"
+        );
+    }
 
     let (_, plant) = server.post("/api/plants", json!({"name": "Ivy"})).await;
     let plant_id = plant["id"].as_str().unwrap();
@@ -272,6 +282,69 @@ async fn an_oversized_publish_never_stalls_ingestion() {
     )
     .await;
     assert_eq!(latest["soil_moisture"], 52.0);
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["components"]["mqtt"]["status"], "connected");
+}
+
+/// Client ids are usernames on Mosquitto (`use_username_as_clientid`): a
+/// device that names the backend's client id, or another device's, gets its
+/// own and takes over no session. Before, it kicked the backend off and
+/// inherited its subscription and queued readings.
+#[tokio::test]
+async fn a_device_cannot_take_over_another_clients_session() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &mosquitto).await;
+    let hostile = server.register("bb:00:00:00:00:1a").await;
+    let honest = server.register("bb:00:00:00:00:1b").await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+
+    let (honest_client, mut honest_loop, outcome) = connect(device_options(
+        &honest,
+        mosquitto.port,
+        Some(ca.clone()),
+        &honest.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+    for (round, stolen) in [common::mosquitto::BACKEND, honest.device_id.as_str()]
+        .into_iter()
+        .enumerate()
+    {
+        let (hijacker, mut hijacker_loop, outcome) = connect(device_options(
+            &hostile,
+            mosquitto.port,
+            Some(ca.clone()),
+            stolen,
+        ))
+        .await;
+        assert_eq!(outcome, Connack::Accepted, "connected as {stolen}");
+
+        // The honest device is still connected and the backend still stores.
+        let moisture = 40 + round;
+        publish_acked(
+            &honest_client,
+            &mut honest_loop,
+            &format!("devices/{}/telemetry", honest.device_id),
+            json!({ "soil_moisture": moisture }),
+        )
+        .await;
+        eventually(
+            &server,
+            &format!("/api/devices/{}/telemetry/latest", honest.device_id),
+            |s, latest| s == 200 && latest["soil_moisture"] == moisture as f64,
+        )
+        .await;
+        // Nor was the hijacker kicked by a backend taking its id back.
+        publish_acked(
+            &hijacker,
+            &mut hijacker_loop,
+            &format!("devices/{}/heartbeat", hostile.device_id),
+            json!({"uptime": 1}),
+        )
+        .await;
+    }
     let (_, health) = server.get("/api/health").await;
     assert_eq!(health["components"]["mqtt"]["status"], "connected");
 }

@@ -53,7 +53,7 @@ fn production_env() -> Vec<(&'static str, String)> {
 #[tokio::test]
 async fn production_refuses_a_missing_or_malformed_setting_in_one_line() {
     let secret_looking = "f".repeat(63);
-    let cases: [(&str, Option<&str>); 9] = [
+    let cases: [(&str, Option<&str>); 10] = [
         ("DATABASE_URL", None),
         ("DATABASE_URL", Some("sqlite://plantops.db")),
         ("ENCRYPTION_KEY", None),
@@ -63,6 +63,8 @@ async fn production_refuses_a_missing_or_malformed_setting_in_one_line() {
         ("MQTT_CA_CERT", Some("")),
         ("MQTT_BACKEND_PASSWORD", Some("short")),
         ("MQTT_DYNSEC_PASSWORD", None),
+        // The backend's own account cannot also be the admin.
+        ("MQTT_DYNSEC_USERNAME", Some("plantops_backend")),
     ];
     for (variable, value) in cases {
         let mut command = common::plantops();

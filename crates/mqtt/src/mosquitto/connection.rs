@@ -9,13 +9,15 @@ use rumqttc::{EventLoop, MqttOptions, SubscribeReasonCode, TlsConfiguration, Tra
 use super::MosquittoConfig;
 use crate::BrokerError;
 
+/// The client id is the username: Mosquitto is configured to replace any
+/// client id with the username (`use_username_as_clientid`), and using the
+/// same one elsewhere keeps the persistent session's identity stable.
 pub(super) fn options(
     config: &MosquittoConfig,
-    client_id: &str,
     username: &str,
     password: Option<&str>,
 ) -> Result<MqttOptions, BrokerError> {
-    let mut options = MqttOptions::new(client_id, &config.host, config.port);
+    let mut options = MqttOptions::new(username, &config.host, config.port);
     options.set_credentials(username, password.unwrap_or_default());
     options.set_keep_alive(Duration::from_secs(30));
     // Oversized device payloads must reach ingestion to be counted, not

@@ -31,10 +31,8 @@ pub(super) struct Dynsec {
 
 impl Dynsec {
     pub(super) fn start(config: &MosquittoConfig) -> Result<Self, BrokerError> {
-        let client_id = format!("{}-dynsec", config.client_id);
         let mut options = options(
             config,
-            &client_id,
             &config.dynsec_username,
             config.dynsec_password.as_deref(),
         )?;

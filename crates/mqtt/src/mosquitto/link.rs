@@ -23,12 +23,7 @@ pub(super) fn spawn(
     ingest: Ingest,
     state: Arc<RwLock<LinkState>>,
 ) -> Result<(), BrokerError> {
-    let mut options = options(
-        config,
-        &config.client_id,
-        &config.username,
-        config.password.as_deref(),
-    )?;
+    let mut options = options(config, &config.username, config.password.as_deref())?;
     options.set_clean_session(false);
     options.set_manual_acks(true);
     options.set_inflight(1000);

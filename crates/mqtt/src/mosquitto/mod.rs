@@ -34,8 +34,6 @@ pub struct MosquittoConfig {
     pub password: Option<String>,
     pub dynsec_username: String,
     pub dynsec_password: Option<String>,
-    /// Stable, so the broker keeps the backend's session across restarts.
-    pub client_id: String,
 }
 
 impl std::fmt::Debug for MosquittoConfig {
@@ -84,23 +82,30 @@ impl MosquittoBroker {
     /// at start; repeating it is harmless. (Changing a client's roles makes
     /// Mosquitto disconnect it, so the links reconnect once on first setup.)
     pub async fn ensure_backend_access(&self, config: &MosquittoConfig) -> Result<(), BrokerError> {
-        let mut commands = vec![json!({"command": "createRole", "rolename": BACKEND_ROLE})];
+        // Anything not granted by a role is refused: no client receives a
+        // message it was not meant to (Mosquitto's own default lets every
+        // client receive whatever its subscriptions match).
+        let mut commands = vec![json!({"command": "setDefaultACLAccess", "acls": [
+            {"acltype": "publishClientSend", "allow": false},
+            {"acltype": "publishClientReceive", "allow": false},
+            {"acltype": "subscribe", "allow": false},
+            {"acltype": "unsubscribe", "allow": true},
+        ]})];
+        commands.push(json!({"command": "createRole", "rolename": BACKEND_ROLE}));
         for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
             commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
                 "acltype": "subscribePattern", "topic": filter, "allow": true}));
             commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
                 "acltype": "publishClientReceive", "topic": filter, "allow": true}));
         }
-        if config.username != config.dynsec_username {
-            let password = config.password.clone().unwrap_or_default();
-            commands.push(
-                json!({"command": "createClient", "username": config.username,
-                "password": password}),
-            );
-            // A password changed in the environment takes effect on restart.
-            commands.push(json!({"command": "setClientPassword",
-                "username": config.username, "password": password}));
-        }
+        let password = config.password.clone().unwrap_or_default();
+        commands.push(
+            json!({"command": "createClient", "username": config.username,
+            "password": password}),
+        );
+        // A password changed in the environment takes effect on restart.
+        commands.push(json!({"command": "setClientPassword",
+            "username": config.username, "password": password}));
         self.dynsec
             .run_checked(commands, &["already exists"])
             .await?;
@@ -206,10 +211,13 @@ impl Broker for MosquittoBroker {
         password: &str,
     ) -> Result<(), BrokerError> {
         let role = device_role(device_id);
+        let own = topic::device_filter(&device_id.to_string());
         let mut commands = vec![
             json!({"command": "createRole", "rolename": role}),
             json!({"command": "addRoleACL", "rolename": role, "acltype": "subscribePattern",
-                "topic": topic::device_filter(&device_id.to_string()), "allow": true}),
+                "topic": own, "allow": true}),
+            json!({"command": "addRoleACL", "rolename": role, "acltype": "publishClientReceive",
+                "topic": own, "allow": true}),
         ];
         for topic in [
             topic::telemetry(&device_id.to_string()),

@@ -9,6 +9,9 @@ use tokio::process::{Child, Command};
 
 pub const ADMIN: &str = "plantops_admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The backend's own account, which it creates through dynamic security.
+pub const BACKEND: &str = "plantops_backend";
+pub const BACKEND_PASSWORD: &str = "backend-password-for-tests";
 /// Debian's path of the dynamic-security plugin.
 pub const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 
@@ -36,8 +39,8 @@ impl Mosquitto {
         let config = format!(
             "{user}per_listener_settings false\nallow_anonymous false\n\
              persistence true\npersistence_location {}/\nmax_queued_messages 100000\n\
-             max_packet_size 65536\n\
-             listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+             max_packet_size 65536\nmax_keepalive 3600\n\
+             listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\nuse_username_as_clientid true\n\
              plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
             persistence.display(),
             tls.cert.display(),
@@ -81,8 +84,10 @@ impl Mosquitto {
             ("MQTT_USE_TLS", "true".into()),
             ("MQTT_TLS_PORT", self.port.to_string()),
             ("MQTT_CA_CERT", self.ca.display().to_string()),
-            ("MQTT_BACKEND_USERNAME", ADMIN.into()),
-            ("MQTT_BACKEND_PASSWORD", ADMIN_PASSWORD.into()),
+            ("MQTT_BACKEND_USERNAME", BACKEND.into()),
+            ("MQTT_BACKEND_PASSWORD", BACKEND_PASSWORD.into()),
+            ("MQTT_DYNSEC_USERNAME", ADMIN.into()),
+            ("MQTT_DYNSEC_PASSWORD", ADMIN_PASSWORD.into()),
         ]
     }
 

@@ -203,6 +203,18 @@ pub struct ServeSettings {
         value_parser = whole_number::<usize>("PLANTOPS_MAX_EVENT_STREAMS", 1, 100_000))]
     pub max_event_streams: usize,
 
+    /// Messages (readings and heartbeats) one device may send per second,
+    /// sustained; more are acknowledged and dropped (`rate_limited`).
+    #[arg(long, env = "PLANTOPS_DEVICE_MESSAGES_PER_SEC", default_value = "10",
+        value_parser = whole_number::<u32>("PLANTOPS_DEVICE_MESSAGES_PER_SEC", 1, 10_000_000))]
+    pub device_messages_per_sec: u32,
+
+    /// Messages one device may send at once above its rate (e.g. readings
+    /// it buffered while offline).
+    #[arg(long, env = "PLANTOPS_DEVICE_MESSAGE_BURST", default_value = "600",
+        value_parser = whole_number::<u32>("PLANTOPS_DEVICE_MESSAGE_BURST", 1, 10_000_000))]
+    pub device_message_burst: u32,
+
     /// Seconds a client has to send a request's headers; also how long an
     /// idle keep-alive connection stays open.
     #[arg(long, env = "PLANTOPS_HTTP_HEADER_TIMEOUT_SECS", default_value = "30",

@@ -1,6 +1,7 @@
 //! `plantops serve` and `plantops migrate`: settings into the server
 //! crate's [`ServerConfig`]; start-up itself is `plantops_server::launch`.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,6 +46,11 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         mqtt_public_host: settings.mqtt_public_host.clone(),
         heartbeat_interval_secs: settings.heartbeat_interval_secs,
         max_event_streams: settings.max_event_streams,
+        device_rate: plantops_mqtt::ingest::DeviceRateLimit {
+            per_second: NonZeroU32::new(settings.device_messages_per_sec)
+                .unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(settings.device_message_burst).unwrap_or(NonZeroU32::MIN),
+        },
         http: plantops_server::http::HttpLimits {
             header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
             max_connections: settings.http_max_connections,

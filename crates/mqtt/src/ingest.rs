@@ -4,6 +4,7 @@
 //! broker connections instead of growing memory.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +44,51 @@ impl Default for BatchConfig {
     }
 }
 
+/// How many messages (readings and heartbeats) one device may send: a
+/// sustained rate and a burst on top (a device flushing what it buffered
+/// offline). Past it, its messages are acknowledged and dropped, so a
+/// flooding device slows only itself.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Default for DeviceRateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: NonZeroU32::new(10).expect("non-zero"),
+            burst: NonZeroU32::new(600).expect("non-zero"),
+        }
+    }
+}
+
+/// Per-device token buckets, pruned now and then of devices that are full.
+struct DeviceRates {
+    limiter: governor::DefaultKeyedRateLimiter<Uuid>,
+    checks: AtomicU64,
+}
+
+impl DeviceRates {
+    const PRUNE_EVERY: u64 = 1 << 16;
+
+    fn new(limit: DeviceRateLimit) -> Self {
+        let quota = governor::Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn allows(&self, device_id: Uuid) -> bool {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % Self::PRUNE_EVERY == Self::PRUNE_EVERY - 1
+        {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&device_id).is_ok()
+    }
+}
+
 /// Why a message was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,16 +99,18 @@ pub enum DropReason {
     Empty,
     UnknownDevice,
     TopicMismatch,
+    RateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::TooLarge,
         DropReason::Malformed,
         DropReason::InvalidValue,
         DropReason::Empty,
         DropReason::UnknownDevice,
         DropReason::TopicMismatch,
+        DropReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +121,7 @@ impl DropReason {
             DropReason::Empty => "empty",
             DropReason::UnknownDevice => "unknown_device",
             DropReason::TopicMismatch => "topic_mismatch",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -93,7 +142,7 @@ impl DropReason {
 pub struct IngestStats {
     received: AtomicU64,
     stored: AtomicU64,
-    dropped: [AtomicU64; 6],
+    dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -171,6 +220,7 @@ pub struct Ingest {
     tx: mpsc::Sender<Envelope>,
     stats: Arc<IngestStats>,
     drops: Arc<DropLog>,
+    rates: Arc<DeviceRates>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -184,13 +234,16 @@ pub enum Outcome {
 }
 
 impl Ingest {
-    /// Starts the batcher. It runs until every `Ingest` clone is dropped.
-    pub fn start(
+    /// The front door and the batcher behind it; the caller runs the
+    /// batcher ([`IngestBatcher::run`]), which ends when every `Ingest`
+    /// clone is dropped.
+    pub fn new(
         store: &DynStore,
         events: broadcast::Sender<Event>,
         presence: Arc<PresenceTracker>,
         config: BatchConfig,
-    ) -> (Ingest, tokio::task::JoinHandle<()>) {
+        rate: DeviceRateLimit,
+    ) -> (Ingest, IngestBatcher) {
         let (tx, rx) = mpsc::channel(config.queue);
         let stats = Arc::new(IngestStats::default());
         let batcher = Batcher {
@@ -201,13 +254,17 @@ impl Ingest {
             config,
             stats: stats.clone(),
         };
-        let task = tokio::spawn(batcher.run(rx));
+        let batcher = IngestBatcher {
+            batcher: Arc::new(batcher),
+            queue: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
         let ingest = Ingest {
             tx,
             stats,
             drops: Arc::default(),
+            rates: Arc::new(DeviceRates::new(rate)),
         };
-        (ingest, task)
+        (ingest, batcher)
     }
 
     pub fn stats(&self) -> Arc<IngestStats> {
@@ -229,6 +286,13 @@ impl Ingest {
             Some((named, kind)) if named == device_id.to_string() => kind,
             _ => return self.drop(device_id, DropReason::TopicMismatch, topic),
         };
+        if !self.rates.allows(device_id) {
+            return self.drop(
+                device_id,
+                DropReason::RateLimited,
+                "over PLANTOPS_DEVICE_MESSAGES_PER_SEC",
+            );
+        }
         metrics::counter!("plantops_ingest_messages_total", "kind" => match kind {
             TopicKind::Telemetry => "telemetry",
             TopicKind::Heartbeat => "heartbeat",
@@ -291,6 +355,22 @@ impl Ingest {
     }
 }
 
+/// The batcher's runs: a run that panics loses only its batch in hand
+/// (never acknowledged, so brokers deliver it again); the next run takes
+/// over the same queue.
+#[derive(Clone)]
+pub struct IngestBatcher {
+    batcher: Arc<Batcher>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Envelope>>>,
+}
+
+impl IngestBatcher {
+    pub async fn run(self) {
+        let mut queue = self.queue.lock().await;
+        self.batcher.run(&mut queue).await;
+    }
+}
+
 struct Batcher {
     readings: Arc<dyn ReadingStore>,
     /// Which plant each device serves when its readings are stored.
@@ -302,7 +382,7 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(self, mut rx: mpsc::Receiver<Envelope>) {
+    async fn run(&self, rx: &mut mpsc::Receiver<Envelope>) {
         let mut batch = Vec::with_capacity(self.config.max_rows);
         while let Some(first) = rx.recv().await {
             batch.push(first);

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub llm: plantops_advisor::Endpoints,
     pub auth: crate::auth::AuthSettings,
     pub http: crate::http::HttpLimits,
+    /// Messages one device may send; more are dropped.
+    pub device_rate: plantops_mqtt::ingest::DeviceRateLimit,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,8 @@ struct BrokerSetup {
     ca_pem: Option<String>,
     /// Mosquitto's start-up provisioning, which runs until it succeeds.
     provisioning: Option<JoinHandle<()>>,
+    /// Mosquitto's ingest link, for the caller to supervise.
+    link: Option<plantops_mqtt::mosquitto::IngestLink>,
 }
 
 fn read_pem(path: &std::path::Path, setting: &str) -> anyhow::Result<String> {
@@ -215,6 +219,7 @@ async fn start_builtin(
         endpoint,
         ca_pem,
         provisioning: None,
+        link: None,
     })
 }
 
@@ -229,7 +234,7 @@ async fn start_mosquitto(
         Some(path) => Some(read_pem(path, "MQTT_CA_CERT")?),
         None => None,
     };
-    let broker = MosquittoBroker::start(link.clone(), ingest).await?;
+    let (broker, ingest_link) = MosquittoBroker::start(link.clone(), ingest).await?;
     // Provisioning waits for the broker; the server starts meanwhile and
     // reports the link in /api/ready.
     let provisioner = broker.clone();
@@ -271,6 +276,7 @@ async fn start_mosquitto(
         endpoint,
         ca_pem,
         provisioning: Some(provisioning),
+        link: Some(ingest_link),
     })
 }
 
@@ -337,12 +343,16 @@ impl Server {
                 .await
                 .context("cannot load device presence")?,
         );
-        let (ingest, _batcher) = Ingest::start(
+        let (ingest, batcher) = Ingest::new(
             &store,
             events.clone(),
             presence.clone(),
             BatchConfig::default(),
+            config.device_rate,
         );
+        tasks.push(supervise("ingest", task_health.clone(), move || {
+            batcher.clone().run()
+        }));
 
         let setup = match &config.broker {
             BrokerConfig::Builtin(builtin) => {
@@ -358,6 +368,13 @@ impl Server {
             }
         };
         tasks.extend(setup.provisioning);
+        if let Some(link) = setup.link {
+            tasks.push(supervise(
+                "mosquitto link",
+                task_health.clone(),
+                move || link.clone().run(),
+            ));
+        }
 
         let offline_tick =
             (heartbeat / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));

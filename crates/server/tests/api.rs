@@ -64,6 +64,7 @@ impl TestApp {
             heartbeat_interval_secs: 60,
             max_event_streams: 3,
             http: Default::default(),
+            device_rate: Default::default(),
             retention_days: 0,
             discord_webhook_url: None,
             llm: plantops_advisor::Endpoints::default(),

@@ -84,6 +84,10 @@ impl ServerUnderTest {
                     .env("PLANTOPS_MQTT_ADDR", format!("127.0.0.1:{}", free_port()?))
                     .env("PLANTOPS_MQTTS_ADDR", "")
                     .env("PLANTOPS_MQTT_PUBLIC_HOST", "127.0.0.1")
+                    // Each benchmark device sends far above a real device's
+                    // rate: the bench measures the server, not the limit.
+                    .env("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "10000000")
+                    .env("PLANTOPS_DEVICE_MESSAGE_BURST", "10000000")
                     .env(
                         "LOG_LEVEL",
                         std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),

@@ -882,3 +882,80 @@ async fn sigterm_ends_open_event_streams_and_exits() {
         .unwrap();
     assert!(exit.success(), "{exit}");
 }
+
+/// A device over its message rate (PLANTOPS_DEVICE_MESSAGES_PER_SEC, with a
+/// burst) has the excess acknowledged and dropped, counted by reason; other
+/// devices are untouched.
+#[tokio::test]
+async fn a_flooding_device_is_rate_limited_alone() {
+    const SENT: u64 = 50;
+    const BURST: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Ports::free(),
+        &[
+            ("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "1"),
+            ("PLANTOPS_DEVICE_MESSAGE_BURST", "5"),
+        ],
+    )
+    .await;
+    let flooder = server.register("aa:00:00:00:00:f1").await;
+    let honest = server.register("aa:00:00:00:00:f2").await;
+    let started = std::time::Instant::now();
+    let (client, mut eventloop, _) = connect(device_options(
+        &flooder,
+        server.mqtt_port,
+        None,
+        &flooder.device_id,
+    ))
+    .await;
+    let topic = format!("devices/{}/telemetry", flooder.device_id);
+    for i in 0..SENT {
+        // Every message is acknowledged, dropped or not: nothing is resent.
+        publish_acked(
+            &client,
+            &mut eventloop,
+            &topic,
+            json!({ "soil_moisture": i }),
+        )
+        .await;
+    }
+    let elapsed_secs = started.elapsed().as_secs();
+
+    let (client, mut eventloop, _) = connect(device_options(
+        &honest,
+        server.mqtt_port,
+        None,
+        &honest.device_id,
+    ))
+    .await;
+    let topic = format!("devices/{}/telemetry", honest.device_id);
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &topic,
+        json!({"soil_moisture": 61}),
+    )
+    .await;
+    let (status, latest) = server
+        .get(&format!(
+            "/api/devices/{}/telemetry/latest",
+            honest.device_id
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["soil_moisture"], 61.0);
+
+    let (_, health) = server.get("/api/health").await;
+    let ingest = &health["components"]["ingest"];
+    let limited = ingest["dropped"]["rate_limited"].as_u64().unwrap();
+    // At most the burst plus what refilled meanwhile got through.
+    let allowed = BURST + elapsed_secs + 1;
+    assert!(limited >= SENT - allowed, "{ingest}");
+    assert_eq!(
+        ingest["stored"].as_u64().unwrap(),
+        SENT - limited + 1,
+        "{ingest}"
+    );
+}

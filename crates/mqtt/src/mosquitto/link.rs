@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 
 use plantops_core::topic;
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -16,21 +16,46 @@ use crate::{BrokerError, LinkState};
 /// Messages being committed at once before the link stops reading.
 const MAX_OUTSTANDING: usize = 10_000;
 
-/// Connects the ingest link; it keeps reconnecting in the background and
-/// reports how it is doing in `state`.
-pub(super) fn spawn(
-    config: &MosquittoConfig,
+/// The ingest link. Each run connects afresh with the same client id, so a
+/// run that replaces a failed one resumes the broker's persistent session.
+#[derive(Clone)]
+pub struct IngestLink {
+    options: MqttOptions,
+    target: String,
     ingest: Ingest,
     state: Arc<RwLock<LinkState>>,
-) -> Result<(), BrokerError> {
-    let mut options = options(config, &config.username, config.password.as_deref())?;
-    options.set_clean_session(false);
-    options.set_manual_acks(true);
-    options.set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    nodelay(&mut eventloop);
-    let target = format!("{}:{}", config.host, config.port);
-    tokio::spawn(async move {
+}
+
+impl IngestLink {
+    pub(super) fn new(
+        config: &MosquittoConfig,
+        ingest: Ingest,
+        state: Arc<RwLock<LinkState>>,
+    ) -> Result<Self, BrokerError> {
+        let mut options = options(config, &config.username, config.password.as_deref())?;
+        options.set_clean_session(false);
+        options.set_manual_acks(true);
+        options.set_inflight(1000);
+        Ok(Self {
+            options,
+            target: format!("{}:{}", config.host, config.port),
+            ingest,
+            state,
+        })
+    }
+
+    /// Connects and keeps reconnecting, reporting how it is doing in the
+    /// link state; runs until aborted.
+    pub async fn run(self) {
+        let Self {
+            options,
+            target,
+            ingest,
+            state,
+        } = self;
+        set_state(&state, false, format!("connecting to {target}"));
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        nodelay(&mut eventloop);
         let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
         let mut backoff = reconnect_backoff();
         loop {
@@ -84,6 +109,5 @@ pub(super) fn spawn(
                 }
             }
         }
-    });
-    Ok(())
+    }
 }

@@ -7,6 +7,8 @@ mod connection;
 mod dynsec;
 mod link;
 
+pub use link::IngestLink;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -62,9 +64,13 @@ pub struct MosquittoBroker {
 }
 
 impl MosquittoBroker {
-    /// Connects the ingest link and the provisioning link. The links keep
-    /// reconnecting in the background; `state()` tells how they are doing.
-    pub async fn start(config: MosquittoConfig, ingest: Ingest) -> Result<Arc<Self>, BrokerError> {
+    /// Connects the provisioning link, which keeps reconnecting in the
+    /// background, and prepares the ingest link for the caller to run (and
+    /// restart should it fail). `state()` tells how the links are doing.
+    pub async fn start(
+        config: MosquittoConfig,
+        ingest: Ingest,
+    ) -> Result<(Arc<Self>, IngestLink), BrokerError> {
         let dynsec = Dynsec::start(&config)?;
         let broker = Arc::new(Self {
             dynsec,
@@ -74,8 +80,8 @@ impl MosquittoBroker {
             })),
             provisioned: false.into(),
         });
-        link::spawn(&config, ingest, broker.state.clone())?;
-        Ok(broker)
+        let link = IngestLink::new(&config, ingest, broker.state.clone())?;
+        Ok((broker, link))
     }
 
     /// Gives the backend account read access to every device topic. Run once

@@ -203,6 +203,17 @@ pub struct ServeSettings {
         value_parser = whole_number::<usize>("PLANTOPS_MAX_EVENT_STREAMS", 1, 100_000))]
     pub max_event_streams: usize,
 
+    /// Device connections the built-in broker holds at once.
+    #[arg(long, env = "PLANTOPS_MQTT_MAX_CONNECTIONS", default_value = "10000",
+        value_parser = whole_number::<usize>("PLANTOPS_MQTT_MAX_CONNECTIONS", 1, 1_000_000))]
+    pub mqtt_max_connections: usize,
+
+    /// Longest keep-alive (seconds) a device may ask the built-in broker
+    /// for; a longer one, or 0, is refused.
+    #[arg(long, env = "PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", default_value = "3600",
+        value_parser = whole_number::<u16>("PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", 10, 65535))]
+    pub mqtt_max_keepalive_secs: u16,
+
     /// Messages (readings and heartbeats) one device may send per second,
     /// sustained; more are acknowledged and dropped (`rate_limited`).
     #[arg(long, env = "PLANTOPS_DEVICE_MESSAGES_PER_SEC", default_value = "10",

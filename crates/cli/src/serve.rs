@@ -36,6 +36,10 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             tls: settings.mqtts_addr.0,
             certificate: settings.tls_cert.clone().zip(settings.tls_key.clone()),
             tls_sans: settings.tls_sans.clone(),
+            limits: plantops_mqtt::builtin::BuiltinLimits {
+                max_connections: settings.mqtt_max_connections,
+                max_keep_alive_secs: settings.mqtt_max_keepalive_secs,
+            },
         }),
     };
     ServerConfig {

@@ -48,6 +48,27 @@ pub struct TlsListener {
 pub struct BuiltinConfig {
     pub plain: Option<Listener>,
     pub tls: Option<TlsListener>,
+    pub limits: BuiltinLimits,
+}
+
+/// What one device, or all of them, may hold of the built-in broker.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinLimits {
+    /// Connections at once (PLANTOPS_MQTT_MAX_CONNECTIONS).
+    pub max_connections: usize,
+    /// Longest keep-alive a client may ask for, in seconds; a longer one
+    /// (or 0, never) is refused, so a dead connection cannot linger
+    /// (PLANTOPS_MQTT_MAX_KEEPALIVE_SECS).
+    pub max_keep_alive_secs: u16,
+}
+
+impl Default for BuiltinLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_keep_alive_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +123,7 @@ impl Sessions {
 struct DeviceAuth {
     store: Arc<dyn DeviceStore>,
     failures: FailedLogins,
+    max_keep_alive_secs: u16,
 }
 
 /// Failed logins per source address within a minute: past a few, each
@@ -161,6 +183,11 @@ impl AuthProvider for DeviceAuth {
     ) -> Pin<Box<dyn Future<Output = mqtt5::error::Result<AuthResult>> + Send + 'a>> {
         Box::pin(async move {
             let refused = || Ok(AuthResult::fail(ReasonCode::BadUsernameOrPassword));
+            if connect.keep_alive == 0 || connect.keep_alive > self.max_keep_alive_secs {
+                // As Mosquitto's max_keepalive does for MQTT 3.1.1 clients.
+                tracing::info!(%client_addr, keep_alive = connect.keep_alive, "keep-alive out of bounds refused");
+                return Ok(AuthResult::fail(ReasonCode::ClientIdentifierNotValid));
+            }
             let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
                 return refused();
             };
@@ -317,7 +344,7 @@ impl BuiltinBroker {
             .with_maximum_qos(1)
             .with_max_packet_size(64 * 1024)
             .with_session_expiry(Duration::from_secs(7 * 24 * 3600))
-            .with_max_clients(100_000)
+            .with_max_clients(config.limits.max_connections)
             // A device publishes to two topics and needs no more than a few
             // subscriptions; each one is state the broker keeps for it.
             .with_max_subscriptions_per_client(MAX_SUBSCRIPTIONS_PER_DEVICE)
@@ -334,6 +361,7 @@ impl BuiltinBroker {
         let auth: Arc<dyn AuthProvider> = Arc::new(DeviceAuth {
             store,
             failures: FailedLogins::default(),
+            max_keep_alive_secs: config.limits.max_keep_alive_secs,
         });
         let mut broker = MqttBroker::with_config(broker_config)
             .await

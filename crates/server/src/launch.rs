@@ -98,6 +98,7 @@ pub struct BuiltinBrokerConfig {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Names a generated certificate covers besides the local ones.
     pub tls_sans: Vec<String>,
+    pub limits: plantops_mqtt::builtin::BuiltinLimits,
 }
 
 /// Opens the store and applies migrations, retrying while the database is
@@ -208,7 +209,16 @@ async fn start_builtin(
         addr,
         setting: "PLANTOPS_MQTT_ADDR",
     });
-    let broker = BuiltinBroker::start(BuiltinConfig { plain, tls }, store, ingest).await?;
+    let broker = BuiltinBroker::start(
+        BuiltinConfig {
+            plain,
+            tls,
+            limits: builtin.limits,
+        },
+        store,
+        ingest,
+    )
+    .await?;
     let endpoint = BrokerEndpoint {
         public_host: config.mqtt_public_host.clone(),
         port: broker.plain_addr().map(|a| a.port()),

@@ -59,6 +59,7 @@ impl TestApp {
                 tls: None,
                 certificate: None,
                 tls_sans: Vec::new(),
+                limits: Default::default(),
             }),
             mqtt_public_host: None,
             heartbeat_interval_secs: 60,

@@ -959,3 +959,28 @@ async fn a_flooding_device_is_rate_limited_alone() {
         "{ingest}"
     );
 }
+
+/// A keep-alive of 0 (never) or past PLANTOPS_MQTT_MAX_KEEPALIVE_SECS
+/// would let a dead connection hold its state for hours: refused, as
+/// Mosquitto's `max_keepalive` does.
+#[tokio::test]
+async fn the_builtin_broker_bounds_keep_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Ports::free(),
+        &[("PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", "600")],
+    )
+    .await;
+    let device = server.register("aa:00:00:00:00:ab").await;
+    for (keep_alive, accepted) in [(0, false), (601, false), (600, true), (30, true)] {
+        let mut options = device_options(&device, server.mqtt_port, None, &device.device_id);
+        options.set_keep_alive(Duration::from_secs(keep_alive));
+        let (_, _, outcome) = connect(options).await;
+        assert_eq!(
+            outcome == Connack::Accepted,
+            accepted,
+            "keep-alive {keep_alive}: {outcome:?}"
+        );
+    }
+}

@@ -94,6 +94,17 @@ fn http_url(variable: &'static str) -> impl Fn(&str) -> Result<String, String> +
     }
 }
 
+/// A URL prefix, kept exactly (its trailing slash matters).
+fn url_prefix(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    match reqwest::Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(raw.to_string())
+        }
+        _ => Err("PLANTOPS_DISCORD_WEBHOOK_PREFIXES must list http(s) URLs".into()),
+    }
+}
+
 fn encryption_key(raw: &str) -> Result<String, String> {
     plantops_core::secret::SecretBox::from_hex(raw)
         .map(|_| raw.trim().to_string())
@@ -256,6 +267,13 @@ pub struct ServeSettings {
     /// Discord webhook that receives alerts; alerts are stored either way.
     #[arg(long, env = "DISCORD_WEBHOOK_URL", hide_env_values = true, value_parser = webhook_url)]
     pub discord_webhook_url: Option<String>,
+
+    /// URL prefixes (comma-separated) a webhook set through the API or UI
+    /// must start with; DISCORD_WEBHOOK_URL is not held to them.
+    #[arg(long, env = "PLANTOPS_DISCORD_WEBHOOK_PREFIXES", value_delimiter = ',',
+        default_value = "https://discord.com/api/webhooks/,https://discordapp.com/api/webhooks/,https://ptb.discord.com/api/webhooks/,https://canary.discord.com/api/webhooks/",
+        value_parser = url_prefix)]
+    pub discord_webhook_prefixes: Vec<String>,
 
     /// 64 hex characters: the AES-256 key sealing stored secrets. Required
     /// with PostgreSQL; with SQLite one is generated into the data directory.

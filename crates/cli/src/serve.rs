@@ -68,6 +68,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         },
         retention_days: settings.retention_days,
         discord_webhook_url: settings.discord_webhook_url.clone(),
+        discord_webhook_prefixes: settings.discord_webhook_prefixes.clone(),
         llm: plantops_advisor::Endpoints {
             anthropic_base_url: settings.anthropic_base_url.clone(),
             openai_base_url: settings.openai_base_url.clone(),

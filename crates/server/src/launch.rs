@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::advisor::CareAdvisor;
 use crate::alerts::evaluator::Evaluator;
 use crate::alerts::notifier::Notifier;
-use crate::alerts::settings::{check_key, NotificationSettings, WebhookUrl};
+use crate::alerts::settings::{check_key, NotificationSettings, WebhookDestinations, WebhookUrl};
 use crate::supervise::{supervise, TaskHealth};
 use crate::{ApiConfig, AppState, BrokerEndpoint};
 
@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub retention_days: u32,
     /// The operator's webhook; one set through the API takes precedence.
     pub discord_webhook_url: Option<String>,
+    /// Where a webhook set through the API may point.
+    pub discord_webhook_prefixes: Vec<String>,
     pub llm: plantops_advisor::Endpoints,
     pub auth: crate::auth::AuthSettings,
     pub http: crate::http::HttpLimits,
@@ -343,6 +345,9 @@ impl Server {
             store.clone(),
             secrets,
             config.discord_webhook_url.clone().map(WebhookUrl),
+            WebhookDestinations::new(&config.discord_webhook_prefixes)
+                .map_err(anyhow::Error::msg)
+                .context("PLANTOPS_DISCORD_WEBHOOK_PREFIXES")?,
         ));
         tasks.push(supervise("notifier", task_health.clone(), {
             let (store, notifications) = (store.clone(), notifications.clone());

@@ -66,6 +66,9 @@ impl TestApp {
             max_event_streams: 3,
             http: Default::default(),
             device_rate: Default::default(),
+            discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
+                .map(String::from)
+                .to_vec(),
             retention_days: 0,
             discord_webhook_url: None,
             llm: plantops_advisor::Endpoints::default(),
@@ -1128,7 +1131,7 @@ async fn notification_settings_are_sealed_and_masked(db: &TestDb) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(result["success"], false);
 
-    let url = "https://discord.example/api/webhooks/42/very-secret-token";
+    let url = "https://discord.com/api/webhooks/42/very-secret-token";
     let (status, view) = app
         .call(
             Method::PUT,
@@ -1152,18 +1155,29 @@ async fn notification_settings_are_sealed_and_masked(db: &TestDb) {
         "{stored}"
     );
 
-    let (status, problem) = app
-        .call(
-            Method::PUT,
-            "/api/settings/notifications",
-            Some(json!({"discord_webhook_url": "ftp://x"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        problem["detail"][0]["loc"],
-        json!(["body", "discord_webhook_url"])
-    );
+    // Only Discord's webhook URLs: the server would post alerts (and, on a
+    // test, its answer) anywhere else an admin's browser was tricked into.
+    for refused in [
+        "ftp://x",
+        "http://discord.com/api/webhooks/1/token",
+        "https://discord.example/api/webhooks/1/token",
+        "https://discord.com.evil.example/api/webhooks/1/token",
+        "https://discord.com@evil.example/api/webhooks/1/token",
+        "http://169.254.169.254/latest/meta-data/",
+    ] {
+        let (status, problem) = app
+            .call(
+                Method::PUT,
+                "/api/settings/notifications",
+                Some(json!({ "discord_webhook_url": refused })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert_eq!(
+            problem["detail"][0]["loc"],
+            json!(["body", "discord_webhook_url"])
+        );
+    }
     let (_, view) = app
         .call(Method::GET, "/api/settings/notifications", None)
         .await;

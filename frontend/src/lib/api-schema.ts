@@ -1053,7 +1053,10 @@ export interface components {
             username: string;
         };
         NotificationSettingsUpdate: {
-            /** @description An http(s) URL, or `null` to remove the stored webhook. */
+            /**
+             * @description A Discord webhook URL (https://discord.com/api/webhooks/…; the
+             *     server's PLANTOPS_DISCORD_WEBHOOK_PREFIXES), or `null` to remove it.
+             */
             discord_webhook_url: string | null;
         };
         NotificationSettingsView: {

@@ -259,8 +259,23 @@ async fn without_a_webhook_alerts_are_stored_and_shown() {
 #[tokio::test]
 async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
     let mut discord = Discord::start(&[]).await;
+    let elsewhere = Discord::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut s = setup(dir.path(), &Ports::free(), &[]).await;
+    // The operator lets webhooks point at the local stand-in for Discord
+    // (and at nothing else: not at `elsewhere`).
+    let origin = discord.url.split("/api/").next().unwrap();
+    let prefix = format!("{origin}/api/webhooks/");
+    let prefixes = [("PLANTOPS_DISCORD_WEBHOOK_PREFIXES", prefix.as_str())];
+    let mut s = setup(dir.path(), &Ports::free(), &prefixes).await;
+    let response = s
+        .server
+        .client
+        .put(format!("{}/api/settings/notifications", s.server.http))
+        .json(&json!({ "discord_webhook_url": elsewhere.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
     let response = s
         .server
         .client
@@ -280,7 +295,6 @@ async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
     assert_eq!(test["embeds"][0]["title"], "PlantOps test notification");
 
     // A redirect is not followed: the webhook's messages go nowhere else.
-    let elsewhere = Discord::start(&[]).await;
     discord.script(&[Reply::Redirect(elsewhere.url.clone())]);
     let (_, result) = s
         .server

@@ -32,6 +32,61 @@ pub struct NotificationSettings {
     store: Arc<dyn SettingStore>,
     secrets: SecretBox,
     from_env: Option<WebhookUrl>,
+    pub destinations: WebhookDestinations,
+}
+
+/// Discord's webhook URLs: where a webhook set through the API may point.
+pub const DISCORD_WEBHOOK_PREFIXES: [&str; 4] = [
+    "https://discord.com/api/webhooks/",
+    "https://discordapp.com/api/webhooks/",
+    "https://ptb.discord.com/api/webhooks/",
+    "https://canary.discord.com/api/webhooks/",
+];
+
+/// URL prefixes a webhook set through the API must start with
+/// (PLANTOPS_DISCORD_WEBHOOK_PREFIXES), compared as parsed URLs — scheme,
+/// host, port and path — so neither `discord.com.evil.example` nor
+/// `https://discord.com@evil.example` nor a `..` in the path gets through.
+/// The operator's own DISCORD_WEBHOOK_URL is not held to them.
+#[derive(Debug, Clone)]
+pub struct WebhookDestinations(Vec<reqwest::Url>);
+
+impl WebhookDestinations {
+    pub fn new<S: AsRef<str>>(prefixes: &[S]) -> Result<Self, String> {
+        prefixes
+            .iter()
+            .map(|p| {
+                reqwest::Url::parse(p.as_ref().trim())
+                    .map_err(|e| format!("{} is not a URL: {e}", p.as_ref()))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    pub fn discord() -> Self {
+        Self::new(&DISCORD_WEBHOOK_PREFIXES).expect("Discord's prefixes are URLs")
+    }
+
+    pub fn allows(&self, candidate: &str) -> bool {
+        let Ok(url) = reqwest::Url::parse(candidate) else {
+            return false;
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return false;
+        }
+        self.0.iter().any(|prefix| {
+            prefix.scheme() == url.scheme()
+                && prefix.host_str() == url.host_str()
+                && prefix.port_or_known_default() == url.port_or_known_default()
+                && url.path().starts_with(prefix.path())
+        })
+    }
+
+    /// The prefixes, for error messages.
+    pub fn describe(&self) -> String {
+        let all: Vec<&str> = self.0.iter().map(reqwest::Url::as_str).collect();
+        all.join(", ")
+    }
 }
 
 /// Makes sure `secrets` holds the key this database's secrets were sealed
@@ -58,11 +113,13 @@ impl NotificationSettings {
         store: Arc<dyn SettingStore>,
         secrets: SecretBox,
         from_env: Option<WebhookUrl>,
+        destinations: WebhookDestinations,
     ) -> Self {
         Self {
             store,
             secrets,
             from_env,
+            destinations,
         }
     }
 
@@ -86,6 +143,35 @@ impl NotificationSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_discord_webhook_urls_pass_by_default() {
+        let discord = WebhookDestinations::discord();
+        for url in [
+            "https://discord.com/api/webhooks/1/token",
+            "https://discordapp.com/api/webhooks/1/token",
+            "https://DISCORD.com:443/api/webhooks/1/token",
+        ] {
+            assert!(discord.allows(url), "{url}");
+        }
+        for url in [
+            "http://discord.com/api/webhooks/1/token",
+            "https://discord.com.evil.example/api/webhooks/1/token",
+            "https://discord.com@evil.example/api/webhooks/1/token",
+            "https://user:pw@discord.com/api/webhooks/1/token",
+            "https://discord.com:8443/api/webhooks/1/token",
+            "https://discord.com/api/webhooks/../../oauth2/token",
+            "https://discord.com/api/webhook",
+            "https://169.254.169.254/latest/meta-data/",
+            "not a url",
+        ] {
+            assert!(!discord.allows(url), "{url}");
+        }
+        let local = WebhookDestinations::new(&["http://127.0.0.1:9000/"]).unwrap();
+        assert!(local.allows("http://127.0.0.1:9000/hook"));
+        assert!(!local.allows("http://127.0.0.1:9001/hook"));
+        assert!(!local.allows("http://127.0.0.1:9000@evil.example/hook"));
+    }
 
     #[test]
     fn webhook_urls_do_not_show_in_debug_output() {

@@ -31,7 +31,8 @@ pub struct NotificationSettingsView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NotificationSettingsUpdate {
-    /// An http(s) URL, or `null` to remove the stored webhook.
+    /// A Discord webhook URL (https://discord.com/api/webhooks/…; the
+    /// server's PLANTOPS_DISCORD_WEBHOOK_PREFIXES), or `null` to remove it.
     pub discord_webhook_url: Option<String>,
 }
 
@@ -81,13 +82,15 @@ async fn put_notifications(
 ) -> ApiResult<Json<NotificationSettingsView>> {
     let url = update.discord_webhook_url.as_deref().map(str::trim);
     if let Some(url) = url {
-        let valid = (url.starts_with("https://") || url.starts_with("http://"))
-            && url.len() <= 2048
-            && url.parse::<axum::http::Uri>().is_ok();
-        if !valid {
+        let destinations = &state.notifications.destinations;
+        if url.len() > 2048 || !destinations.allows(url) {
+            let message = format!(
+                "discord_webhook_url must be a Discord webhook URL (starting with one of: {})",
+                destinations.describe()
+            );
             return Err(ValidationErrors::single(
                 &["body", "discord_webhook_url"],
-                "discord_webhook_url must be an http(s) URL",
+                &message,
                 "value_error.url",
             )
             .into());

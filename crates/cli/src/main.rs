@@ -10,6 +10,7 @@ mod certs;
 mod config;
 mod healthcheck;
 mod logging;
+mod rotate_key;
 mod serve;
 mod simulate;
 
@@ -57,6 +58,9 @@ enum Command {
     /// API tokens: create one for a user (printed once).
     #[command(subcommand)]
     Token(accounts::TokenCommand),
+    /// Re-seal stored secrets (webhook, LLM key) under a new ENCRYPTION_KEY.
+    /// Stop the server first.
+    RotateKey(Box<rotate_key::RotateKeyArgs>),
     /// Print the OpenAPI document of the HTTP API (what /api/openapi.json
     /// serves), e.g. to generate a client.
     Openapi,
@@ -138,6 +142,10 @@ fn main() -> std::process::ExitCode {
                 certs::run(args)
             }
             Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::RotateKey(args) => {
+                logging::init_for_tool();
+                rotate_key::run(*args).await
+            }
             Command::Backup(args) => {
                 logging::init_for_tool();
                 backup::backup(args).await

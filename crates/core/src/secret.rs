@@ -1,12 +1,23 @@
 //! Secrets at rest (Discord webhook, LLM API keys): AES-256-GCM with a
-//! fresh random nonce per write, under the installation's key.
+//! fresh random nonce per write, under the installation's key, each bound
+//! to what it is for (the associated data): a sealed webhook copied over
+//! the sealed API key does not open as an API key.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::Rng;
 
-const PREFIX: &str = "v1:";
+/// Sealed with its purpose as associated data.
+const BOUND: &str = "v2:";
+/// Sealed before purposes were bound; opened for any purpose, and re-sealed
+/// as `v2` at start-up.
+const UNBOUND: &str = "v1:";
 const NONCE_BYTES: usize = 12;
+
+/// Whether a sealed value predates purpose binding.
+pub fn is_unbound(sealed: &str) -> bool {
+    sealed.starts_with(UNBOUND)
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SecretError {
@@ -45,26 +56,42 @@ impl SecretBox {
         })
     }
 
-    pub fn seal(&self, plaintext: &str) -> String {
+    /// Seals `plaintext` for `purpose` (e.g. the setting's name).
+    pub fn seal(&self, purpose: &str, plaintext: &str) -> String {
         let nonce: [u8; NONCE_BYTES] = rand::rng().random();
+        let payload = Payload {
+            msg: plaintext.as_bytes(),
+            aad: purpose.as_bytes(),
+        };
         // Encryption of an in-memory buffer with a valid key cannot fail.
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
-        format!("{PREFIX}{}{}", hex::encode(nonce), hex::encode(ciphertext))
+        format!("{BOUND}{}{}", hex::encode(nonce), hex::encode(ciphertext))
     }
 
-    pub fn open(&self, sealed: &str) -> Result<String, SecretError> {
-        let raw = sealed
-            .strip_prefix(PREFIX)
-            .and_then(|h| hex::decode(h).ok())
+    /// Opens a value sealed for `purpose` (or sealed unbound, before v2).
+    pub fn open(&self, purpose: &str, sealed: &str) -> Result<String, SecretError> {
+        let (hex_part, aad) = match sealed.strip_prefix(BOUND) {
+            Some(rest) => (rest, purpose.as_bytes()),
+            None => (
+                sealed.strip_prefix(UNBOUND).ok_or(SecretError::WrongKey)?,
+                &[][..],
+            ),
+        };
+        let raw = hex::decode(hex_part)
+            .ok()
             .filter(|b| b.len() > NONCE_BYTES)
             .ok_or(SecretError::WrongKey)?;
         let (nonce, ciphertext) = raw.split_at(NONCE_BYTES);
+        let payload = Payload {
+            msg: ciphertext,
+            aad,
+        };
         let plaintext = self
             .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| SecretError::WrongKey)?;
         String::from_utf8(plaintext).map_err(|_| SecretError::WrongKey)
     }
@@ -85,19 +112,35 @@ mod tests {
     fn sealed_secrets_open_only_with_their_key() {
         let key = generate_key();
         let secret_box = SecretBox::from_hex(&key).unwrap();
-        let sealed = secret_box.seal("https://discord.example/api/webhooks/1/token");
+        let url = "https://discord.example/api/webhooks/1/token";
+        let sealed = secret_box.seal("webhook", url);
         assert!(!sealed.contains("discord"));
-        assert_ne!(
-            sealed,
-            secret_box.seal("https://discord.example/api/webhooks/1/token")
-        );
-        assert_eq!(
-            secret_box.open(&sealed).unwrap(),
-            "https://discord.example/api/webhooks/1/token"
-        );
+        assert_ne!(sealed, secret_box.seal("webhook", url));
+        assert_eq!(secret_box.open("webhook", &sealed).unwrap(), url);
         let other = SecretBox::from_hex(&generate_key()).unwrap();
-        assert_eq!(other.open(&sealed), Err(SecretError::WrongKey));
+        assert_eq!(other.open("webhook", &sealed), Err(SecretError::WrongKey));
+        // Sealed for one purpose, it does not open for another.
+        assert_eq!(
+            secret_box.open("llm.api_key", &sealed),
+            Err(SecretError::WrongKey)
+        );
+        assert!(!is_unbound(&sealed));
         assert!(!format!("{secret_box:?}").contains(&key));
+    }
+
+    #[test]
+    fn values_sealed_before_binding_still_open() {
+        let key = "11".repeat(32);
+        let secret_box = SecretBox::from_hex(&key).unwrap();
+        // "plantops" sealed by the v1 format under this key.
+        let nonce = [7u8; NONCE_BYTES];
+        let ciphertext = secret_box
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), &b"plantops"[..])
+            .unwrap();
+        let legacy = format!("v1:{}{}", hex::encode(nonce), hex::encode(ciphertext));
+        assert!(is_unbound(&legacy));
+        assert_eq!(secret_box.open("anything", &legacy).unwrap(), "plantops");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use crate::advisor::CareAdvisor;
 use crate::alerts::evaluator::Evaluator;
 use crate::alerts::notifier::Notifier;
-use crate::alerts::settings::{check_key, NotificationSettings, WebhookDestinations, WebhookUrl};
+use crate::alerts::settings::{NotificationSettings, WebhookDestinations, WebhookUrl};
+use crate::secrets::{check_key, reseal, Reseal};
 use crate::supervise::{supervise, TaskHealth};
 use crate::{ApiConfig, AppState, BrokerEndpoint};
 
@@ -134,17 +135,26 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
 /// Files only their owner may read (keys, credentials, the setup token).
 pub use plantops_mqtt::certs::write_private;
 
+/// Where PlantOps keeps a generated key for stored secrets (SQLite).
+pub const KEY_FILE: &str = "encryption.key";
+/// A new key written by `plantops rotate-key` before it re-seals; it
+/// replaces [`KEY_FILE`] once the database holds secrets sealed with it.
+pub const NEXT_KEY_FILE: &str = "encryption.key.next";
+
 /// The key sealing stored secrets: ENCRYPTION_KEY, or with SQLite a key
-/// generated once into the data directory (mode 0600). A key that does not
-/// open this database's secrets stops start-up.
-async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<SecretBox> {
-    let key = match &config.encryption_key {
-        Some(key) => key.clone(),
-        None if store.backend() == Backend::Postgres => anyhow::bail!(
+/// generated once into the data directory (mode 0600).
+pub fn installation_key(
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+    backend: Backend,
+) -> anyhow::Result<SecretBox> {
+    let key = match configured {
+        Some(key) => key.to_string(),
+        None if backend == Backend::Postgres => anyhow::bail!(
             "ENCRYPTION_KEY is required with PostgreSQL (generate one with: openssl rand -hex 32)"
         ),
         None => {
-            let path = config.data_dir.join("encryption.key");
+            let path = data_dir.join(KEY_FILE);
             if !path.exists() {
                 write_private(&path, generate_key().as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -154,10 +164,42 @@ async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<S
                 .with_context(|| format!("cannot read {}", path.display()))?
         }
     };
-    let secrets = SecretBox::from_hex(&key).context("ENCRYPTION_KEY")?;
+    SecretBox::from_hex(&key).context("ENCRYPTION_KEY")
+}
+
+/// The installation's key, checked against the database: a key that does
+/// not open its secrets stops start-up. A key rotation interrupted after
+/// its commit is completed here; values sealed before purpose binding are
+/// re-sealed.
+async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<SecretBox> {
+    let mut secrets = installation_key(
+        config.encryption_key.as_deref(),
+        &config.data_dir,
+        store.backend(),
+    )?;
+    if check_key(store.as_ref(), &secrets).await.is_err() && config.encryption_key.is_none() {
+        let next = config.data_dir.join(NEXT_KEY_FILE);
+        if let Some(rotated) = std::fs::read_to_string(&next)
+            .ok()
+            .and_then(|key| SecretBox::from_hex(&key).ok())
+        {
+            if check_key(store.as_ref(), &rotated).await.is_ok() {
+                std::fs::rename(&next, config.data_dir.join(KEY_FILE))
+                    .context("cannot finish the interrupted key rotation")?;
+                tracing::info!("finished an interrupted key rotation");
+                secrets = rotated;
+            }
+        }
+    }
     check_key(store.as_ref(), &secrets).await.context(
         "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
     )?;
+    let resealed = reseal(store.as_ref(), &secrets, &secrets, Reseal::Unbound)
+        .await
+        .context("cannot re-seal stored secrets")?;
+    if resealed > 0 {
+        tracing::info!(resealed, "stored secrets bound to their purpose");
+    }
     Ok(secrets)
 }
 

@@ -13,6 +13,7 @@ pub mod launch;
 pub mod live;
 pub mod observe;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod supervise;
 pub mod ui;

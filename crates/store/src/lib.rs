@@ -300,7 +300,11 @@ pub trait CarePlanStore: Send + Sync + 'static {
 pub trait SettingStore: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores a setting; `None` removes it.
-    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.put_settings(&[(key, value)]).await
+    }
+    /// Stores (or, with `None`, removes) several settings in one transaction.
+    async fn put_settings(&self, changes: &[(&str, Option<&str>)]) -> Result<()>;
 }
 
 /// A signed-in browser's session and its user.

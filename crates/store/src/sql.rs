@@ -1046,21 +1046,33 @@ macro_rules! shared_store {
                     .await?)
             }
 
-            async fn put_setting(&self, key: &str, value: Option<&str>) -> $crate::Result<()> {
-                match value {
-                    Some(value) => sqlx::query(
-                        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                         updated_at = excluded.updated_at",
-                    )
-                    .bind(key)
-                    .bind(value)
-                    .bind($crate::sql::Timestamp(chrono::Utc::now())),
-                    None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key),
-                }
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+            async fn put_settings(&self, changes: &[(&str, Option<&str>)]) -> $crate::Result<()> {
+                let pool = self.pool.clone();
+                let changes: Vec<(String, Option<String>)> = changes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                    .collect();
+                $crate::uncancellable(async move {
+                    let mut tx = pool.begin().await?;
+                    for (key, value) in &changes {
+                        match value {
+                            Some(value) => sqlx::query(
+                                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                                 updated_at = excluded.updated_at",
+                            )
+                            .bind(key)
+                            .bind(value)
+                            .bind($crate::sql::Timestamp(chrono::Utc::now())),
+                            None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key),
+                        }
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
         }
     };

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::common;
 use crate::common::discord::{Discord, Reply};
 use crate::common::{connect, device_options, publish_acked, Credentials, Ports, Server};
 use rumqttc::{AsyncClient, EventLoop};
@@ -306,4 +307,64 @@ async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
     s.soil(3.0).await;
     let alert = discord.next_delivered().await;
     assert_eq!(alert["embeds"][0]["title"], "Plant Alert: Fern");
+}
+
+/// `plantops rotate-key` re-seals the webhook and the LLM key under a new
+/// key (SQLite: the key file is replaced); the restarted server opens both,
+/// and the old key opens nothing any more.
+#[tokio::test]
+async fn rotate_key_reseals_every_stored_secret() {
+    let mut discord = Discord::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let origin = discord.url.split("/api/").next().unwrap();
+    let prefix = format!("{origin}/api/webhooks/");
+    let env = [("PLANTOPS_DISCORD_WEBHOOK_PREFIXES", prefix.as_str())];
+    let mut server = Server::start(dir.path(), &ports, &env).await;
+    let (status, _) = server
+        .put(
+            "/api/settings/notifications",
+            json!({ "discord_webhook_url": discord.url }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .put(
+            "/api/settings/llm",
+            json!({"provider": "anthropic", "api_key": "sk-ant-rotate-9876"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.kill().await;
+
+    let key_file = dir.path().join("encryption.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    let command = Server::command(dir.path(), &ports, &env);
+    common::run_like(&command, &["rotate-key"], "").await;
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(new_key.trim(), old_key.trim());
+    assert!(!dir.path().join("encryption.key.next").exists());
+
+    let server = Server::launch(Server::command(dir.path(), &ports, &env), &ports).await;
+    let (_, llm) = server.get("/api/settings/llm").await;
+    assert_eq!(llm["api_key_masked"], "...9876", "{llm}");
+    let (_, result) = server
+        .post("/api/settings/notifications/test", json!({}))
+        .await;
+    assert_eq!(result["success"], true, "{result}");
+    discord.next_delivered().await;
+
+    let stale = common::plantops()
+        .arg("rotate-key")
+        .env("PLANTOPS_DATA_DIR", dir.path())
+        .env("ENCRYPTION_KEY", old_key.trim())
+        .output()
+        .await
+        .unwrap();
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("does not open"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use uuid::Uuid;
 
-const LLM_SETTING: &str = "llm";
+use crate::secrets::{LLM_API_KEY, LLM_SETTING};
 /// The most a health check waits for the model's note (less when
 /// PLANTOPS_LLM_TIMEOUT_SECS is shorter).
 pub const HEALTH_NOTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -142,7 +142,7 @@ impl CareAdvisor {
         let api_key = stored
             .api_key_sealed
             .as_deref()
-            .map(|sealed| self.secrets.open(sealed))
+            .map(|sealed| self.secrets.open(LLM_API_KEY, sealed))
             .transpose()?;
         Ok(LlmConfig {
             provider: stored.provider,
@@ -167,7 +167,9 @@ impl CareAdvisor {
         let stored = StoredLlmSettings {
             provider,
             model,
-            api_key_sealed: api_key.as_deref().map(|key| self.secrets.seal(key)),
+            api_key_sealed: api_key
+                .as_deref()
+                .map(|key| self.secrets.seal(LLM_API_KEY, key)),
             updated_at: plantops_core::now(),
         };
         let raw = serde_json::to_string(&stored)

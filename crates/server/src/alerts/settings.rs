@@ -1,10 +1,10 @@
 //! Where notifications go: a Discord webhook set through the API (stored
 //! sealed), else DISCORD_WEBHOOK_URL.
 
-use plantops_core::secret::{SecretBox, SecretError};
+use plantops_core::secret::SecretBox;
 use std::sync::Arc;
 
-use plantops_store::{SettingStore, StoreError};
+use plantops_store::SettingStore;
 
 /// A webhook URL; its `Debug` hides the secret token in the path.
 #[derive(Clone)]
@@ -16,17 +16,8 @@ impl std::fmt::Debug for WebhookUrl {
     }
 }
 
-const DISCORD_WEBHOOK: &str = "discord_webhook";
-const KEY_CHECK: &str = "encryption_key_check";
-const KEY_CHECK_TEXT: &str = "plantops";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-}
+pub use crate::secrets::SettingsError;
+use crate::secrets::DISCORD_WEBHOOK;
 
 pub struct NotificationSettings {
     store: Arc<dyn SettingStore>,
@@ -89,25 +80,6 @@ impl WebhookDestinations {
     }
 }
 
-/// Makes sure `secrets` holds the key this database's secrets were sealed
-/// with (recording it on first use), so a wrong ENCRYPTION_KEY stops
-/// start-up instead of silently losing them.
-pub async fn check_key(store: &dyn SettingStore, secrets: &SecretBox) -> Result<(), SettingsError> {
-    match store.get_setting(KEY_CHECK).await? {
-        Some(sealed) => {
-            if secrets.open(&sealed)? != KEY_CHECK_TEXT {
-                return Err(SecretError::WrongKey.into());
-            }
-        }
-        None => {
-            store
-                .put_setting(KEY_CHECK, Some(&secrets.seal(KEY_CHECK_TEXT)))
-                .await?
-        }
-    }
-    Ok(())
-}
-
 impl NotificationSettings {
     pub fn new(
         store: Arc<dyn SettingStore>,
@@ -125,14 +97,16 @@ impl NotificationSettings {
 
     pub async fn discord_webhook(&self) -> Result<Option<WebhookUrl>, SettingsError> {
         match self.store.get_setting(DISCORD_WEBHOOK).await? {
-            Some(sealed) => Ok(Some(WebhookUrl(self.secrets.open(&sealed)?))),
+            Some(sealed) => Ok(Some(WebhookUrl(
+                self.secrets.open(DISCORD_WEBHOOK, &sealed)?,
+            ))),
             None => Ok(self.from_env.clone()),
         }
     }
 
     /// Stores (sealed) or clears the API-set webhook.
     pub async fn set_discord_webhook(&self, url: Option<&str>) -> Result<(), SettingsError> {
-        let sealed = url.map(|u| self.secrets.seal(u));
+        let sealed = url.map(|u| self.secrets.seal(DISCORD_WEBHOOK, u));
         self.store
             .put_setting(DISCORD_WEBHOOK, sealed.as_deref())
             .await?;

@@ -151,7 +151,7 @@ impl AllowedHosts {
         let name = host_name(host).to_ascii_lowercase();
         self.0.is_empty()
             || matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-            || self.0.iter().any(|allowed| *allowed == name)
+            || self.0.contains(&name)
     }
 }
 

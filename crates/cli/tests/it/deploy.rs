@@ -313,3 +313,70 @@ fn docker_compose_accepts_the_file_and_refuses_a_missing_secret() {
         assert!(String::from_utf8_lossy(&refused.stderr).contains(name));
     }
 }
+
+/// The file as Docker Compose resolves it (anchors merged): every container
+/// drops all capabilities and cannot gain privileges; only those that start
+/// as root get a few back, the backend none. The UI is served over HTTPS.
+#[test]
+fn containers_run_with_least_privilege_and_the_ui_over_https() {
+    let output = std::process::Command::new("docker-compose")
+        .current_dir(repo())
+        .args(["--env-file", "deploy/.env.prod.example"])
+        .args(["-f", "deploy/docker-compose.prod.yml", "config"])
+        .envs([
+            ("POSTGRES_PASSWORD", "check"),
+            ("ENCRYPTION_KEY", "00"),
+            ("MQTT_DYNSEC_PASSWORD", "check"),
+            ("MQTT_BACKEND_PASSWORD", "check"),
+        ])
+        .output()
+        .expect("docker-compose (Debian package docker-compose)");
+    assert!(output.status.success(), "{output:?}");
+    let resolved: Value = serde_yaml_ng::from_slice(&output.stdout).unwrap();
+    for (name, service) in services(&resolved) {
+        assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{name}");
+        assert_eq!(
+            service["security_opt"],
+            serde_json::json!(["no-new-privileges:true"]),
+            "{name}"
+        );
+        let added: Vec<&str> = service["cap_add"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            !added
+                .iter()
+                .any(|c| ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "ALL"].contains(c)),
+            "{name}: {added:?}"
+        );
+        if name == "backend" {
+            assert!(added.is_empty(), "the backend needs no capability");
+        }
+    }
+    let frontend = &resolved["services"]["frontend"];
+    let published: Vec<String> = frontend["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["target"]
+                .as_u64()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| p.to_string())
+        })
+        .collect();
+    assert!(
+        published.iter().any(|p| p.ends_with("443")),
+        "{published:?}"
+    );
+    let mounts = frontend["volumes"].to_string();
+    assert!(mounts.contains("/etc/nginx/tls/server-key.pem"), "{mounts}");
+
+    let nginx = read("deploy/nginx.conf");
+    assert!(nginx.contains("listen 443 ssl"));
+    assert!(nginx.contains("return 308 https://$host$request_uri;"));
+    assert!(nginx.contains("Strict-Transport-Security"));
+}

@@ -100,9 +100,11 @@ async fn start_mosquitto(dir: &Path, certs: &Path) -> (Child, u16) {
 }
 
 /// deploy/nginx.conf inside a minimal main configuration, with the
-/// backend's address, the port and the UI folder substituted.
-async fn start_nginx(dir: &Path, backend_port: u16) -> (Child, u16) {
+/// backend's address, the ports, the certificates and the UI folder
+/// substituted. Returns nginx, its HTTPS port and its plain HTTP port.
+async fn start_nginx(dir: &Path, backend_port: u16, certs: &Path) -> (Child, u16, u16) {
     let port = free_port();
+    let plain_port = free_port();
     let dist = repo().join("frontend/dist");
     assert!(
         dist.join("index.html").exists(),
@@ -116,7 +118,12 @@ async fn start_nginx(dir: &Path, backend_port: u16) -> (Child, u16) {
             "http://backend:8000",
             &format!("http://127.0.0.1:{backend_port}"),
         )
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{plain_port};"))
+        .replace(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{port} ssl http2;"),
+        )
+        .replace("/etc/nginx/tls/", &format!("{}/", certs.display()))
         .replace(
             "root /usr/share/nginx/html;",
             &format!("root {};", dist.canonicalize().unwrap().display()),
@@ -155,7 +162,7 @@ async fn start_nginx(dir: &Path, backend_port: u16) -> (Child, u16) {
         "nginx",
     )
     .await;
-    (child, port)
+    (child, port, plain_port)
 }
 
 async fn run(command: &mut Command) -> std::process::Output {
@@ -222,11 +229,44 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     }
     assert!(ready, "plantops healthcheck never passed");
 
-    let (_nginx, nginx_port) = start_nginx(dir.path(), http_port).await;
+    let (_nginx, nginx_port, plain_port) = start_nginx(dir.path(), http_port, &certs).await;
     // "localhost", not 127.0.0.1: nginx must pass the Host header on, since
     // the backend tells devices the broker host they used for the API.
-    let gateway = format!("http://localhost:{nginx_port}");
-    let http = reqwest::Client::new();
+    let gateway = format!("https://localhost:{nginx_port}");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+
+    // Plain HTTP answers nothing but a redirect to HTTPS that keeps the
+    // method (a device's registration POST is repeated over TLS, never
+    // answered in clear) — and the container's health check.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirected = plain
+        .post(format!(
+            "http://localhost:{plain_port}/api/devices/register"
+        ))
+        .json(&json!({"mac_address": "dd:00:00:00:00:01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirected.status(), 308);
+    assert_eq!(
+        redirected.headers()["location"],
+        "https://localhost/api/devices/register"
+    );
+    let plain_health = plain
+        .get(format!("http://127.0.0.1:{plain_port}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain_health.status(), 200);
+    // An HTTPS client that does not trust the stack's CA gets nothing.
+    assert!(reqwest::get(format!("{gateway}/api/health")).await.is_err());
     let get = |path: &str| http.get(format!("{gateway}{path}")).send();
 
     // The UI: index revalidated, hashed assets cached for good, client-side
@@ -236,6 +276,7 @@ async fn a_device_reaches_the_production_stack_through_nginx_and_tls() {
     let headers = index.headers().clone();
     assert_eq!(headers["cache-control"], "no-cache");
     assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
     assert!(headers.contains_key("content-security-policy"));
     let html = index.text().await.unwrap();
     assert!(html.contains("<div id=\"root\">"), "{html}");

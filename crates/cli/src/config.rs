@@ -484,3 +484,38 @@ pub struct ExternalBrokerSettings {
     #[arg(long, env = "MQTT_DYNSEC_PASSWORD", hide_env_values = true)]
     pub mqtt_dynsec_password: Option<String>,
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn numbers_outside_their_range_are_refused(raw in "\\PC{0,24}") {
+            if let Ok(n) = whole_number::<u64>("X", 1, 3600)(&raw) {
+                prop_assert!((1..=3600).contains(&n));
+            }
+        }
+
+        #[test]
+        fn numbers_inside_their_range_are_accepted(n in 1u32..=10_000_000, pad in " {0,2}") {
+            let raw = format!("{pad}{n}{pad}");
+            prop_assert_eq!(whole_number::<u32>("X", 1, 10_000_000)(&raw), Ok(n));
+        }
+
+        #[test]
+        fn the_other_parsers_answer_everything_without_panicking(raw in "\\PC{0,80}") {
+            let _ = boolean("X")(&raw);
+            let _ = one_of("X", &["keys", "open"])(&raw);
+            let _ = webhook_url(&raw);
+            let _ = encryption_key(&raw);
+            let _ = database_url(&raw);
+            if let Ok(prefix) = url_prefix(&raw) {
+                prop_assert!(prefix.starts_with("http://") || prefix.starts_with("https://"), "{prefix}");
+            }
+        }
+    }
+}

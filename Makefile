@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
+.PHONY: fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke test e2e ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke and browser tests
+check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -62,6 +62,22 @@ ui-types-check: ui-deps ## Fail when the UI's generated API types are stale (run
 e2e: ui ## Browser tests: Playwright drives /usr/bin/chromium against `plantops serve`
 	$(CARGO) build -p plantops
 	cd frontend && $(NPM) run e2e
+
+# Schemathesis, pinned, in a virtual environment of its own.
+SCHEMATHESIS_VERSION = 4.32.5
+.fuzz-venv/bin/st:
+	python3 -m venv .fuzz-venv
+	.fuzz-venv/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+
+fuzz-deps: .fuzz-venv/bin/st ## Install Schemathesis (PyPI) for the API fuzz runs
+
+api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the OpenAPI document, no 5xx, every answer as documented
+	$(CARGO) build -p plantops
+	scripts/api-fuzz 100
+
+fuzz: fuzz-deps ## Long API fuzz run (2,000 requests per operation)
+	$(CARGO) build -p plantops
+	scripts/api-fuzz 2000
 
 build: ## Debug build
 	$(CARGO) build --workspace

@@ -232,6 +232,16 @@ async fn openai_settings_test_endpoint_errors_and_timeout() {
         .await;
     assert_eq!(status, 422);
     assert_eq!(body["detail"][0]["loc"], json!(["body", "api_key"]));
+    // A key is sent as a header: a control character in it would make
+    // every later request fail (found by the API fuzz run).
+    let (status, body) = server
+        .put(
+            "/api/settings/llm",
+            json!({"provider": "openai", "api_key": "sk-\u{1}bad"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "api_key"]));
 
     let key = "sk-proj-good-5678";
     let (status, settings) = server

@@ -84,19 +84,21 @@ impl LlmSettingsUpdate {
     fn validated(&self) -> Result<(Option<&str>, Option<&str>), plantops_core::ValidationErrors> {
         let mut errors = Collector::default();
         let key = self.api_key.as_deref().map(str::trim);
-        if key.is_some_and(|k| k.is_empty() || k.len() > 500 || k.chars().any(char::is_whitespace))
+        // Sent as an HTTP header: visible ASCII only (found by API fuzzing:
+        // a control character made every later care plan fail with 502).
+        if key.is_some_and(|k| k.is_empty() || k.len() > 500 || !k.bytes().all(|b| b.is_ascii_graphic()))
         {
             errors.push(FieldError::new(
                 &["body", "api_key"],
-                "api_key must be 1–500 characters without spaces",
+                "api_key must be 1–500 visible ASCII characters (no spaces)",
                 "value_error.api_key",
             ));
         }
         let model = self.model.as_deref().map(str::trim);
-        if model.is_some_and(|m| m.is_empty() || m.len() > 100) {
+        if model.is_some_and(|m| m.is_empty() || m.len() > 100 || m.chars().any(char::is_control)) {
             errors.push(FieldError::new(
                 &["body", "model"],
-                "model must be 1–100 characters",
+                "model must be 1–100 characters, none of them control characters",
                 "value_error.model",
             ));
         }

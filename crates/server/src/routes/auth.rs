@@ -160,7 +160,7 @@ async fn setup(
 /// Sign in: sets the session cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = User), (status = 401, body = Problem),
-        (status = 429, body = Problem)))]
+        (status = 422, body = ValidationProblem), (status = 429, body = Problem)))]
 async fn login(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,

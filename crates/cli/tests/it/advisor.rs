@@ -208,7 +208,7 @@ async fn anthropic_care_plans_are_validated_stored_and_kept() {
     let stored = store.get_setting("llm").await.unwrap().unwrap();
     assert!(!stored.contains(key), "the key is not stored in clear");
     assert!(!stored.contains("test-key"));
-    assert!(stored.contains("\"api_key_sealed\":\"v1:"), "{stored}");
+    assert!(stored.contains("\"api_key_sealed\":\"v2:"), "{stored}");
 }
 
 #[tokio::test]

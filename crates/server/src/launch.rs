@@ -120,6 +120,8 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
                 tracing::info!(backend = store.backend().as_str(), "database ready");
                 return Ok(store);
             }
+            // Waiting cannot fix a database newer than this binary.
+            Err(error @ plantops_store::StoreError::NewerSchema { .. }) => return Err(error.into()),
             Err(error) => {
                 let delay = backoff.next_delay();
                 if tokio::time::Instant::now() + delay >= deadline {

@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The runtime shut down under a transaction's task.
     #[error("the database task was stopped")]
     Stopped,
+    /// The database holds migrations this binary does not know: it was
+    /// upgraded by a newer PlantOps. Running on would risk damaging it.
+    #[error("the database was migrated by a newer PlantOps (schema version {found}; this binary knows up to {known}): run the newer version, or restore the backup taken before the upgrade")]
+    NewerSchema { found: i64, known: i64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

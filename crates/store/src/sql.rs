@@ -425,6 +425,22 @@ macro_rules! shared_store {
             }
 
             async fn migrate(&self) -> $crate::Result<()> {
+                // A downgrade: refuse before touching anything.
+                let known = $migrator.iter().map(|m| m.version).max().unwrap_or(0);
+                let applied: Option<i64> = match sqlx::query_scalar(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                )
+                .fetch_one(&self.pool)
+                .await
+                {
+                    Ok(version) => version,
+                    // A new database has no migrations table yet.
+                    Err(sqlx::Error::Database(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(found) = applied.filter(|found| *found > known) {
+                    return Err($crate::StoreError::NewerSchema { found, known });
+                }
                 // On PostgreSQL sqlx holds an advisory lock while it
                 // migrates, so two processes starting together apply each
                 // migration once.

@@ -984,3 +984,41 @@ async fn the_builtin_broker_bounds_keep_alive() {
         );
     }
 }
+
+/// A database a newer PlantOps migrated is refused at once, in one line
+/// saying what to do; nothing is touched (no downgrade damage).
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &[]).await;
+    server.kill().await;
+    let file = dir.path().join("plantops.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let mut serve = Server::command(dir.path(), &ports, &[]);
+    let mut migrate = common::plantops();
+    migrate.arg("migrate").env("PLANTOPS_DATA_DIR", dir.path());
+    for command in [&mut serve, &mut migrate] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            command.stderr(std::process::Stdio::piped()).output(),
+        )
+        .await
+        .expect("refused at once, not retried")
+        .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("migrated by a newer PlantOps"), "{stderr}");
+    }
+}

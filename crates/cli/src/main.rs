@@ -16,9 +16,12 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PLANTOPS_COMMIT"), ")");
+
 /// PlantOps: self-hosted plant monitoring.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "plantops", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +64,12 @@ enum Command {
     /// Re-seal stored secrets (webhook, LLM key) under a new ENCRYPTION_KEY.
     /// Stop the server first.
     RotateKey(Box<rotate_key::RotateKeyArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `plantops manpage > plantops.1`.
+    Manpage,
     /// Print the OpenAPI document of the HTTP API (what /api/openapi.json
     /// serves), e.g. to generate a client.
     Openapi,
@@ -142,6 +151,17 @@ fn main() -> std::process::ExitCode {
                 certs::run(args)
             }
             Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "plantops", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Manpage => {
+                let command = <Cli as clap::CommandFactory>::command();
+                clap_mangen::Man::new(command)
+                    .render(&mut std::io::stdout())
+                    .map_err(|e| anyhow::anyhow!("cannot write the manual page: {e}"))
+            }
             Command::RotateKey(args) => {
                 logging::init_for_tool();
                 rotate_key::run(*args).await

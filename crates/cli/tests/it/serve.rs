@@ -1022,3 +1022,26 @@ async fn a_database_from_a_newer_version_is_refused() {
         assert!(stderr.contains("migrated by a newer PlantOps"), "{stderr}");
     }
 }
+
+/// `--version` names the version and the commit; completions and the
+/// manual page come from the same command definition the parser uses.
+#[tokio::test]
+async fn version_completions_and_manual_page() {
+    let run = |args: &'static [&'static str]| async move {
+        let output = common::plantops().args(args).output().await.unwrap();
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let version = run(&["--version"]).await;
+    let expected = format!("plantops {} (", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&expected), "{version}");
+    assert!(version.trim_end().ends_with(')'), "{version}");
+    let bash = run(&["completions", "bash"]).await;
+    assert!(bash.contains("complete -F _plantops"), "{bash}");
+    assert!(bash.contains("rotate-key"));
+    let zsh = run(&["completions", "zsh"]).await;
+    assert!(zsh.starts_with("#compdef plantops"));
+    let manual = run(&["manpage"]).await;
+    assert!(manual.contains(".TH plantops 1"));
+    assert!(manual.contains("serve"));
+}

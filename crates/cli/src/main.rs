@@ -17,7 +17,12 @@ mod simulate;
 use clap::{Parser, Subcommand};
 
 /// The version and the commit it was built from.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PLANTOPS_COMMIT"), ")");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PLANTOPS_COMMIT"),
+    ")"
+);
 
 /// PlantOps: self-hosted plant monitoring.
 #[derive(Debug, Parser)]
@@ -65,9 +70,7 @@ enum Command {
     /// Stop the server first.
     RotateKey(Box<rotate_key::RotateKeyArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), e.g. `plantops manpage > plantops.1`.
     Manpage,
     /// Print the OpenAPI document of the HTTP API (what /api/openapi.json

@@ -86,8 +86,9 @@ impl LlmSettingsUpdate {
         let key = self.api_key.as_deref().map(str::trim);
         // Sent as an HTTP header: visible ASCII only (found by API fuzzing:
         // a control character made every later care plan fail with 502).
-        if key.is_some_and(|k| k.is_empty() || k.len() > 500 || !k.bytes().all(|b| b.is_ascii_graphic()))
-        {
+        if key.is_some_and(|k| {
+            k.is_empty() || k.len() > 500 || !k.bytes().all(|b| b.is_ascii_graphic())
+        }) {
             errors.push(FieldError::new(
                 &["body", "api_key"],
                 "api_key must be 1–500 visible ASCII characters (no spaces)",

@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
+.PHONY: deb deb-check docker fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
+check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke deb-check test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -78,6 +78,18 @@ api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the
 fuzz: fuzz-deps ## Long API fuzz run (2,000 requests per operation)
 	$(CARGO) build -p plantops
 	scripts/api-fuzz 2000
+
+# The package's binary: the release build, or another (make check packages
+# the smoke build it already has).
+DEB_BINARY ?= target/release/plantops
+deb: ## Debian package target/deb/plantops_<version>_<arch>.deb from $(DEB_BINARY) (make release first)
+	packaging/deb/build $(DEB_BINARY) target/deb
+
+deb-check: smoke ## Build the package from the smoke build, install it here (root or sudo), check it, remove and purge it
+	packaging/deb/check "$$(packaging/deb/build target/smoke/plantops target/deb)"
+
+docker: ## The all-in-one container image (UI, SQLite, built-in broker), tagged plantops
+	docker build -t plantops --build-arg PLANTOPS_COMMIT=$$(git rev-parse --short=12 HEAD) .
 
 build: ## Debug build
 	$(CARGO) build --workspace

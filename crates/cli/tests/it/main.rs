@@ -10,6 +10,7 @@ mod common;
 mod deploy;
 mod http_limits;
 mod mosquitto;
+mod packaging;
 mod production;
 mod serve;
 mod simulate;

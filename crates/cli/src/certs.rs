@@ -26,6 +26,12 @@ pub struct CertsArgs {
     /// comma-separate.
     #[arg(long = "device", value_delimiter = ',', value_parser = device_name)]
     pub devices: Vec<String>,
+
+    /// Reissue the server certificate from the kept CA now, whatever its
+    /// age (it is reissued anyway within 30 days of its end). Devices keep
+    /// trusting the broker: the CA does not change.
+    #[arg(long)]
+    pub renew: bool,
 }
 
 fn san(raw: &str) -> Result<String, String> {
@@ -54,14 +60,24 @@ fn device_name(raw: &str) -> Result<String, String> {
 
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     let sans = certs::default_sans(&args.sans);
-    let files = certs::ensure(&args.out, &sans)
+    let ensure = if args.renew {
+        certs::renew
+    } else {
+        certs::ensure
+    };
+    let files = ensure(&args.out, &sans)
         .with_context(|| format!("cannot write certificates into {}", args.out.display()))?;
     println!(
         "CA certificate:     {}  (devices and the backend trust this)",
         files.ca_cert.display()
     );
+    let ends = std::fs::read_to_string(&files.cert)
+        .ok()
+        .and_then(|pem| certs::expires_at(&pem).ok())
+        .map(|end| end.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "?".into());
     println!(
-        "server certificate: {}  (names: {})",
+        "server certificate: {}  (names: {}; valid until {ends})",
         files.cert.display(),
         sans.join(", ")
     );

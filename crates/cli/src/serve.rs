@@ -101,6 +101,7 @@ pub async fn open_database(
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
+    tracing::info!(version = crate::VERSION, "starting PlantOps");
     settings.check_production().map_err(anyhow::Error::msg)?;
     settings.external.check().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)

@@ -13,6 +13,8 @@ use rcgen::{
 pub enum CertError {
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{0} is not a PEM certificate")]
+    Unreadable(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -34,6 +36,32 @@ const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server-key.pem";
 /// The names the current server certificate covers, to notice a change.
 const SERVER_SANS: &str = "server.sans";
+/// How long a server certificate is issued for. Browsers refuse publicly
+/// trusted ones valid for more than 398 days, and Apple's platforms any TLS
+/// server certificate valid for more than 825 days, private CA or not.
+pub const SERVER_VALIDITY_DAYS: i64 = 397;
+/// A server certificate this close to its end is reissued on the next
+/// `ensure` (every start, `plantops certs`); health warns from then on.
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// When the first certificate in `pem` stops being valid.
+pub fn expires_at(pem: &str) -> Result<chrono::DateTime<chrono::Utc>, CertError> {
+    let unreadable = || CertError::Unreadable("the file".into());
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| unreadable())?;
+    let certificate = block.parse_x509().map_err(|_| unreadable())?;
+    chrono::DateTime::from_timestamp(certificate.validity().not_after.timestamp(), 0)
+        .ok_or_else(unreadable)
+}
+
+/// Whether the certificate at `path` ends within [`RENEW_BEFORE_DAYS`]
+/// (or cannot be read).
+fn due_for_renewal(path: &Path) -> bool {
+    let renew_from = chrono::Utc::now() + chrono::Duration::days(RENEW_BEFORE_DAYS);
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|pem| expires_at(&pem).ok())
+        .is_none_or(|end| end <= renew_from)
+}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     move |source| CertError::Io {
@@ -147,7 +175,14 @@ pub fn issue(
         Purpose::Server => ExtendedKeyUsagePurpose::ServerAuth,
         Purpose::Client => ExtendedKeyUsagePurpose::ClientAuth,
     }];
-    params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    let now = time::OffsetDateTime::now_utc();
+    // An hour back: a device whose clock is a little behind still accepts it.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = match purpose {
+        Purpose::Server => now + time::Duration::days(SERVER_VALIDITY_DAYS),
+        // Device certificates are checked by the broker only.
+        Purpose::Client => rcgen::date_time_ymd(2045, 1, 1),
+    };
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -163,9 +198,20 @@ fn read_ca(dir: &Path) -> Result<(String, String), CertError> {
 }
 
 /// Makes sure `dir` holds a CA and a server certificate for `sans`,
-/// creating what is missing; a change of names reissues the server
-/// certificate from the same CA, so devices keep trusting it.
+/// creating what is missing; a change of names, or an end within
+/// [`RENEW_BEFORE_DAYS`], reissues the server certificate from the same CA,
+/// so devices keep trusting it.
 pub fn ensure(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
+    ensure_with(dir, sans, false)
+}
+
+/// Like [`ensure`], and reissues the server certificate whatever its age
+/// (`plantops certs --renew`).
+pub fn renew(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
+    ensure_with(dir, sans, true)
+}
+
+fn ensure_with(dir: &Path, sans: &[String], force: bool) -> Result<TlsFiles, CertError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let files = TlsFiles {
         ca_cert: dir.join(CA_CERT),
@@ -183,7 +229,12 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<TlsFiles, CertError> {
     let sans_path = dir.join(SERVER_SANS);
     let wanted = sans.join("\n");
     let current = std::fs::read_to_string(&sans_path).unwrap_or_default();
-    if !files.cert.exists() || !files.key.exists() || current != wanted {
+    if force
+        || !files.cert.exists()
+        || !files.key.exists()
+        || current != wanted
+        || due_for_renewal(&files.cert)
+    {
         let (ca_cert, ca_key) = read_ca(dir)?;
         let (cert, key) = issue(&ca_cert, &ca_key, sans, Purpose::Server)?;
         write(&files.key, &key, true)?;
@@ -245,6 +296,41 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn server_certificates_are_short_lived_and_renewed_before_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = default_sans(&[]);
+        let files = ensure(dir.path(), &sans).unwrap();
+        let days_left = |path: &Path| {
+            let end = expires_at(&std::fs::read_to_string(path).unwrap()).unwrap();
+            (end - chrono::Utc::now()).num_days()
+        };
+        // Short enough for Apple's 825-day rule and browsers' 398.
+        assert_eq!(days_left(&files.cert), SERVER_VALIDITY_DAYS - 1);
+        assert!(days_left(&files.ca_cert) > 365 * 20);
+
+        // A certificate 10 days from its end, signed by the same CA...
+        let (ca_cert, ca_key) = read_ca(dir.path()).unwrap();
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_cert, KeyPair::from_pem(&ca_key).unwrap()).unwrap();
+        let mut params = CertificateParams::new(sans.clone()).unwrap();
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+        let key = KeyPair::generate().unwrap();
+        let ending = params.signed_by(&key, &issuer).unwrap().pem();
+        std::fs::write(&files.cert, &ending).unwrap();
+        // ...is reissued by the next start, from the same CA.
+        ensure(dir.path(), &sans).unwrap();
+        assert_eq!(days_left(&files.cert), SERVER_VALIDITY_DAYS - 1);
+        assert_eq!(std::fs::read_to_string(&files.ca_cert).unwrap(), ca_cert);
+
+        // --renew reissues at any age; an unchanged one is kept otherwise.
+        let current = std::fs::read_to_string(&files.cert).unwrap();
+        ensure(dir.path(), &sans).unwrap();
+        assert_eq!(std::fs::read_to_string(&files.cert).unwrap(), current);
+        renew(dir.path(), &sans).unwrap();
+        assert_ne!(std::fs::read_to_string(&files.cert).unwrap(), current);
     }
 
     #[test]

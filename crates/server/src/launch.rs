@@ -209,6 +209,8 @@ struct BrokerSetup {
     broker: Arc<dyn Broker>,
     endpoint: BrokerEndpoint,
     ca_pem: Option<String>,
+    /// The built-in broker's server certificate (PEM).
+    server_cert_pem: Option<String>,
     /// Mosquitto's start-up provisioning, which runs until it succeeds.
     provisioning: Option<JoinHandle<()>>,
     /// Mosquitto's ingest link, for the caller to supervise.
@@ -227,6 +229,7 @@ async fn start_builtin(
     ingest: Ingest,
 ) -> anyhow::Result<BrokerSetup> {
     let mut ca_pem = None;
+    let mut server_cert_pem = None;
     let tls = match builtin.tls {
         None => None,
         Some(addr) => {
@@ -240,6 +243,7 @@ async fn start_builtin(
                     (files.cert, files.key)
                 }
             };
+            server_cert_pem = Some(read_pem(&cert, "the broker certificate")?);
             let listener = Listener {
                 addr,
                 setting: "PLANTOPS_MQTTS_ADDR",
@@ -274,6 +278,7 @@ async fn start_builtin(
         broker,
         endpoint,
         ca_pem,
+        server_cert_pem,
         provisioning: None,
         link: None,
     })
@@ -331,6 +336,7 @@ async fn start_mosquitto(
         broker,
         endpoint,
         ca_pem,
+        server_cert_pem: None,
         provisioning: Some(provisioning),
         link: Some(ingest_link),
     })
@@ -354,6 +360,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, starts the broker, ingestion and the workers.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        // The recorder first: values recorded before it exists are lost.
+        crate::observe::prometheus();
         if config.database_url.starts_with("sqlite:") {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!(
@@ -426,6 +434,7 @@ impl Server {
                 start_mosquitto(&config, link, ports, store.clone(), ingest.clone()).await?
             }
         };
+        let certificates = certificate_ends(&setup);
         tasks.extend(setup.provisioning);
         if let Some(link) = setup.link {
             tasks.push(supervise(
@@ -499,6 +508,7 @@ impl Server {
                 broker_endpoint: setup.endpoint,
                 broker_ca_pem: setup.ca_pem,
                 allowed_hosts: crate::http::AllowedHosts::new(&config.http.allowed_hosts),
+                certificates,
             }),
         };
         Ok(Self {
@@ -561,6 +571,32 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     Server::start(config).await?.serve(listener, shutdown).await
+}
+
+/// When the broker's certificates end, also published as
+/// `plantops_certificate_expiry_timestamp_seconds{certificate}` and
+/// warned about within the renewal window.
+fn certificate_ends(setup: &BrokerSetup) -> Vec<(&'static str, chrono::DateTime<chrono::Utc>)> {
+    let known = [("broker", &setup.server_cert_pem), ("ca", &setup.ca_pem)];
+    let mut ends = Vec::new();
+    for (name, pem) in known {
+        let Some(pem) = pem else { continue };
+        match certs::expires_at(pem) {
+            Ok(end) => {
+                metrics::gauge!("plantops_certificate_expiry_timestamp_seconds", "certificate" => name)
+                    .set(end.timestamp() as f64);
+                let days_left = (end - chrono::Utc::now()).num_days();
+                if days_left < certs::RENEW_BEFORE_DAYS {
+                    tracing::warn!(certificate = name, %end, days_left, "a TLS certificate ends soon: renew it (docs/deployment.md)");
+                }
+                ends.push((name, end));
+            }
+            Err(error) => {
+                tracing::warn!(certificate = name, %error, "cannot read a certificate's end")
+            }
+        }
+    }
+    ends
 }
 
 /// Applies the retention setting once an hour.

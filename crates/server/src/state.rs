@@ -24,6 +24,8 @@ pub struct ApiConfig {
     /// PEM of the CA devices should trust, when the broker has TLS.
     pub broker_ca_pem: Option<String>,
     pub allowed_hosts: crate::http::AllowedHosts,
+    /// When each known TLS certificate ends (`broker`, `ca`).
+    pub certificates: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
 }
 
 #[derive(Clone)]

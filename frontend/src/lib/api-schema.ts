@@ -801,12 +801,30 @@ export interface components {
             plant_name: string;
             species?: string | null;
         };
+        /**
+         * @description When a certificate ends. `status`: `ok`, `expiring` (within 30 days:
+         *     renew it, docs/deployment.md) or `expired`.
+         */
+        CertificateComponent: {
+            /** Format: int64 */
+            days_left: number;
+            /** Format: date-time */
+            not_after: string;
+            status: string;
+        };
         Component: {
             message: string;
             /** @description `connected` or `disconnected`. */
             status: string;
         };
         Components: {
+            /**
+             * @description The TLS certificates this server knows (`broker`: the built-in
+             *     broker's server certificate; `ca`: the CA devices trust), by name.
+             */
+            certificates: {
+                [key: string]: components["schemas"]["CertificateComponent"];
+            };
             database: components["schemas"]["Component"];
             ingest: components["schemas"]["IngestComponent"];
             mqtt: components["schemas"]["Component"];

@@ -1045,3 +1045,31 @@ async fn version_completions_and_manual_page() {
     assert!(manual.contains(".TH plantops 1"));
     assert!(manual.contains("serve"));
 }
+
+/// Health and metrics tell when the broker's certificate and its CA end;
+/// a generated server certificate lives 397 days (Apple's platforms refuse
+/// longer ones) and is renewed from the same CA within 30 days of its end.
+#[tokio::test]
+async fn certificate_ends_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let (_, health) = server.get("/api/health").await;
+    let certificates = &health["components"]["certificates"];
+    assert_eq!(certificates["broker"]["status"], "ok", "{certificates}");
+    assert_eq!(certificates["broker"]["days_left"], 396, "{certificates}");
+    assert_eq!(certificates["ca"]["status"], "ok");
+    assert!(certificates["ca"]["days_left"].as_i64().unwrap() > 365 * 20);
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("plantops_certificate_expiry_timestamp_seconds{certificate=\"broker\"}"),
+        "{metrics}"
+    );
+}

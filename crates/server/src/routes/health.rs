@@ -39,6 +39,18 @@ pub struct Components {
     /// Background tasks that failed and were restarted in the last 30
     /// minutes, by name; empty when all is well.
     pub tasks: std::collections::BTreeMap<String, TaskComponent>,
+    /// The TLS certificates this server knows (`broker`: the built-in
+    /// broker's server certificate; `ca`: the CA devices trust), by name.
+    pub certificates: std::collections::BTreeMap<String, CertificateComponent>,
+}
+
+/// When a certificate ends. `status`: `ok`, `expiring` (within 30 days:
+/// renew it, docs/deployment.md) or `expired`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateComponent {
+    pub status: String,
+    pub not_after: DateTime<Utc>,
+    pub days_left: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -143,6 +155,27 @@ async fn health(
                         reason: failure.reason,
                     };
                     (task.to_string(), component)
+                })
+                .collect(),
+            certificates: state
+                .config
+                .certificates
+                .iter()
+                .map(|(name, not_after)| {
+                    let days_left = (*not_after - plantops_core::now()).num_days();
+                    let status = if *not_after <= plantops_core::now() {
+                        "expired"
+                    } else if days_left < plantops_mqtt::certs::RENEW_BEFORE_DAYS {
+                        "expiring"
+                    } else {
+                        "ok"
+                    };
+                    let component = CertificateComponent {
+                        status: status.into(),
+                        not_after: *not_after,
+                        days_left,
+                    };
+                    (name.to_string(), component)
                 })
                 .collect(),
         }),

@@ -112,8 +112,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     tokio::time::sleep_until(clock.measure_from.into()).await;
     let cpu_before = server.cpu_seconds();
+    let own_cpu_before = super::server::process_cpu_seconds("self");
     tokio::time::sleep_until(clock.measure_until.into()).await;
     let cpu_after = server.cpu_seconds();
+    let own_cpu_after = super::server::process_cpu_seconds("self");
     let under_load = server.memory();
 
     let mut total = ConnectionResult::default();
@@ -167,11 +169,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         "rss_peak_mb": under_load.map(|m| round2(m.peak_mb)),
         "server_cpu_percent": cpu_before.zip(cpu_after)
             .map(|(before, after)| ((after - before) / args.duration * 100.0).round()),
+        // CPU time per reading acknowledged in the window: what the shared
+        // cores cannot blur (the load generator competes for them).
+        "server_cpu_us_per_reading": per_reading(cpu_before.zip(cpu_after), total.acknowledged_measuring),
+        "loadgen_cpu_us_per_reading": per_reading(own_cpu_before.zip(own_cpu_after), total.acknowledged_measuring),
     });
     server.stop().await?;
 
     println!(
-        "{}: {} readings/s sustained over {:.0}s from {} connections · publish→commit p50 {} ms, p99 {} ms · {} acknowledged, {} stored, {} lost · server RSS {} MB idle, {} MB under load",
+        "{}: {} readings/s sustained over {:.0}s from {} connections · publish→commit p50 {} ms, p99 {} ms · {} acknowledged, {} stored, {} lost · server RSS {} MB idle, {} MB under load · server CPU {} µs per reading",
         result["backend"].as_str().unwrap_or_default(),
         result["readings_per_sec"],
         args.duration,
@@ -183,11 +189,18 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         result["lost"],
         result["rss_idle_mb"],
         result["rss_mb"],
+        result["server_cpu_us_per_reading"],
     );
     if args.json {
         println!("{result}");
     }
     Ok(())
+}
+
+/// Microseconds of CPU per reading, from CPU seconds before and after.
+fn per_reading(cpu: Option<(f64, f64)>, readings: u64) -> Option<f64> {
+    let (before, after) = cpu?;
+    (readings > 0).then(|| round2((after - before) * 1e6 / readings as f64))
 }
 
 fn round2(value: f64) -> f64 {

@@ -153,13 +153,7 @@ impl ServerUnderTest {
 
     /// CPU seconds the server has used so far (user + system).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        process_cpu_seconds(&self.pid?.to_string())
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -253,4 +247,15 @@ async fn own_admin_token(store: &DynStore) -> anyhow::Result<crate::api_client::
         token: Some(issued.secret),
         enrollment_key: None,
     })
+}
+
+/// CPU seconds (user + system) a process has used so far: `self` or a pid.
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, 100 per second on every architecture.
+    Some(ticks / 100.0)
 }

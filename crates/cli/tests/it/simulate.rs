@@ -193,6 +193,11 @@ async fn bench_ingest_reports_what_the_database_stored() {
     assert!(result["readings_per_sec"].as_f64().unwrap() > 0.0);
     assert!(result["p99_ms"].as_f64().unwrap() >= result["p50_ms"].as_f64().unwrap());
     assert!(result["rss_mb"].as_f64().unwrap() > 0.0);
+    // CPU per reading, for the server and the load generator: both spent
+    // some (the value itself is a measurement, reported, not asserted).
+    for cpu in ["server_cpu_us_per_reading", "loadgen_cpu_us_per_reading"] {
+        assert!(result[cpu].as_f64().unwrap() > 0.0, "{cpu}: {result}");
+    }
 }
 
 #[tokio::test]

@@ -234,6 +234,12 @@ test("a threshold edit is validated and persists after reload", async () => {
   assert.deepEqual(stored.thresholds.soil_moisture, { min: 12.5, max: 88 });
   await page.locator(".chart canvas").first().waitFor();
   await shoot(page, "plant-detail");
+  // The download link works with the page's session: the simulator's readings, as CSV.
+  const csvHref = await page.getByRole("link", { name: "CSV" }).getAttribute("href");
+  const csv = await page.evaluate(async (href) => (await fetch(href)).text(), csvHref);
+  const csvLines = csv.trim().split("\n");
+  assert.equal(csvLines[0], "time,device_id,plant_id,soil_moisture,temperature,humidity,light_level");
+  assert.ok(csvLines.length > 1, "the simulator's readings are in the export");
 
   await page.getByRole("link", { name: "Care plan" }).click();
   await page.getByTestId("llm-missing").waitFor();

@@ -8,6 +8,7 @@ mod backup;
 mod bench;
 mod certs;
 mod config;
+mod export;
 mod healthcheck;
 mod logging;
 mod rotate_key;
@@ -60,6 +61,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Replace the database with a backup. Stop the server first.
     Restore(backup::RestoreArgs),
+    /// A plant's readings as CSV or JSON Lines (the server may run or not).
+    Export(Box<export::ExportArgs>),
     /// Accounts: add, set a password, list (works while the server runs).
     #[command(subcommand)]
     User(accounts::UserCommand),
@@ -154,6 +157,10 @@ fn main() -> std::process::ExitCode {
                 certs::run(args)
             }
             Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::Export(args) => {
+                logging::init_for_tool();
+                export::run(*args).await
+            }
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut command, "plantops", &mut std::io::stdout());

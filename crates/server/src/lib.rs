@@ -7,6 +7,7 @@ pub mod advisor;
 pub mod alerts;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod http;
 pub mod launch;

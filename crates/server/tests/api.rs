@@ -24,6 +24,7 @@ plantops_testkit::for_each_backend!(
     invalid_input_is_422_and_changes_nothing,
     device_lifecycle,
     history_series_and_status,
+    exports_stream_every_reading_of_the_range,
     pagination_bounds,
     notification_settings_are_sealed_and_masked,
     thresholds_scripts_for_the_original_set_are_accepted,
@@ -139,6 +140,20 @@ impl TestApp {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, headers, value)
+    }
+
+    /// A GET whose body is not JSON: status, headers and the body as text.
+    async fn get_text(&self, uri: &str) -> (StatusCode, HeaderMap, String) {
+        let request = Request::builder()
+            .uri(uri)
+            .header("host", "plants.lan:8000")
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -651,6 +666,97 @@ async fn device_lifecycle(db: &TestDb) {
         .call(Method::POST, &format!("/api/devices/{id}/unassign"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Two devices reading at the same moments, more rows than one page:
+/// every reading once, in (time, device) order, across page boundaries.
+async fn exports_stream_every_reading_of_the_range(db: &TestDb) {
+    const EACH: i64 = 6000;
+    let app = TestApp::new(db).await;
+    let plant = app.plant("Orchid Nº 1").await;
+    let plant_id: Uuid = plant["id"].as_str().unwrap().parse().unwrap();
+    let devices = [Uuid::new_v4(), Uuid::new_v4()];
+    let t0 = Utc::now() - chrono::Duration::days(1);
+    let t0 = t0 - chrono::Duration::nanoseconds(t0.timestamp_subsec_nanos().into());
+    let readings: Vec<Reading> = (0..EACH)
+        .flat_map(|i| {
+            devices.map(|device| Reading {
+                time: t0 + chrono::Duration::seconds(i),
+                device_id: device,
+                plant_id: Some(plant_id),
+                values: Measurements {
+                    soil_moisture: Some(40.5),
+                    temperature: (i % 2 == 0).then_some(21.25),
+                    ..Default::default()
+                },
+            })
+        })
+        .collect();
+    for chunk in readings.chunks(1000) {
+        app.store.commit_batch(chunk, &[]).await.unwrap();
+    }
+
+    let (status, headers, csv) = app
+        .get_text(&format!("/api/plants/{plant_id}/export"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{csv}");
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"orchid-n-1-readings-")
+            && disposition.ends_with(".csv\""),
+        "{disposition}"
+    );
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,device_id,plant_id,soil_moisture,temperature,humidity,light_level")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len() as i64, 2 * EACH);
+    let keys: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "ordered, no repeats");
+    assert_eq!(rows[0][3], "40.5");
+    assert_eq!(rows[0][4], "21.25");
+    assert_eq!(rows[2][4], "", "a missing value is empty");
+
+    let from = (t0 + chrono::Duration::seconds(100)).to_rfc3339();
+    let to = (t0 + chrono::Duration::seconds(200)).to_rfc3339();
+    let (status, headers, jsonl) = app
+        .get_text(&format!(
+            "/api/plants/{plant_id}/export?format=jsonl&from={}&to={}",
+            urlencode(&from),
+            urlencode(&to)
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 200, "100 seconds of two devices, [from, to)");
+    assert_eq!(lines[0]["soil_moisture"], 40.5);
+    assert_eq!(lines[0]["plant_id"], plant_id.to_string());
+
+    for bad in [
+        "format=xml",
+        "from=yesterday",
+        "from=2026-12-02&to=2026-12-01",
+    ] {
+        let (status, _, body) = app
+            .get_text(&format!("/api/plants/{plant_id}/export?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    let (status, _, _) = app
+        .get_text(&format!("/api/plants/{}/export", Uuid::new_v4()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.replace('+', "%2B").replace(':', "%3A")
 }
 
 async fn history_series_and_status(db: &TestDb) {

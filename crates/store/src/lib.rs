@@ -271,6 +271,17 @@ pub trait ReadingStore: Send + Sync + 'static {
         to: DateTime<Utc>,
         bucket_seconds: i64,
     ) -> Result<Vec<SeriesPoint>>;
+    /// One page of a plant's readings in `[from, to)`, oldest first, after
+    /// `after` (a reading's time and device) in that order: keyset pages
+    /// for exports of any length in constant memory.
+    async fn plant_readings_page(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Reading>>;
     async fn count_readings(&self) -> Result<u64>;
     /// Deletes readings older than `before` (retention); returns how many
     /// went, where the backend can tell (TimescaleDB drops whole chunks).

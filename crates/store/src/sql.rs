@@ -822,6 +822,34 @@ macro_rules! shared_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn plant_readings_page(
+                &self,
+                plant_id: uuid::Uuid,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+                after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
+                limit: u32,
+            ) -> $crate::Result<Vec<plantops_core::Reading>> {
+                // Before the first page: just before `from`, any device (no
+                // device id is the nil UUID).
+                let (after_time, after_device) = after.unwrap_or((from, uuid::Uuid::nil()));
+                let rows: Vec<$crate::sql::ReadingRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM readings WHERE plant_id = $1 AND time >= $2 AND time < $3 \
+                     AND (time > $4 OR (time = $4 AND device_id > $5)) \
+                     ORDER BY time, device_id LIMIT $6",
+                    $crate::sql::READING_COLUMNS
+                ))
+                .bind(plant_id)
+                .bind($crate::sql::Timestamp(from))
+                .bind($crate::sql::Timestamp(to))
+                .bind($crate::sql::Timestamp(after_time))
+                .bind(after_device)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
             async fn count_readings(&self) -> $crate::Result<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
                     .fetch_one(&self.pool)

@@ -139,6 +139,23 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
   );
 }
 
+/** Downloads of the raw readings of the chosen range (the browser sends the session cookie). */
+function ExportLinks({ plantId, hours }: { plantId: string; hours: number }) {
+  const from = new Date(Date.now() - hours * 3600 * 1000).toISOString();
+  const base = `/api/plants/${plantId}/export?from=${encodeURIComponent(from)}`;
+  return (
+    <p className="row muted" data-testid="export-links">
+      Download the raw readings of this period:
+      <a href={`${base}&format=csv`} download>
+        CSV
+      </a>
+      <a href={`${base}&format=jsonl`} download>
+        JSON Lines
+      </a>
+    </p>
+  );
+}
+
 function Charts({ plant }: { plant: Plant }) {
   const [hours, setHours] = useState(24);
   const series = useQuery(seriesQuery(plant.id, hours));
@@ -159,6 +176,7 @@ function Charts({ plant }: { plant: Plant }) {
           ))}
         </div>
       </div>
+      <ExportLinks plantId={plant.id} hours={hours} />
       {series.isPending && <Skeleton lines={4} label="Loading charts" />}
       {series.isError && <ErrorState error={series.error} retry={() => series.refetch()} />}
       {series.data && series.data.points.length === 0 && (

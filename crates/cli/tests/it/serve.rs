@@ -1073,3 +1073,69 @@ async fn certificate_ends_are_reported() {
         "{metrics}"
     );
 }
+
+/// `plantops export` writes what the API's export sends, from the database
+/// the server uses, while it runs.
+#[tokio::test]
+async fn plantops_export_writes_the_readings_of_a_plant() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let server = Server::start(dir.path(), &ports, &[]).await;
+    let (_, plant) = server.post("/api/plants", json!({"name": "Basil"})).await;
+    let plant_id = plant["id"].as_str().unwrap().to_string();
+    let device = server.register_for("aa:00:00:00:00:e1", &plant_id).await;
+    let (client, mut eventloop, _) = connect(device_options(
+        &device,
+        server.mqtt_port,
+        None,
+        &device.device_id,
+    ))
+    .await;
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    for moisture in [31.5, 32.5, 33.5] {
+        publish_acked(
+            &client,
+            &mut eventloop,
+            &topic,
+            json!({ "soil_moisture": moisture }),
+        )
+        .await;
+    }
+    let command = Server::command(dir.path(), &ports, &[]);
+    let csv = common::run_like(&command, &["export", "--plant", &plant_id], "").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[0].starts_with("time,device_id,plant_id,soil_moisture"));
+    assert!(
+        lines[1].contains(",31.5,") && lines[3].contains(",33.5,"),
+        "{csv}"
+    );
+    let response = server
+        .client
+        .get(format!("{}/api/plants/{plant_id}/export", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.text().await.unwrap(),
+        csv,
+        "the API sends the same bytes"
+    );
+
+    let file = dir.path().join("basil.jsonl");
+    common::run_like(
+        &command,
+        &[
+            "export",
+            "--plant",
+            &plant_id,
+            "--format",
+            "jsonl",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+}

@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(plant_devices))
         .routes(routes!(plant_history))
         .routes(routes!(plant_series))
+        .routes(routes!(export_readings))
 }
 
 /// A plant with what the dashboard needs to judge it.
@@ -319,4 +320,83 @@ async fn plant_series(
         bucket_seconds,
         points,
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// `csv` (default) or `jsonl`.
+    pub format: Option<crate::export::ExportFormat>,
+    /// First moment included: RFC 3339 (a time without a zone is UTC) or a
+    /// date (`2026-11-01`, midnight UTC). Default: the first reading.
+    pub from: Option<String>,
+    /// First moment no longer included, in the same forms. Default: now.
+    pub to: Option<String>,
+}
+
+/// An RFC 3339 time or a plain date; a field error otherwise.
+fn moment(raw: Option<&str>, field: &str, errors: &mut Collector) -> Option<DateTime<Utc>> {
+    let parsed = crate::export::parse_moment(raw?);
+    if parsed.is_none() {
+        errors.push(FieldError::new(
+            &["query", field],
+            format!("{field} must be an RFC 3339 time or a date (YYYY-MM-DD)"),
+            "value_error.datetime",
+        ));
+    }
+    parsed
+}
+
+/// A plant's readings in `[from, to)` as a download, oldest first, streamed
+/// (any number of rows in constant memory).
+#[utoipa::path(get, path = "/plants/{id}/export", tag = "plants",
+    params(("id" = Uuid, Path), ExportQuery),
+    responses(
+        (status = 200, description = "CSV with a header line, or JSON Lines (one reading per line)",
+            content((String = "text/csv"), (String = "application/x-ndjson"))),
+        (status = 404, body = Problem), (status = 422, body = ValidationProblem)))]
+async fn export_readings(
+    State(state): State<AppState>,
+    PlantId(id): PlantId,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let mut errors = Collector::default();
+    let from = moment(query.from.as_deref(), "from", &mut errors);
+    let to = moment(query.to.as_deref(), "to", &mut errors);
+    let (from, to) = (
+        from.unwrap_or(DateTime::UNIX_EPOCH),
+        to.unwrap_or_else(Utc::now),
+    );
+    if from >= to {
+        errors.push(FieldError::new(
+            &["query", "from"],
+            "from must be before to",
+            "value_error.range",
+        ));
+    }
+    errors.finish()?;
+    let plant = find(&state, id).await?;
+    let format = query.format.unwrap_or_default();
+    let chunks = crate::export::readings(state.store.clone(), id, from, to, format);
+    let body = axum::body::Body::from_stream(futures::StreamExt::inspect(chunks, |chunk| {
+        if let Err(error) = chunk {
+            // The status is sent already: the download ends short.
+            tracing::error!(%error, "export stopped by a database error");
+        }
+    }));
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        crate::export::file_name(&plant.name, to, format)
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -134,8 +134,8 @@ async function cardValuesChange(page, timeout = TIMEOUT) {
   );
 }
 
-async function newPage(storageState = adminState) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, storageState });
+async function newPage(storageState = adminState, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, storageState, ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   return page;
@@ -297,13 +297,19 @@ test("an alert appears when a breaching reading arrives", async () => {
   await page.context().close();
 });
 
-/** deploy/nginx.conf in Debian's nginx, proxying to this test's server. */
+/**
+ * deploy/nginx.conf in Debian's nginx, proxying to this test's server, with
+ * the certificate the server generated for its broker (it covers 127.0.0.1).
+ */
 async function startNginx() {
   const port = await freePort();
+  const plainPort = await freePort();
   const prefix = mkdtempSync(join(tmpdir(), "plantops-nginx-"));
   const site = readFileSync(join(here, "../../deploy/nginx.conf"), "utf8")
     .replace("http://backend:8000", base)
-    .replace("listen 80;", `listen 127.0.0.1:${port};`)
+    .replace("listen 80;", `listen 127.0.0.1:${plainPort};`)
+    .replace("listen 443 ssl http2;", `listen 127.0.0.1:${port} ssl http2;`)
+    .replaceAll("/etc/nginx/tls/", `${dataDir}/tls/`)
     .replace("root /usr/share/nginx/html;", `root ${resolve(here, "../dist")};`);
   writeFileSync(join(prefix, "site.conf"), site);
   const user = process.getuid?.() === 0 ? "user root;" : "";
@@ -317,11 +323,12 @@ async function startNginx() {
   // One process (no workers), so killing it leaves nothing behind.
   const nginx = spawn("nginx", ["-p", prefix, "-e", `${prefix}/error.log`, "-c", `${prefix}/nginx.conf`,
     "-g", "daemon off; master_process off;"], { stdio: ["ignore", "ignore", "inherit"] });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `https://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     try {
-      if ((await fetch(`${url}/health`)).ok) return { nginx, url, prefix };
+      // The plain port answers the health check (and redirects the rest).
+      if ((await fetch(`http://127.0.0.1:${plainPort}/health`)).ok) return { nginx, url, prefix };
     } catch {
       // not listening yet
     }
@@ -333,7 +340,8 @@ async function startNginx() {
 
 test("behind the production nginx the UI runs live under its security policy", async () => {
   const { nginx, url, prefix } = await startNginx();
-  const page = await newPage();
+  // The stack's own CA signed the certificate; this browser does not trust it.
+  const page = await newPage(adminState, { ignoreHTTPSErrors: true });
   const problems = [];
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(message.text());

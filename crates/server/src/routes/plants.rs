@@ -325,6 +325,7 @@ async fn plant_series(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ExportQuery {
     /// `csv` (default) or `jsonl`.
+    #[param(inline)]
     pub format: Option<crate::export::ExportFormat>,
     /// First moment included: RFC 3339 (a time without a zone is UTC) or a
     /// date (`2026-11-01`, midnight UTC). Default: the first reading.

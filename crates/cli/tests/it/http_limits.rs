@@ -86,15 +86,7 @@ async fn a_saturated_server_answers_503_at_once_and_recovers() {
     let (status, plants) = server.get("/api/plants").await;
     assert_eq!(status, 200);
     assert_eq!(plants["plants"][0]["name"], "Fern", "{plants}");
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("http_requests_shed_total"), "{metrics}");
 }
 
@@ -175,15 +167,7 @@ async fn invented_methods_do_not_create_metric_series() {
             .await
             .unwrap();
     }
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(!metrics.contains("FLOOD"), "{metrics}");
     assert!(metrics.contains("method=\"other\""), "{metrics}");
 }

@@ -1059,15 +1059,7 @@ async fn certificate_ends_are_reported() {
     assert_eq!(certificates["broker"]["days_left"], 396, "{certificates}");
     assert_eq!(certificates["ca"]["status"], "ok");
     assert!(certificates["ca"]["days_left"].as_i64().unwrap() > 365 * 20);
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("plantops_certificate_expiry_timestamp_seconds{certificate=\"broker\"}"),
         "{metrics}"

@@ -224,6 +224,18 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/metrics` in Prometheus' text format, read with the admin's token.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send_json(reqwest::Method::POST, path, body).await
     }

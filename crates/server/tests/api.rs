@@ -997,6 +997,7 @@ async fn openapi_describes_every_route() {
         "GET /plants/{id}/care-plan",
         "GET /plants/{id}/care-plans",
         "GET /plants/{id}/devices",
+        "GET /plants/{id}/export",
         "GET /plants/{id}/history",
         "GET /plants/{id}/series",
         "GET /ready",

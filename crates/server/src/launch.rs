@@ -174,28 +174,20 @@ pub fn installation_key(
 /// its commit is completed here; values sealed before purpose binding are
 /// re-sealed.
 async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<SecretBox> {
-    let mut secrets = installation_key(
+    let secrets = installation_key(
         config.encryption_key.as_deref(),
         &config.data_dir,
         store.backend(),
     )?;
-    if check_key(store.as_ref(), &secrets).await.is_err() && config.encryption_key.is_none() {
-        let next = config.data_dir.join(NEXT_KEY_FILE);
-        if let Some(rotated) = std::fs::read_to_string(&next)
-            .ok()
-            .and_then(|key| SecretBox::from_hex(&key).ok())
-        {
-            if check_key(store.as_ref(), &rotated).await.is_ok() {
-                std::fs::rename(&next, config.data_dir.join(KEY_FILE))
-                    .context("cannot finish the interrupted key rotation")?;
-                tracing::info!("finished an interrupted key rotation");
-                secrets = rotated;
-            }
-        }
-    }
-    check_key(store.as_ref(), &secrets).await.context(
-        "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
-    )?;
+    let secrets = match check_key(store.as_ref(), &secrets).await {
+        Ok(()) => secrets,
+        Err(error) => match finish_rotation(config, store).await? {
+            Some(rotated) => rotated,
+            None => return Err(error).context(
+                "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
+            ),
+        },
+    };
     let resealed = reseal(store.as_ref(), &secrets, &secrets, Reseal::Unbound)
         .await
         .context("cannot re-seal stored secrets")?;
@@ -203,6 +195,31 @@ async fn secret_box(config: &ServerConfig, store: &DynStore) -> anyhow::Result<S
         tracing::info!(resealed, "stored secrets bound to their purpose");
     }
     Ok(secrets)
+}
+
+/// The key of a rotation interrupted after its commit (SQLite's key file
+/// only): the new key, if it opens the database, now made the key file.
+async fn finish_rotation(
+    config: &ServerConfig,
+    store: &DynStore,
+) -> anyhow::Result<Option<SecretBox>> {
+    if config.encryption_key.is_some() {
+        return Ok(None);
+    }
+    let next = config.data_dir.join(NEXT_KEY_FILE);
+    let Some(rotated) = std::fs::read_to_string(&next)
+        .ok()
+        .and_then(|key| SecretBox::from_hex(&key).ok())
+    else {
+        return Ok(None);
+    };
+    if check_key(store.as_ref(), &rotated).await.is_err() {
+        return Ok(None);
+    }
+    std::fs::rename(&next, config.data_dir.join(KEY_FILE))
+        .context("cannot finish the interrupted key rotation")?;
+    tracing::info!("finished an interrupted key rotation");
+    Ok(Some(rotated))
 }
 
 struct BrokerSetup {

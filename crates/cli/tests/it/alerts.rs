@@ -344,8 +344,15 @@ async fn rotate_key_reseals_every_stored_secret() {
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key.trim(), old_key.trim());
     assert!(!dir.path().join("encryption.key.next").exists());
+    // As if the rotation had stopped between its commit and replacing the
+    // key file: the next start finishes it.
+    let next = dir.path().join("encryption.key.next");
+    std::fs::rename(&key_file, &next).unwrap();
+    std::fs::write(&key_file, &old_key).unwrap();
 
     let server = Server::launch(Server::command(dir.path(), &ports, &env), &ports).await;
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), new_key);
+    assert!(!next.exists());
     let (_, llm) = server.get("/api/settings/llm").await;
     assert_eq!(llm["api_key_masked"], "...9876", "{llm}");
     let (_, result) = server

@@ -100,6 +100,11 @@ pub struct MetricState {
     pub notified: bool,
     /// When a breach of this metric was last notified.
     pub last_notified_at: Option<DateTime<Utc>>,
+    /// The time of the reading that last changed this state. Readings taken
+    /// at or before it are not judged: with several instances, or a
+    /// redelivery, readings arrive out of order, and an older reading must
+    /// not undo what a newer one decided.
+    pub changed_at: Option<DateTime<Utc>>,
 }
 
 /// What a reading caused.
@@ -130,8 +135,32 @@ fn margin(metric: Metric, bounds: &Bounds) -> f64 {
 }
 
 impl MetricState {
-    /// Applies one value; returns the new state and the transition, if any.
+    /// Applies one value measured `at`; returns the new state and the
+    /// transition, if any. A value measured no later than the last change
+    /// is ignored.
     pub fn observe(
+        self,
+        metric: Metric,
+        bounds: &Bounds,
+        value: f64,
+        at: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> (MetricState, Option<Transition>) {
+        if self.changed_at.is_some_and(|changed| at <= changed) {
+            return (self, None);
+        }
+        let (next, transition) = self.judge(metric, bounds, value, at, cooldown);
+        if next == self {
+            return (self, transition);
+        }
+        let next = MetricState {
+            changed_at: Some(at),
+            ..next
+        };
+        (next, transition)
+    }
+
+    fn judge(
         self,
         metric: Metric,
         bounds: &Bounds,
@@ -158,6 +187,7 @@ impl MetricState {
                             breached: Some(side),
                             notified: true,
                             last_notified_at: Some(at),
+                            ..self
                         };
                         (state, Some(Transition::Breach { side, threshold }))
                     }
@@ -177,6 +207,7 @@ impl MetricState {
                         breached: Some(other),
                         notified: true,
                         last_notified_at: Some(at),
+                        ..self
                     };
                     return (
                         state,
@@ -268,6 +299,16 @@ mod tests {
             })
         );
         assert_eq!(transitions[5], None);
+    }
+
+    #[test]
+    fn a_reading_older_than_the_last_change_is_not_judged() {
+        // Minute 2's breach arrives first; minute 1's normal value, late,
+        // must not count as a recovery, nor a duplicate minute 2 as news.
+        let transitions = run(&[(2, 10.0), (1, 50.0), (2, 50.0), (3, 9.0), (4, 50.0)]);
+        assert!(matches!(transitions[0], Some(Transition::Breach { .. })));
+        assert_eq!(&transitions[1..4], &[None, None, None]);
+        assert!(matches!(transitions[4], Some(Transition::Recovery { .. })));
     }
 
     #[test]

@@ -112,6 +112,48 @@ pub struct SeriesPoint {
     pub light_level: Option<Aggregate>,
 }
 
+/// What committing a batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommittedBatch {
+    /// New readings (a duplicate (device, time) is skipped).
+    pub inserted: u64,
+    /// Devices the batch brought online, with the status they had before.
+    /// Decided under the devices' row locks, so with several instances
+    /// each change is reported by exactly one of them.
+    pub came_online: Vec<(Uuid, DeviceStatus)>,
+}
+
+/// A device the offline check found silent and marked offline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SilentDevice {
+    pub device_id: Uuid,
+    pub plant_id: Option<Uuid>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// A plant as the alert evaluator judges it: its thresholds and the
+/// remembered state of each metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgedPlant {
+    pub plant: Plant,
+    pub states: HashMap<Metric, MetricState>,
+}
+
+/// Judges readings against locked plants: returns the state changes and
+/// the alerts to store with them.
+pub type Judge = Box<dyn FnOnce(Vec<JudgedPlant>) -> (Vec<StateChange>, Vec<Alert>) + Send>;
+
+/// The lead among instances sharing a database: held until dropped or
+/// until [`Lead::lost`] resolves.
+#[async_trait]
+pub trait Lead: Send {
+    /// Resolves when the lead is gone (its database connection broke).
+    async fn lost(&mut self);
+}
+
+/// Live events from every instance sharing the database.
+pub type LiveFeed = std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>;
+
 /// When a device was last heard from (a batch keeps the latest per device).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Presence {
@@ -197,6 +239,20 @@ pub trait Store:
     /// Whether every migration this build knows is applied.
     async fn is_migrated(&self) -> Result<bool>;
     async fn ping(&self) -> Result<()>;
+
+    /// Tries to become the instance that runs the singleton jobs (offline
+    /// detection, retention, weekly care plans). `None`: another instance
+    /// leads. On PostgreSQL an advisory lock held by a connection of its
+    /// own, released when that connection ends; SQLite serves one instance,
+    /// which always leads.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lead>>>;
+    /// Hands a live event to every instance's [`Store::live_feed`]
+    /// (PostgreSQL `NOTIFY`, at most 7,900 bytes); nothing on SQLite.
+    async fn publish_live(&self, payload: &str) -> Result<()>;
+    /// Live events published by any instance, this one included; `None`
+    /// on SQLite. Events sent while the listening connection is being
+    /// re-established are missed.
+    async fn live_feed(&self) -> Result<Option<LiveFeed>>;
 }
 
 #[async_trait]
@@ -247,13 +303,17 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// The plant each existing device among `ids` serves now.
     async fn device_plants(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>>;
     async fn set_devices_status(&self, ids: &[Uuid], status: DeviceStatus) -> Result<()>;
+    /// Marks offline every online device not seen since `silent_since`;
+    /// returns those it changed (each exactly once across instances).
+    async fn mark_silent_offline(&self, silent_since: DateTime<Utc>) -> Result<Vec<SilentDevice>>;
 }
 
 #[async_trait]
 pub trait ReadingStore: Send + Sync + 'static {
     /// Stores readings (a duplicate (device, time) is skipped) and marks the
-    /// devices seen, in one transaction. Returns the number of new rows.
-    async fn commit_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64>;
+    /// devices seen and online, in one transaction.
+    async fn commit_batch(&self, readings: &[Reading], seen: &[Presence])
+        -> Result<CommittedBatch>;
     async fn latest_device_reading(&self, device_id: Uuid) -> Result<Option<Reading>>;
     async fn latest_plant_readings(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>>;
     /// Readings of a plant since `since`, newest first.
@@ -297,8 +357,21 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Alerts, newest first.
     async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)>;
     async fn acknowledge_alert(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Alert>>;
-    /// Pending alerts whose next delivery attempt is due, oldest first.
-    async fn due_alerts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<QueuedAlert>>;
+    /// Judges readings of `plant_ids` in one transaction: the plants are
+    /// locked (PostgreSQL: one instance at a time per plant), `judge` gets
+    /// their current settings and threshold states, and the changes and
+    /// alerts it returns are stored before the locks go. Returns the alerts.
+    async fn judge_plants(&self, plant_ids: &[Uuid], judge: Judge) -> Result<Vec<Alert>>;
+    /// Claims up to `limit` pending alerts due at `now`, oldest first, for
+    /// one delivery attempt: they are not due again before `lease_until`,
+    /// so other notifiers pass them by (PostgreSQL: `SKIP LOCKED`), and an
+    /// instance that dies mid-delivery leaves them to the others after it.
+    async fn claim_due_alerts(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
 }
 

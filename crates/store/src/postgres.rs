@@ -13,7 +13,40 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use crate::sql::{shared_store, ReadingRow, SeriesRow, READING_COLUMNS, SERIES_AGGREGATES};
-use crate::{Backend, Presence, Result};
+use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
+
+/// The advisory lock key of the lead ("plantops" in ASCII).
+const LEAD_LOCK: i64 = 0x706c_616e_746f_7073;
+/// How often the leader checks that its lock's connection still lives.
+const LEAD_CHECK: Duration = Duration::from_secs(2);
+/// The NOTIFY channel of live events.
+const LIVE_CHANNEL: &str = "plantops_live";
+
+/// The lead, held as long as this connection lives.
+struct PgLead {
+    connection: sqlx::PgConnection,
+}
+
+#[async_trait::async_trait]
+impl Lead for PgLead {
+    async fn lost(&mut self) {
+        loop {
+            tokio::time::sleep(LEAD_CHECK).await;
+            let check = sqlx::query("SELECT 1").execute(&mut self.connection);
+            match tokio::time::timeout(Duration::from_secs(5), check).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "the lead's database connection broke");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("the lead's database connection stopped answering");
+                    return;
+                }
+            }
+        }
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -25,6 +58,61 @@ shared_store!(PostgresStore, Postgres, Backend::Postgres, MIGRATOR);
 crate::accounts::account_store!(PostgresStore);
 
 impl PostgresStore {
+    /// Plants judged by one instance at a time; `NO KEY` lets readings that
+    /// reference the plant be inserted meanwhile.
+    const LOCK_FOR_UPDATE: &'static str = " FOR NO KEY UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(pool.begin().await?)
+    }
+
+    async fn lead(&self) -> Result<Option<Box<dyn Lead>>> {
+        use sqlx::Connection;
+        // A connection of its own: a pooled one would go back to the pool
+        // with the lock still held.
+        let mut connection = sqlx::PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEAD_LOCK)
+            .fetch_one(&mut connection)
+            .await?;
+        if !acquired {
+            let _ = connection.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLead { connection })))
+    }
+
+    async fn notify_live(&self, payload: &str) -> Result<()> {
+        // Numbered by one sequence, so every instance names a message alike.
+        sqlx::query("SELECT pg_notify($1, nextval('live_event_batches')::text || E'\\n' || $2)")
+            .bind(LIVE_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen_live(&self) -> Result<Option<LiveFeed>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(LIVE_CHANNEL).await?;
+        let feed = futures::stream::unfold(listener, |mut listener| async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => {
+                        return Some((notification.payload().to_string(), listener))
+                    }
+                    // Reconnecting failed: the database is down. Try on.
+                    Err(error) => {
+                        tracing::warn!(%error, "live event feed interrupted");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(Box::pin(feed)))
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -34,7 +122,11 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    async fn insert_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64> {
+    async fn insert_batch(
+        &self,
+        readings: &[Reading],
+        seen: &[Presence],
+    ) -> Result<CommittedBatch> {
         // One statement per batch: columns travel as arrays.
         let column = |f: fn(&Reading) -> Option<f64>| readings.iter().map(f).collect::<Vec<_>>();
         let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.time).collect();
@@ -69,19 +161,39 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let mut came_online = Vec::new();
             if !seen.is_empty() {
+                let ids: Vec<Uuid> = seen.iter().map(|p| p.device_id).collect();
+                // Locked in one order before the update, so a status change
+                // is seen by exactly one of several instances' batches.
+                let before: Vec<(Uuid, String)> = sqlx::query_as(
+                    "SELECT id, status FROM devices WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+                )
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (id, status) in before {
+                    let status = plantops_core::DeviceStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("device status {status:?}")))?;
+                    if status != plantops_core::DeviceStatus::Online {
+                        came_online.push((id, status));
+                    }
+                }
                 sqlx::query(
                     "UPDATE devices AS d SET status = 'online', \
                      last_seen_at = GREATEST(d.last_seen_at, v.seen_at) \
                      FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, seen_at) WHERE d.id = v.id",
                 )
-                .bind(seen.iter().map(|p| p.device_id).collect::<Vec<_>>())
+                .bind(ids)
                 .bind(seen.iter().map(|p| p.seen_at).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
-            Ok(inserted)
+            Ok(CommittedBatch {
+                inserted,
+                came_online,
+            })
         })
         .await
     }

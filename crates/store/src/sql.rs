@@ -290,6 +290,7 @@ pub(crate) struct MetricStateRow {
     breached: Option<String>,
     notified: bool,
     last_notified_at: Option<Timestamp>,
+    changed_at: Option<Timestamp>,
 }
 
 impl TryFrom<MetricStateRow> for (Metric, MetricState) {
@@ -299,6 +300,7 @@ impl TryFrom<MetricStateRow> for (Metric, MetricState) {
             breached: parse_side(row.breached.as_deref())?,
             notified: row.notified,
             last_notified_at: row.last_notified_at.map(|t| t.0),
+            changed_at: row.changed_at.map(|t| t.0),
         };
         Ok((parse_metric(&row.metric)?, state))
     }
@@ -418,6 +420,57 @@ where
 /// `prune`.
 macro_rules! shared_store {
     ($store:ty, $db:ty, $backend:expr, $migrator:expr) => {
+        impl $store {
+            /// Saves threshold state changes and the alerts they caused.
+            async fn write_alerts(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                states: &[$crate::StateChange],
+                alerts: &[plantops_core::alert::Alert],
+            ) -> $crate::Result<()> {
+                for change in states {
+                    sqlx::query(
+                        "INSERT INTO alert_states (plant_id, metric, breached, notified, \
+                         last_notified_at, changed_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (plant_id, metric) DO UPDATE SET \
+                         breached = excluded.breached, notified = excluded.notified, \
+                         last_notified_at = excluded.last_notified_at, \
+                         changed_at = excluded.changed_at",
+                    )
+                    .bind(change.plant_id)
+                    .bind(change.metric.as_str())
+                    .bind(change.state.breached.map(plantops_core::plant::BoundSide::as_str))
+                    .bind(change.state.notified)
+                    .bind(change.state.last_notified_at.map($crate::sql::Timestamp))
+                    .bind(change.state.changed_at.map($crate::sql::Timestamp))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                for alert in alerts {
+                    // The first delivery attempt is due when the alert is made.
+                    sqlx::query(&format!(
+                        "INSERT INTO alerts ({}, attempts, next_attempt_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $10)",
+                        $crate::sql::ALERT_COLUMNS
+                    ))
+                    .bind(alert.id)
+                    .bind(alert.plant_id)
+                    .bind(alert.device_id)
+                    .bind(alert.kind.as_str())
+                    .bind(alert.metric.map(plantops_core::Metric::as_str))
+                    .bind(alert.value)
+                    .bind(alert.threshold)
+                    .bind(alert.direction.map(plantops_core::plant::BoundSide::as_str))
+                    .bind(&alert.message)
+                    .bind($crate::sql::Timestamp(alert.created_at))
+                    .bind(alert.delivery.as_str())
+                    .bind(alert.acknowledged_at.map($crate::sql::Timestamp))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::Store for $store {
             fn backend(&self) -> $crate::Backend {
@@ -464,6 +517,18 @@ macro_rules! shared_store {
             async fn ping(&self) -> $crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn try_lead(&self) -> $crate::Result<Option<Box<dyn $crate::Lead>>> {
+                self.lead().await
+            }
+
+            async fn publish_live(&self, payload: &str) -> $crate::Result<()> {
+                self.notify_live(payload).await
+            }
+
+            async fn live_feed(&self) -> $crate::Result<Option<$crate::LiveFeed>> {
+                self.listen_live().await
             }
         }
 
@@ -769,6 +834,30 @@ macro_rules! shared_store {
                 }
                 Ok(())
             }
+
+            async fn mark_silent_offline(
+                &self,
+                silent_since: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<$crate::SilentDevice>> {
+                // One statement: a batch that saw the device meanwhile
+                // either committed first (the row no longer matches) or
+                // waits for this one and brings the device back online.
+                let rows: Vec<(uuid::Uuid, Option<uuid::Uuid>, Option<$crate::sql::Timestamp>)> =
+                    sqlx::query_as(
+                        "UPDATE devices SET status = 'offline' WHERE status = 'online'                          AND last_seen_at < $1 RETURNING id, plant_id, last_seen_at",
+                    )
+                    .bind($crate::sql::Timestamp(silent_since))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(device_id, plant_id, last_seen_at)| $crate::SilentDevice {
+                        device_id,
+                        plant_id,
+                        last_seen_at: last_seen_at.map(|t| t.0),
+                    })
+                    .collect())
+            }
         }
 
         #[async_trait::async_trait]
@@ -777,7 +866,7 @@ macro_rules! shared_store {
                 &self,
                 readings: &[plantops_core::Reading],
                 seen: &[$crate::Presence],
-            ) -> $crate::Result<u64> {
+            ) -> $crate::Result<$crate::CommittedBatch> {
                 self.insert_batch(readings, seen).await
             }
 
@@ -874,8 +963,8 @@ macro_rules! shared_store {
                 std::collections::HashMap<plantops_core::Metric, plantops_core::alert::MetricState>,
             > {
                 let rows: Vec<$crate::sql::MetricStateRow> = sqlx::query_as(
-                    "SELECT metric, breached, notified, last_notified_at FROM alert_states \
-                     WHERE plant_id = $1",
+                    "SELECT metric, breached, notified, last_notified_at, changed_at \
+                     FROM alert_states WHERE plant_id = $1",
                 )
                 .bind(plant_id)
                 .fetch_all(&self.pool)
@@ -890,47 +979,61 @@ macro_rules! shared_store {
             ) -> $crate::Result<()> {
                 let (pool, states, alerts) = (self.pool.clone(), states.to_vec(), alerts.to_vec());
                 $crate::uncancellable(async move {
-                let mut tx = pool.begin().await?;
-                for change in &states {
-                    sqlx::query(
-                        "INSERT INTO alert_states (plant_id, metric, breached, notified, \
-                         last_notified_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (plant_id, metric) DO UPDATE SET \
-                         breached = excluded.breached, notified = excluded.notified, \
-                         last_notified_at = excluded.last_notified_at",
-                    )
-                    .bind(change.plant_id)
-                    .bind(change.metric.as_str())
-                    .bind(change.state.breached.map(plantops_core::plant::BoundSide::as_str))
-                    .bind(change.state.notified)
-                    .bind(change.state.last_notified_at.map($crate::sql::Timestamp))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for alert in &alerts {
-                    // The first delivery attempt is due when the alert is made.
-                    sqlx::query(&format!(
-                        "INSERT INTO alerts ({}, attempts, next_attempt_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $10)",
-                        $crate::sql::ALERT_COLUMNS
-                    ))
-                    .bind(alert.id)
-                    .bind(alert.plant_id)
-                    .bind(alert.device_id)
-                    .bind(alert.kind.as_str())
-                    .bind(alert.metric.map(plantops_core::Metric::as_str))
-                    .bind(alert.value)
-                    .bind(alert.threshold)
-                    .bind(alert.direction.map(plantops_core::plant::BoundSide::as_str))
-                    .bind(&alert.message)
-                    .bind($crate::sql::Timestamp(alert.created_at))
-                    .bind(alert.delivery.as_str())
-                    .bind(alert.acknowledged_at.map($crate::sql::Timestamp))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                    let mut tx = pool.begin().await?;
+                    Self::write_alerts(&mut tx, &states, &alerts).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn judge_plants(
+                &self,
+                plant_ids: &[uuid::Uuid],
+                judge: $crate::Judge,
+            ) -> $crate::Result<Vec<plantops_core::alert::Alert>> {
+                let mut plant_ids = plant_ids.to_vec();
+                // One order for every instance: no two wait on each other.
+                plant_ids.sort_unstable();
+                plant_ids.dedup();
+                let pool = self.pool.clone();
+                $crate::uncancellable(async move {
+                    let mut tx = Self::begin_write(&pool).await?;
+                    let mut judged = Vec::with_capacity(plant_ids.len());
+                    for chunk in plant_ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                        let mut query =
+                            sqlx::QueryBuilder::<$db>::new("SELECT * FROM plants WHERE id IN (");
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        query.push(") ORDER BY id").push(Self::LOCK_FOR_UPDATE);
+                        let rows: Vec<$crate::sql::PlantRow> = query
+                            .build_query_as()
+                            .persistent(false)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        judged.extend(rows.into_iter().map(plantops_core::Plant::from));
+                    }
+                    let mut plants = Vec::with_capacity(judged.len());
+                    for plant in judged {
+                        let rows: Vec<$crate::sql::MetricStateRow> = sqlx::query_as(
+                            "SELECT metric, breached, notified, last_notified_at, changed_at \
+                             FROM alert_states WHERE plant_id = $1",
+                        )
+                        .bind(plant.id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        let states = rows
+                            .into_iter()
+                            .map(TryInto::try_into)
+                            .collect::<$crate::Result<_>>()?;
+                        plants.push($crate::JudgedPlant { plant, states });
+                    }
+                    let (states, alerts) = judge(plants);
+                    Self::write_alerts(&mut tx, &states, &alerts).await?;
+                    tx.commit().await?;
+                    Ok(alerts)
                 })
                 .await
             }
@@ -996,22 +1099,32 @@ macro_rules! shared_store {
                 row.map(TryInto::try_into).transpose()
             }
 
-            async fn due_alerts(
+            async fn claim_due_alerts(
                 &self,
                 now: chrono::DateTime<chrono::Utc>,
+                lease_until: chrono::DateTime<chrono::Utc>,
                 limit: u32,
             ) -> $crate::Result<Vec<$crate::QueuedAlert>> {
                 let rows: Vec<$crate::sql::QueuedAlertRow> = sqlx::query_as(&format!(
-                    "SELECT {}, attempts FROM alerts \
-                     WHERE delivery = 'pending' AND next_attempt_at <= $1 \
-                     ORDER BY created_at, id LIMIT $2",
+                    "UPDATE alerts SET next_attempt_at = $1 WHERE id IN \
+                     (SELECT id FROM alerts WHERE delivery = 'pending' AND next_attempt_at <= $2 \
+                      ORDER BY created_at, id LIMIT $3{}) \
+                     RETURNING {}, attempts",
+                    Self::SKIP_LOCKED,
                     $crate::sql::ALERT_COLUMNS
                 ))
+                .bind($crate::sql::Timestamp(lease_until))
                 .bind($crate::sql::Timestamp(now))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter().map(TryInto::try_into).collect()
+                let mut claimed = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<$crate::Result<Vec<$crate::QueuedAlert>>>()?;
+                // RETURNING keeps no order.
+                claimed.sort_by_key(|q| (q.alert.created_at, q.alert.id));
+                Ok(claimed)
             }
 
             async fn update_delivery(&self, update: &$crate::DeliveryUpdate) -> $crate::Result<()> {

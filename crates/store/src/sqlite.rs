@@ -15,7 +15,17 @@ use uuid::Uuid;
 use crate::sql::{
     from_millis, shared_store, ReadingRow, SeriesRow, Timestamp, READING_COLUMNS, SERIES_AGGREGATES,
 };
-use crate::{Backend, Presence, Result, StoreError};
+use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
+
+/// The one instance a SQLite database serves always leads.
+struct SoleInstance;
+
+#[async_trait::async_trait]
+impl Lead for SoleInstance {
+    async fn lost(&mut self) {
+        std::future::pending::<()>().await
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -31,6 +41,29 @@ shared_store!(SqliteStore, Sqlite, Backend::Sqlite, MIGRATOR);
 crate::accounts::account_store!(SqliteStore);
 
 impl SqliteStore {
+    /// One writer at a time already: nothing to lock row by row.
+    const LOCK_FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+
+    /// A transaction that reads before it writes takes the write lock at
+    /// once: taken later, a write committed meanwhile by another
+    /// connection would fail it (`SQLITE_BUSY`) instead of waiting.
+    async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn lead(&self) -> Result<Option<Box<dyn Lead>>> {
+        Ok(Some(Box::new(SoleInstance)))
+    }
+
+    async fn notify_live(&self, _payload: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn listen_live(&self) -> Result<Option<LiveFeed>> {
+        Ok(None)
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -45,8 +78,12 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    async fn insert_batch(&self, readings: &[Reading], seen: &[Presence]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+    async fn insert_batch(
+        &self,
+        readings: &[Reading],
+        seen: &[Presence],
+    ) -> Result<CommittedBatch> {
+        let mut tx = Self::begin_write(&self.pool).await?;
         let mut inserted = 0;
         for chunk in readings.chunks(READINGS_PER_INSERT) {
             let mut query =
@@ -70,6 +107,27 @@ impl SqliteStore {
                 .await?
                 .rows_affected();
         }
+        let mut came_online = Vec::new();
+        for chunk in seen.chunks(MAX_BINDS) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT id, status FROM devices WHERE status <> 'online' AND id IN (",
+            );
+            let mut list = query.separated(", ");
+            for presence in chunk {
+                list.push_bind(presence.device_id);
+            }
+            query.push(")");
+            let rows: Vec<(Uuid, String)> = query
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (id, status) in rows {
+                let status = plantops_core::DeviceStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("device status {status:?}")))?;
+                came_online.push((id, status));
+            }
+        }
         // One statement per batch: each is a round trip to sqlx's SQLite
         // thread.
         for chunk in seen.chunks(MAX_BINDS / 2) {
@@ -86,7 +144,10 @@ impl SqliteStore {
             query.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(CommittedBatch {
+            inserted,
+            came_online,
+        })
     }
 
     async fn latest_per_plant(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>> {

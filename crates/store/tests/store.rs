@@ -7,7 +7,8 @@ use plantops_core::plant::BoundSide;
 use plantops_core::Metric;
 use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
 use plantops_store::{
-    AccountChange, AlertFilter, DeliveryUpdate, DynStore, Page, Presence, Registration, StateChange,
+    AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, Presence, Registration,
+    StateChange,
 };
 use plantops_testkit::TestDb;
 use uuid::Uuid;
@@ -26,6 +27,9 @@ plantops_testkit::for_each_backend!(
     series_aggregates_per_bucket,
     retention_prunes_only_old_readings,
     alerts_states_and_outbox,
+    judging_a_plant_is_serialised,
+    one_instance_leads_at_a_time,
+    live_events_reach_every_instance,
     settings_round_trip,
     care_plans_keep_their_history,
     accounts_keep_one_admin_at_least,
@@ -306,8 +310,16 @@ async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
         device_id: d.id,
         seen_at: t0() + Duration::seconds(2),
     }];
-    assert_eq!(store.commit_batch(&batch, &seen).await.unwrap(), 3);
-    assert_eq!(store.commit_batch(&batch, &seen).await.unwrap(), 0);
+    let first = store.commit_batch(&batch, &seen).await.unwrap();
+    assert_eq!(first.inserted, 3);
+    assert_eq!(
+        first.came_online,
+        vec![(d.id, DeviceStatus::Provisioning)],
+        "the first message brings a new device online"
+    );
+    let again = store.commit_batch(&batch, &seen).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert!(again.came_online.is_empty(), "already online");
     assert_eq!(store.count_readings().await.unwrap(), 3);
 
     let stored = store.get_device(d.id).await.unwrap().unwrap();
@@ -321,6 +333,29 @@ async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
     store.commit_batch(&[], &older).await.unwrap();
     let stored = store.get_device(d.id).await.unwrap().unwrap();
     assert_eq!(stored.last_seen_at, Some(t0() + Duration::seconds(2)));
+
+    // Silent since before its last message: stays online.
+    let silent = store.mark_silent_offline(t0()).await.unwrap();
+    assert!(silent.is_empty());
+    let silent = store
+        .mark_silent_offline(t0() + Duration::seconds(3))
+        .await
+        .unwrap();
+    assert_eq!(silent.len(), 1);
+    assert_eq!(
+        (silent[0].device_id, silent[0].last_seen_at),
+        (d.id, Some(t0() + Duration::seconds(2)))
+    );
+    assert!(
+        store
+            .mark_silent_offline(t0() + Duration::seconds(3))
+            .await
+            .unwrap()
+            .is_empty(),
+        "marked once"
+    );
+    let back = store.commit_batch(&[], &seen).await.unwrap();
+    assert_eq!(back.came_online, vec![(d.id, DeviceStatus::Offline)]);
 
     let latest = store.latest_device_reading(d.id).await.unwrap().unwrap();
     assert_eq!(latest, batch[2]);
@@ -435,6 +470,7 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         breached: Some(BoundSide::Min),
         notified: true,
         last_notified_at: Some(t0()),
+        changed_at: Some(t0()),
     };
     let first = alert(Some(p.id), AlertKind::Threshold, t0());
     let second = alert(
@@ -534,13 +570,26 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         .unwrap()
         .is_none());
 
-    let due = store
-        .due_alerts(t0() + Duration::minutes(2), 10)
-        .await
-        .unwrap();
+    let claim = |now, lease| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_due_alerts(now, lease, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|q| (q.alert.id, q.attempts))
+                .collect::<Vec<_>>()
+        }
+    };
+    let at = |minutes| t0() + Duration::minutes(minutes);
     assert_eq!(
-        due.iter().map(|q| q.alert.id).collect::<Vec<_>>(),
-        vec![first.id, other.id]
+        claim(at(2), at(3)).await,
+        vec![(first.id, 0), (other.id, 0)]
+    );
+    assert!(
+        claim(at(2), at(3)).await.is_empty(),
+        "claimed alerts are leased to their notifier"
     );
     store
         .update_delivery(&DeliveryUpdate {
@@ -560,20 +609,132 @@ async fn alerts_states_and_outbox(db: &TestDb) {
         })
         .await
         .unwrap();
-    let due = store
-        .due_alerts(t0() + Duration::minutes(10), 10)
-        .await
-        .unwrap();
+    assert_eq!(claim(at(10), at(11)).await, vec![(second.id, 0)]);
+    // The notifier that claimed `second` never reported back: after its
+    // lease another takes it, along with `first`'s retry.
     assert_eq!(
-        due.iter().map(|q| q.alert.id).collect::<Vec<_>>(),
-        vec![second.id]
+        claim(at(120), at(121)).await,
+        vec![(first.id, 1), (second.id, 0)]
     );
-    let due = store
-        .due_alerts(t0() + Duration::hours(2), 10)
+}
+
+/// Judging is serialised per plant: concurrent judges of one plant each
+/// see the state the previous one stored (on PostgreSQL through the
+/// plant's row lock; SQLite has one writer).
+async fn judging_a_plant_is_serialised(db: &TestDb) {
+    let store = db.store().await;
+    let p = plant("Basil", t0());
+    store.insert_plant(&p).await.unwrap();
+    let judges = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let judge: plantops_store::Judge = Box::new(move |plants| {
+                let judged = &plants[0];
+                assert_eq!(judged.plant.name, "Basil");
+                let state = judged
+                    .states
+                    .get(&Metric::SoilMoisture)
+                    .copied()
+                    .unwrap_or_default();
+                // A counter: each judge adds a minute to what it read.
+                let count = state.changed_at.map_or(Duration::zero(), |at| at - t0())
+                    + Duration::minutes(1);
+                let next = MetricState {
+                    changed_at: Some(t0() + count),
+                    ..state
+                };
+                let change = StateChange {
+                    plant_id: judged.plant.id,
+                    metric: Metric::SoilMoisture,
+                    state: next,
+                };
+                (
+                    vec![change],
+                    vec![alert(Some(judged.plant.id), AlertKind::Threshold, t0())],
+                )
+            });
+            store
+                .judge_plants(&[p.id, Uuid::new_v4()], judge)
+                .await
+                .unwrap()
+        })
+    });
+    for judge in judges.collect::<Vec<_>>() {
+        assert_eq!(judge.await.unwrap().len(), 1);
+    }
+    let state = store.metric_states(p.id).await.unwrap()[&Metric::SoilMoisture];
+    assert_eq!(
+        state.changed_at,
+        Some(t0() + Duration::minutes(8)),
+        "no judge saw a stale state"
+    );
+    let page = Page {
+        limit: 100,
+        offset: 0,
+    };
+    assert_eq!(
+        store
+            .list_alerts(&AlertFilter::default(), page)
+            .await
+            .unwrap()
+            .1,
+        8
+    );
+}
+
+async fn one_instance_leads_at_a_time(db: &TestDb) {
+    let store = db.store().await;
+    let lead = store.try_lead().await.unwrap();
+    assert!(lead.is_some());
+    if store.backend() == Backend::Sqlite {
+        // SQLite serves one instance, which always leads.
+        return;
+    }
+    // Another instance: its own pool on the same database.
+    let other = db.store().await;
+    assert!(other.try_lead().await.unwrap().is_none());
+    drop(lead);
+    // The lock goes with its connection, once the server has noticed.
+    let taken_over = async {
+        loop {
+            if let Some(lead) = other.try_lead().await.unwrap() {
+                return lead;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let _lead = tokio::time::timeout(std::time::Duration::from_secs(30), taken_over)
         .await
-        .unwrap();
-    assert_eq!(due[0].alert.id, first.id);
-    assert_eq!(due[0].attempts, 1);
+        .expect("the lead passes on when its holder goes");
+    assert!(store.try_lead().await.unwrap().is_none());
+}
+
+async fn live_events_reach_every_instance(db: &TestDb) {
+    use futures::StreamExt;
+    let store = db.store().await;
+    let Some(mut feed) = store.live_feed().await.unwrap() else {
+        assert_eq!(store.backend(), Backend::Sqlite, "only SQLite has no feed");
+        store.publish_live("ignored").await.unwrap();
+        return;
+    };
+    let other = db.store().await;
+    other.publish_live(r#"{"kind":"reading"}"#).await.unwrap();
+    store.publish_live("own").await.unwrap();
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+            .await
+            .unwrap()
+            .unwrap();
+        // Numbered by the database: the same number on every instance.
+        let (number, payload) = message.split_once('\n').unwrap();
+        received.push((number.parse::<u64>().unwrap(), payload.to_string()));
+    }
+    let (first, payload) = received[0].clone();
+    assert_eq!(payload, r#"{"kind":"reading"}"#);
+    let (second, payload) = received[1].clone();
+    assert_eq!(payload, "own");
+    assert!(second > first);
 }
 
 async fn settings_round_trip(db: &TestDb) {

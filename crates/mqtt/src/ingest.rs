@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use plantops_core::backoff::Backoff;
-use plantops_core::event::Event;
+use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
-use plantops_core::Reading;
-use plantops_store::{DeviceStore, DynStore, Presence, ReadingStore};
+use plantops_core::{DeviceStatus, Reading};
+use plantops_store::{CommittedBatch, DeviceStore, DynStore, Presence, ReadingStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
-
-use crate::presence::PresenceTracker;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
@@ -240,7 +238,6 @@ impl Ingest {
     pub fn new(
         store: &DynStore,
         events: broadcast::Sender<Event>,
-        presence: Arc<PresenceTracker>,
         config: BatchConfig,
         rate: DeviceRateLimit,
     ) -> (Ingest, IngestBatcher) {
@@ -250,7 +247,6 @@ impl Ingest {
             readings: store.clone(),
             devices: store.clone(),
             events,
-            presence,
             config,
             stats: stats.clone(),
         };
@@ -376,7 +372,6 @@ struct Batcher {
     /// Which plant each device serves when its readings are stored.
     devices: Arc<dyn DeviceStore>,
     events: broadcast::Sender<Event>,
-    presence: Arc<PresenceTracker>,
     config: BatchConfig,
     stats: Arc<IngestStats>,
 }
@@ -415,7 +410,7 @@ impl Batcher {
         ids.sort_unstable();
         ids.dedup();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        let (readings, seen, plants, unknown) = loop {
+        let (readings, committed, seen, plants, unknown) = loop {
             match self.prepare_and_commit(batch, &ids).await {
                 Ok(done) => break done,
                 Err(error) => {
@@ -440,8 +435,14 @@ impl Batcher {
                 let _ = done.send(());
             }
         }
-        for change in self.presence.seen(&seen, &plants) {
-            let _ = self.events.send(Event::DeviceStatus(change));
+        for (device_id, previous) in committed.came_online {
+            let _ = self.events.send(Event::DeviceStatus(DeviceStatusChange {
+                device_id,
+                plant_id: plants.get(&device_id).copied().flatten(),
+                status: DeviceStatus::Online,
+                previous,
+                last_seen_at: seen.get(&device_id).copied(),
+            }));
         }
         for reading in readings {
             let _ = self.events.send(Event::Reading(reading));
@@ -477,18 +478,20 @@ impl Batcher {
             }
         }
         let seen: Vec<Presence> = last_seen
-            .into_iter()
-            .map(|(device_id, seen_at)| Presence { device_id, seen_at })
+            .iter()
+            .map(|(&device_id, &seen_at)| Presence { device_id, seen_at })
             .collect();
-        self.readings.commit_batch(&readings, &seen).await?;
-        Ok((readings, seen, plants, unknown))
+        let committed = self.readings.commit_batch(&readings, &seen).await?;
+        Ok((readings, committed, last_seen, plants, unknown))
     }
 }
 
-/// Readings written, devices seen, their plants, messages of unknown devices.
+/// Readings written, what the commit did, when each device was seen, the
+/// devices' plants, messages of unknown devices.
 type Committed = (
     Vec<Reading>,
-    Vec<Presence>,
+    CommittedBatch,
+    HashMap<Uuid, DateTime<Utc>>,
     HashMap<Uuid, Option<Uuid>>,
     usize,
 );

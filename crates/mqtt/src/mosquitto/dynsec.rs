@@ -27,15 +27,21 @@ pub(super) struct Dynsec {
     /// True while the response topic is subscribed: a command sent before
     /// that would have its answer dropped by the broker.
     listening: tokio::sync::watch::Receiver<bool>,
+    /// The connection's event loop, ended with the link.
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dynsec {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl Dynsec {
-    pub(super) fn start(config: &MosquittoConfig) -> Result<Self, BrokerError> {
-        let mut options = options(
-            config,
-            &config.dynsec_username,
-            config.dynsec_password.as_deref(),
-        )?;
+    /// A link logged in as `username` with the dynamic-security admin's
+    /// password.
+    pub(super) fn start(config: &MosquittoConfig, username: &str) -> Result<Self, BrokerError> {
+        let mut options = options(config, username, config.dynsec_password.as_deref())?;
         options.set_clean_session(true);
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         nodelay(&mut eventloop);
@@ -43,7 +49,7 @@ impl Dynsec {
         let routes = pending.clone();
         let subscriber = client.clone();
         let (listening_tx, listening) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             let mut backoff = reconnect_backoff();
             loop {
                 match eventloop.poll().await {
@@ -90,7 +96,13 @@ impl Dynsec {
             client,
             pending,
             listening,
+            connection,
         })
+    }
+
+    /// Whether commands can be sent now.
+    pub(super) fn is_listening(&self) -> bool {
+        *self.listening.borrow()
     }
 
     /// Runs commands in one message; returns the plugin's responses.

@@ -1,5 +1,7 @@
 //! The ingest link: a persistent session subscribed to every device's
 //! topics, each QoS 1 message acknowledged only after its batch commits.
+//! The subscriptions are shared (`$share/plantops/…`): with several
+//! instances, the broker hands each message to one of them.
 
 use std::sync::{Arc, RwLock};
 
@@ -15,6 +17,14 @@ use crate::{BrokerError, LinkState};
 
 /// Messages being committed at once before the link stops reading.
 const MAX_OUTSTANDING: usize = 10_000;
+/// The shared-subscription group of every PlantOps instance: the broker
+/// hands each device message to one of the group's members.
+const SHARE_GROUP: &str = "plantops";
+
+/// `filter` as a subscription shared by all instances.
+pub(super) fn shared(filter: &str) -> String {
+    format!("$share/{SHARE_GROUP}/{filter}")
+}
 
 /// The ingest link. Each run connects afresh with the same client id, so a
 /// run that replaces a failed one resumes the broker's persistent session.
@@ -29,10 +39,11 @@ pub struct IngestLink {
 impl IngestLink {
     pub(super) fn new(
         config: &MosquittoConfig,
+        username: &str,
         ingest: Ingest,
         state: Arc<RwLock<LinkState>>,
     ) -> Result<Self, BrokerError> {
-        let mut options = options(config, &config.username, config.password.as_deref())?;
+        let mut options = options(config, username, config.password.as_deref())?;
         options.set_clean_session(false);
         options.set_manual_acks(true);
         options.set_inflight(1000);
@@ -64,7 +75,7 @@ impl IngestLink {
                     backoff.reset();
                     tracing::info!(broker = %target, session_present = ack.session_present, "connected to Mosquitto");
                     let topics = [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS]
-                        .map(|topic| SubscribeFilter::new(topic.into(), QoS::AtLeastOnce));
+                        .map(|topic| SubscribeFilter::new(shared(topic), QoS::AtLeastOnce));
                     let _ = client.subscribe_many(topics).await;
                     set_state(&state, false, format!("subscribing at {target}"));
                 }

@@ -50,11 +50,27 @@ impl std::fmt::Debug for MosquittoConfig {
     }
 }
 
+/// The broker account of one instance's ingest link:
+/// `<MQTT_BACKEND_USERNAME>.<instance id>`, with the backend's password.
+pub fn instance_username(config: &MosquittoConfig, instance_id: &str) -> String {
+    format!("{}.{instance_id}", config.username)
+}
+
+/// One instance's dynamic-security admin account:
+/// `<MQTT_DYNSEC_USERNAME>.<instance id>`, with the admin's password and
+/// roles. Mosquitto makes a client's id its username, so instances sharing
+/// one admin account would disconnect each other.
+pub fn instance_admin(config: &MosquittoConfig, instance_id: &str) -> String {
+    format!("{}.{instance_id}", config.dynsec_username)
+}
+
 fn device_role(device_id: Uuid) -> String {
     format!("{DEVICE_ROLE_PREFIX}{device_id}")
 }
 
 pub struct MosquittoBroker {
+    /// Logged in as this instance's own admin account
+    /// ([`instance_username`] of the dynamic-security admin).
     dynsec: Dynsec,
     state: Arc<RwLock<LinkState>>,
     /// Set once the backend's account, role and the device accounts are in
@@ -67,11 +83,15 @@ impl MosquittoBroker {
     /// Connects the provisioning link, which keeps reconnecting in the
     /// background, and prepares the ingest link for the caller to run (and
     /// restart should it fail). `state()` tells how the links are doing.
+    /// The ingest link logs in with an account of this instance's own
+    /// ([`instance_username`]): Mosquitto makes a client's id its username,
+    /// and each instance needs its own session.
     pub async fn start(
         config: MosquittoConfig,
+        instance_id: &str,
         ingest: Ingest,
     ) -> Result<(Arc<Self>, IngestLink), BrokerError> {
-        let dynsec = Dynsec::start(&config)?;
+        let dynsec = Dynsec::start(&config, &instance_admin(&config, instance_id))?;
         let broker = Arc::new(Self {
             dynsec,
             state: Arc::new(RwLock::new(LinkState {
@@ -80,14 +100,60 @@ impl MosquittoBroker {
             })),
             provisioned: false.into(),
         });
-        let link = IngestLink::new(&config, ingest, broker.state.clone())?;
+        let username = instance_username(&config, instance_id);
+        let link = IngestLink::new(&config, &username, ingest, broker.state.clone())?;
         Ok((broker, link))
     }
 
-    /// Gives the backend account read access to every device topic. Run once
-    /// at start; repeating it is harmless. (Changing a client's roles makes
-    /// Mosquitto disconnect it, so the links reconnect once on first setup.)
-    pub async fn ensure_backend_access(&self, config: &MosquittoConfig) -> Result<(), BrokerError> {
+    /// Makes this instance's admin account, unless its link is up already:
+    /// a short connection as the configured admin copies that account's
+    /// roles and password to it. Run before any other provisioning.
+    pub async fn ensure_instance_admin(
+        &self,
+        config: &MosquittoConfig,
+        instance_id: &str,
+    ) -> Result<(), BrokerError> {
+        if self.dynsec.is_listening() {
+            return Ok(());
+        }
+        let bootstrap = Dynsec::start(config, &config.dynsec_username)?;
+        let lookup = json!({"command": "getClient", "username": config.dynsec_username});
+        let responses = bootstrap.run(vec![lookup]).await?;
+        let roles: Vec<serde_json::Value> = responses
+            .first()
+            .and_then(|r| r["data"]["client"]["roles"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|role| role["rolename"].as_str())
+            .map(|rolename| json!({"rolename": rolename}))
+            .collect();
+        let username = instance_admin(config, instance_id);
+        let password = config.dynsec_password.clone().unwrap_or_default();
+        bootstrap
+            .run_checked(
+                vec![
+                    json!({"command": "createClient", "username": username,
+                        "password": password, "roles": roles}),
+                    json!({"command": "setClientPassword", "username": username,
+                        "password": password}),
+                ],
+                &["already exists"],
+            )
+            .await?;
+        tracing::info!(%username, "dynamic-security account of this instance ready");
+        Ok(())
+    }
+
+    /// Gives this instance's account read access to every device topic. Run
+    /// once at start by every instance; repeating it is harmless. (Changing
+    /// a client's roles makes Mosquitto disconnect it, so the link
+    /// reconnects once on first setup.)
+    pub async fn ensure_backend_access(
+        &self,
+        config: &MosquittoConfig,
+        instance_id: &str,
+    ) -> Result<(), BrokerError> {
+        let username = instance_username(config, instance_id);
         // Anything not granted by a role is refused: no client receives a
         // message it was not meant to (Mosquitto's own default lets every
         // client receive whatever its subscriptions match).
@@ -99,25 +165,25 @@ impl MosquittoBroker {
         ]})];
         commands.push(json!({"command": "createRole", "rolename": BACKEND_ROLE}));
         for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
-            commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
-                "acltype": "subscribePattern", "topic": filter, "allow": true}));
+            for subscription in [filter.to_string(), link::shared(filter)] {
+                commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
+                    "acltype": "subscribePattern", "topic": subscription, "allow": true}));
+            }
             commands.push(json!({"command": "addRoleACL", "rolename": BACKEND_ROLE,
                 "acltype": "publishClientReceive", "topic": filter, "allow": true}));
         }
         let password = config.password.clone().unwrap_or_default();
-        commands.push(
-            json!({"command": "createClient", "username": config.username,
-            "password": password}),
-        );
+        commands.push(json!({"command": "createClient", "username": username,
+            "password": password}));
         // A password changed in the environment takes effect on restart.
         commands.push(json!({"command": "setClientPassword",
-            "username": config.username, "password": password}));
+            "username": username, "password": password}));
         self.dynsec
             .run_checked(commands, &["already exists"])
             .await?;
         // Mosquitto 2.0 answers a repeated addClientRole with "Internal
         // error", so look first.
-        let lookup = json!({"command": "getClient", "username": config.username});
+        let lookup = json!({"command": "getClient", "username": username});
         let responses = self.dynsec.run(vec![lookup]).await?;
         let has_role = responses
             .first()
@@ -128,7 +194,7 @@ impl MosquittoBroker {
         if has_role {
             return Ok(());
         }
-        let grant = json!({"command": "addClientRole", "username": config.username,
+        let grant = json!({"command": "addClientRole", "username": username,
             "rolename": BACKEND_ROLE});
         self.dynsec.run_checked(vec![grant], &[]).await
     }

@@ -203,6 +203,13 @@ pub struct ServeSettings {
     #[arg(long, env = "PLANTOPS_MQTT_PUBLIC_HOST")]
     pub mqtt_public_host: Option<String>,
 
+    /// This instance's id when several share one PostgreSQL database and
+    /// broker (docs/scaling.md): 1–64 letters, digits, '.', '_' or '-'. By
+    /// default the host name plus a random suffix kept in the data
+    /// directory (the host name alone where that cannot be written).
+    #[arg(long, env = "PLANTOPS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Expected device heartbeat interval; a device is offline after 3 missed.
     #[arg(long, env = "PLANTOPS_HEARTBEAT_INTERVAL_SECS", default_value = "60",
         value_parser = whole_number::<u64>("PLANTOPS_HEARTBEAT_INTERVAL_SECS", 1, 86_400))]

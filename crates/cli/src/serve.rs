@@ -50,6 +50,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         mqtt_public_host: settings.mqtt_public_host.clone(),
         heartbeat_interval_secs: settings.heartbeat_interval_secs,
         max_event_streams: settings.max_event_streams,
+        instance_id: settings.instance_id.clone(),
         device_rate: plantops_mqtt::ingest::DeviceRateLimit {
             per_second: NonZeroU32::new(settings.device_messages_per_sec)
                 .unwrap_or(NonZeroU32::MIN),

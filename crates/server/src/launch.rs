@@ -15,7 +15,7 @@ use plantops_core::secret::{generate_key, SecretBox};
 use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, Listener, TlsListener};
 use plantops_mqtt::ingest::{BatchConfig, Ingest};
 use plantops_mqtt::mosquitto::{MosquittoBroker, MosquittoConfig};
-use plantops_mqtt::presence::PresenceTracker;
+use plantops_mqtt::presence::OfflineCheck;
 use plantops_mqtt::{certs, Broker};
 use plantops_store::{Backend, DynStore};
 use tokio::sync::broadcast;
@@ -25,6 +25,7 @@ use crate::advisor::CareAdvisor;
 use crate::alerts::evaluator::Evaluator;
 use crate::alerts::notifier::Notifier;
 use crate::alerts::settings::{NotificationSettings, WebhookDestinations, WebhookUrl};
+use crate::cluster::LeaderJob;
 use crate::secrets::{check_key, reseal, Reseal};
 use crate::supervise::{supervise, TaskHealth};
 use crate::{ApiConfig, AppState, BrokerEndpoint};
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub http: crate::http::HttpLimits,
     /// Messages one device may send; more are dropped.
     pub device_rate: plantops_mqtt::ingest::DeviceRateLimit,
+    /// This instance's id among several (`PLANTOPS_INSTANCE_ID`); `None`:
+    /// kept in the data directory, or the host name.
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +309,7 @@ async fn start_mosquitto(
     config: &ServerConfig,
     link: &MosquittoConfig,
     ports: (u16, u16),
+    instance_id: &str,
     store: DynStore,
     ingest: Ingest,
 ) -> anyhow::Result<BrokerSetup> {
@@ -312,7 +317,8 @@ async fn start_mosquitto(
         Some(path) => Some(read_pem(path, "MQTT_CA_CERT")?),
         None => None,
     };
-    let (broker, ingest_link) = MosquittoBroker::start(link.clone(), ingest).await?;
+    let (broker, ingest_link) = MosquittoBroker::start(link.clone(), instance_id, ingest).await?;
+    let instance_id = instance_id.to_string();
     // Provisioning waits for the broker; the server starts meanwhile and
     // reports the link in /api/ready.
     let provisioner = broker.clone();
@@ -322,7 +328,15 @@ async fn start_mosquitto(
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let attempt = async {
-                provisioner.ensure_backend_access(&link).await?;
+                provisioner
+                    .ensure_instance_admin(&link, &instance_id)
+                    .await?;
+                provisioner
+                    .ensure_backend_access(&link, &instance_id)
+                    .await?;
+                // Any instance may reconcile: a device is stored before its
+                // broker account is made and its account removed after it
+                // is deleted, so none is ever judged unknown by mistake.
                 let known = device_usernames(&store)
                     .await
                     .map_err(|e| plantops_mqtt::BrokerError::Unavailable(e.to_string()))?;
@@ -372,6 +386,8 @@ pub struct Server {
     state: AppState,
     tasks: Vec<JoinHandle<()>>,
     http: crate::http::HttpLimits,
+    /// Released when the server is dropped.
+    _lock: crate::cluster::InstanceLock,
 }
 
 impl Server {
@@ -387,6 +403,10 @@ impl Server {
                 )
             })?;
         }
+        let lock = crate::cluster::InstanceLock::acquire(&config.data_dir, &config.database_url)?;
+        let instance_id =
+            crate::cluster::instance_id(config.instance_id.as_deref(), &config.data_dir)?;
+        tracing::info!(instance_id = %instance_id, "starting");
         let store = open_store(&config.database_url).await?;
         let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
         let (events, _) = broadcast::channel(4096);
@@ -410,6 +430,10 @@ impl Server {
             let first = subscribed_now(&events);
             move || advisor.clone().run(first.receiver(&events))
         }));
+        let mut leader_jobs = vec![LeaderJob::new("weekly care plans", {
+            let advisor = advisor.clone();
+            move || advisor.clone().run_weekly()
+        })];
         let notifications = Arc::new(NotificationSettings::new(
             store.clone(),
             secrets,
@@ -422,15 +446,9 @@ impl Server {
             let (store, notifications) = (store.clone(), notifications.clone());
             move || Notifier::new(&store, notifications.clone(), outbox.clone()).run()
         }));
-        let presence = Arc::new(
-            PresenceTracker::load(heartbeat, store.as_ref())
-                .await
-                .context("cannot load device presence")?,
-        );
         let (ingest, batcher) = Ingest::new(
             &store,
             events.clone(),
-            presence.clone(),
             BatchConfig::default(),
             config.device_rate,
         );
@@ -448,7 +466,8 @@ impl Server {
                 tls_port,
             } => {
                 let ports = (*plain_port, *tls_port);
-                start_mosquitto(&config, link, ports, store.clone(), ingest.clone()).await?
+                let (store, ingest) = (store.clone(), ingest.clone());
+                start_mosquitto(&config, link, ports, &instance_id, store, ingest).await?
             }
         };
         let certificates = certificate_ends(&setup);
@@ -461,22 +480,32 @@ impl Server {
             ));
         }
 
-        let offline_tick =
-            (heartbeat / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
-        tasks.push(supervise("offline detector", task_health.clone(), {
-            let (presence, store, events) = (presence.clone(), store.clone(), events.clone());
-            move || {
-                presence
-                    .clone()
-                    .run_offline_detector(store.clone(), events.clone(), offline_tick)
-            }
+        leader_jobs.push(LeaderJob::new("offline detector", {
+            let (store, events) = (store.clone(), events.clone());
+            let check = OfflineCheck::new(heartbeat);
+            move || check.run(store.clone(), events.clone())
         }));
         if config.retention_days > 0 {
             let (store, days) = (store.clone(), config.retention_days);
-            tasks.push(supervise("retention", task_health.clone(), move || {
+            leader_jobs.push(LeaderJob::new("retention", move || {
                 prune_readings(store.clone(), days)
             }));
         }
+        let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tasks.push(tokio::spawn(crate::cluster::lead(
+            store.clone(),
+            leader_jobs,
+            task_health.clone(),
+            leading.clone(),
+        )));
+        let live = match store
+            .live_feed()
+            .await
+            .context("cannot listen for other instances' live events")?
+        {
+            Some(feed) => crate::live::LiveHub::start_shared(&events, store.clone(), feed),
+            None => crate::live::LiveHub::start(&events),
+        };
 
         let auth = Arc::new(crate::auth::Auth::new(config.auth.clone()));
         if !config.auth.required {
@@ -513,7 +542,11 @@ impl Server {
             tasks: task_health,
             auth,
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-            live: crate::live::LiveHub::start(&events),
+            live,
+            instance: Arc::new(crate::cluster::Instance {
+                id: instance_id,
+                leading,
+            }),
             store,
             broker: setup.broker,
             events,
@@ -532,6 +565,7 @@ impl Server {
             state,
             tasks,
             http: config.http,
+            _lock: lock,
         })
     }
 

@@ -6,6 +6,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod export;
 pub mod extract;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub tasks: Arc<crate::supervise::TaskHealth>,
     /// One permit per open `/api/events` stream.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// This instance's id and whether it leads.
+    pub instance: Arc<crate::cluster::Instance>,
 }
 
 impl AppState {

@@ -67,6 +67,7 @@ impl TestApp {
             max_event_streams: 3,
             http: Default::default(),
             device_rate: Default::default(),
+            instance_id: None,
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),

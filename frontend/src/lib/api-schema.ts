@@ -847,6 +847,7 @@ export interface components {
             };
             database: components["schemas"]["Component"];
             ingest: components["schemas"]["IngestComponent"];
+            instance: components["schemas"]["InstanceComponent"];
             mqtt: components["schemas"]["Component"];
             /**
              * @description Background tasks that failed and were restarted in the last 30
@@ -976,6 +977,16 @@ export interface components {
             received: number;
             /** Format: int64 */
             stored: number;
+        };
+        /** @description This instance among those sharing the database (docs/scaling.md). */
+        InstanceComponent: {
+            /** @description `PLANTOPS_INSTANCE_ID`, or the id kept in the data directory. */
+            id: string;
+            /**
+             * @description Whether this instance runs the singleton jobs (offline detection,
+             *     retention, weekly care plans). SQLite's one instance always does.
+             */
+            leader: boolean;
         };
         IssuedEnrollmentKey: components["schemas"]["EnrollmentKey"] & {
             /** @description Shown once: devices send it as `Authorization: Bearer <key>`. */

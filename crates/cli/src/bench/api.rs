@@ -129,7 +129,7 @@ async fn seed(server: &ServerUnderTest, args: &ApiArgs) -> anyhow::Result<Vec<Uu
                 values: sample.values,
             });
             if batch.len() == batch.capacity() {
-                rows += server.store.commit_batch(&batch, &[]).await?;
+                rows += server.store.commit_batch(&batch, &[]).await?.inserted;
                 batch.clear();
             }
         }
@@ -138,7 +138,7 @@ async fn seed(server: &ServerUnderTest, args: &ApiArgs) -> anyhow::Result<Vec<Uu
             started.elapsed().as_secs_f64()
         );
     }
-    rows += server.store.commit_batch(&batch, &[]).await?;
+    rows += server.store.commit_batch(&batch, &[]).await?.inserted;
     eprintln!(
         "\rseeded {} plants, {rows} readings in {:.0}s",
         plant_ids.len(),

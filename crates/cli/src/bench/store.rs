@@ -72,7 +72,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             device_id,
             seen_at: plantops_core::now(),
         }));
-        written += store.commit_batch(&batch, &seen).await?;
+        written += store.commit_batch(&batch, &seen).await?.inserted;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let result = json!({

@@ -6,6 +6,7 @@
 mod advisor;
 mod alerts;
 mod backup;
+mod cluster;
 mod common;
 mod deploy;
 mod http_limits;

@@ -328,42 +328,51 @@ impl CareAdvisor {
         matches!(self.settings().await, Ok(config) if config.api_key.is_some())
     }
 
-    /// Runs the background refreshes until the event channel closes.
+    /// Refreshes the plans of plants with a new threshold alert (the
+    /// instance that raised the alert does), until the event channel closes.
     pub async fn run(self: Arc<Self>, mut events: broadcast::Receiver<Event>) {
-        let mut weekly = tokio::time::interval(Duration::from_secs(3600));
-        weekly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(Event::Alert(alert)) if alert.kind == AlertKind::Threshold => {
-                        let Some(plant_id) = alert.plant_id else { continue };
-                        if !self.configured().await {
-                            continue;
-                        }
-                        let recent = match self.store.care_plans(plant_id, 1).await {
-                            Ok(plans) => plans
-                                .first()
-                                .is_some_and(|p| plantops_core::now() - p.created_at < ALERT_REFRESH_GAP),
-                            Err(_) => true,
-                        };
-                        if !recent {
-                            tokio::spawn(self.clone().refresh(plant_id, Reason::CriticalAlert));
-                        }
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = weekly.tick() => {
+            match events.recv().await {
+                Ok(Event::Alert(alert)) if alert.kind == AlertKind::Threshold => {
+                    let Some(plant_id) = alert.plant_id else {
+                        continue;
+                    };
                     if !self.configured().await {
                         continue;
                     }
-                    let Ok(ages) = self.store.care_plan_ages().await else { continue };
-                    let now = plantops_core::now();
-                    for (plant_id, written) in ages {
-                        if now - written >= WEEKLY {
-                            tokio::spawn(self.clone().refresh(plant_id, Reason::Weekly));
-                        }
+                    let recent = match self.store.care_plans(plant_id, 1).await {
+                        Ok(plans) => plans.first().is_some_and(|p| {
+                            plantops_core::now() - p.created_at < ALERT_REFRESH_GAP
+                        }),
+                        Err(_) => true,
+                    };
+                    if !recent {
+                        tokio::spawn(self.clone().refresh(plant_id, Reason::CriticalAlert));
                     }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Hourly, rewrites plans older than a week: a job for the leader alone,
+    /// so several instances do not pay for one plan twice.
+    pub async fn run_weekly(self: Arc<Self>) {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        hourly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            hourly.tick().await;
+            if !self.configured().await {
+                continue;
+            }
+            let Ok(ages) = self.store.care_plan_ages().await else {
+                continue;
+            };
+            let now = plantops_core::now();
+            for (plant_id, written) in ages {
+                if now - written >= WEEKLY {
+                    tokio::spawn(self.clone().refresh(plant_id, Reason::Weekly));
                 }
             }
         }

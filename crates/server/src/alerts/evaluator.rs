@@ -2,31 +2,29 @@
 //! its plant's thresholds through the per-(plant, metric) state machine;
 //! device status changes become offline / back-online alerts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Duration;
-use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState, Transition};
+use plantops_core::alert::{Alert, AlertKind, Delivery, Transition};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::plant::BoundSide;
 use plantops_core::{DeviceStatus, Metric, Plant, Reading};
-use plantops_store::{AlertStore, DynStore, PlantStore, StateChange};
+use plantops_store::{DynStore, JudgedPlant, StateChange};
 use tokio::sync::{broadcast, Notify};
 use uuid::Uuid;
 
-struct PlantEntry {
-    plant: Plant,
-    states: HashMap<Metric, MetricState>,
-}
+/// Events judged in one transaction at most.
+const MAX_BATCH: usize = 512;
+/// Tries of one judgement before its readings are given up on (a
+/// deadlock or a dropped connection is worth another try).
+const JUDGE_TRIES: u32 = 3;
 
 pub struct Evaluator {
-    plants_store: Arc<dyn PlantStore>,
-    /// Threshold states and the alerts (the outbox).
-    alerts_store: Arc<dyn AlertStore>,
+    /// Plants' thresholds and states, and the alerts (the outbox).
+    store: DynStore,
     events: broadcast::Sender<Event>,
     /// Wakes the notifier when alerts are stored.
     outbox: Arc<Notify>,
-    plants: HashMap<Uuid, PlantEntry>,
 }
 
 fn format_value(metric: Metric, value: f64) -> String {
@@ -70,17 +68,15 @@ fn new_alert(
 impl Evaluator {
     pub fn new(store: &DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
         Self {
-            plants_store: store.clone(),
-            alerts_store: store.clone(),
+            store: store.clone(),
             events,
             outbox,
-            plants: HashMap::new(),
         }
     }
 
-    pub async fn run(mut self, mut rx: broadcast::Receiver<Event>) {
+    pub async fn run(self, mut rx: broadcast::Receiver<Event>) {
         loop {
-            let event = match rx.recv().await {
+            let first = match rx.recv().await {
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "alert evaluation fell behind; events skipped");
@@ -88,111 +84,72 @@ impl Evaluator {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let result = match event {
-                Event::Reading(reading) => self.reading(&reading).await,
-                Event::DeviceStatus(change) => self.device_status(&change).await,
-                Event::PlantChanged { plant_id, .. } => {
-                    self.plants.remove(&plant_id);
-                    Ok(())
+            // What queued meanwhile is judged in the same transaction.
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "alert evaluation fell behind; events skipped");
+                    }
+                    Err(_) => break,
                 }
-                Event::Alert(_) => Ok(()),
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "alert evaluation failed");
-                // Reload from the store next time rather than trust memory.
-                self.plants.clear();
+            }
+            let mut readings = Vec::new();
+            let mut changes = Vec::new();
+            for event in batch {
+                match event {
+                    Event::Reading(reading) if reading.plant_id.is_some() => readings.push(reading),
+                    Event::DeviceStatus(change) => changes.push(change),
+                    _ => {}
+                }
+            }
+            if !readings.is_empty() {
+                self.judge(readings).await;
+            }
+            for change in changes {
+                if let Err(error) = self.device_status(&change).await {
+                    tracing::error!(%error, device_id = %change.device_id, "device status alert not stored");
+                }
             }
         }
     }
 
-    async fn entry(&mut self, plant_id: Uuid) -> plantops_store::Result<Option<&mut PlantEntry>> {
-        if !self.plants.contains_key(&plant_id) {
-            let Some(plant) = self.plants_store.get_plant(plant_id).await? else {
-                return Ok(None);
-            };
-            let states = self.alerts_store.metric_states(plant_id).await?;
-            self.plants.insert(plant_id, PlantEntry { plant, states });
-        }
-        Ok(self.plants.get_mut(&plant_id))
-    }
-
-    async fn reading(&mut self, reading: &Reading) -> plantops_store::Result<()> {
-        let Some(plant_id) = reading.plant_id else {
-            return Ok(());
-        };
-        let Some(entry) = self.entry(plant_id).await? else {
-            return Ok(());
-        };
-        let Some(thresholds) = entry.plant.thresholds else {
-            return Ok(());
-        };
-        let cooldown = Duration::minutes(i64::from(entry.plant.alert_cooldown_minutes));
-        let mut changes = Vec::new();
-        let mut alerts = Vec::new();
-        for metric in Metric::ALL {
-            let (Some(bounds), Some(value)) = (thresholds.get(metric), reading.values.get(metric))
-            else {
-                continue;
-            };
-            let state = entry.states.get(&metric).copied().unwrap_or_default();
-            let (next, transition) = state.observe(metric, &bounds, value, reading.time, cooldown);
-            if next != state {
-                entry.states.insert(metric, next);
-                changes.push(StateChange {
-                    plant_id,
-                    metric,
-                    state: next,
-                });
+    /// Judges readings against their plants' thresholds in one
+    /// transaction that holds the plants: with several instances, each
+    /// breach is judged once, whichever instance its readings reached.
+    async fn judge(&self, mut readings: Vec<Reading>) {
+        readings.sort_by_key(|r| r.time);
+        let plant_ids: Vec<Uuid> = readings.iter().filter_map(|r| r.plant_id).collect();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let judge_readings = readings.clone();
+            let judge: plantops_store::Judge =
+                Box::new(move |plants| judge(plants, &judge_readings));
+            match self.store.judge_plants(&plant_ids, judge).await {
+                Ok(alerts) => return self.announce(alerts),
+                Err(error) if tries < JUDGE_TRIES => {
+                    tracing::warn!(%error, tries, "alert evaluation failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(tries)))
+                        .await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, readings = readings.len(), "alert evaluation failed; these readings stay unjudged");
+                    return;
+                }
             }
-            let name = &entry.plant.name;
-            let (kind, side, threshold, message) = match transition {
-                Some(Transition::Breach { side, threshold }) => {
-                    let relation = match side {
-                        BoundSide::Min => "below the minimum",
-                        BoundSide::Max => "above the maximum",
-                    };
-                    let message = format!(
-                        "{} of {name} is {}, {relation} of {}",
-                        label(metric),
-                        format_value(metric, value),
-                        format_value(metric, threshold)
-                    );
-                    (AlertKind::Threshold, side, threshold, message)
-                }
-                Some(Transition::Recovery { side, threshold }) => {
-                    let message = format!(
-                        "{} of {name} is back to normal: {}",
-                        label(metric),
-                        format_value(metric, value)
-                    );
-                    (AlertKind::Recovered, side, threshold, message)
-                }
-                _ => continue,
-            };
-            alerts.push(Alert {
-                metric: Some(metric),
-                value: Some(value),
-                threshold: Some(threshold),
-                direction: Some(side),
-                ..new_alert(Some(plant_id), Some(reading.device_id), kind, message)
-            });
         }
-        if changes.is_empty() && alerts.is_empty() {
-            return Ok(());
-        }
-        self.alerts_store.record_alerts(&changes, &alerts).await?;
-        self.announce(alerts);
-        Ok(())
     }
 
-    async fn device_status(&mut self, change: &DeviceStatusChange) -> plantops_store::Result<()> {
+    async fn device_status(&self, change: &DeviceStatusChange) -> plantops_store::Result<()> {
         let kind = match (change.previous, change.status) {
             (_, DeviceStatus::Offline) => AlertKind::DeviceOffline,
             (DeviceStatus::Offline, DeviceStatus::Online) => AlertKind::DeviceOnline,
             _ => return Ok(()),
         };
         let plant = match change.plant_id {
-            Some(id) => self.entry(id).await?.map(|e| e.plant.clone()),
+            Some(id) => self.store.get_plant(id).await?,
             None => None,
         };
         let serves = plant
@@ -212,7 +169,7 @@ impl Evaluator {
             kind,
             message,
         );
-        self.alerts_store
+        self.store
             .record_alerts(&[], std::slice::from_ref(&alert))
             .await?;
         self.announce(vec![alert]);
@@ -230,4 +187,88 @@ impl Evaluator {
         }
         self.outbox.notify_one();
     }
+}
+
+/// Runs each reading (oldest first) through its plant's per-metric state
+/// machines; returns the final state of every metric that changed and the
+/// alerts the transitions raised.
+fn judge(plants: Vec<JudgedPlant>, readings: &[Reading]) -> (Vec<StateChange>, Vec<Alert>) {
+    let mut changes = Vec::new();
+    let mut alerts = Vec::new();
+    for JudgedPlant { plant, mut states } in plants {
+        let Some(thresholds) = plant.thresholds else {
+            continue;
+        };
+        let cooldown = Duration::minutes(i64::from(plant.alert_cooldown_minutes));
+        let mut changed = Vec::new();
+        for reading in readings.iter().filter(|r| r.plant_id == Some(plant.id)) {
+            for metric in Metric::ALL {
+                let (Some(bounds), Some(value)) =
+                    (thresholds.get(metric), reading.values.get(metric))
+                else {
+                    continue;
+                };
+                let state = states.get(&metric).copied().unwrap_or_default();
+                let (next, transition) =
+                    state.observe(metric, &bounds, value, reading.time, cooldown);
+                if next != state {
+                    states.insert(metric, next);
+                    if !changed.contains(&metric) {
+                        changed.push(metric);
+                    }
+                }
+                if let Some(alert) = transition_alert(&plant, reading, metric, value, transition) {
+                    alerts.push(alert);
+                }
+            }
+        }
+        changes.extend(changed.into_iter().map(|metric| StateChange {
+            plant_id: plant.id,
+            metric,
+            state: states[&metric],
+        }));
+    }
+    (changes, alerts)
+}
+
+/// The alert a transition raises, if any.
+fn transition_alert(
+    plant: &Plant,
+    reading: &Reading,
+    metric: Metric,
+    value: f64,
+    transition: Option<Transition>,
+) -> Option<Alert> {
+    let name = &plant.name;
+    let (kind, side, threshold, message) = match transition? {
+        Transition::Breach { side, threshold } => {
+            let relation = match side {
+                BoundSide::Min => "below the minimum",
+                BoundSide::Max => "above the maximum",
+            };
+            let message = format!(
+                "{} of {name} is {}, {relation} of {}",
+                label(metric),
+                format_value(metric, value),
+                format_value(metric, threshold)
+            );
+            (AlertKind::Threshold, side, threshold, message)
+        }
+        Transition::Recovery { side, threshold } => {
+            let message = format!(
+                "{} of {name} is back to normal: {}",
+                label(metric),
+                format_value(metric, value)
+            );
+            (AlertKind::Recovered, side, threshold, message)
+        }
+        _ => return None,
+    };
+    Some(Alert {
+        metric: Some(metric),
+        value: Some(value),
+        threshold: Some(threshold),
+        direction: Some(side),
+        ..new_alert(Some(plant.id), Some(reading.device_id), kind, message)
+    })
 }

@@ -20,7 +20,12 @@ use super::settings::{NotificationSettings, WebhookUrl};
 pub const MAX_ATTEMPTS: u32 = 30;
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 const IDLE_CHECK: Duration = Duration::from_secs(5);
-const BATCH: u32 = 20;
+/// Alerts claimed at once.
+const BATCH: u32 = 5;
+/// How long claimed alerts are this notifier's: longer than delivering a
+/// claim can take (each send times out after 10 s). After it, another
+/// instance takes over the alerts of a notifier that died.
+const LEASE: Duration = Duration::from_secs(60);
 
 pub struct Notifier {
     /// The outbox.
@@ -75,14 +80,31 @@ impl Notifier {
     }
 
     /// Delivers what is due; returns a pause when Discord asked for one.
+    /// Alerts are claimed before they are sent, so several notifiers (one
+    /// per instance) never send one twice.
     async fn deliver_due(&self) -> plantops_store::Result<Option<Duration>> {
         loop {
-            let due = self.alerts.due_alerts(Utc::now(), BATCH).await?;
-            if due.is_empty() {
+            let now = Utc::now();
+            let claimed = self
+                .alerts
+                .claim_due_alerts(now, later(LEASE), BATCH)
+                .await?;
+            if claimed.is_empty() {
                 return Ok(None);
             }
-            for queued in due {
+            let mut claimed = claimed.into_iter();
+            while let Some(queued) = claimed.next() {
                 if let Some(pause) = self.deliver(queued).await? {
+                    // The rest of the claim waits out the pause too.
+                    for rest in claimed {
+                        self.record(
+                            rest.alert.id,
+                            Delivery::Pending,
+                            rest.attempts,
+                            later(pause),
+                        )
+                        .await?;
+                    }
                     return Ok(Some(pause));
                 }
             }

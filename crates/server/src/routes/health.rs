@@ -42,6 +42,17 @@ pub struct Components {
     /// The TLS certificates this server knows (`broker`: the built-in
     /// broker's server certificate; `ca`: the CA devices trust), by name.
     pub certificates: std::collections::BTreeMap<String, CertificateComponent>,
+    pub instance: InstanceComponent,
+}
+
+/// This instance among those sharing the database (docs/scaling.md).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceComponent {
+    /// `PLANTOPS_INSTANCE_ID`, or the id kept in the data directory.
+    pub id: String,
+    /// Whether this instance runs the singleton jobs (offline detection,
+    /// retention, weekly care plans). SQLite's one instance always does.
+    pub leader: bool,
 }
 
 /// When a certificate ends. `status`: `ok`, `expiring` (within 30 days:
@@ -178,6 +189,13 @@ async fn health(
                     (name.to_string(), component)
                 })
                 .collect(),
+            instance: InstanceComponent {
+                id: state.instance.id.clone(),
+                leader: state
+                    .instance
+                    .leading
+                    .load(std::sync::atomic::Ordering::Acquire),
+            },
         }),
     })
 }

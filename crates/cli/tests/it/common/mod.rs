@@ -121,6 +121,7 @@ pub fn client_with(token: Option<&str>) -> reqwest::Client {
         .unwrap()
 }
 
+#[derive(Clone)]
 pub struct Ports {
     pub http: u16,
     pub mqtt: u16,

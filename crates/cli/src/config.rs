@@ -210,6 +210,13 @@ pub struct ServeSettings {
     #[arg(long, env = "PLANTOPS_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
+    /// Seconds an instance may go without a sign of life in the database
+    /// before the leader takes over its broker session (the messages
+    /// queued for it). Longer than a restart takes.
+    #[arg(long, env = "PLANTOPS_INSTANCE_TIMEOUT_SECS", default_value = "90",
+        value_parser = whole_number::<u64>("PLANTOPS_INSTANCE_TIMEOUT_SECS", 3, 86_400))]
+    pub instance_timeout_secs: u64,
+
     /// Expected device heartbeat interval; a device is offline after 3 missed.
     #[arg(long, env = "PLANTOPS_HEARTBEAT_INTERVAL_SECS", default_value = "60",
         value_parser = whole_number::<u64>("PLANTOPS_HEARTBEAT_INTERVAL_SECS", 1, 86_400))]

@@ -45,6 +45,9 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<(), BrokerError>;
     /// Removes the device's access and disconnects it.
     async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError>;
+    /// At a graceful stop: stop taking device messages from the broker,
+    /// settle the ones in hand, disconnect.
+    async fn leave(&self) {}
 }
 
 pub mod builtin;

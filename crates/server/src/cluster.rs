@@ -229,6 +229,70 @@ pub async fn lead(
     }
 }
 
+/// Touches this instance's row often enough that it is never taken for
+/// stopped while it runs.
+pub async fn heartbeat(store: DynStore, id: String, timeout: Duration) {
+    let mut ticks = tokio::time::interval((timeout / 6).max(Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = store.touch_instance(&id, chrono::Utc::now()).await {
+            tracing::warn!(%error, "cannot record that this instance runs");
+        }
+    }
+}
+
+/// The leader's care for broker sessions nobody reads: the session of the
+/// single backend a version before scale-out left behind (once), and those
+/// of instances silent for longer than `timeout`. Mosquitto queues a
+/// shared subscription's messages for a member that is away; taken over,
+/// they are stored rather than left waiting for an instance that may
+/// never return.
+pub async fn take_over_sessions(
+    store: DynStore,
+    broker: Arc<plantops_mqtt::mosquitto::MosquittoBroker>,
+    own_id: String,
+    timeout: Duration,
+) {
+    let mut legacy_done = false;
+    let mut ticks = tokio::time::interval((timeout / 3).max(Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !legacy_done {
+            match broker.retire(None).await {
+                Ok(_) => legacy_done = true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look at the pre-scale-out backend session yet")
+                }
+            }
+        }
+        let Ok(timeout) = chrono::Duration::from_std(timeout) else {
+            continue;
+        };
+        let stale = match store.stale_instances(chrono::Utc::now() - timeout).await {
+            Ok(stale) => stale,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list stopped instances");
+                continue;
+            }
+        };
+        for id in stale.into_iter().filter(|id| *id != own_id) {
+            match broker.retire(Some(&id)).await {
+                Ok(drained) => {
+                    tracing::info!(instance_id = %id, drained, "took over a stopped instance's broker session");
+                    if let Err(error) = store.forget_instance(&id).await {
+                        tracing::warn!(%error, "cannot forget a stopped instance");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(instance_id = %id, %error, "cannot take over a stopped instance's session yet")
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// This instance's id among several (`PLANTOPS_INSTANCE_ID`); `None`:
     /// kept in the data directory, or the host name.
     pub instance_id: Option<String>,
+    /// How long an instance may go without touching the database before
+    /// the leader takes over its broker session.
+    pub instance_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +239,8 @@ struct BrokerSetup {
     provisioning: Option<JoinHandle<()>>,
     /// Mosquitto's ingest link, for the caller to supervise.
     link: Option<plantops_mqtt::mosquitto::IngestLink>,
+    /// The external broker, whose sessions the leader looks after.
+    mosquitto: Option<Arc<MosquittoBroker>>,
 }
 
 fn read_pem(path: &std::path::Path, setting: &str) -> anyhow::Result<String> {
@@ -302,6 +307,7 @@ async fn start_builtin(
         server_cert_pem,
         provisioning: None,
         link: None,
+        mosquitto: None,
     })
 }
 
@@ -318,6 +324,7 @@ async fn start_mosquitto(
         None => None,
     };
     let (broker, ingest_link) = MosquittoBroker::start(link.clone(), instance_id, ingest).await?;
+    let mosquitto = broker.clone();
     let instance_id = instance_id.to_string();
     // Provisioning waits for the broker; the server starts meanwhile and
     // reports the link in /api/ready.
@@ -370,6 +377,7 @@ async fn start_mosquitto(
         server_cert_pem: None,
         provisioning: Some(provisioning),
         link: Some(ingest_link),
+        mosquitto: Some(mosquitto),
     })
 }
 
@@ -491,6 +499,23 @@ impl Server {
                 prune_readings(store.clone(), days)
             }));
         }
+        tasks.push(supervise("instance heartbeat", task_health.clone(), {
+            let (store, id, timeout) =
+                (store.clone(), instance_id.clone(), config.instance_timeout);
+            move || crate::cluster::heartbeat(store.clone(), id.clone(), timeout)
+        }));
+        if let Some(broker) = setup.mosquitto.clone() {
+            let (store, id, timeout) =
+                (store.clone(), instance_id.clone(), config.instance_timeout);
+            leader_jobs.push(LeaderJob::new("session takeover", move || {
+                crate::cluster::take_over_sessions(
+                    store.clone(),
+                    broker.clone(),
+                    id.clone(),
+                    timeout,
+                )
+            }));
+        }
         let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tasks.push(tokio::spawn(crate::cluster::lead(
             store.clone(),
@@ -596,10 +621,13 @@ impl Server {
                 );
             }
         }
+        let broker = self.state.broker.clone();
         let shutdown = async move {
             shutdown.await;
             // Open event streams never end by themselves.
             live.close();
+            // Other instances take the devices' messages from now on.
+            broker.leave().await;
         };
         crate::http::serve(listener, self.router(), &self.http, shutdown).await;
         tracing::info!("stopped");

@@ -68,6 +68,7 @@ impl TestApp {
             http: Default::default(),
             device_rate: Default::default(),
             instance_id: None,
+            instance_timeout: std::time::Duration::from_secs(90),
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),

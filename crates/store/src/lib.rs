@@ -253,6 +253,11 @@ pub trait Store:
     /// on SQLite. Events sent while the listening connection is being
     /// re-established are missed.
     async fn live_feed(&self) -> Result<Option<LiveFeed>>;
+    /// Records that instance `id` runs at `at`.
+    async fn touch_instance(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Instances not seen since `seen_before`.
+    async fn stale_instances(&self, seen_before: DateTime<Utc>) -> Result<Vec<String>>;
+    async fn forget_instance(&self, id: &str) -> Result<()>;
 }
 
 #[async_trait]

@@ -530,6 +530,40 @@ macro_rules! shared_store {
             async fn live_feed(&self) -> $crate::Result<Option<$crate::LiveFeed>> {
                 self.listen_live().await
             }
+
+            async fn touch_instance(
+                &self,
+                id: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO instances (id, started_at, seen_at) VALUES ($1, $2, $2) \
+                     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                )
+                .bind(id)
+                .bind($crate::sql::Timestamp(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn stale_instances(
+                &self,
+                seen_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT id FROM instances WHERE seen_at < $1 ORDER BY id")
+                    .bind($crate::sql::Timestamp(seen_before))
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn forget_instance(&self, id: &str) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM instances WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
 
         #[async_trait::async_trait]

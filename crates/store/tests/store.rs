@@ -30,6 +30,7 @@ plantops_testkit::for_each_backend!(
     judging_a_plant_is_serialised,
     one_instance_leads_at_a_time,
     live_events_reach_every_instance,
+    instances_are_known_until_forgotten,
     settings_round_trip,
     care_plans_keep_their_history,
     accounts_keep_one_admin_at_least,
@@ -707,6 +708,27 @@ async fn one_instance_leads_at_a_time(db: &TestDb) {
         .await
         .expect("the lead passes on when its holder goes");
     assert!(store.try_lead().await.unwrap().is_none());
+}
+
+async fn instances_are_known_until_forgotten(db: &TestDb) {
+    let store = db.store().await;
+    store.touch_instance("a", t0()).await.unwrap();
+    store.touch_instance("b", t0()).await.unwrap();
+    store
+        .touch_instance("a", t0() + Duration::minutes(5))
+        .await
+        .unwrap();
+    let stale = store
+        .stale_instances(t0() + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(stale, vec!["b".to_string()]);
+    store.forget_instance("b").await.unwrap();
+    assert!(store
+        .stale_instances(t0() + Duration::minutes(1))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn live_events_reach_every_instance(db: &TestDb) {

@@ -151,6 +151,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     total.latencies_ms.sort_by(f64::total_cmp);
     let result = json!({
         "backend": server.backend,
+        "instances": server.instances(),
         "connections": args.connections,
         "inflight": args.inflight,
         "duration_secs": args.duration,

@@ -26,8 +26,14 @@ pub struct ServerOptions {
     pub server_pid: Option<u32>,
     /// Data directory of the started server (default: a temporary one,
     /// removed afterwards).
-    #[arg(long, conflicts_with = "url")]
+    #[arg(long, conflicts_with_all = ["url", "instances"])]
     pub data_dir: Option<PathBuf>,
+    /// Instances to start on one PostgreSQL database and one Mosquitto
+    /// (DATABASE_URL and MQTT_HOST set; docs/scaling.md); the load goes
+    /// through the broker, the server's CPU is theirs summed.
+    #[arg(long, default_value_t = 1, conflicts_with = "url",
+        value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub instances: u32,
     /// Credentials for a running server (--url); a started server gets an
     /// admin account and token of its own.
     #[command(flatten)]
@@ -41,7 +47,9 @@ pub struct ServerUnderTest {
     /// `database+broker`, e.g. `sqlite+builtin`.
     pub backend: String,
     child: Option<tokio::process::Child>,
-    _temporary: Option<tempfile::TempDir>,
+    /// Further instances started beside the first (`--instances`).
+    others: Vec<tokio::process::Child>,
+    _temporary: Vec<tempfile::TempDir>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -51,6 +59,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl ServerUnderTest {
     pub async fn start(options: &ServerOptions) -> anyhow::Result<Self> {
+        let mut others = Vec::new();
+        let mut ports = Vec::new();
         let (api, child, temporary, database_url) = match &options.url {
             Some(url) => {
                 let database_url = options.database_url.clone().context(
@@ -59,43 +69,42 @@ impl ServerUnderTest {
                 (
                     Api::new(url, &options.credentials)?,
                     None,
-                    None,
+                    Vec::new(),
                     database_url,
                 )
             }
             None => {
-                let (data_dir, temporary) = match &options.data_dir {
-                    Some(dir) => (dir.clone(), None),
-                    None => {
-                        let dir = tempfile::tempdir().context("cannot create a data directory")?;
-                        (dir.path().to_path_buf(), Some(dir))
-                    }
+                if options.instances > 1
+                    && (std::env::var_os("MQTT_HOST").is_none()
+                        || !options
+                            .database_url
+                            .as_deref()
+                            .is_some_and(|url| url.starts_with("postgres")))
+                {
+                    bail!("--instances needs PostgreSQL and Mosquitto: set DATABASE_URL=postgres://… and MQTT_HOST (docs/scaling.md)");
+                }
+                let mut temporary = Vec::new();
+                let mut children = Vec::new();
+                let mut first_dir = None;
+                for _ in 0..options.instances {
+                    let data_dir = match &options.data_dir {
+                        Some(dir) => dir.clone(),
+                        None => {
+                            let dir =
+                                tempfile::tempdir().context("cannot create a data directory")?;
+                            let path = dir.path().to_path_buf();
+                            temporary.push(dir);
+                            path
+                        }
+                    };
+                    let (child, http_port) = spawn_serve(&data_dir)?;
+                    children.push(child);
+                    ports.push(http_port);
+                    first_dir.get_or_insert(data_dir);
+                }
+                let (Some(&http_port), Some(data_dir)) = (ports.first(), first_dir) else {
+                    bail!("no instance to start");
                 };
-                std::fs::create_dir_all(&data_dir)
-                    .with_context(|| format!("cannot create {}", data_dir.display()))?;
-                let http_port = free_port()?;
-                let mut command = tokio::process::Command::new(
-                    std::env::current_exe().context("cannot find the plantops binary")?,
-                );
-                command
-                    .arg("serve")
-                    .env("PLANTOPS_DATA_DIR", &data_dir)
-                    .env("PLANTOPS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-                    .env("PLANTOPS_MQTT_ADDR", format!("127.0.0.1:{}", free_port()?))
-                    .env("PLANTOPS_MQTTS_ADDR", "")
-                    .env("PLANTOPS_MQTT_PUBLIC_HOST", "127.0.0.1")
-                    // Each benchmark device sends far above a real device's
-                    // rate: the bench measures the server, not the limit.
-                    .env("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "10000000")
-                    .env("PLANTOPS_DEVICE_MESSAGE_BURST", "10000000")
-                    .env(
-                        "LOG_LEVEL",
-                        std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
-                    )
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .kill_on_drop(true);
-                let child = command.spawn().context("cannot start plantops serve")?;
                 let database_url = options.database_url.clone().unwrap_or_else(|| {
                     format!("sqlite://{}", data_dir.join("plantops.db").display())
                 });
@@ -103,10 +112,18 @@ impl ServerUnderTest {
                     &format!("http://127.0.0.1:{http_port}"),
                     &Default::default(),
                 )?;
-                (api, Some(child), temporary, database_url)
+                let mut children = children.into_iter();
+                let first = children.next();
+                others = children.collect();
+                (api, first, temporary, database_url)
             }
         };
         api.wait_ready(Duration::from_secs(60)).await?;
+        for port in ports.iter().skip(1) {
+            Api::new(&format!("http://127.0.0.1:{port}"), &Default::default())?
+                .wait_ready(Duration::from_secs(60))
+                .await?;
+        }
         let store = plantops_store::connect(&database_url)
             .await
             .context("cannot open the server's database to count rows")?;
@@ -133,6 +150,7 @@ impl ServerUnderTest {
             pid,
             backend,
             child,
+            others,
             _temporary: temporary,
         })
     }
@@ -151,13 +169,24 @@ impl ServerUnderTest {
         })
     }
 
-    /// CPU seconds the server has used so far (user + system).
+    /// CPU seconds the server has used so far (user + system), every
+    /// instance's summed.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        process_cpu_seconds(&self.pid?.to_string())
+        let mut total = process_cpu_seconds(&self.pid?.to_string())?;
+        for other in &self.others {
+            total += process_cpu_seconds(&other.id()?.to_string())?;
+        }
+        Some(total)
+    }
+
+    /// How many instances serve.
+    pub fn instances(&self) -> usize {
+        1 + self.others.len()
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(child) = &mut self.child {
+        let children = self.child.iter_mut().chain(self.others.iter_mut());
+        for child in children {
             if let Some(pid) = child.id() {
                 // SIGTERM: let the server shut down as it would in service.
                 let _ = std::process::Command::new("kill")
@@ -176,6 +205,37 @@ impl ServerUnderTest {
         }
         Ok(())
     }
+}
+
+/// Starts `plantops serve` on `data_dir` with free local ports and this
+/// process's environment; returns it and its HTTP port.
+fn spawn_serve(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, u16)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let http_port = free_port()?;
+    let mut command = tokio::process::Command::new(
+        std::env::current_exe().context("cannot find the plantops binary")?,
+    );
+    command
+        .arg("serve")
+        .env("PLANTOPS_DATA_DIR", data_dir)
+        .env("PLANTOPS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PLANTOPS_MQTT_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("PLANTOPS_MQTTS_ADDR", "")
+        .env("PLANTOPS_MQTT_PUBLIC_HOST", "127.0.0.1")
+        // Each benchmark device sends far above a real device's rate: the
+        // bench measures the server, not the limit.
+        .env("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "10000000")
+        .env("PLANTOPS_DEVICE_MESSAGE_BURST", "10000000")
+        .env(
+            "LOG_LEVEL",
+            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = command.spawn().context("cannot start plantops serve")?;
+    Ok((child, http_port))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -46,6 +46,9 @@ impl Cluster {
         env.push(("ENCRYPTION_KEY", "ab".repeat(32)));
         env.push(("DISCORD_WEBHOOK_URL", discord.url.clone()));
         env.push(("PLANTOPS_HEARTBEAT_INTERVAL_SECS", HEARTBEAT_SECS.into()));
+        // A restart takes a few seconds; a dead instance is taken over
+        // after ten.
+        env.push(("PLANTOPS_INSTANCE_TIMEOUT_SECS", "10".into()));
         let ca = std::fs::read(&mosquitto.ca).unwrap();
         let mut cluster = Cluster {
             db,
@@ -321,36 +324,8 @@ async fn three_instances_share_devices_alerts_and_jobs() {
                 .await,
         );
     }
-    let acked = Arc::new(AtomicUsize::new(0));
-    let start = chrono::Utc::now() - chrono::Duration::hours(1);
-    let publishers: Vec<_> = devices
-        .iter()
-        .enumerate()
-        .map(|(d, device)| {
-            let (device, ca, port, acked) = (
-                device.clone(),
-                cluster.ca.clone(),
-                cluster.mosquitto.port,
-                acked.clone(),
-            );
-            tokio::spawn(async move {
-                let options = device_options(&device, port, Some(ca), &device.device_id);
-                let (client, mut eventloop, outcome) = connect(options).await;
-                assert_eq!(outcome, Connack::Accepted);
-                let topic = format!("devices/{}/telemetry", device.device_id);
-                for k in 0..READINGS_PER_DEVICE {
-                    let at = start
-                        + chrono::Duration::seconds(k as i64)
-                        + chrono::Duration::milliseconds(d as i64);
-                    publish_acked(&client, &mut eventloop, &topic, soil(40.0, at)).await;
-                    acked.fetch_add(1, Ordering::SeqCst);
-                    // Spread over the restart rather than done before it.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let _ = client.disconnect().await;
-            })
-        })
-        .collect();
+    let first_hour = chrono::Utc::now() - chrono::Duration::hours(2);
+    let (publishers, acked) = publish_from(&cluster, &devices, first_hour);
     let total = DEVICES * READINGS_PER_DEVICE;
     cluster
         .until(
@@ -378,8 +353,10 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         .await;
     assert_eq!(stored, expected, "nothing lost, nothing doubled");
 
-    // The leader dies: another instance leads within the bound and runs
-    // offline detection — the bench devices fell silent when they ended.
+    // The leader dies for good while the devices publish: another
+    // instance leads within the bound, takes over the dead one's broker
+    // session (what the broker queued for it) and runs offline detection —
+    // the devices fall silent when they are done.
     let mut leader = None;
     for (i, instance) in cluster.instances.iter().enumerate() {
         if health(&instance.server).await["leader"] == true {
@@ -387,6 +364,15 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         }
     }
     let leader = leader.expect("a leader");
+    let second_hour = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (publishers, acked) = publish_from(&cluster, &devices, second_hour);
+    cluster
+        .until(
+            "a quarter acknowledged",
+            Duration::from_secs(60),
+            async || (acked.load(Ordering::SeqCst) >= total / 4).then_some(()),
+        )
+        .await;
     let killed = Instant::now();
     cluster.kill(leader).await;
     let survivors: Vec<usize> = (0..INSTANCES).filter(|i| *i != leader).collect();
@@ -401,6 +387,25 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         })
         .await;
     eprintln!("lead passed on in {:?}", killed.elapsed());
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    assert_eq!(acked.load(Ordering::SeqCst), total);
+    let expected = expected + total as i64;
+    let stored = cluster
+        .until(
+            "the dead leader's share stored",
+            Duration::from_secs(90),
+            async || {
+                let n = cluster.readings_stored().await;
+                (n >= expected).then_some(n)
+            },
+        )
+        .await;
+    assert_eq!(
+        stored, expected,
+        "nothing lost with an instance gone for good"
+    );
     let server = &cluster.instances[successor].server;
     let device = &devices[0].device_id;
     cluster
@@ -413,4 +418,113 @@ async fn three_instances_share_devices_alerts_and_jobs() {
             },
         )
         .await;
+}
+
+/// Every device publishes [`READINGS_PER_DEVICE`] readings from `start`
+/// on, each acknowledged by the broker and counted.
+fn publish_from(
+    cluster: &Cluster,
+    devices: &[Credentials],
+    start: chrono::DateTime<chrono::Utc>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicUsize>) {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let publishers = devices
+        .iter()
+        .enumerate()
+        .map(|(d, device)| {
+            let (device, ca, port, acked) = (
+                device.clone(),
+                cluster.ca.clone(),
+                cluster.mosquitto.port,
+                acked.clone(),
+            );
+            tokio::spawn(async move {
+                let options = device_options(&device, port, Some(ca), &device.device_id);
+                let (client, mut eventloop, outcome) = connect(options).await;
+                assert_eq!(outcome, Connack::Accepted);
+                let topic = format!("devices/{}/telemetry", device.device_id);
+                for k in 0..READINGS_PER_DEVICE {
+                    let at = start
+                        + chrono::Duration::seconds(k as i64)
+                        + chrono::Duration::milliseconds(d as i64);
+                    publish_acked(&client, &mut eventloop, &topic, soil(40.0, at)).await;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    // Spread over the failure rather than done before it.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = client.disconnect().await;
+            })
+        })
+        .collect();
+    (publishers, acked)
+}
+
+/// An instance stopped on purpose (SIGTERM: an upgrade, a scale-down)
+/// leaves the shared subscriptions first: the broker queues nothing for
+/// it, and the instances still running get every device message at once.
+#[tokio::test]
+async fn an_instance_stopped_gracefully_leaves_its_share_to_the_others() {
+    plantops_mqtt::install_crypto_provider();
+    let db = TestDb::postgres().await;
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let mut env = mosquitto.backend_env();
+    env.push(("DATABASE_URL", db.url().to_string()));
+    env.push(("ENCRYPTION_KEY", "cd".repeat(32)));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut first = Server::start(first_dir.path(), &Ports::free(), &env).await;
+    std::fs::copy(
+        first_dir.path().join("test-admin-token"),
+        second_dir.path().join("test-admin-token"),
+    )
+    .unwrap();
+    let second = Server::start(second_dir.path(), &Ports::free(), &env).await;
+    let device = second.register("ee:00:00:00:00:01").await;
+
+    let pid = first.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), first.child.wait())
+        .await
+        .expect("the first instance stops")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let payloads: Vec<Value> = (0..6)
+        .map(|k| soil(30.0 + k as f64, start + chrono::Duration::seconds(k)))
+        .collect();
+    publish_all(&device, mosquitto.port, &ca, &payloads).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, latest) = second
+            .get(&format!(
+                "/api/devices/{}/telemetry/latest",
+                device.device_id
+            ))
+            .await;
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        if stored == 6 {
+            let (_, latest) = second
+                .get(&format!("/api/devices/{}/telemetry/latest", device.device_id))
+                .await;
+            assert_eq!(latest["soil_moisture"], 35.0);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of 6 readings reached the running instance"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

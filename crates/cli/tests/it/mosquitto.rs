@@ -5,7 +5,9 @@ use crate::common;
 use std::time::Duration;
 
 use crate::common::mosquitto::Mosquitto;
-use crate::common::{closed, connect, device_options, publish_acked, Connack, Ports, Server};
+use crate::common::{
+    closed, connect, device_options, publish_acked, Connack, Credentials, Ports, Server,
+};
 use serde_json::{json, Value};
 
 async fn start(dir: &std::path::Path, mosquitto: &Mosquitto) -> Server {
@@ -347,4 +349,114 @@ async fn a_device_cannot_take_over_another_clients_session() {
     }
     let (_, health) = server.get("/api/health").await;
     assert_eq!(health["components"]["mqtt"]["status"], "connected");
+}
+
+/// An upgrade from the single-backend version: its persistent session
+/// (account `MQTT_BACKEND_USERNAME`, plain subscriptions) holds what
+/// devices sent while it was stopped. The new version's leader takes it
+/// over: those readings are stored, and the session is ended so the broker
+/// stops queueing for it.
+#[tokio::test]
+async fn readings_queued_for_the_previous_backend_are_stored_after_an_upgrade() {
+    use common::mosquitto::{BACKEND, BACKEND_PASSWORD};
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    // The instances before and after: the first one's session is left to
+    // the (slow) takeover of stopped instances, so what arrives quickly
+    // comes from the previous backend's session.
+    let as_instance = |id: &'static str| {
+        let mut env = mosquitto.backend_env();
+        env.push(("PLANTOPS_INSTANCE_ID", id.into()));
+        env
+    };
+    let launch = |env: Vec<(&'static str, String)>| {
+        let dir = data.path().to_path_buf();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Server::start(&dir, &Ports::free(), &env).await
+        }
+    };
+    let mut server = launch(as_instance("before-upgrade")).await;
+    let device = server.register("bb:00:00:00:00:2a").await;
+    server.kill().await;
+
+    // What the earlier version left: its account, its role, its session.
+    mosquitto
+        .ctrl(&["createClient", BACKEND, "-p", BACKEND_PASSWORD])
+        .await;
+    mosquitto
+        .ctrl(&["addClientRole", BACKEND, "plantops-backend"])
+        .await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let legacy = Credentials {
+        device_id: String::new(),
+        username: BACKEND.into(),
+        password: BACKEND_PASSWORD.into(),
+    };
+    let (client, mut eventloop, outcome) = connect(device_options(
+        &legacy,
+        mosquitto.port,
+        Some(ca.clone()),
+        BACKEND,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+    client
+        .subscribe("devices/+/telemetry", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => continue,
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), closed(&mut eventloop)).await;
+
+    // Devices went on publishing while no backend ran.
+    let (device_client, mut device_loop, outcome) = connect(device_options(
+        &device,
+        mosquitto.port,
+        Some(ca),
+        &device.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    for moisture in 41..46 {
+        publish_acked(
+            &device_client,
+            &mut device_loop,
+            &topic,
+            json!({ "soil_moisture": moisture, "timestamp": 1_780_000_000 + moisture }),
+        )
+        .await;
+    }
+
+    let server = launch(as_instance("after-upgrade")).await;
+    let latest = eventually(
+        &server,
+        &format!("/api/devices/{}/telemetry/latest", device.device_id),
+        |status, latest| status == 200 && latest["soil_moisture"] == 45.0,
+    )
+    .await;
+    assert_eq!(latest["device_id"], device.device_id.as_str());
+    for _ in 0..400 {
+        let stored = server
+            .metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("plantops_readings_committed_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if stored >= 5.0 {
+            assert_eq!(stored, 5.0, "each queued reading stored once");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the readings queued for the previous backend were not stored");
 }

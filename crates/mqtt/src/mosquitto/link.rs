@@ -6,7 +6,9 @@
 use std::sync::{Arc, RwLock};
 
 use plantops_core::topic;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -34,6 +36,41 @@ pub struct IngestLink {
     target: String,
     ingest: Ingest,
     state: Arc<RwLock<LinkState>>,
+    control: Arc<LinkControl>,
+}
+
+/// What a graceful stop needs of the running link.
+#[derive(Default)]
+pub(super) struct LinkControl {
+    running: std::sync::Mutex<Option<(AsyncClient, Arc<Semaphore>)>>,
+    leaving: std::sync::atomic::AtomicBool,
+    left: tokio::sync::Notify,
+}
+
+impl LinkControl {
+    /// Leaves the shared subscriptions, so the broker queues nothing more
+    /// for this instance (which may not come back), lets the messages in
+    /// hand commit and be acknowledged, and disconnects.
+    pub(super) async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
+        let Some((client, outstanding)) = running else {
+            return;
+        };
+        for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
+            let _ = client.unsubscribe(shared(filter)).await;
+        }
+        let settled = async {
+            while outstanding.available_permits() < MAX_OUTSTANDING {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), settled).await;
+        let left = self.left.notified();
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), left).await;
+    }
 }
 
 impl IngestLink {
@@ -52,7 +89,12 @@ impl IngestLink {
             target: format!("{}:{}", config.host, config.port),
             ingest,
             state,
+            control: Arc::default(),
         })
+    }
+
+    pub(super) fn control(&self) -> Arc<LinkControl> {
+        self.control.clone()
     }
 
     /// Connects and keeps reconnecting, reporting how it is doing in the
@@ -63,11 +105,15 @@ impl IngestLink {
             target,
             ingest,
             state,
+            control,
         } = self;
         set_state(&state, false, format!("connecting to {target}"));
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         nodelay(&mut eventloop);
         let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+        if let Ok(mut running) = control.running.lock() {
+            *running = Some((client.clone(), outstanding.clone()));
+        }
         let mut backoff = reconnect_backoff();
         loop {
             match eventloop.poll().await {
@@ -94,24 +140,19 @@ impl IngestLink {
                     let Ok(permit) = outstanding.clone().acquire_owned().await else {
                         break;
                     };
-                    let ingest = ingest.clone();
-                    let client = client.clone();
+                    let (ingest, client) = (ingest.clone(), client.clone());
                     tokio::spawn(async move {
-                        let device = topic::parse(&publish.topic)
-                            .and_then(|(id, _)| Uuid::parse_str(id).ok())
-                            .unwrap_or_default();
-                        let wait = publish.qos != QoS::AtMostOnce;
-                        let outcome = ingest
-                            .handle(device, &publish.topic, &publish.payload, wait)
-                            .await;
-                        // Unacknowledged, the broker sends it again after a reconnect.
-                        if outcome != Outcome::ShuttingDown {
-                            let _ = client.ack(&publish).await;
-                        }
+                        ingest_and_ack(&ingest, &client, publish).await;
                         drop(permit);
                     });
                 }
                 Ok(_) => {}
+                Err(_) if control.leaving.load(std::sync::atomic::Ordering::Acquire) => {
+                    set_state(&state, false, "stopping".into());
+                    control.left.notify_waiters();
+                    // Stopping: no reconnect, which would subscribe again.
+                    std::future::pending::<()>().await;
+                }
                 Err(error) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(broker = %target, %error, retry_in_ms = wait.as_millis() as u64, "Mosquitto link down");
@@ -121,4 +162,106 @@ impl IngestLink {
             }
         }
     }
+}
+
+/// Stores a device message, then acknowledges it to the broker. Not
+/// acknowledged (ingestion is stopping), the broker sends it again to this
+/// session after a reconnect.
+async fn ingest_and_ack(ingest: &Ingest, client: &AsyncClient, publish: rumqttc::Publish) {
+    let device = topic::parse(&publish.topic)
+        .and_then(|(id, _)| Uuid::parse_str(id).ok())
+        .unwrap_or_default();
+    let wait = publish.qos != QoS::AtMostOnce;
+    let outcome = ingest
+        .handle(device, &publish.topic, &publish.payload, wait)
+        .await;
+    if outcome != Outcome::ShuttingDown {
+        let _ = client.ack(&publish).await;
+    }
+}
+
+/// How long a drained session may stay quiet before it counts as empty.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// Takes over the persistent session of an account no instance uses any
+/// more (an instance that stopped for good, or the single backend of a
+/// version before scale-out): stops its subscriptions, stores and
+/// acknowledges every message queued in it, then ends the session. The
+/// broker queues shared-subscription messages for a member that is away,
+/// so without this they would wait for an instance that never returns.
+/// Returns how many messages it stored; an account the broker refuses has
+/// nothing to give.
+pub(super) async fn drain_session(
+    config: &MosquittoConfig,
+    username: &str,
+    ingest: &Ingest,
+) -> Result<u64, BrokerError> {
+    let mut options = options(config, username, config.password.as_deref())?;
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    nodelay(&mut eventloop);
+    let mut handling = tokio::task::JoinSet::new();
+    let mut drained = 0;
+    loop {
+        let event = match tokio::time::timeout(DRAIN_IDLE, eventloop.poll()).await {
+            // Quiet, and every message handed out handled: empty.
+            Err(_) if handling.is_empty() => break,
+            Err(_) => {
+                while handling.join_next().await.is_some() {}
+                continue;
+            }
+            Ok(Err(ConnectionError::ConnectionRefused(_))) => return Ok(0),
+            Ok(Err(error)) => {
+                return Err(BrokerError::Unavailable(format!(
+                    "cannot take over the session of {username}: {error}"
+                )))
+            }
+            Ok(Ok(event)) => event,
+        };
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) if !ack.session_present => break,
+            Event::Incoming(Packet::ConnAck(_)) => {
+                // New messages go to the instances still running; what is
+                // queued comes anyway.
+                for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
+                    let _ = client.unsubscribe(shared(filter)).await;
+                    let _ = client.unsubscribe(filter).await;
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                drained += 1;
+                let (ingest, client) = (ingest.clone(), client.clone());
+                handling.spawn(async move { ingest_and_ack(&ingest, &client, publish).await });
+            }
+            _ => {}
+        }
+    }
+    // The acknowledgements go out before the goodbye.
+    let _ = client.disconnect().await;
+    let flushed = async { while eventloop.poll().await.is_ok() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+    end_session(config, username).await;
+    Ok(drained)
+}
+
+/// A clean connection discards the account's persistent session.
+async fn end_session(config: &MosquittoConfig, username: &str) {
+    let Ok(mut options) = options(config, username, config.password.as_deref()) else {
+        return;
+    };
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    let ended = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.disconnect().await;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
 }

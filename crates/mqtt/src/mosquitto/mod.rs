@@ -73,6 +73,10 @@ pub struct MosquittoBroker {
     /// ([`instance_username`] of the dynamic-security admin).
     dynsec: Dynsec,
     state: Arc<RwLock<LinkState>>,
+    config: MosquittoConfig,
+    /// Where messages of sessions taken over go.
+    ingest: Ingest,
+    link: Arc<link::LinkControl>,
     /// Set once the backend's account, role and the device accounts are in
     /// place. Until then registering could race the broker kicking the
     /// admin's links (a role change disconnects the client).
@@ -92,16 +96,20 @@ impl MosquittoBroker {
         ingest: Ingest,
     ) -> Result<(Arc<Self>, IngestLink), BrokerError> {
         let dynsec = Dynsec::start(&config, &instance_admin(&config, instance_id))?;
+        let state = Arc::new(RwLock::new(LinkState {
+            up: false,
+            message: format!("connecting to {}:{}", config.host, config.port),
+        }));
+        let username = instance_username(&config, instance_id);
+        let link = IngestLink::new(&config, &username, ingest.clone(), state.clone())?;
         let broker = Arc::new(Self {
             dynsec,
-            state: Arc::new(RwLock::new(LinkState {
-                up: false,
-                message: format!("connecting to {}:{}", config.host, config.port),
-            })),
+            config,
+            ingest,
+            link: link.control(),
+            state,
             provisioned: false.into(),
         });
-        let username = instance_username(&config, instance_id);
-        let link = IngestLink::new(&config, &username, ingest, broker.state.clone())?;
         Ok((broker, link))
     }
 
@@ -204,6 +212,29 @@ impl MosquittoBroker {
     pub fn mark_provisioned(&self) {
         self.provisioned
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes over the broker session of an instance that stopped for good
+    /// (`Some(id)`) or of the single backend of a version before
+    /// scale-out (`None`): stores what is queued in it, ends it, and
+    /// removes the instance's accounts. Returns the messages stored.
+    pub async fn retire(&self, instance_id: Option<&str>) -> Result<u64, BrokerError> {
+        let username = match instance_id {
+            Some(id) => instance_username(&self.config, id),
+            None => self.config.username.clone(),
+        };
+        let drained = link::drain_session(&self.config, &username, &self.ingest).await?;
+        if let Some(id) = instance_id {
+            let commands = vec![
+                json!({"command": "deleteClient", "username": username}),
+                json!({"command": "deleteClient", "username": instance_admin(&self.config, id)}),
+            ];
+            self.dynsec.run_checked(commands, &["not found"]).await?;
+        }
+        if drained > 0 {
+            tracing::info!(%username, drained, "stored the messages a stopped instance left in its broker session");
+        }
+        Ok(drained)
     }
 
     /// Removes broker accounts of devices the store no longer knows; names
@@ -317,6 +348,10 @@ impl Broker for MosquittoBroker {
             json!({"command": "enableClient", "username": username}),
         ];
         self.dynsec.run_checked(commands, &[]).await
+    }
+
+    async fn leave(&self) {
+        self.link.leave().await;
     }
 
     async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError> {

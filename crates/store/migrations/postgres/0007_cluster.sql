@@ -6,3 +6,11 @@ ALTER TABLE alert_states ADD COLUMN changed_at TIMESTAMPTZ;
 -- Live events travel between instances by NOTIFY; their ids come from one
 -- sequence, so a browser resuming on another instance names a known place.
 CREATE SEQUENCE live_event_batches;
+
+-- The instances sharing this database, each touching its row while it
+-- runs: the leader takes over the broker session of one that stopped.
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    seen_at TIMESTAMPTZ NOT NULL
+);

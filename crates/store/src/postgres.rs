@@ -83,9 +83,10 @@ impl PostgresStore {
         // The server notices a leader whose host vanished within about
         // 25 s (idle 10 s, then 3 probes 5 s apart) and frees the lock,
         // instead of after the system's two hours.
-        sqlx::raw_sql(
-            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
-             SET tcp_keepalives_count = 3",
+        sqlx::query(
+            "SELECT set_config('tcp_keepalives_idle', '10', false), \
+             set_config('tcp_keepalives_interval', '5', false), \
+             set_config('tcp_keepalives_count', '3', false)",
         )
         .execute(&mut connection)
         .await?;

@@ -502,12 +502,6 @@ async fn an_instance_stopped_gracefully_leaves_its_share_to_the_others() {
     publish_all(&device, mosquitto.port, &ca, &payloads).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, latest) = second
-            .get(&format!(
-                "/api/devices/{}/telemetry/latest",
-                device.device_id
-            ))
-            .await;
         let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
         let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
             .fetch_one(&pool)
@@ -516,7 +510,10 @@ async fn an_instance_stopped_gracefully_leaves_its_share_to_the_others() {
         pool.close().await;
         if stored == 6 {
             let (_, latest) = second
-                .get(&format!("/api/devices/{}/telemetry/latest", device.device_id))
+                .get(&format!(
+                    "/api/devices/{}/telemetry/latest",
+                    device.device_id
+                ))
                 .await;
             assert_eq!(latest["soil_moisture"], 35.0);
             return;

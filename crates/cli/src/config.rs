@@ -376,11 +376,19 @@ impl ExternalBrokerSettings {
     /// (`use_username_as_clientid`), so one account holding both links
     /// would have each connection kick the other off forever.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(secret) = &self.mqtt_auth_secret {
+            if secret.chars().count() < MIN_PRODUCTION_PASSWORD {
+                return Err(format!(
+                    "PLANTOPS_MQTT_AUTH_SECRET must be at least {MIN_PRODUCTION_PASSWORD} characters (openssl rand -hex 24)"
+                ));
+            }
+        }
         if self.mqtt_host.is_none() {
             return Ok(());
         }
         match &self.mqtt_dynsec_username {
-            None => Err("MQTT_HOST requires MQTT_DYNSEC_USERNAME and MQTT_DYNSEC_PASSWORD (the dynamic-security admin that provisions devices)".into()),
+            None if self.mqtt_auth_secret.is_some() => Ok(()),
+            None => Err("MQTT_HOST requires MQTT_DYNSEC_USERNAME and MQTT_DYNSEC_PASSWORD (Mosquitto's dynamic-security admin that provisions devices), or PLANTOPS_MQTT_AUTH_SECRET for a broker that asks PlantOps over HTTP (docs/scaling.md)".into()),
             Some(admin) if *admin == self.mqtt_backend_username => Err(format!(
                 "MQTT_DYNSEC_USERNAME and MQTT_BACKEND_USERNAME must name different accounts (both are {admin}): \
                  Mosquitto ties client ids to usernames, so one account cannot hold the ingest and provisioning links; \
@@ -433,10 +441,10 @@ impl ServeSettings {
                 "the CA that signed the broker's certificate: plantops certs",
             );
         }
-        let passwords = [
-            ("MQTT_BACKEND_PASSWORD", &external.mqtt_backend_password),
-            ("MQTT_DYNSEC_PASSWORD", &external.mqtt_dynsec_password),
-        ];
+        let mut passwords = vec![("MQTT_BACKEND_PASSWORD", &external.mqtt_backend_password)];
+        if external.mqtt_dynsec_username.is_some() {
+            passwords.push(("MQTT_DYNSEC_PASSWORD", &external.mqtt_dynsec_password));
+        }
         for (variable, password) in passwords {
             match password {
                 None => return missing(variable, "generate one with: openssl rand -hex 24"),
@@ -497,6 +505,13 @@ pub struct ExternalBrokerSettings {
     /// Password of MQTT_DYNSEC_USERNAME.
     #[arg(long, env = "MQTT_DYNSEC_PASSWORD", hide_env_values = true)]
     pub mqtt_dynsec_password: Option<String>,
+
+    /// Shared secret of the broker authentication endpoints
+    /// (`/api/mqtt/auth`, `/api/mqtt/acl`, `/api/mqtt/superuser`), for
+    /// brokers that ask PlantOps over HTTP (mosquitto-go-auth, EMQX); at
+    /// least 16 characters. Unset: the endpoints do not exist.
+    #[arg(long, env = "PLANTOPS_MQTT_AUTH_SECRET", hide_env_values = true)]
+    pub mqtt_auth_secret: Option<String>,
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         max_event_streams: settings.max_event_streams,
         instance_id: settings.instance_id.clone(),
         instance_timeout: Duration::from_secs(settings.instance_timeout_secs),
+        mqtt_auth_secret: settings.external.mqtt_auth_secret.clone(),
         device_rate: plantops_mqtt::ingest::DeviceRateLimit {
             per_second: NonZeroU32::new(settings.device_messages_per_sec)
                 .unwrap_or(NonZeroU32::MIN),

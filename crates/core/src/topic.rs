@@ -22,6 +22,14 @@ pub fn parse(topic: &str) -> Option<(&str, TopicKind)> {
 pub const ALL_TELEMETRY: &str = "devices/+/telemetry";
 pub const ALL_HEARTBEATS: &str = "devices/+/heartbeat";
 
+/// The client ids a device may use (docs/api.md): its id, `plantops-` and
+/// its id, or its username — never another device's.
+pub fn is_own_client_id(client_id: &str, device_id: &str, username: &str) -> bool {
+    client_id == device_id
+        || client_id == username
+        || client_id.strip_prefix("plantops-") == Some(device_id)
+}
+
 /// Everything under one device's own prefix: what it may subscribe to.
 pub fn device_filter(device_id: &str) -> String {
     format!("devices/{device_id}/#")

@@ -23,6 +23,7 @@ use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
 use mqtt5::QoS;
 use plantops_core::credentials::verify_password;
+use plantops_core::topic::is_own_client_id;
 use plantops_store::{DeviceStore, DynStore};
 use uuid::Uuid;
 
@@ -165,14 +166,6 @@ impl FailedLogins {
 
 fn device_of(user_id: Option<&str>) -> Option<Uuid> {
     user_id.and_then(|u| Uuid::parse_str(u).ok())
-}
-
-/// The client ids a device may use (docs/api.md): its id, `plantops-` and
-/// its id, or its username — never another device's.
-fn is_own_client_id(client_id: &str, device_id: &str, username: &str) -> bool {
-    client_id == device_id
-        || client_id == username
-        || client_id.strip_prefix("plantops-") == Some(device_id)
 }
 
 impl AuthProvider for DeviceAuth {
@@ -462,7 +455,8 @@ impl Drop for BuiltinBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_own_client_id, FailedLogins};
+    use super::FailedLogins;
+    use plantops_core::topic::is_own_client_id;
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// How long an instance may go without touching the database before
     /// the leader takes over its broker session.
     pub instance_timeout: Duration,
+    /// Shared secret of `/api/mqtt/auth` and `/api/mqtt/acl`; `None` turns
+    /// them off.
+    pub mqtt_auth_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -584,6 +587,17 @@ impl Server {
                 broker_ca_pem: setup.ca_pem,
                 allowed_hosts: crate::http::AllowedHosts::new(&config.http.allowed_hosts),
                 certificates,
+                broker_auth: config.mqtt_auth_secret.clone().map(|secret| {
+                    let backend = match &config.broker {
+                        BrokerConfig::Mosquitto { link, .. } => link
+                            .password
+                            .clone()
+                            .filter(|p| !p.is_empty() && !link.username.is_empty())
+                            .map(|password| (link.username.clone(), password)),
+                        BrokerConfig::Builtin(_) => None,
+                    };
+                    crate::routes::broker_auth::BrokerAuth { secret, backend }
+                }),
             }),
         };
         Ok(Self {

@@ -72,6 +72,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::auth::router())
         .merge(routes::users::router())
         .merge(routes::enrollment::router())
+        .merge(routes::broker_auth::router())
         .split_for_parts()
 }
 

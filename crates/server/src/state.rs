@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub allowed_hosts: crate::http::AllowedHosts,
     /// When each known TLS certificate ends (`broker`, `ca`).
     pub certificates: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
+    /// The broker authentication endpoints' settings; `None`: they are off.
+    pub broker_auth: Option<crate::routes::broker_auth::BrokerAuth>,
 }
 
 #[derive(Clone)]

@@ -69,6 +69,7 @@ impl TestApp {
             device_rate: Default::default(),
             instance_id: None,
             instance_timeout: std::time::Duration::from_secs(90),
+            mqtt_auth_secret: None,
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),
@@ -1017,6 +1018,9 @@ async fn openapi_describes_every_route() {
         "POST /devices/{id}/unassign",
         "POST /enrollment-keys",
         "POST /enrollment/window",
+        "POST /mqtt/acl",
+        "POST /mqtt/auth",
+        "POST /mqtt/superuser",
         "POST /plants",
         "POST /plants/{id}/analyze",
         "POST /plants/{id}/health-check",
@@ -1046,8 +1050,12 @@ async fn openapi_describes_every_route() {
 }
 
 /// What anyone may call without credentials; everything else in the
-/// OpenAPI document (and `/metrics`) answers 401.
-const PUBLIC_OPERATIONS: [&str; 7] = [
+/// OpenAPI document (and `/metrics`) answers 401. The broker's endpoints
+/// check a shared secret of their own.
+const PUBLIC_OPERATIONS: [&str; 10] = [
+    "POST /mqtt/auth",
+    "POST /mqtt/acl",
+    "POST /mqtt/superuser",
     "GET /health",
     "GET /ready",
     "GET /auth/status",

@@ -362,6 +362,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/mqtt/acl": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Whether a client may publish to, subscribe to or receive on a topic. */
+        post: operations["authorize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/mqtt/auth": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Whether a client may connect. Devices: their generated credentials and
+         *     one of their own client ids; backend instances: the backend password,
+         *     client id = username.
+         */
+        post: operations["authenticate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/mqtt/ca": {
         parameters: {
             query?: never;
@@ -373,6 +411,23 @@ export interface paths {
         get: operations["broker_ca"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/mqtt/superuser": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** go-auth's superuser check: no account is a superuser. */
+        post: operations["superuser"];
         delete?: never;
         options?: never;
         head?: never;
@@ -723,6 +778,19 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description A publish or subscribe to check. go-auth sends `acc` (1 read, 2 write,
+         *     3 read and write, 4 subscribe); EMQX sends `action` (`publish`,
+         *     `subscribe`).
+         */
+        AclRequest: {
+            /** Format: int32 */
+            acc?: number | null;
+            action?: string | null;
+            clientid?: string | null;
+            topic: string;
+            username: string;
+        };
         Advice: {
             current: string;
             ideal: string;
@@ -777,6 +845,12 @@ export interface components {
             /** Format: uuid */
             user_id: string;
         };
+        /** @description A connection attempt, as EMQX and go-auth describe it. */
+        AuthRequest: {
+            clientid?: string | null;
+            password?: string;
+            username: string;
+        };
         AuthStatus: {
             /** @description `false` with `PLANTOPS_AUTH=off`: nobody needs to sign in. */
             auth: boolean;
@@ -793,6 +867,16 @@ export interface components {
             max: number | null;
             /** Format: double */
             min: number | null;
+        };
+        /** @description The decision, in both dialects, always with status 200. */
+        BrokerDecision: {
+            /** @description Why it was denied (empty when allowed). */
+            error: string;
+            is_superuser: boolean;
+            /** @description mosquitto-go-auth (`http_response_mode json`). */
+            ok: boolean;
+            /** @description EMQX: `allow` or `deny`. */
+            result: string;
         };
         CarePlan: {
             alerts: string[];
@@ -1306,6 +1390,10 @@ export interface components {
             provider: string;
             /** @description `request`, `weekly` or `critical_alert`. */
             reason: string;
+        };
+        /** @description go-auth's superuser check: nobody is one. */
+        SuperuserRequest: {
+            username: string;
         };
         TaskComponent: {
             /** Format: date-time */
@@ -2097,6 +2185,90 @@ export interface operations {
             };
         };
     };
+    authorize: {
+        parameters: {
+            query?: {
+                /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
+                secret?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AclRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BrokerDecision"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    authenticate: {
+        parameters: {
+            query?: {
+                /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
+                secret?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AuthRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BrokerDecision"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     broker_ca: {
         parameters: {
             query?: never;
@@ -2112,6 +2284,48 @@ export interface operations {
                 };
                 content: {
                     "application/x-pem-file": string;
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    superuser: {
+        parameters: {
+            query?: {
+                /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
+                secret?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SuperuserRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BrokerDecision"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
                 };
             };
             404: {

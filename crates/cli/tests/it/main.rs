@@ -6,6 +6,7 @@
 mod advisor;
 mod alerts;
 mod backup;
+mod broker_auth;
 mod cluster;
 mod common;
 mod deploy;

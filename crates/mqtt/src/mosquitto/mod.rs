@@ -70,8 +70,10 @@ fn device_role(device_id: Uuid) -> String {
 
 pub struct MosquittoBroker {
     /// Logged in as this instance's own admin account
-    /// ([`instance_username`] of the dynamic-security admin).
-    dynsec: Dynsec,
+    /// ([`instance_username`] of the dynamic-security admin); `None` when
+    /// the broker asks PlantOps who may connect and what they may do
+    /// (HTTP authentication, `/api/mqtt/auth`): nothing to provision then.
+    dynsec: Option<Dynsec>,
     state: Arc<RwLock<LinkState>>,
     config: MosquittoConfig,
     /// Where messages of sessions taken over go.
@@ -95,7 +97,14 @@ impl MosquittoBroker {
         instance_id: &str,
         ingest: Ingest,
     ) -> Result<(Arc<Self>, IngestLink), BrokerError> {
-        let dynsec = Dynsec::start(&config, &instance_admin(&config, instance_id))?;
+        let dynsec = if config.dynsec_username.is_empty() {
+            None
+        } else {
+            Some(Dynsec::start(
+                &config,
+                &instance_admin(&config, instance_id),
+            )?)
+        };
         let state = Arc::new(RwLock::new(LinkState {
             up: false,
             message: format!("connecting to {}:{}", config.host, config.port),
@@ -121,7 +130,7 @@ impl MosquittoBroker {
         config: &MosquittoConfig,
         instance_id: &str,
     ) -> Result<(), BrokerError> {
-        if self.dynsec.is_listening() {
+        if self.dynsec.as_ref().is_none_or(Dynsec::is_listening) {
             return Ok(());
         }
         let bootstrap = Dynsec::start(config, &config.dynsec_username)?;
@@ -161,6 +170,9 @@ impl MosquittoBroker {
         config: &MosquittoConfig,
         instance_id: &str,
     ) -> Result<(), BrokerError> {
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
         let username = instance_username(config, instance_id);
         // Anything not granted by a role is refused: no client receives a
         // message it was not meant to (Mosquitto's own default lets every
@@ -186,13 +198,11 @@ impl MosquittoBroker {
         // A password changed in the environment takes effect on restart.
         commands.push(json!({"command": "setClientPassword",
             "username": username, "password": password}));
-        self.dynsec
-            .run_checked(commands, &["already exists"])
-            .await?;
+        dynsec.run_checked(commands, &["already exists"]).await?;
         // Mosquitto 2.0 answers a repeated addClientRole with "Internal
         // error", so look first.
         let lookup = json!({"command": "getClient", "username": username});
-        let responses = self.dynsec.run(vec![lookup]).await?;
+        let responses = dynsec.run(vec![lookup]).await?;
         let has_role = responses
             .first()
             .and_then(|r| r["data"]["client"]["roles"].as_array().cloned())
@@ -204,7 +214,7 @@ impl MosquittoBroker {
         }
         let grant = json!({"command": "addClientRole", "username": username,
             "rolename": BACKEND_ROLE});
-        self.dynsec.run_checked(vec![grant], &[]).await
+        dynsec.run_checked(vec![grant], &[]).await
     }
 
     /// Declares provisioning done: from now on the link state alone tells
@@ -224,12 +234,12 @@ impl MosquittoBroker {
             None => self.config.username.clone(),
         };
         let drained = link::drain_session(&self.config, &username, &self.ingest).await?;
-        if let Some(id) = instance_id {
+        if let (Some(id), Some(dynsec)) = (instance_id, &self.dynsec) {
             let commands = vec![
                 json!({"command": "deleteClient", "username": username}),
                 json!({"command": "deleteClient", "username": instance_admin(&self.config, id)}),
             ];
-            self.dynsec.run_checked(commands, &["not found"]).await?;
+            dynsec.run_checked(commands, &["not found"]).await?;
         }
         if drained > 0 {
             tracing::info!(%username, drained, "stored the messages a stopped instance left in its broker session");
@@ -240,14 +250,17 @@ impl MosquittoBroker {
     /// Removes broker accounts of devices the store no longer knows; names
     /// devices the store knows but the broker lacks (they must rotate).
     pub async fn reconcile(&self, known: &HashSet<String>) -> Result<(), BrokerError> {
-        let listed = self.list_clients().await?;
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
+        let listed = list_clients(dynsec).await?;
         let device_accounts: HashSet<String> = listed
             .into_iter()
             .filter(|name| name.starts_with("device_"))
             .collect();
         for stale in device_accounts.difference(known) {
             tracing::info!(username = %stale, "removing broker account of a deleted device");
-            self.dynsec
+            dynsec
                 .run_checked(
                     vec![json!({"command": "deleteClient", "username": stale})],
                     &["not found"],
@@ -259,22 +272,22 @@ impl MosquittoBroker {
         }
         Ok(())
     }
+}
 
-    async fn list_clients(&self) -> Result<Vec<String>, BrokerError> {
-        let command = json!({"command": "listClients", "verbose": false});
-        let responses = self.dynsec.run(vec![command]).await?;
-        Ok(responses
-            .first()
-            .and_then(|r| r["data"]["clients"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| {
-                c.as_str()
-                    .or_else(|| c["username"].as_str())
-                    .map(str::to_string)
-            })
-            .collect())
-    }
+async fn list_clients(dynsec: &Dynsec) -> Result<Vec<String>, BrokerError> {
+    let command = json!({"command": "listClients", "verbose": false});
+    let responses = dynsec.run(vec![command]).await?;
+    Ok(responses
+        .first()
+        .and_then(|r| r["data"]["clients"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| {
+            c.as_str()
+                .or_else(|| c["username"].as_str())
+                .map(str::to_string)
+        })
+        .collect())
 }
 
 fn set_state(state: &RwLock<LinkState>, up: bool, message: String) {
@@ -286,7 +299,10 @@ fn set_state(state: &RwLock<LinkState>, up: bool, message: String) {
 #[async_trait]
 impl Broker for MosquittoBroker {
     fn kind(&self) -> &'static str {
-        "mosquitto"
+        match self.dynsec {
+            Some(_) => "mosquitto",
+            None => "mqtt",
+        }
     }
 
     fn state(&self) -> LinkState {
@@ -313,6 +329,11 @@ impl Broker for MosquittoBroker {
         username: &str,
         password: &str,
     ) -> Result<(), BrokerError> {
+        // Without dynamic security the broker asks PlantOps at every
+        // connect: the store alone decides.
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
         let role = device_role(device_id);
         let own = topic::device_filter(&device_id.to_string());
         let mut commands = vec![
@@ -332,7 +353,7 @@ impl Broker for MosquittoBroker {
         commands
             .push(json!({"command": "createClient", "username": username, "password": password}));
         commands.push(json!({"command": "addClientRole", "username": username, "rolename": role}));
-        self.dynsec.run_checked(commands, &[]).await
+        dynsec.run_checked(commands, &[]).await
     }
 
     async fn set_password(
@@ -341,13 +362,18 @@ impl Broker for MosquittoBroker {
         username: &str,
         password: &str,
     ) -> Result<(), BrokerError> {
+        // Without dynamic security the broker asks PlantOps at every
+        // connect: the store alone decides.
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
         // Disabling a client disconnects it: sessions with the old password end.
         let commands = vec![
             json!({"command": "setClientPassword", "username": username, "password": password}),
             json!({"command": "disableClient", "username": username}),
             json!({"command": "enableClient", "username": username}),
         ];
-        self.dynsec.run_checked(commands, &[]).await
+        dynsec.run_checked(commands, &[]).await
     }
 
     async fn leave(&self) {
@@ -355,11 +381,16 @@ impl Broker for MosquittoBroker {
     }
 
     async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError> {
+        // Without dynamic security the broker asks PlantOps at every
+        // connect: the store alone decides.
+        let Some(dynsec) = &self.dynsec else {
+            return Ok(());
+        };
         // Deleting a client disconnects it.
         let commands = vec![
             json!({"command": "deleteClient", "username": username}),
             json!({"command": "deleteRole", "rolename": device_role(device_id)}),
         ];
-        self.dynsec.run_checked(commands, &["not found"]).await
+        dynsec.run_checked(commands, &["not found"]).await
     }
 }

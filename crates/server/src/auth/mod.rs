@@ -33,7 +33,8 @@ pub const SETUP_TOKEN_FILE: &str = "setup-token";
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Routes anyone may call. Registration is on it because it checks its own
-/// credential (an enrollment key, the window, or an admin).
+/// credential (an enrollment key, the window, or an admin), and so are the
+/// broker's authentication endpoints (a shared secret).
 const PUBLIC_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/health"),
     (Method::GET, "/api/ready"),
@@ -43,6 +44,9 @@ const PUBLIC_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/mqtt/ca"),
     (Method::GET, "/api/openapi.json"),
     (Method::POST, "/api/devices/register"),
+    (Method::POST, "/api/mqtt/auth"),
+    (Method::POST, "/api/mqtt/acl"),
+    (Method::POST, "/api/mqtt/superuser"),
 ];
 
 /// What a viewer (or a viewer's full token) may change: its own session,

@@ -1,6 +1,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod auth;
+pub mod broker_auth;
 pub mod devices;
 pub mod enrollment;
 pub mod events;

@@ -18,6 +18,8 @@ pub enum AlertKind {
     Recovered,
     DeviceOffline,
     DeviceOnline,
+    /// A TLS certificate PlantOps serves or trusts ends within 30 days.
+    CertificateExpiring,
 }
 
 impl AlertKind {
@@ -27,6 +29,7 @@ impl AlertKind {
             AlertKind::Recovered => "recovered",
             AlertKind::DeviceOffline => "device_offline",
             AlertKind::DeviceOnline => "device_online",
+            AlertKind::CertificateExpiring => "certificate_expiring",
         }
     }
 
@@ -36,6 +39,7 @@ impl AlertKind {
             AlertKind::Recovered,
             AlertKind::DeviceOffline,
             AlertKind::DeviceOnline,
+            AlertKind::CertificateExpiring,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -454,7 +454,8 @@ impl Server {
                 .context("PLANTOPS_DISCORD_WEBHOOK_PREFIXES")?,
         ));
         tasks.push(supervise("notifier", task_health.clone(), {
-            let (store, notifications) = (store.clone(), notifications.clone());
+            let (store, notifications, outbox) =
+                (store.clone(), notifications.clone(), outbox.clone());
             move || Notifier::new(&store, notifications.clone(), outbox.clone()).run()
         }));
         let (ingest, batcher) = Ingest::new(
@@ -482,6 +483,17 @@ impl Server {
             }
         };
         let certificates = certificate_ends(&setup);
+        if !certificates.is_empty() {
+            let (store, ends, events) = (store.clone(), certificates.clone(), events.clone());
+            leader_jobs.push(LeaderJob::new("certificate watch", move || {
+                crate::alerts::certificates::watch(
+                    store.clone(),
+                    ends.clone(),
+                    events.clone(),
+                    outbox.clone(),
+                )
+            }));
+        }
         tasks.extend(setup.provisioning);
         if let Some(link) = setup.link {
             tasks.push(supervise(

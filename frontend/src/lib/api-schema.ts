@@ -826,7 +826,7 @@ export interface components {
             value?: number | null;
         };
         /** @enum {string} */
-        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online";
+        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring";
         AlertList: {
             alerts: components["schemas"]["Alert"][];
             /** Format: int64 */

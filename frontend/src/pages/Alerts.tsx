@@ -13,6 +13,7 @@ const KIND_LABEL: Record<AlertKind, string> = {
   recovered: "Recovered",
   device_offline: "Device offline",
   device_online: "Device online",
+  certificate_expiring: "Certificate expiring",
 };
 
 const PERIODS: { label: string; hours: number | null }[] = [

@@ -121,6 +121,26 @@ impl Cluster {
     }
 }
 
+/// SSE frames as (id, event type, data).
+fn frames(text: &str) -> Vec<(u64, String, String)> {
+    text.split("\n\n")
+        .filter_map(|frame| {
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::trim)
+                    .map(str::to_string)
+            };
+            Some((
+                field("id:")?.parse().ok()?,
+                field("event:")?,
+                field("data:")?,
+            ))
+        })
+        .collect()
+}
+
 async fn health(server: &Server) -> Value {
     let (status, body) = server.get("/api/health").await;
     assert_eq!(status, 200);
@@ -270,6 +290,43 @@ async fn breach_storm(cluster: &Cluster, discord: &mut Discord) {
     );
     assert_eq!(seen.matches("event: reading").count(), wanted);
     assert_eq!(discord.attempts(), 3, "one notification per alert");
+
+    // A browser that loses A and reconnects to B resumes where it was:
+    // every instance names events alike.
+    let readings_on_a: Vec<(u64, String)> = frames(&seen)
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "reading")
+        .map(|(id, _, data)| (id, data))
+        .collect();
+    let (resume_from, _) = readings_on_a[29].clone();
+    let b = &cluster.instances[1].server;
+    let mut resumed = b
+        .client
+        .get(format!("{}/api/events", b.http))
+        .header("last-event-id", resume_from.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut replayed = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while replayed.matches("event: reading").count() < wanted - 30 {
+            let Ok(Some(chunk)) = resumed.chunk().await else {
+                break;
+            };
+            replayed.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "B did not replay what followed A's event {resume_from}"
+    );
+    let readings_on_b: Vec<(u64, String)> = frames(&replayed)
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "reading")
+        .map(|(id, _, data)| (id, data))
+        .collect();
+    assert_eq!(readings_on_b, readings_on_a[30..].to_vec());
 }
 
 #[tokio::test]

@@ -1131,3 +1131,27 @@ async fn plantops_export_writes_the_readings_of_a_plant() {
     .await;
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
 }
+
+/// SQLite serves one instance: a second `plantops serve` on the same data
+/// directory refuses to start, says why and where to go instead, and the
+/// first one goes on serving.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let mut second = Server::command(dir.path(), &Ports::free(), &[]);
+    second.stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(30), second.output())
+        .await
+        .expect("the second server gives up at once")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another PlantOps is running on the data directory")
+            && stderr.contains("docs/scaling.md"),
+        "{stderr}"
+    );
+    let (status, _) = first.get("/api/ready").await;
+    assert_eq!(status, 200);
+}

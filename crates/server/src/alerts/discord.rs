@@ -16,6 +16,7 @@ pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
         AlertKind::Recovered => (format!("Back to normal: {plant}"), GREEN),
         AlertKind::DeviceOffline => ("Device Offline".to_string(), YELLOW),
         AlertKind::DeviceOnline => ("Device Online".to_string(), GREEN),
+        AlertKind::CertificateExpiring => ("Certificate expiring".to_string(), YELLOW),
     };
     let mut fields = Vec::new();
     if let Some(metric) = alert.metric {

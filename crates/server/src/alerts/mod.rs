@@ -1,6 +1,7 @@
 //! Alerting: the evaluator turns committed readings and device status
 //! changes into stored alerts; the notifier delivers them from the outbox.
 
+pub mod certificates;
 pub mod discord;
 pub mod evaluator;
 pub mod notifier;

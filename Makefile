@@ -104,7 +104,7 @@ build: ## Debug build
 release: ui ## Optimised binary with the UI at target/release/plantops
 	$(CARGO) build --release -p plantops
 
-smoke: ui ## The release build with thin LTO (target/smoke/plantops), for the production smoke test
+smoke: ui ## The optimised build without cross-crate LTO (target/smoke/plantops), for the production smoke test
 	$(CARGO) build --profile smoke -p plantops
 
 run: ui ## Run PlantOps with embedded defaults (SQLite in ./data, built-in broker, UI on :8000)

@@ -593,3 +593,97 @@ async fn an_instance_stopped_gracefully_leaves_its_share_to_the_others() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A rolling update: each of two instances in turn stopped as an update
+/// stops it (SIGTERM) and started again while devices keep publishing;
+/// every reading the broker acknowledged is stored, once.
+#[tokio::test]
+async fn a_rolling_update_loses_no_reading() {
+    plantops_mqtt::install_crypto_provider();
+    let db = TestDb::postgres().await;
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let mut env = mosquitto.backend_env();
+    env.push(("DATABASE_URL", db.url().to_string()));
+    env.push(("ENCRYPTION_KEY", "ef".repeat(32)));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut servers = vec![Server::start(dirs[0].path(), &Ports::free(), &env).await];
+    std::fs::copy(
+        dirs[0].path().join("test-admin-token"),
+        dirs[1].path().join("test-admin-token"),
+    )
+    .unwrap();
+    servers.push(Server::start(dirs[1].path(), &Ports::free(), &env).await);
+    let mut devices = Vec::new();
+    for i in 0..20 {
+        devices.push(
+            servers[i % 2]
+                .register(&format!("ef:00:00:00:00:{i:02x}"))
+                .await,
+        );
+    }
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::hours(3);
+    const PER_DEVICE: usize = 40;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let publishers: Vec<_> = devices
+        .iter()
+        .enumerate()
+        .map(|(d, device)| {
+            let (device, ca, port, acked) =
+                (device.clone(), ca.clone(), mosquitto.port, acked.clone());
+            tokio::spawn(async move {
+                let options = device_options(&device, port, Some(ca), &device.device_id);
+                let (client, mut eventloop, outcome) = connect(options).await;
+                assert_eq!(outcome, Connack::Accepted);
+                let topic = format!("devices/{}/telemetry", device.device_id);
+                for k in 0..PER_DEVICE {
+                    let at = start
+                        + chrono::Duration::seconds(k as i64)
+                        + chrono::Duration::milliseconds(d as i64);
+                    publish_acked(&client, &mut eventloop, &topic, soil(40.0, at)).await;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = client.disconnect().await;
+            })
+        })
+        .collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let pid = servers[i].child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), servers[i].child.wait())
+            .await
+            .expect("the instance stops on SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "{exit}");
+        // The "new version" starts on the same data directory.
+        servers[i] = Server::start(dir.path(), &Ports::free(), &env).await;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let total = devices.len() * PER_DEVICE;
+    assert_eq!(acked.load(Ordering::SeqCst), total);
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if stored as usize == total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of {total} readings stored after the rolling update"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

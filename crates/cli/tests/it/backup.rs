@@ -15,6 +15,7 @@ use uuid::Uuid;
 plantops_testkit::for_each_backend!(
     restore_brings_back_exactly_the_backed_up_data,
     a_file_that_is_not_a_backup_is_refused_and_nothing_changes,
+    an_update_applies_the_new_migrations_and_keeps_the_data,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -173,4 +174,84 @@ async fn a_file_that_is_not_a_backup_is_refused_and_nothing_changes(db: &TestDb)
 
     let store = db.store().await;
     assert_eq!(snapshot(&store).await, before);
+}
+
+/// The update docs/upgrading.md describes, on a database the previous
+/// version left (every migration but the newest): back up, start the new
+/// binary, which applies the newest migration; the data from before is all
+/// there, and the backup restores it.
+async fn an_update_applies_the_new_migrations_and_keeps_the_data(db: &TestDb) {
+    let sqlite = matches!(db, TestDb::Sqlite { .. });
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../store/migrations")
+        .join(if sqlite { "sqlite" } else { "postgres" });
+    let mut previous = sqlx::migrate::Migrator::new(migrations).await.unwrap();
+    let newest = previous.iter().map(|m| m.version).max().unwrap();
+    let older: Vec<_> = previous
+        .iter()
+        .filter(|m| m.version < newest)
+        .cloned()
+        .collect();
+    previous.migrations = older.into();
+    if sqlite {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.url().parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+            .await
+            .unwrap();
+        previous.run(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        previous.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = plantops_store::connect(db.url()).await.unwrap();
+    assert!(
+        !store.is_migrated().await.unwrap(),
+        "the newest migration is not applied yet"
+    );
+    populate(&store, 2, 50).await;
+    // No sealed secret: the server would check it against its key.
+    store.put_setting("notifications", None).await.unwrap();
+    let before = snapshot(&store).await;
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("before-upgrade.backup");
+    let backup = plantops(db, &["backup", "--output"], &file).await;
+    assert!(backup.status.success(), "{backup:?}");
+
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", db.url()),
+        ("ENCRYPTION_KEY", "12".repeat(32).leak()),
+    ];
+    let mut server = common::Server::start(data.path(), &common::Ports::free(), &env).await;
+    let store = plantops_store::connect(db.url()).await.unwrap();
+    assert!(
+        store.is_migrated().await.unwrap(),
+        "the new binary migrated the database"
+    );
+    let after = snapshot(&store).await;
+    assert_eq!(after["plants"], before["plants"]);
+    assert_eq!(after["history"], before["history"]);
+    assert_eq!(after["readings"], before["readings"]);
+    let plant_id = before["plants"][0]["id"].as_str().unwrap();
+    let (status, plant) = server.get(&format!("/api/plants/{plant_id}")).await;
+    assert_eq!(
+        (status, &plant["name"]),
+        (200, &before["plants"][0]["name"])
+    );
+    server.kill().await;
+    drop(store);
+
+    // Going back means restoring the backup taken before.
+    let restore = plantops(db, &["restore"], &file).await;
+    assert!(restore.status.success(), "{restore:?}");
+    let store = plantops_store::connect(db.url()).await.unwrap();
+    assert!(
+        !store.is_migrated().await.unwrap(),
+        "the backup holds the old schema"
+    );
+    assert_eq!(snapshot(&store).await["readings"], before["readings"]);
 }

@@ -393,7 +393,12 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         );
     }
     let first_hour = chrono::Utc::now() - chrono::Duration::hours(2);
-    let (publishers, acked) = publish_from(&cluster, &devices, first_hour);
+    let (publishers, acked) = publish_from(
+        &devices,
+        (cluster.mosquitto.port, &cluster.ca),
+        first_hour,
+        READINGS_PER_DEVICE,
+    );
     let total = DEVICES * READINGS_PER_DEVICE;
     cluster
         .until(
@@ -433,7 +438,12 @@ async fn three_instances_share_devices_alerts_and_jobs() {
     }
     let leader = leader.expect("a leader");
     let second_hour = chrono::Utc::now() - chrono::Duration::hours(1);
-    let (publishers, acked) = publish_from(&cluster, &devices, second_hour);
+    let (publishers, acked) = publish_from(
+        &devices,
+        (cluster.mosquitto.port, &cluster.ca),
+        second_hour,
+        READINGS_PER_DEVICE,
+    );
     cluster
         .until(
             "a quarter acknowledged",
@@ -488,36 +498,32 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         .await;
 }
 
-/// Every device publishes [`READINGS_PER_DEVICE`] readings from `start`
-/// on, each acknowledged by the broker and counted.
+/// Every device publishes `count` readings from `start` on, 100 ms apart,
+/// each acknowledged by the broker and counted.
 fn publish_from(
-    cluster: &Cluster,
     devices: &[Credentials],
+    (port, ca): (u16, &[u8]),
     start: chrono::DateTime<chrono::Utc>,
+    count: usize,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicUsize>) {
     let acked = Arc::new(AtomicUsize::new(0));
     let publishers = devices
         .iter()
         .enumerate()
         .map(|(d, device)| {
-            let (device, ca, port, acked) = (
-                device.clone(),
-                cluster.ca.clone(),
-                cluster.mosquitto.port,
-                acked.clone(),
-            );
+            let (device, ca, acked) = (device.clone(), ca.to_vec(), acked.clone());
             tokio::spawn(async move {
                 let options = device_options(&device, port, Some(ca), &device.device_id);
                 let (client, mut eventloop, outcome) = connect(options).await;
                 assert_eq!(outcome, Connack::Accepted);
                 let topic = format!("devices/{}/telemetry", device.device_id);
-                for k in 0..READINGS_PER_DEVICE {
+                for k in 0..count {
                     let at = start
                         + chrono::Duration::seconds(k as i64)
                         + chrono::Duration::milliseconds(d as i64);
                     publish_acked(&client, &mut eventloop, &topic, soil(40.0, at)).await;
                     acked.fetch_add(1, Ordering::SeqCst);
-                    // Spread over the failure rather than done before it.
+                    // Spread over the failure or the update rather than done before it.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let _ = client.disconnect().await;
@@ -626,30 +632,7 @@ async fn a_rolling_update_loses_no_reading() {
     let ca = std::fs::read(&mosquitto.ca).unwrap();
     let start = chrono::Utc::now() - chrono::Duration::hours(3);
     const PER_DEVICE: usize = 40;
-    let acked = Arc::new(AtomicUsize::new(0));
-    let publishers: Vec<_> = devices
-        .iter()
-        .enumerate()
-        .map(|(d, device)| {
-            let (device, ca, port, acked) =
-                (device.clone(), ca.clone(), mosquitto.port, acked.clone());
-            tokio::spawn(async move {
-                let options = device_options(&device, port, Some(ca), &device.device_id);
-                let (client, mut eventloop, outcome) = connect(options).await;
-                assert_eq!(outcome, Connack::Accepted);
-                let topic = format!("devices/{}/telemetry", device.device_id);
-                for k in 0..PER_DEVICE {
-                    let at = start
-                        + chrono::Duration::seconds(k as i64)
-                        + chrono::Duration::milliseconds(d as i64);
-                    publish_acked(&client, &mut eventloop, &topic, soil(40.0, at)).await;
-                    acked.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let _ = client.disconnect().await;
-            })
-        })
-        .collect();
+    let (publishers, acked) = publish_from(&devices, (mosquitto.port, &ca), start, PER_DEVICE);
     for (i, dir) in dirs.iter().enumerate() {
         let pid = servers[i].child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")

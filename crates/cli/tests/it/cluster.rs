@@ -108,6 +108,27 @@ impl Cluster {
         n
     }
 
+    /// Waits for the publishers to finish, then until the database holds
+    /// `expected` readings (at most `limit`); returns how many it holds.
+    async fn all_stored(
+        &self,
+        publishers: Vec<tokio::task::JoinHandle<()>>,
+        acked: &AtomicUsize,
+        expected: i64,
+        limit: Duration,
+    ) -> i64 {
+        let published = publishers.len() * READINGS_PER_DEVICE;
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        assert_eq!(acked.load(Ordering::SeqCst), published);
+        self.until("every acknowledged reading stored", limit, async || {
+            let n = self.readings_stored().await;
+            (n >= expected).then_some(n)
+        })
+        .await
+    }
+
     /// Waits until `check` holds, for at most `limit`.
     async fn until<T>(&self, what: &str, limit: Duration, check: impl AsyncFn() -> Option<T>) -> T {
         let deadline = Instant::now() + limit;
@@ -409,20 +430,9 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         .await;
     cluster.kill(1).await;
     cluster.restart(1).await;
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    assert_eq!(acked.load(Ordering::SeqCst), total);
     let expected = before + total as i64;
     let stored = cluster
-        .until(
-            "every acknowledged reading stored",
-            Duration::from_secs(60),
-            async || {
-                let n = cluster.readings_stored().await;
-                (n >= expected).then_some(n)
-            },
-        )
+        .all_stored(publishers, &acked, expected, Duration::from_secs(60))
         .await;
     assert_eq!(stored, expected, "nothing lost, nothing doubled");
 
@@ -465,20 +475,9 @@ async fn three_instances_share_devices_alerts_and_jobs() {
         })
         .await;
     eprintln!("lead passed on in {:?}", killed.elapsed());
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    assert_eq!(acked.load(Ordering::SeqCst), total);
     let expected = expected + total as i64;
     let stored = cluster
-        .until(
-            "the dead leader's share stored",
-            Duration::from_secs(90),
-            async || {
-                let n = cluster.readings_stored().await;
-                (n >= expected).then_some(n)
-            },
-        )
+        .all_stored(publishers, &acked, expected, Duration::from_secs(90))
         .await;
     assert_eq!(
         stored, expected,

@@ -307,7 +307,6 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn assign_device(&self, id: Uuid, plant_id: Option<Uuid>) -> Result<bool>;
     /// The plant each existing device among `ids` serves now.
     async fn device_plants(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>>;
-    async fn set_devices_status(&self, ids: &[Uuid], status: DeviceStatus) -> Result<()>;
     /// Marks offline every online device not seen since `silent_since`;
     /// returns those it changed (each exactly once across instances).
     async fn mark_silent_offline(&self, silent_since: DateTime<Utc>) -> Result<Vec<SilentDevice>>;

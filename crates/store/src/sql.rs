@@ -284,6 +284,11 @@ impl TryFrom<QueuedAlertRow> for QueuedAlert {
     }
 }
 
+/// The threshold states of one plant (`$1`), as [`MetricStateRow`] reads them.
+pub(crate) const PLANT_METRIC_STATES: &str =
+    "SELECT metric, breached, notified, last_notified_at, changed_at \
+     FROM alert_states WHERE plant_id = $1";
+
 #[derive(FromRow)]
 pub(crate) struct MetricStateRow {
     metric: String,
@@ -851,24 +856,6 @@ macro_rules! shared_store {
                 Ok(plants)
             }
 
-            async fn set_devices_status(
-                &self,
-                ids: &[uuid::Uuid],
-                status: plantops_core::DeviceStatus,
-            ) -> $crate::Result<()> {
-                for chunk in ids.chunks($crate::sql::IDS_PER_STATEMENT) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE devices SET status = ");
-                    query.push_bind(status.as_str()).push(" WHERE id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    query.push(")");
-                    query.build().persistent(false).execute(&self.pool).await?;
-                }
-                Ok(())
-            }
-
             async fn mark_silent_offline(
                 &self,
                 silent_since: chrono::DateTime<chrono::Utc>,
@@ -996,10 +983,8 @@ macro_rules! shared_store {
             ) -> $crate::Result<
                 std::collections::HashMap<plantops_core::Metric, plantops_core::alert::MetricState>,
             > {
-                let rows: Vec<$crate::sql::MetricStateRow> = sqlx::query_as(
-                    "SELECT metric, breached, notified, last_notified_at, changed_at \
-                     FROM alert_states WHERE plant_id = $1",
-                )
+                let rows: Vec<$crate::sql::MetricStateRow> =
+                    sqlx::query_as($crate::sql::PLANT_METRIC_STATES)
                 .bind(plant_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -1051,10 +1036,8 @@ macro_rules! shared_store {
                     }
                     let mut plants = Vec::with_capacity(judged.len());
                     for plant in judged {
-                        let rows: Vec<$crate::sql::MetricStateRow> = sqlx::query_as(
-                            "SELECT metric, breached, notified, last_notified_at, changed_at \
-                             FROM alert_states WHERE plant_id = $1",
-                        )
+                        let rows: Vec<$crate::sql::MetricStateRow> =
+                            sqlx::query_as($crate::sql::PLANT_METRIC_STATES)
                         .bind(plant.id)
                         .fetch_all(&mut *tx)
                         .await?;

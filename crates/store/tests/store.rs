@@ -250,10 +250,23 @@ async fn devices_filter_by_status_and_paginate(db: &TestDb) {
         store.register_device(&d, "h").await.unwrap();
         ids.push(d.id);
     }
-    store
-        .set_devices_status(&ids[..2], DeviceStatus::Offline)
-        .await
-        .unwrap();
+    // Two devices heard from once, then silent: the offline check marks them.
+    let seen: Vec<Presence> = ids[..2]
+        .iter()
+        .map(|&device_id| Presence {
+            device_id,
+            seen_at: t0(),
+        })
+        .collect();
+    store.commit_batch(&[], &seen).await.unwrap();
+    assert_eq!(
+        store
+            .mark_silent_offline(t0() + Duration::seconds(1))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let page = Page {
         limit: 100,
         offset: 0,

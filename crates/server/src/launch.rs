@@ -514,12 +514,14 @@ impl Server {
                 prune_readings(store.clone(), days)
             }));
         }
-        tasks.push(supervise("instance heartbeat", task_health.clone(), {
-            let (store, id, timeout) =
-                (store.clone(), instance_id.clone(), config.instance_timeout);
-            move || crate::cluster::heartbeat(store.clone(), id.clone(), timeout)
-        }));
+        // The instances' rows serve only the takeover of broker sessions:
+        // with the built-in broker nobody reads them, so nothing is written.
         if let Some(broker) = setup.mosquitto.clone() {
+            tasks.push(supervise("instance heartbeat", task_health.clone(), {
+                let (store, id, timeout) =
+                    (store.clone(), instance_id.clone(), config.instance_timeout);
+                move || crate::cluster::heartbeat(store.clone(), id.clone(), timeout)
+            }));
             let (store, id, timeout) =
                 (store.clone(), instance_id.clone(), config.instance_timeout);
             leader_jobs.push(LeaderJob::new("session takeover", move || {

@@ -3,7 +3,7 @@
 -- and older readings are not judged.
 ALTER TABLE alert_states ADD COLUMN changed_at INTEGER;
 
--- The instance serving this database touches its row while it runs (the
+-- With an external broker the instance touches its row while it runs (the
 -- same bookkeeping PostgreSQL's several instances use).
 CREATE TABLE instances (
     id TEXT PRIMARY KEY,

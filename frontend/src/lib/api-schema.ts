@@ -2189,7 +2189,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
-                secret?: string | null;
+                secret?: string;
             };
             header?: never;
             path?: never;
@@ -2231,7 +2231,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
-                secret?: string | null;
+                secret?: string;
             };
             header?: never;
             path?: never;
@@ -2300,7 +2300,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description The shared secret, when not sent in `X-PlantOps-MQTT-Secret`. */
-                secret?: string | null;
+                secret?: string;
             };
             header?: never;
             path?: never;

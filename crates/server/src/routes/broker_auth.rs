@@ -9,8 +9,8 @@
 //! brokers that cannot add headers (go-auth), as `?secret=`.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header;
 use axum::Json;
 use plantops_core::credentials::verify_password;
 use plantops_core::topic;
@@ -53,6 +53,7 @@ impl std::fmt::Debug for BrokerAuth {
 
 /// `?secret=` for brokers that cannot send a header.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SecretQuery {
     /// The shared secret, when not sent in `X-PlantOps-MQTT-Secret`.
     pub secret: Option<String>,
@@ -118,50 +119,63 @@ fn decision(allowed: Result<(), &str>) -> Json<BrokerDecision> {
     })
 }
 
-/// The configured endpoint settings, once the caller proved the secret.
-fn checked<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-    query: &SecretQuery,
-) -> ApiResult<&'a BrokerAuth> {
-    let Some(auth) = &state.config.broker_auth else {
-        return Err(ApiError::NotFound(
-            "Broker authentication over HTTP is off (PLANTOPS_MQTT_AUTH_SECRET)",
-        ));
-    };
-    let sent = headers
-        .get(SECRET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .or(query.secret.as_deref())
-        .unwrap_or_default();
-    if bool::from(sent.as_bytes().ct_eq(auth.secret.as_bytes())) {
-        Ok(auth)
-    } else {
-        Err(ApiError::Unauthorized(
-            "Send the broker secret in X-PlantOps-MQTT-Secret (or ?secret=)",
-        ))
+/// A broker's request: the secret proved, the body read as `T`. Carries the
+/// endpoints' settings for the handler.
+pub struct BrokerCall<T> {
+    auth: BrokerAuth,
+    request: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for BrokerCall<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(auth) = state.config.broker_auth.clone() else {
+            return Err(ApiError::NotFound(
+                "Broker authentication over HTTP is off (PLANTOPS_MQTT_AUTH_SECRET)",
+            ));
+        };
+        let (parts, body) = request.into_parts();
+        let query: Option<SecretQuery> = parts
+            .uri
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok());
+        let sent = parts
+            .headers
+            .get(SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .or(query.as_ref().and_then(|q| q.secret.as_deref()))
+            .unwrap_or_default();
+        if !bool::from(sent.as_bytes().ct_eq(auth.secret.as_bytes())) {
+            return Err(ApiError::Unauthorized(
+                "Send the broker secret in X-PlantOps-MQTT-Secret (or ?secret=)",
+            ));
+        }
+        let form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|_| unreadable("the body could not be read"))?;
+        let parsed = if form {
+            serde_urlencoded::from_bytes(&body).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        };
+        let request = parsed.map_err(|error| unreadable(&error))?;
+        Ok(Self { auth, request })
     }
 }
 
-/// A body as JSON or as a form, as the content type says.
-fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let parsed = if form {
-        serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|error| {
-        plantops_core::ValidationErrors::single(
-            &["body"],
-            format!("unreadable broker request: {error}"),
-            "value_error",
-        )
-        .into()
-    })
+fn unreadable(error: &str) -> ApiError {
+    plantops_core::ValidationErrors::single(
+        &["body"],
+        format!("unreadable broker request: {error}"),
+        "value_error",
+    )
+    .into()
 }
 
 impl BrokerAuth {
@@ -186,12 +200,8 @@ impl BrokerAuth {
         (status = 404, body = crate::error::Problem)))]
 async fn authenticate(
     State(state): State<AppState>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    BrokerCall { auth, request }: BrokerCall<AuthRequest>,
 ) -> ApiResult<Json<BrokerDecision>> {
-    let auth = checked(&state, &headers, &query)?;
-    let request: AuthRequest = parse(&headers, &body)?;
     let client_id = request.clientid.as_deref();
     if let Some(backend_password) = auth.backend_password(&request.username) {
         let password_ok = request
@@ -275,12 +285,8 @@ fn device_may(access: Access, device_id: &str, topic_or_filter: &str) -> bool {
         (status = 404, body = crate::error::Problem)))]
 async fn authorize(
     State(state): State<AppState>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    BrokerCall { auth, request }: BrokerCall<AclRequest>,
 ) -> ApiResult<Json<BrokerDecision>> {
-    let auth = checked(&state, &headers, &query)?;
-    let request: AclRequest = parse(&headers, &body)?;
     let Some(accesses) = accesses(&request) else {
         return Ok(decision(Err(
             "unknown access (acc 1–4 or action publish/subscribe)",
@@ -305,14 +311,7 @@ async fn authorize(
     request_body(content = SuperuserRequest, content_type = "application/json"),
     responses((status = 200, body = BrokerDecision), (status = 401, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
-async fn superuser(
-    State(state): State<AppState>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<BrokerDecision>> {
-    checked(&state, &headers, &query)?;
-    let _: SuperuserRequest = parse(&headers, &body)?;
+async fn superuser(_: BrokerCall<SuperuserRequest>) -> ApiResult<Json<BrokerDecision>> {
     Ok(decision(Err("no account is a superuser")))
 }
 

@@ -165,12 +165,33 @@ fn frames(text: &str) -> Vec<(u64, String, String)> {
         .collect()
 }
 
-/// Complete `reading` events in an SSE text.
-fn readings(text: &str) -> usize {
-    frames(text)
-        .iter()
-        .filter(|(_, kind, _)| kind == "reading")
-        .count()
+/// The `reading` events of an event stream as (id, data), once `wanted`
+/// of them arrived; `None` when they do not within 20 s.
+async fn read_readings(
+    stream: &mut reqwest::Response,
+    wanted: usize,
+) -> Option<Vec<(u64, String)>> {
+    let mut text = String::new();
+    let readings = |text: &str| -> Vec<(u64, String)> {
+        frames(text)
+            .into_iter()
+            .filter(|(_, kind, _)| kind == "reading")
+            .map(|(id, _, data)| (id, data))
+            .collect()
+    };
+    let read = async {
+        while readings(&text).len() < wanted {
+            let Ok(Some(chunk)) = stream.chunk().await else {
+                return;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .ok()?;
+    let readings = readings(&text);
+    (readings.len() >= wanted).then_some(readings)
 }
 
 async fn health(server: &Server) -> Value {
@@ -305,31 +326,15 @@ async fn breach_storm(cluster: &Cluster, discord: &mut Discord) {
         "the broker shared the readings among instances"
     );
     // …and instance A's event stream showed all 61 of them.
-    let mut seen = String::new();
     let wanted = 6 * 5 * 2 + 1;
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        while readings(&seen) < wanted {
-            let Ok(Some(chunk)) = stream.chunk().await else {
-                break;
-            };
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "instance A's stream lacks readings other instances stored"
-    );
-    assert_eq!(readings(&seen), wanted);
+    let readings_on_a = read_readings(&mut stream, wanted)
+        .await
+        .expect("instance A's stream lacks readings other instances stored");
+    assert_eq!(readings_on_a.len(), wanted);
     assert_eq!(discord.attempts(), 3, "one notification per alert");
 
     // A browser that loses A and reconnects to B resumes where it was:
     // every instance names events alike.
-    let readings_on_a: Vec<(u64, String)> = frames(&seen)
-        .into_iter()
-        .filter(|(_, kind, _)| kind == "reading")
-        .map(|(id, _, data)| (id, data))
-        .collect();
     let (resume_from, _) = readings_on_a[29].clone();
     let b = &cluster.instances[1].server;
     let mut resumed = b
@@ -339,25 +344,9 @@ async fn breach_storm(cluster: &Cluster, discord: &mut Discord) {
         .send()
         .await
         .unwrap();
-    let mut replayed = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        while readings(&replayed) < wanted - 30 {
-            let Ok(Some(chunk)) = resumed.chunk().await else {
-                break;
-            };
-            replayed.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "B did not replay what followed A's event {resume_from}"
-    );
-    let readings_on_b: Vec<(u64, String)> = frames(&replayed)
-        .into_iter()
-        .filter(|(_, kind, _)| kind == "reading")
-        .map(|(id, _, data)| (id, data))
-        .collect();
+    let readings_on_b = read_readings(&mut resumed, wanted - 30)
+        .await
+        .unwrap_or_else(|| panic!("B did not replay what followed A's event {resume_from}"));
     assert_eq!(readings_on_b, readings_on_a[30..].to_vec());
 }
 

@@ -2,7 +2,7 @@
 //! malformed value stops start-up with one line naming the variable.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -314,10 +314,70 @@ pub struct ServeSettings {
     pub access: AccessSettings,
 
     #[command(flatten)]
+    pub backups: BackupSettings,
+
+    #[command(flatten)]
     pub external: ExternalBrokerSettings,
 
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// A backup schedule that an empty value turns off.
+#[derive(Debug, Clone)]
+pub struct OptionalSchedule(pub Option<plantops_server::backups::Schedule>);
+
+fn backup_schedule(raw: &str) -> Result<OptionalSchedule, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(OptionalSchedule(None));
+    }
+    raw.parse()
+        .map(|schedule| OptionalSchedule(Some(schedule)))
+        .map_err(|error| format!("PLANTOPS_BACKUP_SCHEDULE: {error}"))
+}
+
+/// Scheduled, verified backups (docs/deployment.md).
+#[derive(Debug, Clone, Args)]
+pub struct BackupSettings {
+    /// When to take a backup: a five-field cron expression (minute hour
+    /// day-of-month month day-of-week) in the server's local time zone,
+    /// e.g. `0 3 * * *` for 03:00 daily. Each backup is verified by a
+    /// restore into a scratch database. Unset or empty: none scheduled.
+    #[arg(long, env = "PLANTOPS_BACKUP_SCHEDULE", default_value = "",
+        value_parser = backup_schedule, hide_default_value = true)]
+    pub backup_schedule: OptionalSchedule,
+
+    /// Verified backups kept; older ones are deleted after each new one.
+    #[arg(long, env = "PLANTOPS_BACKUP_KEEP", default_value = "7",
+        value_parser = whole_number::<usize>("PLANTOPS_BACKUP_KEEP", 1, 100_000))]
+    pub backup_keep: usize,
+
+    /// Directory of scheduled backups; by default `backups` in the data
+    /// directory.
+    #[arg(long, env = "PLANTOPS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// A file copied beside each backup: Mosquitto's dynamic-security.json
+    /// (the devices' broker accounts) where PlantOps runs with Mosquitto.
+    #[arg(long, env = "PLANTOPS_BACKUP_BROKER_FILE")]
+    pub backup_broker_file: Option<PathBuf>,
+}
+
+impl BackupSettings {
+    /// The plan, when a schedule is set.
+    pub fn plan(&self, data_dir: &Path) -> Option<plantops_server::backups::BackupPlan> {
+        let schedule = self.backup_schedule.0.clone()?;
+        Some(plantops_server::backups::BackupPlan {
+            schedule,
+            keep: self.backup_keep,
+            dir: self
+                .backup_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("backups")),
+            broker_file: self.backup_broker_file.clone(),
+        })
+    }
 }
 
 /// Who may use the API and register devices (docs/security.md).

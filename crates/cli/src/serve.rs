@@ -79,6 +79,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             ..Default::default()
         },
         auth: settings.access.auth_settings(),
+        backups: settings.backups.plan(&settings.database.data_dir),
     }
 }
 
@@ -118,7 +119,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     plantops_server::launch::launch(server_config(&settings), listener, shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

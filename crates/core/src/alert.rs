@@ -20,6 +20,8 @@ pub enum AlertKind {
     DeviceOnline,
     /// A TLS certificate PlantOps serves or trusts ends within 30 days.
     CertificateExpiring,
+    /// A backup failed or did not restore to what the database held.
+    BackupFailed,
 }
 
 impl AlertKind {
@@ -30,6 +32,7 @@ impl AlertKind {
             AlertKind::DeviceOffline => "device_offline",
             AlertKind::DeviceOnline => "device_online",
             AlertKind::CertificateExpiring => "certificate_expiring",
+            AlertKind::BackupFailed => "backup_failed",
         }
     }
 
@@ -40,6 +43,7 @@ impl AlertKind {
             AlertKind::DeviceOffline,
             AlertKind::DeviceOnline,
             AlertKind::CertificateExpiring,
+            AlertKind::BackupFailed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

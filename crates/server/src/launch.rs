@@ -87,6 +87,8 @@ pub struct ServerConfig {
     /// Shared secret of `/api/mqtt/auth` and `/api/mqtt/acl`; `None` turns
     /// them off.
     pub mqtt_auth_secret: Option<String>,
+    /// Scheduled backups (`PLANTOPS_BACKUP_SCHEDULE`), taken by the leader.
+    pub backups: Option<crate::backups::BackupPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -484,7 +486,12 @@ impl Server {
         };
         let certificates = certificate_ends(&setup);
         if !certificates.is_empty() {
-            let (store, ends, events) = (store.clone(), certificates.clone(), events.clone());
+            let (store, ends, events, outbox) = (
+                store.clone(),
+                certificates.clone(),
+                events.clone(),
+                outbox.clone(),
+            );
             leader_jobs.push(LeaderJob::new("certificate watch", move || {
                 crate::alerts::certificates::watch(
                     store.clone(),
@@ -512,6 +519,29 @@ impl Server {
             let (store, days) = (store.clone(), config.retention_days);
             leader_jobs.push(LeaderJob::new("retention", move || {
                 prune_readings(store.clone(), days)
+            }));
+        }
+        if let Some(plan) = config.backups.clone() {
+            let (store, url, events, outbox) = (
+                store.clone(),
+                config.database_url.clone(),
+                events.clone(),
+                outbox.clone(),
+            );
+            let on_alert: crate::backups::OnAlert = Arc::new(move |alert| {
+                metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str())
+                    .increment(1);
+                let _ = events.send(plantops_core::event::Event::Alert(alert));
+                outbox.notify_one();
+            });
+            tracing::info!(schedule = %plan.schedule, dir = %plan.dir.display(), keep = plan.keep, "scheduled backups");
+            leader_jobs.push(LeaderJob::new("scheduled backups", move || {
+                crate::backups::run_scheduled(
+                    store.clone(),
+                    url.clone(),
+                    plan.clone(),
+                    on_alert.clone(),
+                )
             }));
         }
         // The instances' rows serve only the takeover of broker sessions:

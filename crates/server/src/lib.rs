@@ -6,6 +6,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod auth;
+pub mod backups;
 pub mod cluster;
 pub mod error;
 pub mod export;
@@ -20,6 +21,7 @@ pub mod state;
 pub mod supervise;
 pub mod ui;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -97,7 +99,13 @@ pub fn app(state: AppState) -> Router {
         .nest("/api", api)
         .route(
             "/metrics",
-            get(move || async move {
+            get(move |State(state): State<AppState>| async move {
+                // Another process may have taken the last backup: its
+                // outcome is read from the database at each scrape.
+                match backups::BackupStatus::read(&state.store).await {
+                    Ok(status) => status.publish_gauges(),
+                    Err(error) => tracing::warn!(%error, "cannot read the backup status"),
+                }
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     prometheus.render(),

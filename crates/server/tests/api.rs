@@ -70,6 +70,7 @@ impl TestApp {
             instance_id: None,
             instance_timeout: std::time::Duration::from_secs(90),
             mqtt_auth_secret: None,
+            backups: None,
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
-use plantops_store::{DynStore, Page, Registration};
+use plantops_core::alert::AlertKind;
+use plantops_server::backups::{self, BackupPlan, BackupStatus};
+use plantops_store::{AlertFilter, DynStore, Page, Registration};
 use plantops_testkit::TestDb;
 use uuid::Uuid;
 
@@ -16,6 +18,10 @@ plantops_testkit::for_each_backend!(
     restore_brings_back_exactly_the_backed_up_data,
     a_file_that_is_not_a_backup_is_refused_and_nothing_changes,
     an_update_applies_the_new_migrations_and_keeps_the_data,
+    backups_are_verified_recorded_and_pruned,
+    a_failing_backup_raises_one_alert_until_a_backup_succeeds,
+    a_backup_that_restores_to_other_counts_is_not_verified,
+    the_backup_service_takes_a_missed_backup_at_start,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -254,4 +260,255 @@ async fn an_update_applies_the_new_migrations_and_keeps_the_data(db: &TestDb) {
         "the backup holds the old schema"
     );
     assert_eq!(snapshot(&store).await["readings"], before["readings"]);
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What Mosquitto's dynamic-security plugin keeps: the devices' accounts.
+fn broker_file(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("dynamic-security.json");
+    let accounts = serde_json::json!({
+        "clients": [{"username": "device_0a1b2c3d", "password": "c2FsdA==", "roles": []}],
+        "groups": [],
+        "roles": [],
+    });
+    std::fs::write(&file, accounts.to_string()).unwrap();
+    file
+}
+
+fn plan(dir: &Path, broker: Option<std::path::PathBuf>) -> BackupPlan {
+    BackupPlan {
+        schedule: "0 3 * * *".parse().unwrap(),
+        keep: 2,
+        dir: dir.to_path_buf(),
+        broker_file: broker,
+    }
+}
+
+async fn backups_are_verified_recorded_and_pruned(db: &TestDb) {
+    let store = db.store().await;
+    populate(&store, 2, 100).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("backups");
+    let broker = broker_file(work.path());
+
+    for day in 1..=3 {
+        let taken = backups::take(db.url(), &dir, Some(&broker), t0() + Duration::days(day))
+            .await
+            .unwrap();
+        assert_eq!(taken.rows["readings"], 200);
+        assert_eq!(taken.rows["plants"], 2);
+        assert!(taken.bytes > 0);
+        assert_eq!(
+            std::fs::read(taken.broker_file.unwrap()).unwrap(),
+            std::fs::read(&broker).unwrap()
+        );
+    }
+    let extension = if matches!(db, TestDb::Sqlite { .. }) {
+        "sqlite3"
+    } else {
+        "dump"
+    };
+    let removed = backups::prune(&dir, 2).unwrap();
+    assert_eq!(removed.len(), 2, "the oldest backup and its broker file");
+    assert_eq!(
+        file_names(&dir),
+        [
+            "dynamic-security-20260503T080000Z.json".to_string(),
+            "dynamic-security-20260504T080000Z.json".to_string(),
+            format!("plantops-20260503T080000Z.{extension}"),
+            format!("plantops-20260504T080000Z.{extension}"),
+        ]
+    );
+    if cfg!(unix) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(format!("plantops-20260504T080000Z.{extension}")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a backup holds password hashes");
+    }
+
+    // A scheduled run: taken now, the oldest pruned, the outcome recorded
+    // for /api/health and /metrics.
+    let raised = backups::run_once(&store, db.url(), &plan(&dir, Some(broker)))
+        .await
+        .unwrap();
+    assert!(raised.is_none());
+    let status = BackupStatus::read(&store).await.unwrap();
+    let last = status.last_success.expect("recorded");
+    assert!(status.last_failure.is_none());
+    let total: i64 = 2 + 2 + 200 + 1; // plants, devices, readings, the notifications setting
+    assert!(last.rows > total, "{} rows counted", last.rows);
+    let names = file_names(&dir);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&last.file), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("20260503")), "{names:?}");
+}
+
+async fn a_failing_backup_raises_one_alert_until_a_backup_succeeds(db: &TestDb) {
+    let store = db.store().await;
+    populate(&store, 1, 10).await;
+    let work = tempfile::tempdir().unwrap();
+    // A regular file where the backup directory should be.
+    let blocked = work.path().join("backups");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let failing = plan(&blocked.join("nightly"), None);
+    let working = plan(&work.path().join("ok"), None);
+    let backup_alerts = || async {
+        let filter = AlertFilter {
+            kind: Some(AlertKind::BackupFailed),
+            ..Default::default()
+        };
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        store.list_alerts(&filter, page).await.unwrap().0
+    };
+
+    let alert = backups::run_once(&store, db.url(), &failing)
+        .await
+        .unwrap()
+        .expect("the first failure is an alert");
+    assert_eq!(alert.kind, AlertKind::BackupFailed);
+    assert!(
+        alert.message.contains("cannot create the backup directory"),
+        "{}",
+        alert.message
+    );
+    let again = backups::run_once(&store, db.url(), &failing).await.unwrap();
+    assert!(again.is_none(), "a run of failures is one alert");
+    assert_eq!(backup_alerts().await.len(), 1);
+    let status = BackupStatus::read(&store).await.unwrap();
+    assert!(status.last_success.is_none());
+    assert!(status.last_failure.unwrap().error.contains("backup directory"));
+
+    assert!(backups::run_once(&store, db.url(), &working)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(BackupStatus::read(&store).await.unwrap().last_success.is_some());
+    // Failing again after a success is news again.
+    let alert = backups::run_once(&store, db.url(), &failing).await.unwrap();
+    assert!(alert.is_some(), "a new failure after a success");
+    assert_eq!(backup_alerts().await.len(), 2);
+}
+
+async fn a_backup_that_restores_to_other_counts_is_not_verified(db: &TestDb) {
+    let store = db.store().await;
+    populate(&store, 1, 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plantops.backup");
+    let target = backups::database::Target::of(db.url()).unwrap();
+    let mut rows = target.write(&file).await.unwrap();
+    assert_eq!(rows["readings"], 30);
+    target.verify(&file, &rows).await.unwrap();
+
+    // Counts the file does not restore to: as if rows were lost on the way.
+    *rows.get_mut("readings").unwrap() += 1;
+    let error = format!("{:#}", target.verify(&file, &rows).await.unwrap_err());
+    assert!(error.contains("readings: 31 rows, 30 restored"), "{error}");
+    // The scratch copy is gone either way.
+    assert_eq!(file_names(dir.path()), ["plantops.backup"]);
+
+    let bogus = dir.path().join("bogus.backup");
+    std::fs::write(&bogus, "not a backup").unwrap();
+    assert!(target.verify(&bogus, &rows).await.is_err());
+}
+
+/// `plantops backup --scheduled`, the production stack's backup service:
+/// no backup on record, so one is taken at start, with the broker's
+/// accounts beside it, and reported through the database.
+async fn the_backup_service_takes_a_missed_backup_at_start(db: &TestDb) {
+    let store = db.store().await;
+    populate(&store, 1, 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("backups");
+    let broker = broker_file(work.path());
+    let mut service = common::plantops()
+        .args(["backup", "--scheduled"])
+        .env("DATABASE_URL", db.url())
+        .env("PLANTOPS_BACKUP_SCHEDULE", "30 2 * * 0")
+        .env("PLANTOPS_BACKUP_DIR", &dir)
+        .env("PLANTOPS_BACKUP_BROKER_FILE", &broker)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let last = loop {
+        if let Some(last) = BackupStatus::read(&store).await.unwrap().last_success {
+            break last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backup recorded within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    service.kill().await.unwrap();
+    let names = file_names(&dir);
+    assert!(names.contains(&last.file), "{names:?}");
+    let stamp = &last.file["plantops-".len().."plantops-".len() + 16];
+    assert!(
+        names.contains(&format!("dynamic-security-{stamp}.json")),
+        "{names:?}"
+    );
+
+    let refused = common::plantops()
+        .args(["backup", "--scheduled"])
+        .env("DATABASE_URL", db.url())
+        .env("PLANTOPS_BACKUP_SCHEDULE", "0 3 * *")
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("PLANTOPS_BACKUP_SCHEDULE"), "{stderr}");
+    assert!(stderr.contains("five"), "{stderr}");
+}
+
+/// The one binary with PLANTOPS_BACKUP_SCHEDULE: the backup the schedule
+/// missed (there is none yet) is taken at start, verified, and shown in
+/// /api/health and /metrics.
+#[tokio::test]
+async fn serve_takes_scheduled_backups_and_reports_them() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("PLANTOPS_BACKUP_SCHEDULE", "0 3 * * *")];
+    let server = common::Server::start(data.path(), &common::Ports::free(), &env).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let last = loop {
+        let (status, health) = server.get("/api/health").await;
+        assert_eq!(status, 200);
+        let last = &health["components"]["backup"]["last_success"];
+        if !last.is_null() {
+            break last.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backup within 60 s: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let file = data.path().join("backups").join(last["file"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        last["bytes"].as_u64().unwrap()
+    );
+    let at: DateTime<Utc> = serde_json::from_value(last["at"].clone()).unwrap();
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "plantops_backup_last_success_timestamp_seconds {}",
+            at.timestamp()
+        )),
+        "{metrics}"
+    );
 }

@@ -17,6 +17,7 @@ pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
         AlertKind::DeviceOffline => ("Device Offline".to_string(), YELLOW),
         AlertKind::DeviceOnline => ("Device Online".to_string(), GREEN),
         AlertKind::CertificateExpiring => ("Certificate expiring".to_string(), YELLOW),
+        AlertKind::BackupFailed => ("Backup failed".to_string(), RED),
     };
     let mut fields = Vec::new();
     if let Some(metric) = alert.metric {

@@ -43,6 +43,9 @@ pub struct Components {
     /// broker's server certificate; `ca`: the CA devices trust), by name.
     pub certificates: std::collections::BTreeMap<String, CertificateComponent>,
     pub instance: InstanceComponent,
+    /// The last verified backup and the last failed one, whichever process
+    /// took them (scheduled backups, `plantops backup`).
+    pub backup: crate::backups::BackupStatus,
 }
 
 /// This instance among those sharing the database (docs/scaling.md).
@@ -143,6 +146,12 @@ async fn health(
         (true, false) => "degraded",
     };
     let backend = state.store.backend().as_str();
+    let backup = match &principal {
+        Some(_) => crate::backups::BackupStatus::read(&state.store)
+            .await
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
     Json(Health {
         status: status.into(),
         timestamp: plantops_core::now(),
@@ -196,6 +205,7 @@ async fn health(
                     .leading
                     .load(std::sync::atomic::Ordering::Acquire),
             },
+            backup,
         }),
     })
 }

@@ -54,6 +54,8 @@ async function startServer() {
       PLANTOPS_MQTT_ADDR: `127.0.0.1:${ports.mqtt}`,
       PLANTOPS_MQTTS_ADDR: `127.0.0.1:${ports.mqtts}`,
       PLANTOPS_HEARTBEAT_INTERVAL_SECS: "60",
+      // None on record, so the first is taken at start.
+      PLANTOPS_BACKUP_SCHEDULE: "0 3 * * *",
     },
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -430,6 +432,10 @@ test("settings pages and the UI reconnects after a server restart", async () => 
   await page.goto(`${base}/settings`);
   await page.getByTestId("llm-key-state").waitFor();
   await page.getByTestId("webhook-state").waitFor();
+  assert.match(
+    await page.getByTestId("last-backup").textContent(),
+    /^Last verified backup: .*plantops-\d{8}T\d{6}Z\.sqlite3, \d+ rows\.$/,
+  );
   await shoot(page, "settings");
 
   await page.goto(base);

@@ -826,7 +826,7 @@ export interface components {
             value?: number | null;
         };
         /** @enum {string} */
-        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring";
+        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed";
         AlertList: {
             alerts: components["schemas"]["Alert"][];
             /** Format: int64 */
@@ -858,6 +858,31 @@ export interface components {
             enrollment_open: boolean;
             /** @description No account exists yet: the setup page creates the first admin. */
             setup_required: boolean;
+        };
+        /** @description The last backup that failed or did not verify. */
+        BackupFailure: {
+            /** Format: date-time */
+            at: string;
+            error: string;
+        };
+        /** @description The last backup that verified. */
+        BackupRecord: {
+            /** Format: date-time */
+            at: string;
+            /** Format: int64 */
+            bytes: number;
+            /** @description File name in the backup directory. */
+            file: string;
+            /**
+             * Format: int64
+             * @description Rows it holds, all tables together, checked by a restore.
+             */
+            rows: number;
+        };
+        /** @description What the database records of backups. */
+        BackupStatus: {
+            last_failure: null | components["schemas"]["BackupFailure"];
+            last_success: null | components["schemas"]["BackupRecord"];
         };
         /** @enum {string} */
         BoundSide: "min" | "max";
@@ -922,6 +947,11 @@ export interface components {
             status: string;
         };
         Components: {
+            /**
+             * @description The last verified backup and the last failed one, whichever process
+             *     took them (scheduled backups, `plantops backup`).
+             */
+            backup: components["schemas"]["BackupStatus"];
             /**
              * @description The TLS certificates this server knows (`broker`: the built-in
              *     broker's server certificate; `ca`: the CA devices trust), by name.

@@ -4,6 +4,7 @@ import type {
   AuthStatus,
   EnrollmentKey,
   EnrollmentWindow,
+  Health,
   IssuedEnrollmentKey,
   IssuedToken,
   Role,
@@ -169,6 +170,7 @@ export const api = {
   acknowledge: (id: string) => request<Alert>("POST", `/alerts/${id}/acknowledge`),
 
   llmSettings: () => request<LlmSettings>("GET", "/settings/llm"),
+  health: () => request<Health>("GET", "/health"),
   saveLlm: (input: { provider: Provider; api_key?: string; model?: string }) =>
     request<LlmSettings>("PUT", "/settings/llm", input),
   testLlm: (input: { provider: Provider; api_key?: string; model?: string }) =>

@@ -14,6 +14,7 @@ export const keys = {
   alerts: ["alerts"] as const,
   llmSettings: ["settings", "llm"] as const,
   notificationSettings: ["settings", "notifications"] as const,
+  health: ["health"] as const,
   carePlan: (plantId: string) => ["care-plan", plantId] as const,
   carePlans: (plantId: string) => ["care-plans", plantId] as const,
   authStatus: ["auth", "status"] as const,
@@ -71,6 +72,8 @@ export const filteredAlertsQuery = (kind: AlertKind | "", plantId: string, hours
 
 export const llmSettingsQuery = () =>
   queryOptions({ queryKey: keys.llmSettings, queryFn: api.llmSettings });
+
+export const healthQuery = () => queryOptions({ queryKey: keys.health, queryFn: api.health });
 
 export const notificationSettingsQuery = () =>
   queryOptions({ queryKey: keys.notificationSettings, queryFn: api.notifications });

@@ -14,6 +14,7 @@ const KIND_LABEL: Record<AlertKind, string> = {
   device_offline: "Device offline",
   device_online: "Device online",
   certificate_expiring: "Certificate expiring",
+  backup_failed: "Backup failed",
 };
 
 const PERIODS: { label: string; hours: number | null }[] = [

@@ -1,9 +1,10 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { api } from "../lib/api";
-import type { LlmSettings, Provider, TestResult } from "../lib/types";
+import type { BackupStatus, LlmSettings, Provider, TestResult } from "../lib/types";
 import { ErrorState, Skeleton } from "../components/ui";
-import { keys, llmSettingsQuery, notificationSettingsQuery } from "../lib/queries";
+import { healthQuery, keys, llmSettingsQuery, notificationSettingsQuery } from "../lib/queries";
+import { formatTime, timeAgo } from "../lib/format";
 import { useSession } from "../lib/session";
 
 const DEFAULT_MODEL: Record<Provider, string> = {
@@ -157,6 +158,43 @@ function DiscordForm() {
   );
 }
 
+function BackupState({ backup }: { backup: BackupStatus }) {
+  const success = backup.last_success;
+  const failure = backup.last_failure;
+  const failing = failure && (!success || failure.at > success.at);
+  return (
+    <>
+      <p className="small flush" data-testid="last-backup">
+        {success
+          ? `Last verified backup: ${formatTime(success.at)} (${timeAgo(success.at)}), ${success.file}, ${success.rows} rows.`
+          : "No verified backup yet."}
+      </p>
+      {failing && (
+        <p className="notice error flush" role="status">
+          The last backup failed ({formatTime(failure.at)}): {failure.error}
+        </p>
+      )}
+    </>
+  );
+}
+
+function Backups() {
+  const health = useQuery(healthQuery());
+  const backup = health.data?.components?.backup;
+  return (
+    <section className="card stack" aria-labelledby="backups-title">
+      <h2 id="backups-title">Backups</h2>
+      {health.isPending && <Skeleton lines={1} label="Loading the backup status" />}
+      {health.isError && <ErrorState error={health.error} retry={() => health.refetch()} />}
+      {backup && <BackupState backup={backup} />}
+      <p className="small muted flush">
+        Scheduled with <code>PLANTOPS_BACKUP_SCHEDULE</code> (cron, e.g. <code>0 3 * * *</code>); each backup
+        is restored into a scratch database and checked before it counts.
+      </p>
+    </section>
+  );
+}
+
 export function Settings() {
   const { canEdit } = useSession();
   const llm = useQuery(llmSettingsQuery());
@@ -175,6 +213,7 @@ export function Settings() {
       {llm.isError && <ErrorState error={llm.error} retry={() => llm.refetch()} />}
       {llm.data && <LlmForm key={llm.data.updated_at ?? "default"} current={llm.data} />}
       <DiscordForm />
+      <Backups />
     </div>
   );
 }

@@ -15,6 +15,25 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/plantops /usr/local/bin/plantops \
     && mkdir /empty
 
+# The backup service (docker-compose.prod.yml, `backup`): the same binary
+# beside the PostgreSQL client of the database's major version (pg_dump,
+# pg_restore). It runs as Mosquitto's user (1883), the one that can read
+# the broker's dynamic-security file it copies beside each dump.
+FROM debian:bookworm-slim AS backup
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15 \
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o 1883 -g 1883 -m 0700 /backups
+COPY --from=build /usr/local/bin/plantops /usr/local/bin/plantops
+USER 1883:1883
+ENV PLANTOPS_BACKUP_DIR=/backups \
+    LOG_FORMAT=json
+HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=1 \
+    CMD ["/usr/local/bin/plantops", "backup", "--status"]
+ENTRYPOINT ["/usr/local/bin/plantops"]
+CMD ["backup", "--scheduled"]
+
 # glibc and libgcc only: no shell, no package manager, no curl.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/plantops /usr/local/bin/plantops

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use plantops_server::backups::database::{sibling, Target};
+use plantops_server::backups::BackupStatus;
 
 use crate::config::{BackupSettings, DatabaseSettings};
 
@@ -14,14 +15,20 @@ use crate::config::{BackupSettings, DatabaseSettings};
 pub struct BackupArgs {
     /// File to write; replaced atomically, so a failed run leaves no half
     /// file, and verified by a restore into a scratch database.
-    #[arg(long, short, required_unless_present = "scheduled", conflicts_with = "scheduled")]
+    #[arg(long, short, required_unless_present_any = ["scheduled", "status"],
+        conflicts_with_all = ["scheduled", "status"])]
     pub output: Option<PathBuf>,
 
     /// Take verified backups by PLANTOPS_BACKUP_SCHEDULE into
     /// PLANTOPS_BACKUP_DIR until stopped, reported to the server through the
     /// database (the production stack's backup service).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "status")]
     pub scheduled: bool,
+
+    /// Print the last verified and the last failed backup on record; exit
+    /// 1 when the last attempt failed (the backup service's health check).
+    #[arg(long)]
+    pub status: bool,
 
     #[command(flatten)]
     pub database: DatabaseSettings,
@@ -42,8 +49,39 @@ pub struct RestoreArgs {
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     match args.output {
         Some(output) => backup_to(&args.database, output).await,
+        None if args.status => status(&args.database).await,
         None => scheduled(&args.database, &args.backups).await,
     }
+}
+
+async fn status(database: &DatabaseSettings) -> anyhow::Result<()> {
+    // Read only: no migration (this may be an older binary than the
+    // database's).
+    let store = plantops_store::connect(&database.url())
+        .await
+        .context("cannot open the database (DATABASE_URL)")?;
+    let status = BackupStatus::read(&store).await?;
+    match &status.last_success {
+        Some(last) => println!(
+            "last verified backup: {} {} ({} bytes, {} rows)",
+            last.at.to_rfc3339(),
+            last.file,
+            last.bytes,
+            last.rows
+        ),
+        None => println!("no verified backup on record"),
+    }
+    if let Some(failure) = &status.last_failure {
+        println!(
+            "last failed backup: {} {}",
+            failure.at.to_rfc3339(),
+            failure.error
+        );
+    }
+    if status.failing() {
+        bail!("the last backup failed");
+    }
+    Ok(())
 }
 
 async fn backup_to(database: &DatabaseSettings, output: PathBuf) -> anyhow::Result<()> {

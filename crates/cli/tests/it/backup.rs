@@ -7,8 +7,8 @@ use crate::common;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
 use plantops_core::alert::AlertKind;
+use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
 use plantops_server::backups::{self, BackupPlan, BackupStatus};
 use plantops_store::{AlertFilter, DynStore, Page, Registration};
 use plantops_testkit::TestDb;
@@ -283,6 +283,16 @@ fn broker_file(dir: &Path) -> std::path::PathBuf {
     file
 }
 
+/// `plantops backup --status`, the backup service's health check.
+async fn backup_status(db: &TestDb) -> std::process::Output {
+    common::plantops()
+        .args(["backup", "--status"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .await
+        .unwrap()
+}
+
 fn plan(dir: &Path, broker: Option<std::path::PathBuf>) -> BackupPlan {
     BackupPlan {
         schedule: "0 3 * * *".parse().unwrap(),
@@ -389,13 +399,27 @@ async fn a_failing_backup_raises_one_alert_until_a_backup_succeeds(db: &TestDb) 
     assert_eq!(backup_alerts().await.len(), 1);
     let status = BackupStatus::read(&store).await.unwrap();
     assert!(status.last_success.is_none());
-    assert!(status.last_failure.unwrap().error.contains("backup directory"));
+    assert!(status
+        .last_failure
+        .unwrap()
+        .error
+        .contains("backup directory"));
+    let health_check = backup_status(db).await;
+    assert!(!health_check.status.success(), "{health_check:?}");
+    let stdout = String::from_utf8_lossy(&health_check.stdout);
+    assert!(stdout.contains("last failed backup"), "{stdout}");
 
     assert!(backups::run_once(&store, db.url(), &working)
         .await
         .unwrap()
         .is_none());
-    assert!(BackupStatus::read(&store).await.unwrap().last_success.is_some());
+    assert!(BackupStatus::read(&store)
+        .await
+        .unwrap()
+        .last_success
+        .is_some());
+    let health_check = backup_status(db).await;
+    assert!(health_check.status.success(), "{health_check:?}");
     // Failing again after a success is news again.
     let alert = backups::run_once(&store, db.url(), &failing).await.unwrap();
     assert!(alert.is_some(), "a new failure after a success");
@@ -497,7 +521,10 @@ async fn serve_takes_scheduled_backups_and_reports_them() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let file = data.path().join("backups").join(last["file"].as_str().unwrap());
+    let file = data
+        .path()
+        .join("backups")
+        .join(last["file"].as_str().unwrap());
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
         last["bytes"].as_u64().unwrap()

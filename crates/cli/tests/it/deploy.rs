@@ -28,12 +28,42 @@ fn services(compose: &Value) -> Vec<(String, Value)> {
 }
 
 #[test]
-fn the_stack_has_the_four_services() {
+fn the_stack_has_its_services() {
     let names: BTreeSet<String> = services(&compose()).into_iter().map(|(n, _)| n).collect();
-    let expected: BTreeSet<String> = ["db", "mosquitto", "backend", "frontend"]
+    let expected: BTreeSet<String> = ["db", "mosquitto", "backend", "backup", "frontend"]
         .map(String::from)
         .into();
     assert_eq!(names, expected);
+}
+
+/// The backup service reads the broker's accounts, never changes them, and
+/// reaches only the database.
+#[test]
+fn the_backup_service_reads_the_broker_volume_and_writes_only_its_own() {
+    let compose = compose();
+    let backup = &compose["services"]["backup"];
+    let volumes: Vec<&str> = backup["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["backups:/backups", "mosquitto-data:/mosquitto-data:ro"]
+    );
+    assert_eq!(backup["networks"], serde_json::json!(["data"]));
+    assert_eq!(backup["read_only"], true);
+    assert_eq!(backup["build"]["target"], "backup");
+    let dockerfile = read("deploy/backend.Dockerfile");
+    assert!(
+        dockerfile.contains("postgresql-client-15"),
+        "pg_dump of the db's major version"
+    );
+    assert!(
+        read("deploy/docker-compose.prod.yml").contains("timescale/timescaledb:2.17.2-pg15"),
+        "the client matches the server's major version"
+    );
 }
 
 /// The UI container cannot reach the database or the broker: only the

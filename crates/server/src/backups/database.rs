@@ -121,9 +121,11 @@ fn sqlite_row_counts(db: &rusqlite::Connection) -> anyhow::Result<RowCounts> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut counts = RowCounts::new();
     for name in names {
-        let rows = db.query_row(&format!("SELECT count(*) FROM {}", quoted(&name)), [], |row| {
-            row.get(0)
-        })?;
+        let rows = db.query_row(
+            &format!("SELECT count(*) FROM {}", quoted(&name)),
+            [],
+            |row| row.get(0),
+        )?;
         counts.insert(name, rows);
     }
     Ok(counts)
@@ -204,9 +206,11 @@ fn check_sqlite(db: &rusqlite::Connection) -> anyhow::Result<()> {
 fn sqlite_stage(input: &Path, staged: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(staged);
     let stage = || -> anyhow::Result<()> {
-        let source =
-            rusqlite::Connection::open_with_flags(input, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .with_context(|| format!("cannot open {}", input.display()))?;
+        let source = rusqlite::Connection::open_with_flags(
+            input,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("cannot open {}", input.display()))?;
         check_sqlite(&source)
             .with_context(|| format!("{} is not a usable PlantOps backup", input.display()))?;
         let mut copy = rusqlite::Connection::open(staged)?;
@@ -358,7 +362,10 @@ async fn pg_verify(url: &str, backup: &Path, expected: &RowCounts) -> anyhow::Re
         .await
         .context("cannot connect to DATABASE_URL")?;
     let timescale = has_timescale(&mut server).await?;
-    let scratch = format!("plantops_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let scratch = format!(
+        "plantops_verify_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     sqlx::query(&format!("CREATE DATABASE {scratch}"))
         .execute(&mut server)
         .await
@@ -452,6 +459,9 @@ mod tests {
         assert!(error.contains("devices: not in the database"), "{error}");
         let fewer = RowCounts::from([("plants".into(), 3), ("readings".into(), 1100)]);
         let error = compare(&expected, &fewer).unwrap_err().to_string();
-        assert!(error.contains("readings: 1200 rows, 1100 restored"), "{error}");
+        assert!(
+            error.contains("readings: 1200 rows, 1100 restored"),
+            "{error}"
+        );
     }
 }

@@ -140,7 +140,7 @@ impl BackupStatus {
     }
 
     /// Whether the last attempt failed.
-    fn failing(&self) -> bool {
+    pub fn failing(&self) -> bool {
         match (&self.last_success, &self.last_failure) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -291,7 +291,11 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
             // A companion file: `<name>-<stamp>.json`.
             let stem = name.strip_suffix(".json")?;
             stem.get(stem.len().checked_sub(STAMP_LEN)?..)
-                .filter(|stamp| names.iter().any(|n| backup_name(n).is_some_and(|(s, _)| s == *stamp)))
+                .filter(|stamp| {
+                    names
+                        .iter()
+                        .any(|n| backup_name(n).is_some_and(|(s, _)| s == *stamp))
+                })
         });
         let remove = if name.ends_with(".partial") {
             true
@@ -392,7 +396,10 @@ pub async fn run_scheduled(
     on_alert: OnAlert,
 ) {
     let missed = match BackupStatus::read(&store).await {
-        Ok(status) => match (status.last_success, plan.schedule.previous_before(Local::now())) {
+        Ok(status) => match (
+            status.last_success,
+            plan.schedule.previous_before(Local::now()),
+        ) {
             (None, _) => true,
             (Some(last), Some(due)) => last.at < due,
             (Some(_), None) => false,
@@ -464,7 +471,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for day in 1..=4 {
             touch(dir.path(), &format!("plantops-2026120{day}T030000Z.dump"));
-            touch(dir.path(), &format!("dynamic-security-2026120{day}T030000Z.json"));
+            touch(
+                dir.path(),
+                &format!("dynamic-security-2026120{day}T030000Z.json"),
+            );
         }
         // Failed to verify: older than the newest verified one, so superseded.
         touch(dir.path(), "plantops-20261202T120000Z.dump.unverified");

@@ -110,10 +110,15 @@ smoke: ui ## The optimised build without cross-crate LTO (target/smoke/plantops)
 run: ui ## Run PlantOps with embedded defaults (SQLite in ./data, built-in broker, UI on :8000)
 	$(CARGO) run --release -p plantops -- serve
 
-deploy-check: ## Validate deploy/docker-compose.prod.yml with docker-compose (throwaway secrets)
+deploy-check: ## Validate the compose file (docker-compose, throwaway secrets) and the monitoring profile's Prometheus configuration and alert rules (promtool)
 	POSTGRES_PASSWORD=check ENCRYPTION_KEY=$$(printf '0%.0s' $$(seq 64)) \
 	MQTT_DYNSEC_PASSWORD=check-dynsec-password MQTT_BACKEND_PASSWORD=check-backend-password \
 	docker-compose --env-file deploy/.env.prod.example -f deploy/docker-compose.prod.yml config -q
+	@# The token file exists only on a deployed host: syntax here, the whole
+	@# configuration in the Prometheus test (cargo test ... monitoring).
+	promtool check config --syntax-only deploy/monitoring/prometheus.yml
+	promtool check rules deploy/monitoring/rules.yml
+	cd deploy/monitoring && promtool test rules rules.test.yml
 
 certs: ## TLS material for the stack into deploy/certs (CA kept across runs); SANS="host ..." adds names
 	$(CARGO) run --release -q -p plantops -- certs --out deploy/certs --san mosquitto $(addprefix --san ,$(SANS))

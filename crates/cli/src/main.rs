@@ -58,7 +58,7 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Copy the database to a file while the server runs (SQLite backup
     /// API; pg_dump for PostgreSQL).
-    Backup(backup::BackupArgs),
+    Backup(Box<backup::BackupArgs>),
     /// Replace the database with a backup. Stop the server first.
     Restore(backup::RestoreArgs),
     /// A plant's readings as CSV or JSON Lines (the server may run or not).
@@ -178,7 +178,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Backup(args) => {
                 logging::init_for_tool();
-                backup::backup(args).await
+                backup::backup(*args).await
             }
             Command::Restore(args) => {
                 logging::init_for_tool();

@@ -243,6 +243,16 @@ impl Ingest {
     ) -> (Ingest, IngestBatcher) {
         let (tx, rx) = mpsc::channel(config.queue);
         let stats = Arc::new(IngestStats::default());
+        // Every series exists from the start at zero, so a rate or an
+        // alert rule sees the first increase, not a series appearing.
+        for reason in DropReason::ALL {
+            metrics::counter!("plantops_ingest_dropped_total", "reason" => reason.as_str())
+                .increment(0);
+        }
+        for kind in ["telemetry", "heartbeat"] {
+            metrics::counter!("plantops_ingest_messages_total", "kind" => kind).increment(0);
+        }
+        metrics::counter!("plantops_readings_committed_total").increment(0);
         let batcher = Batcher {
             readings: store.clone(),
             devices: store.clone(),

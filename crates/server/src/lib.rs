@@ -100,12 +100,7 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(move |State(state): State<AppState>| async move {
-                // Another process may have taken the last backup: its
-                // outcome is read from the database at each scrape.
-                match backups::BackupStatus::read(&state.store).await {
-                    Ok(status) => status.publish_gauges(),
-                    Err(error) => tracing::warn!(%error, "cannot read the backup status"),
-                }
+                observe::refresh_gauges(&state).await;
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     prometheus.render(),

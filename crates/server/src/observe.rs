@@ -70,12 +70,46 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Gauges read at each scrape: what another process may have changed (the
+/// backup service's last backup, alerts any instance queued) and this
+/// process's resident memory.
+pub async fn refresh_gauges(state: &crate::AppState) {
+    match crate::backups::BackupStatus::read(&state.store).await {
+        Ok(status) => status.publish_gauges(),
+        Err(error) => tracing::warn!(%error, "cannot read the backup status"),
+    }
+    match state.store.count_pending_alerts().await {
+        Ok(pending) => metrics::gauge!("plantops_notifier_backlog").set(pending as f64),
+        Err(error) => tracing::warn!(%error, "cannot count pending alerts"),
+    }
+    if let Some(bytes) = resident_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
+    }
+}
+
+/// `VmRSS` of /proc/self/status (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                // From an alert's creation to its notification: retries
+                // after an outage take minutes.
+                .set_buckets_for_metric(
+                    Matcher::Full("plantops_alert_delivery_seconds".into()),
+                    &[
+                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    ],
+                )
+                .expect("static bucket list is not empty")
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[

@@ -377,6 +377,8 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
+    /// Alerts waiting for delivery (the notifier's backlog).
+    async fn count_pending_alerts(&self) -> Result<u64>;
 }
 
 #[async_trait]

@@ -1157,6 +1157,14 @@ macro_rules! shared_store {
                 .await?;
                 Ok(())
             }
+
+            async fn count_pending_alerts(&self) -> $crate::Result<u64> {
+                let pending: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM alerts WHERE delivery = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(u64::try_from(pending).unwrap_or(0))
+            }
         }
 
         #[async_trait::async_trait]

@@ -30,10 +30,38 @@ fn services(compose: &Value) -> Vec<(String, Value)> {
 #[test]
 fn the_stack_has_its_services() {
     let names: BTreeSet<String> = services(&compose()).into_iter().map(|(n, _)| n).collect();
-    let expected: BTreeSet<String> = ["db", "mosquitto", "backend", "backup", "frontend"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "db",
+        "mosquitto",
+        "backend",
+        "backup",
+        "frontend",
+        "prometheus",
+        "postgres-exporter",
+        "grafana",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(names, expected);
+    // Monitoring is opt-in: `--profile monitoring`.
+    for (name, service) in services(&compose()) {
+        let monitoring = ["prometheus", "postgres-exporter", "grafana"].contains(&name.as_str());
+        let expected = if monitoring {
+            serde_json::json!(["monitoring"])
+        } else {
+            Value::Null
+        };
+        assert_eq!(service["profiles"], expected, "{name}");
+        if monitoring {
+            for port in service["ports"].as_array().into_iter().flatten() {
+                let port = port.as_str().unwrap();
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{name} publishes {port} beyond this host"
+                );
+            }
+        }
+    }
 }
 
 /// The backup service reads the broker's accounts, never changes them, and
@@ -214,7 +242,9 @@ fn data_lives_in_named_volumes_and_bind_mounts_are_read_only_configuration() {
                 continue;
             }
             assert!(volume.ends_with(":ro"), "{name}: {volume} is writable");
-            let allowed = source.starts_with("./certs/") || source.starts_with("./mosquitto/");
+            let allowed = source.starts_with("./certs/")
+                || source.starts_with("./mosquitto/")
+                || source.starts_with("./monitoring/");
             assert!(
                 allowed,
                 "{name} mounts {source}: only certificates and configuration"

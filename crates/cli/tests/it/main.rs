@@ -11,6 +11,7 @@ mod cluster;
 mod common;
 mod deploy;
 mod http_limits;
+mod monitoring;
 mod mosquitto;
 mod packaging;
 mod production;

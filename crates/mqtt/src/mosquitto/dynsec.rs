@@ -5,18 +5,45 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::connection::{all_granted, nodelay, options, reconnect_backoff};
+use super::connection::{nodelay, options, reconnect_backoff};
 use super::MosquittoConfig;
 use crate::BrokerError;
 
 const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Mosquitto's own statistics, published every `sys_interval` (10 s by
+/// default) to subscribers allowed `$SYS/#`, as the admin is.
+const BROKER_STATISTICS: &str = "$SYS/broker/#";
+
+/// A `$SYS` topic and the metric it becomes; counters are Mosquitto's
+/// totals since it started.
+fn broker_metric(topic: &str, value: f64) {
+    let Some(statistic) = topic.strip_prefix("$SYS/broker/") else {
+        return;
+    };
+    match statistic {
+        "clients/connected" => metrics::gauge!("plantops_broker_clients_connected").set(value),
+        "store/messages/count" => metrics::gauge!("plantops_broker_stored_messages").set(value),
+        "subscriptions/count" => metrics::gauge!("plantops_broker_subscriptions").set(value),
+        "heap/current" => metrics::gauge!("plantops_broker_heap_bytes").set(value),
+        "messages/received" => {
+            metrics::counter!("plantops_broker_messages_received_total").absolute(value as u64)
+        }
+        "messages/sent" => {
+            metrics::counter!("plantops_broker_messages_sent_total").absolute(value as u64)
+        }
+        "publish/messages/dropped" => {
+            metrics::counter!("plantops_broker_messages_dropped_total").absolute(value as u64)
+        }
+        _ => {}
+    }
+}
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<Value>>>>>;
 
@@ -55,14 +82,32 @@ impl Dynsec {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff.reset();
-                        let _ = subscriber.subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce).await;
+                        let topics = [
+                            SubscribeFilter::new(RESPONSE_TOPIC.into(), QoS::AtLeastOnce),
+                            SubscribeFilter::new(BROKER_STATISTICS.into(), QoS::AtMostOnce),
+                        ];
+                        let _ = subscriber.subscribe_many(topics).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let granted = all_granted(&ack);
+                        // The statistics are a bonus; the response topic is needed.
+                        let granted = ack
+                            .return_codes
+                            .first()
+                            .is_some_and(|code| matches!(code, SubscribeReasonCode::Success(_)));
                         if !granted {
                             tracing::warn!("Mosquitto refused the dynamic-security response topic to MQTT_DYNSEC_USERNAME");
                         }
                         listening_tx.send_replace(granted);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish)))
+                        if publish.topic.starts_with("$SYS/") =>
+                    {
+                        let value = std::str::from_utf8(&publish.payload)
+                            .ok()
+                            .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok());
+                        if let Some(value) = value {
+                            broker_metric(&publish.topic, value);
+                        }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let Ok(body) = serde_json::from_slice::<Value>(&publish.payload) else {

@@ -63,6 +63,12 @@ impl Notifier {
     }
 
     pub async fn run(self) {
+        // Every series from the start, at zero (rates and alert rules see
+        // the first one); the latency histogram too.
+        for result in ["sent", "rate_limited", "failed"] {
+            metrics::counter!("plantops_notifications_total", "result" => result).increment(0);
+        }
+        let _ = metrics::histogram!("plantops_alert_delivery_seconds");
         loop {
             let pause = match self.deliver_due().await {
                 Ok(pause) => pause,
@@ -134,6 +140,8 @@ impl Notifier {
         match send(&self.client, webhook, &body).await {
             Attempt::Delivered => {
                 metrics::counter!("plantops_notifications_total", "result" => "sent").increment(1);
+                let waited = (Utc::now() - alert.created_at).to_std().unwrap_or_default();
+                metrics::histogram!("plantops_alert_delivery_seconds").record(waited.as_secs_f64());
                 tracing::info!(alert_id = %alert.id, "notification delivered");
                 self.record(alert.id, Delivery::Sent, attempts, Utc::now())
                     .await?;

@@ -39,7 +39,7 @@ impl Mosquitto {
         let config = format!(
             "{user}per_listener_settings false\nallow_anonymous false\n\
              persistence true\npersistence_location {}/\nmax_queued_messages 100000\n\
-             max_packet_size 65536\nmax_keepalive 3600\n\
+             max_packet_size 65536\nmax_keepalive 3600\nsys_interval 1\n\
              listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\nuse_username_as_clientid true\n\
              plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
             persistence.display(),

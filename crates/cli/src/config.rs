@@ -317,6 +317,9 @@ pub struct ServeSettings {
     pub backups: BackupSettings,
 
     #[command(flatten)]
+    pub home_assistant: HomeAssistantSettings,
+
+    #[command(flatten)]
     pub external: ExternalBrokerSettings,
 
     #[command(flatten)]
@@ -378,6 +381,49 @@ impl BackupSettings {
             broker_file: self.backup_broker_file.clone(),
         })
     }
+}
+
+/// An optional URL that an empty value leaves unset.
+#[derive(Debug, Clone)]
+pub struct OptionalUrl(pub Option<String>);
+
+fn home_assistant_url(raw: &str) -> Result<OptionalUrl, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(OptionalUrl(None));
+    }
+    plantops_server::home_assistant::parse_link(raw, "homeassistant", None)
+        .map(|_| OptionalUrl(Some(raw.to_string())))
+        .map_err(|error| format!("PLANTOPS_HA_MQTT_URL {error}"))
+}
+
+fn discovery_prefix(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    plantops_server::home_assistant::check_prefix(raw)
+        .map(|()| raw.to_string())
+        .map_err(|error| format!("PLANTOPS_HA_DISCOVERY_PREFIX {error}"))
+}
+
+/// Home Assistant through MQTT discovery (docs/integrations.md).
+#[derive(Debug, Clone, Args)]
+pub struct HomeAssistantSettings {
+    /// The broker Home Assistant listens to:
+    /// `mqtt://user:password@host:1883` or `mqtts://…`. PlantOps publishes
+    /// each plant's discovery config, state and availability there. One set
+    /// in the UI takes precedence. Unset or empty: off.
+    #[arg(long, env = "PLANTOPS_HA_MQTT_URL", default_value = "", hide_default_value = true,
+        hide_env_values = true, value_parser = home_assistant_url)]
+    pub ha_mqtt_url: OptionalUrl,
+
+    /// Home Assistant's MQTT discovery prefix.
+    #[arg(long, env = "PLANTOPS_HA_DISCOVERY_PREFIX", default_value = "homeassistant",
+        value_parser = discovery_prefix)]
+    pub ha_discovery_prefix: String,
+
+    /// A CA certificate (PEM) to trust for an `mqtts://` broker besides the
+    /// system's.
+    #[arg(long, env = "PLANTOPS_HA_MQTT_CA")]
+    pub ha_mqtt_ca: Option<PathBuf>,
 }
 
 /// Who may use the API and register devices (docs/security.md).

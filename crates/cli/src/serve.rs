@@ -80,6 +80,11 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
         },
         auth: settings.access.auth_settings(),
         backups: settings.backups.plan(&settings.database.data_dir),
+        home_assistant: plantops_server::launch::HomeAssistantConfig {
+            url: settings.home_assistant.ha_mqtt_url.0.clone(),
+            prefix: settings.home_assistant.ha_discovery_prefix.clone(),
+            ca: settings.home_assistant.ha_mqtt_ca.clone(),
+        },
     }
 }
 

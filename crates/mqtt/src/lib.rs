@@ -52,6 +52,7 @@ pub trait Broker: Send + Sync + 'static {
 
 pub mod builtin;
 pub mod certs;
+pub mod home_assistant;
 pub mod ingest;
 pub mod mosquitto;
 pub mod presence;

@@ -89,6 +89,29 @@ pub struct ServerConfig {
     pub mqtt_auth_secret: Option<String>,
     /// Scheduled backups (`PLANTOPS_BACKUP_SCHEDULE`), taken by the leader.
     pub backups: Option<crate::backups::BackupPlan>,
+    pub home_assistant: HomeAssistantConfig,
+}
+
+/// Home Assistant's broker from the environment; the API's setting, when
+/// there is one, takes precedence.
+#[derive(Debug, Clone)]
+pub struct HomeAssistantConfig {
+    /// `PLANTOPS_HA_MQTT_URL` (with a password: not logged).
+    pub url: Option<String>,
+    /// `PLANTOPS_HA_DISCOVERY_PREFIX`.
+    pub prefix: String,
+    /// `PLANTOPS_HA_MQTT_CA`: a CA to trust for `mqtts://`.
+    pub ca: Option<PathBuf>,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: crate::home_assistant::DEFAULT_PREFIX.into(),
+            ca: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -447,6 +470,33 @@ impl Server {
             let advisor = advisor.clone();
             move || advisor.clone().run_weekly()
         })];
+        let home_assistant = Arc::new(crate::home_assistant::HomeAssistantSettings::new(
+            store.clone(),
+            secrets.clone(),
+            config.home_assistant.url.clone(),
+            config.home_assistant.prefix.clone(),
+            config.home_assistant.ca.clone(),
+        ));
+        home_assistant
+            .refresh()
+            .await
+            .context("cannot read the Home Assistant settings")?;
+        tasks.push(supervise("home assistant settings", task_health.clone(), {
+            let settings = home_assistant.clone();
+            move || settings.clone().follow()
+        }));
+        tasks.push(supervise("home assistant", task_health.clone(), {
+            let (store, events, link) = (store.clone(), events.clone(), home_assistant.subscribe());
+            let client_id = format!("plantops-{instance_id}");
+            move || {
+                plantops_mqtt::home_assistant::run(
+                    store.clone(),
+                    events.clone(),
+                    link.clone(),
+                    client_id.clone(),
+                )
+            }
+        }));
         let notifications = Arc::new(NotificationSettings::new(
             store.clone(),
             secrets,
@@ -624,6 +674,7 @@ impl Server {
             events,
             ingest: ingest.stats(),
             notifications,
+            home_assistant,
             advisor,
             config: Arc::new(ApiConfig {
                 heartbeat_interval_secs: config.heartbeat_interval_secs,

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod home_assistant;
 pub mod http;
 pub mod launch;
 pub mod live;
@@ -35,7 +36,7 @@ pub use state::{ApiConfig, AppState, BrokerEndpoint};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"), (name = "auth"), (name = "users")),
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"), (name = "auth"), (name = "users"), (name = "integrations")),
     modifiers(&BearerSecurity)
 )]
 struct ApiDoc;
@@ -70,6 +71,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::events::router())
         .merge(routes::alerts::router())
         .merge(routes::settings::router())
+        .merge(routes::home_assistant::router())
         .merge(routes::advisor::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())

@@ -1,5 +1,5 @@
 //! Every secret PlantOps stores, in one list: the key check, the Discord
-//! webhook and the LLM API key. Start-up checks the key against them and
+//! webhook, Home Assistant's broker URL and the LLM API key. Start-up checks the key against them and
 //! re-seals values from before purpose binding; `plantops rotate-key`
 //! re-seals them all under a new key in one transaction.
 
@@ -11,6 +11,8 @@ pub const KEY_CHECK: &str = "encryption_key_check";
 const KEY_CHECK_TEXT: &str = "plantops";
 /// The Discord webhook set through the API; the setting's whole value.
 pub const DISCORD_WEBHOOK: &str = "discord_webhook";
+/// Home Assistant's broker URL (with its password) set through the API.
+pub const HOME_ASSISTANT_URL: &str = "home_assistant.url";
 /// The LLM settings (JSON); the key is its `api_key_sealed` field.
 pub const LLM_SETTING: &str = "llm";
 /// The purpose the LLM API key is sealed for.
@@ -64,7 +66,11 @@ pub async fn reseal(
 ) -> Result<usize, SettingsError> {
     let wanted = |sealed: &str| which == Reseal::All || is_unbound(sealed);
     let mut changes: Vec<(&str, String)> = Vec::new();
-    for (setting, purpose) in [(KEY_CHECK, KEY_CHECK), (DISCORD_WEBHOOK, DISCORD_WEBHOOK)] {
+    for (setting, purpose) in [
+        (KEY_CHECK, KEY_CHECK),
+        (DISCORD_WEBHOOK, DISCORD_WEBHOOK),
+        (HOME_ASSISTANT_URL, HOME_ASSISTANT_URL),
+    ] {
         if let Some(sealed) = store.get_setting(setting).await? {
             if wanted(&sealed) {
                 let plain = old.open(purpose, &sealed)?;

@@ -39,6 +39,7 @@ pub struct AppState {
     pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
     pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
+    pub home_assistant: Arc<crate::home_assistant::HomeAssistantSettings>,
     pub advisor: Arc<crate::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,
     pub auth: Arc<crate::auth::Auth>,

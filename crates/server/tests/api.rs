@@ -71,6 +71,7 @@ impl TestApp {
             instance_timeout: std::time::Duration::from_secs(90),
             mqtt_auth_secret: None,
             backups: None,
+            home_assistant: Default::default(),
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),
@@ -1005,6 +1006,7 @@ async fn openapi_describes_every_route() {
         "GET /plants/{id}/history",
         "GET /plants/{id}/series",
         "GET /ready",
+        "GET /settings/home-assistant",
         "GET /settings/llm",
         "GET /settings/notifications",
         "GET /tokens",
@@ -1031,6 +1033,7 @@ async fn openapi_describes_every_route() {
         "POST /users",
         "PUT /auth/password",
         "PUT /plants/{id}",
+        "PUT /settings/home-assistant",
         "PUT /settings/llm",
         "PUT /settings/notifications",
         "PUT /users/{id}",

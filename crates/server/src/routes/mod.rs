@@ -6,6 +6,7 @@ pub mod devices;
 pub mod enrollment;
 pub mod events;
 pub mod health;
+pub mod home_assistant;
 pub mod plants;
 pub mod settings;
 pub mod users;

@@ -436,7 +436,13 @@ test("settings pages and the UI reconnects after a server restart", async () => 
     await page.getByTestId("last-backup").textContent(),
     /^Last verified backup: .*plantops-\d{8}T\d{6}Z\.sqlite3, \d+ rows\.$/,
   );
+  assert.equal(await page.getByTestId("ha-state").textContent(), "Off: no broker set.");
+  await page.getByLabel("Broker URL").fill("mqtt://homeassistant:pw@127.0.0.1:1");
+  await page.getByRole("button", { name: "Save broker" }).click();
+  await page.getByTestId("ha-state").filter({ hasText: "mqtt://homeassistant:***@127.0.0.1:1" }).waitFor();
   await shoot(page, "settings");
+  await page.getByRole("button", { name: "Remove broker" }).click();
+  await page.getByTestId("ha-state").filter({ hasText: "Off" }).waitFor();
 
   await page.goto(base);
   await page.getByText("● Live").waitFor();

@@ -630,6 +630,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/settings/home-assistant": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Where Home Assistant's discovery goes (password masked). */
+        get: operations["get_home_assistant"];
+        /**
+         * Set or remove Home Assistant's broker; the URL is stored encrypted and
+         *     the bridge reconnects at once.
+         */
+        put: operations["put_home_assistant"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/settings/llm": {
         parameters: {
             query?: never;
@@ -1078,6 +1099,28 @@ export interface components {
         History: {
             count: number;
             records: components["schemas"]["Reading"][];
+        };
+        HomeAssistantUpdate: {
+            /** @description Home Assistant's discovery prefix; `homeassistant` when omitted. */
+            discovery_prefix: string | null;
+            /**
+             * @description `mqtt://user:password@host:1883` or `mqtts://…` (the Mosquitto
+             *     add-on: a Home Assistant user); `null` removes the setting (then
+             *     `PLANTOPS_HA_MQTT_URL`, if set, applies).
+             */
+            url: string | null;
+        };
+        HomeAssistantView: {
+            discovery_prefix: string;
+            /** @description Whether PlantOps publishes to Home Assistant's broker. */
+            enabled: boolean;
+            /**
+             * @description `api` (set here) or `environment` (`PLANTOPS_HA_MQTT_URL`); `null`
+             *     when off.
+             */
+            source?: string | null;
+            /** @description The broker URL with its password shown as `***`. */
+            url?: string | null;
         };
         /**
          * @description Messages received from devices, readings stored, and messages dropped
@@ -2852,6 +2895,56 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Ready"];
+                };
+            };
+        };
+    };
+    get_home_assistant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HomeAssistantView"];
+                };
+            };
+        };
+    };
+    put_home_assistant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HomeAssistantUpdate"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HomeAssistantView"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
                 };
             };
         };

@@ -5,6 +5,7 @@ import type {
   EnrollmentKey,
   EnrollmentWindow,
   Health,
+  HomeAssistant,
   IssuedEnrollmentKey,
   IssuedToken,
   Role,
@@ -179,6 +180,9 @@ export const api = {
   saveNotifications: (discord_webhook_url: string | null) =>
     request<NotificationSettings>("PUT", "/settings/notifications", { discord_webhook_url }),
   testNotification: () => request<TestResult>("POST", "/settings/notifications/test"),
+  homeAssistant: () => request<HomeAssistant>("GET", "/settings/home-assistant"),
+  saveHomeAssistant: (input: { url: string | null; discovery_prefix?: string }) =>
+    request<HomeAssistant>("PUT", "/settings/home-assistant", input),
 
   carePlan: (id: string) => request<CarePlanResponse>("GET", `/plants/${id}/care-plan`),
   carePlans: (id: string) =>

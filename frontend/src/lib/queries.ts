@@ -15,6 +15,7 @@ export const keys = {
   llmSettings: ["settings", "llm"] as const,
   notificationSettings: ["settings", "notifications"] as const,
   health: ["health"] as const,
+  homeAssistant: ["settings", "home-assistant"] as const,
   carePlan: (plantId: string) => ["care-plan", plantId] as const,
   carePlans: (plantId: string) => ["care-plans", plantId] as const,
   authStatus: ["auth", "status"] as const,
@@ -72,6 +73,9 @@ export const filteredAlertsQuery = (kind: AlertKind | "", plantId: string, hours
 
 export const llmSettingsQuery = () =>
   queryOptions({ queryKey: keys.llmSettings, queryFn: api.llmSettings });
+
+export const homeAssistantQuery = () =>
+  queryOptions({ queryKey: keys.homeAssistant, queryFn: api.homeAssistant });
 
 export const healthQuery = () => queryOptions({ queryKey: keys.health, queryFn: api.health });
 

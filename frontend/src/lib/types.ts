@@ -45,6 +45,7 @@ export type Provider = Schema<"Provider">;
 export type LlmSettings = Schema<"LlmSettingsView">;
 export type NotificationSettings = Schema<"NotificationSettingsView">;
 export type Health = Schema<"Health">;
+export type HomeAssistant = Schema<"HomeAssistantView">;
 export type BackupStatus = Schema<"BackupStatus">;
 /** A provider test (with its latency) or a notification test (without). */
 export type TestResult = Schema<"TestResult"> & Partial<Pick<Schema<"LlmTestResult">, "latency_ms">>;

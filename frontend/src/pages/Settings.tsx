@@ -3,7 +3,13 @@ import { useState, type FormEvent } from "react";
 import { api } from "../lib/api";
 import type { BackupStatus, LlmSettings, Provider, TestResult } from "../lib/types";
 import { ErrorState, Skeleton } from "../components/ui";
-import { healthQuery, keys, llmSettingsQuery, notificationSettingsQuery } from "../lib/queries";
+import {
+  healthQuery,
+  homeAssistantQuery,
+  keys,
+  llmSettingsQuery,
+  notificationSettingsQuery,
+} from "../lib/queries";
 import { formatTime, timeAgo } from "../lib/format";
 import { useSession } from "../lib/session";
 
@@ -158,6 +164,72 @@ function DiscordForm() {
   );
 }
 
+function HomeAssistantForm() {
+  const client = useQueryClient();
+  const current = useQuery(homeAssistantQuery());
+  const [url, setUrl] = useState("");
+  const [prefix, setPrefix] = useState("");
+  const save = useMutation({
+    mutationFn: (input: { url: string | null; discovery_prefix?: string }) => api.saveHomeAssistant(input),
+    onSuccess: (saved) => {
+      setUrl("");
+      setPrefix("");
+      client.setQueryData(keys.homeAssistant, saved);
+    },
+  });
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    if (url.trim()) save.mutate({ url: url.trim(), discovery_prefix: prefix.trim() || undefined });
+  };
+  const data = current.data;
+  return (
+    <form className="card stack" onSubmit={submit} aria-labelledby="ha-title">
+      <h2 id="ha-title">Home Assistant</h2>
+      <p className="muted small flush">
+        Plants appear in Home Assistant through MQTT discovery: give the broker it uses (the Mosquitto add-on:
+        a Home Assistant user). The URL is stored encrypted.
+      </p>
+      {current.isPending && <Skeleton lines={1} label="Loading the Home Assistant settings" />}
+      {current.isError && <ErrorState error={current.error} retry={() => current.refetch()} />}
+      {data && (
+        <p className="small muted flush" data-testid="ha-state">
+          {data.enabled
+            ? `Publishing to ${data.url} (prefix ${data.discovery_prefix}${data.source === "environment" ? ", from PLANTOPS_HA_MQTT_URL" : ""})`
+            : "Off: no broker set."}
+        </p>
+      )}
+      <div className="row align-end">
+        <label>
+          Broker URL
+          <input
+            type="password"
+            autoComplete="off"
+            value={url}
+            onChange={(e) => setUrl(e.target.value)}
+            placeholder="mqtt://user:password@homeassistant.local:1883"
+            aria-invalid={save.isError ? true : undefined}
+          />
+        </label>
+        <label>
+          Discovery prefix
+          <input value={prefix} onChange={(e) => setPrefix(e.target.value)} placeholder="homeassistant" />
+        </label>
+      </div>
+      <div className="row">
+        <button type="submit" disabled={save.isPending || !url.trim()}>
+          Save broker
+        </button>
+        {data?.source === "api" && (
+          <button type="button" className="danger" onClick={() => save.mutate({ url: null })}>
+            Remove broker
+          </button>
+        )}
+      </div>
+      {save.isError && <ErrorState error={save.error} />}
+    </form>
+  );
+}
+
 function BackupState({ backup }: { backup: BackupStatus }) {
   const success = backup.last_success;
   const failure = backup.last_failure;
@@ -213,6 +285,7 @@ export function Settings() {
       {llm.isError && <ErrorState error={llm.error} retry={() => llm.refetch()} />}
       {llm.data && <LlmForm key={llm.data.updated_at ?? "default"} current={llm.data} />}
       <DiscordForm />
+      <HomeAssistantForm />
       <Backups />
     </div>
   );

@@ -272,6 +272,12 @@ pub struct ServeSettings {
     #[arg(long, env = "PLANTOPS_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// A device battery below this percentage is an alert (once per
+    /// discharge); 0 turns the alert off.
+    #[arg(long, env = "PLANTOPS_LOW_BATTERY_PERCENT", default_value = "15",
+        value_parser = whole_number::<u8>("PLANTOPS_LOW_BATTERY_PERCENT", 0, 100))]
+    pub low_battery_percent: u8,
+
     /// Days of readings to keep; older ones are deleted hourly (TimescaleDB:
     /// whole chunks dropped). 0 keeps everything.
     #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",

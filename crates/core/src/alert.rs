@@ -22,6 +22,8 @@ pub enum AlertKind {
     CertificateExpiring,
     /// A backup failed or did not restore to what the database held.
     BackupFailed,
+    /// A device's battery fell below PLANTOPS_LOW_BATTERY_PERCENT.
+    LowBattery,
 }
 
 impl AlertKind {
@@ -33,6 +35,7 @@ impl AlertKind {
             AlertKind::DeviceOnline => "device_online",
             AlertKind::CertificateExpiring => "certificate_expiring",
             AlertKind::BackupFailed => "backup_failed",
+            AlertKind::LowBattery => "low_battery",
         }
     }
 
@@ -44,6 +47,7 @@ impl AlertKind {
             AlertKind::DeviceOnline,
             AlertKind::CertificateExpiring,
             AlertKind::BackupFailed,
+            AlertKind::LowBattery,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

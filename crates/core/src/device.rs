@@ -56,6 +56,47 @@ pub struct Device {
     /// open); absent for devices registered before accounts existed.
     #[serde(default)]
     pub enrollment: Option<crate::account::Enrollment>,
+    /// Battery and signal from the last message that carried them.
+    #[serde(default)]
+    pub vitals: Option<DeviceVitals>,
+    /// When the device last sent them.
+    #[serde(default)]
+    pub vitals_at: Option<DateTime<Utc>>,
+}
+
+/// A battery-powered device's battery and radio signal (docs/devices.md):
+/// telemetry or heartbeat fields `battery` (percent), `battery_voltage`
+/// (volts) and `rssi` (dBm).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceVitals {
+    /// Percent, 0–100: as sent, or estimated from the voltage of one
+    /// lithium-ion cell (3.3 V = 0 %, 4.2 V = 100 %) when only that came.
+    pub battery_percent: Option<f64>,
+    pub battery_volts: Option<f64>,
+    /// Received signal strength, dBm (−30 is excellent, −90 poor).
+    pub rssi_dbm: Option<f64>,
+}
+
+impl DeviceVitals {
+    /// Lithium-ion cell voltage at empty and full, for the estimate.
+    const CELL_EMPTY_VOLTS: f64 = 3.3;
+    const CELL_FULL_VOLTS: f64 = 4.2;
+
+    pub fn new(percent: Option<f64>, volts: Option<f64>, rssi_dbm: Option<f64>) -> Option<Self> {
+        if percent.is_none() && volts.is_none() && rssi_dbm.is_none() {
+            return None;
+        }
+        let estimated = volts.map(|v| {
+            ((v - Self::CELL_EMPTY_VOLTS) / (Self::CELL_FULL_VOLTS - Self::CELL_EMPTY_VOLTS)
+                * 100.0)
+                .clamp(0.0, 100.0)
+        });
+        Some(Self {
+            battery_percent: percent.or(estimated),
+            battery_volts: volts,
+            rssi_dbm,
+        })
+    }
 }
 
 /// A MAC address in canonical form: lower-case hex octets joined by `:`.

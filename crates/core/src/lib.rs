@@ -18,7 +18,7 @@ pub mod telemetry;
 pub mod topic;
 pub mod validation;
 
-pub use device::{Device, DeviceStatus, MacAddress};
+pub use device::{Device, DeviceStatus, DeviceVitals, MacAddress};
 pub use metric::Metric;
 pub use plant::{Bounds, NewPlant, Plant, PlantPatch, PlantStatus, Thresholds};
 pub use reading::{Measurements, Reading};

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use crate::{Measurements, Metric};
+use crate::{DeviceVitals, Measurements, Metric};
 
 pub const MAX_PAYLOAD_BYTES: usize = 4096;
 /// Timestamps further ahead than this are a device clock gone wrong.
@@ -44,6 +44,8 @@ impl PayloadError {
 pub struct Telemetry {
     pub time: DateTime<Utc>,
     pub values: Measurements,
+    /// Battery and signal, when the payload carried them.
+    pub vitals: Option<DeviceVitals>,
 }
 
 /// Parses a telemetry payload received at `now`. The time is kept to the
@@ -71,7 +73,38 @@ pub fn parse(payload: &[u8], now: DateTime<Utc>) -> Result<Telemetry, PayloadErr
         .filter(|t| plausible(*t, now))
         .unwrap_or(now)
         .trunc_subsecs(3);
-    Ok(Telemetry { time, values })
+    Ok(Telemetry {
+        time,
+        values,
+        vitals: vitals(&object),
+    })
+}
+
+/// `battery` (percent, 0–100), `battery_voltage` (volts, 0–10) and `rssi`
+/// (dBm, −150–0). Leniently: a value that is not a number in its range is
+/// left out, never a reason to drop the reading it came with (firmware in
+/// the field sends `rssi` already, not always sensibly).
+pub fn vitals(object: &Map<String, Value>) -> Option<DeviceVitals> {
+    let field = |name: &str, low: f64, high: f64| {
+        object
+            .get(name)
+            .and_then(Value::as_f64)
+            .filter(|v| (low..=high).contains(v))
+    };
+    DeviceVitals::new(
+        field("battery", 0.0, 100.0),
+        field("battery_voltage", 0.0, 10.0),
+        field("rssi", -150.0, 0.0),
+    )
+}
+
+/// The vitals of a heartbeat, whose payload may be anything.
+pub fn heartbeat_vitals(payload: &[u8]) -> Option<DeviceVitals> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return None;
+    }
+    let object: Map<String, Value> = serde_json::from_slice(payload).ok()?;
+    vitals(&object)
 }
 
 fn number(metric: Metric, raw: Option<&Value>) -> Result<Option<f64>, PayloadError> {
@@ -155,6 +188,40 @@ mod tests {
                 light_level: Some(1200.0),
             }
         );
+    }
+
+    #[test]
+    fn battery_and_signal_ride_along_and_never_cost_a_reading() {
+        let t = parse(br#"{"temperature":21,"battery":82,"rssi":-67}"#, now()).unwrap();
+        let vitals = t.vitals.unwrap();
+        assert_eq!(
+            (
+                vitals.battery_percent,
+                vitals.battery_volts,
+                vitals.rssi_dbm
+            ),
+            (Some(82.0), None, Some(-67.0))
+        );
+        let t = parse(br#"{"temperature":21,"battery_voltage":3.75}"#, now()).unwrap();
+        let vitals = t.vitals.unwrap();
+        assert_eq!(vitals.battery_volts, Some(3.75));
+        assert!(
+            (vitals.battery_percent.unwrap() - 50.0).abs() < 1e-9,
+            "3.75 V of 3.3–4.2 V"
+        );
+        let t = parse(
+            br#"{"temperature":21,"battery":140,"rssi":"strong"}"#,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(t.values.temperature, Some(21.0));
+        assert_eq!(t.vitals, None, "nonsense is left out");
+        assert_eq!(parse(br#"{"temperature":21}"#, now()).unwrap().vitals, None);
+        assert_eq!(
+            heartbeat_vitals(br#"{"battery":12}"#).and_then(|v| v.battery_percent),
+            Some(12.0)
+        );
+        assert_eq!(heartbeat_vitals(b"alive"), None);
     }
 
     #[test]

@@ -342,7 +342,10 @@ impl Bridge {
     /// sensor may be missing from the newest one).
     async fn recall(&self, plant: Uuid) -> plantops_store::Result<PlantState> {
         let since = plantops_core::now() - chrono::Duration::days(RECALL_DAYS);
-        let mut readings = self.store.plant_history(plant, since, RECALL_READINGS).await?;
+        let mut readings = self
+            .store
+            .plant_history(plant, since, RECALL_READINGS)
+            .await?;
         // Newest first: absorbed oldest first, so the newest value wins.
         readings.reverse();
         let mut state = PlantState::default();

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use plantops_core::alert::{Alert, AlertKind, Delivery};
 use plantops_core::backoff::Backoff;
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
-use plantops_core::{DeviceStatus, Reading};
+use plantops_core::{DeviceStatus, DeviceVitals, Reading};
 use plantops_store::{CommittedBatch, DeviceStore, DynStore, Presence, ReadingStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -219,6 +220,66 @@ pub struct Ingest {
     stats: Arc<IngestStats>,
     drops: Arc<DropLog>,
     rates: Arc<DeviceRates>,
+    vitals: Arc<Vitals>,
+}
+
+/// Battery and signal: stored per device as they come, and a battery
+/// falling below the limit raised as an alert, once per discharge.
+struct Vitals {
+    store: DynStore,
+    events: broadcast::Sender<Event>,
+    /// `PLANTOPS_LOW_BATTERY_PERCENT`; `None`: no alert.
+    low_below: Option<f64>,
+}
+
+impl Vitals {
+    async fn record(&self, device_id: Uuid, vitals: &DeviceVitals, at: DateTime<Utc>) {
+        let recorded = self
+            .store
+            .record_vitals(device_id, vitals, at, self.low_below)
+            .await;
+        let recorded = match recorded {
+            Ok(Some(recorded)) => recorded,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, %device_id, "cannot store a device's battery and signal");
+                return;
+            }
+        };
+        let (Some(percent), Some(limit), true) =
+            (vitals.battery_percent, self.low_below, recorded.became_low)
+        else {
+            return;
+        };
+        let alert = Alert {
+            id: Uuid::new_v4(),
+            plant_id: recorded.plant_id,
+            device_id: Some(device_id),
+            kind: AlertKind::LowBattery,
+            metric: None,
+            value: Some(percent),
+            threshold: Some(limit),
+            direction: None,
+            message: format!(
+                "Battery low: {percent:.0} % (below {limit:.0} %); recharge or replace it"
+            ),
+            created_at: plantops_core::now(),
+            delivery: Delivery::Pending,
+            acknowledged_at: None,
+        };
+        match self
+            .store
+            .record_alerts(&[], std::slice::from_ref(&alert))
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str())
+                    .increment(1);
+                let _ = self.events.send(Event::Alert(alert));
+            }
+            Err(error) => tracing::warn!(%error, %device_id, "cannot store a low-battery alert"),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -240,6 +301,7 @@ impl Ingest {
         events: broadcast::Sender<Event>,
         config: BatchConfig,
         rate: DeviceRateLimit,
+        low_battery_percent: Option<f64>,
     ) -> (Ingest, IngestBatcher) {
         let (tx, rx) = mpsc::channel(config.queue);
         let stats = Arc::new(IngestStats::default());
@@ -253,6 +315,11 @@ impl Ingest {
             metrics::counter!("plantops_ingest_messages_total", "kind" => kind).increment(0);
         }
         metrics::counter!("plantops_readings_committed_total").increment(0);
+        let vitals = Arc::new(Vitals {
+            store: store.clone(),
+            events: events.clone(),
+            low_below: low_battery_percent,
+        });
         let batcher = Batcher {
             readings: store.clone(),
             devices: store.clone(),
@@ -269,6 +336,7 @@ impl Ingest {
             stats,
             drops: Arc::default(),
             rates: Arc::new(DeviceRates::new(rate)),
+            vitals,
         };
         (ingest, batcher)
     }
@@ -319,8 +387,17 @@ impl Ingest {
                 }
             },
         };
-        self.enqueue(device_id, telemetry, received_at, wait_for_commit)
-            .await
+        let vitals = match &telemetry {
+            Some(telemetry) => telemetry.vitals,
+            None => telemetry::heartbeat_vitals(payload),
+        };
+        let outcome = self
+            .enqueue(device_id, telemetry, received_at, wait_for_commit)
+            .await;
+        if let (Outcome::Stored, Some(vitals)) = (&outcome, vitals) {
+            self.vitals.record(device_id, &vitals, received_at).await;
+        }
+        outcome
     }
 
     async fn enqueue(

@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub http: crate::http::HttpLimits,
     /// Messages one device may send; more are dropped.
     pub device_rate: plantops_mqtt::ingest::DeviceRateLimit,
+    /// A battery below this percentage is an alert; `None`: never.
+    pub low_battery_percent: Option<f64>,
     /// This instance's id among several (`PLANTOPS_INSTANCE_ID`); `None`:
     /// kept in the data directory, or the host name.
     pub instance_id: Option<String>,
@@ -515,6 +517,7 @@ impl Server {
             events.clone(),
             BatchConfig::default(),
             config.device_rate,
+            config.low_battery_percent,
         );
         tasks.push(supervise("ingest", task_health.clone(), move || {
             batcher.clone().run()

@@ -72,6 +72,7 @@ impl TestApp {
             mqtt_auth_secret: None,
             backups: None,
             home_assistant: Default::default(),
+            low_battery_percent: Some(15.0),
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),

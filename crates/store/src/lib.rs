@@ -161,6 +161,19 @@ pub struct Presence {
     pub seen_at: DateTime<Utc>,
 }
 
+/// A device's battery and signal, stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VitalsRecorded {
+    pub plant_id: Option<Uuid>,
+    /// The battery fell below the limit with this message: alert once.
+    pub became_low: bool,
+}
+
+/// Percentage points above the low-battery limit a battery must reach
+/// before a new discharge can alert again (a voltage wobbling around the
+/// limit alerts once).
+pub const BATTERY_RECOVERY_MARGIN: f64 = 5.0;
+
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     pub plant_id: Option<Uuid>,
@@ -318,6 +331,16 @@ pub trait ReadingStore: Send + Sync + 'static {
     /// devices seen and online, in one transaction.
     async fn commit_batch(&self, readings: &[Reading], seen: &[Presence])
         -> Result<CommittedBatch>;
+    /// Stores a device's battery and signal as of `at` (values it did not
+    /// send keep their last ones) and judges the battery against
+    /// `low_below` percent. `None`: no such device.
+    async fn record_vitals(
+        &self,
+        device_id: Uuid,
+        vitals: &plantops_core::DeviceVitals,
+        at: DateTime<Utc>,
+        low_below: Option<f64>,
+    ) -> Result<Option<VitalsRecorded>>;
     async fn latest_device_reading(&self, device_id: Uuid) -> Result<Option<Reading>>;
     async fn latest_plant_readings(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>>;
     /// Readings of a plant since `since`, newest first.

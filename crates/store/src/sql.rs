@@ -99,7 +99,8 @@ pub(crate) const IDS_PER_STATEMENT: usize = 30_000;
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, mac_address, mqtt_username, plant_id, status, \
                                          firmware_version, sensor_types, last_seen_at, created_at, \
-                                         enrollment";
+                                         enrollment, battery_percent, battery_volts, rssi_dbm, \
+                                         vitals_at";
 pub(crate) const READING_COLUMNS: &str =
     "time, device_id, plant_id, soil_moisture, temperature, humidity, light_level";
 pub(crate) const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, \
@@ -164,6 +165,10 @@ pub(crate) struct DeviceRow {
     last_seen_at: Option<Timestamp>,
     created_at: Timestamp,
     enrollment: Option<String>,
+    battery_percent: Option<f64>,
+    battery_volts: Option<f64>,
+    rssi_dbm: Option<f64>,
+    vitals_at: Option<Timestamp>,
 }
 
 impl TryFrom<DeviceRow> for Device {
@@ -185,6 +190,12 @@ impl TryFrom<DeviceRow> for Device {
                 .as_deref()
                 .map(|e| Enrollment::parse(e).ok_or_else(|| corrupt("enrollment", e)))
                 .transpose()?,
+            vitals: plantops_core::DeviceVitals::new(
+                row.battery_percent,
+                row.battery_volts,
+                row.rssi_dbm,
+            ),
+            vitals_at: row.vitals_at.map(|t| t.0),
         })
     }
 }
@@ -889,6 +900,52 @@ macro_rules! shared_store {
                 seen: &[$crate::Presence],
             ) -> $crate::Result<$crate::CommittedBatch> {
                 self.insert_batch(readings, seen).await
+            }
+
+            async fn record_vitals(
+                &self,
+                device_id: uuid::Uuid,
+                vitals: &plantops_core::DeviceVitals,
+                at: chrono::DateTime<chrono::Utc>,
+                low_below: Option<f64>,
+            ) -> $crate::Result<Option<$crate::VitalsRecorded>> {
+                let mut tx = Self::begin_write(&self.pool).await?;
+                let row: Option<(Option<uuid::Uuid>, bool, Option<$crate::sql::Timestamp>)> =
+                    sqlx::query_as(&format!(
+                        "SELECT plant_id, battery_low, vitals_at FROM devices WHERE id = $1{}",
+                        Self::LOCK_FOR_UPDATE
+                    ))
+                    .bind(device_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((plant_id, was_low, last)) = row else {
+                    return Ok(None);
+                };
+                if last.is_some_and(|last| last.0 > at) {
+                    // An older message, arriving late: the newer values stay.
+                    return Ok(Some($crate::VitalsRecorded { plant_id, became_low: false }));
+                }
+                let low = match (vitals.battery_percent, low_below) {
+                    (Some(percent), Some(limit)) if percent < limit => true,
+                    (Some(percent), Some(limit)) if percent >= limit + $crate::BATTERY_RECOVERY_MARGIN => false,
+                    (_, None) => false,
+                    _ => was_low,
+                };
+                sqlx::query(
+                    "UPDATE devices SET battery_percent = COALESCE($1, battery_percent), \
+                     battery_volts = COALESCE($2, battery_volts), rssi_dbm = COALESCE($3, rssi_dbm), \
+                     vitals_at = $4, battery_low = $5 WHERE id = $6",
+                )
+                .bind(vitals.battery_percent)
+                .bind(vitals.battery_volts)
+                .bind(vitals.rssi_dbm)
+                .bind($crate::sql::Timestamp(at))
+                .bind(low)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some($crate::VitalsRecorded { plant_id, became_low: low && !was_low }))
             }
 
             async fn latest_device_reading(

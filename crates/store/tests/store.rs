@@ -5,10 +5,12 @@ use plantops_core::account::{ApiToken, Enrollment, EnrollmentKey, Role, Scope, U
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
 use plantops_core::plant::BoundSide;
 use plantops_core::Metric;
-use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
+use plantops_core::{
+    Bounds, Device, DeviceStatus, DeviceVitals, Measurements, Plant, Reading, Thresholds,
+};
 use plantops_store::{
     AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, Presence, Registration,
-    StateChange,
+    StateChange, VitalsRecorded,
 };
 use plantops_testkit::TestDb;
 use uuid::Uuid;
@@ -23,6 +25,7 @@ plantops_testkit::for_each_backend!(
     assignment_needs_an_existing_plant,
     devices_filter_by_status_and_paginate,
     batches_are_idempotent_and_mark_devices_seen,
+    battery_and_signal_are_kept_and_a_low_battery_judged_once,
     history_is_newest_first_and_bounded,
     series_aggregates_per_bucket,
     retention_prunes_only_old_readings,
@@ -73,6 +76,8 @@ fn device(mac: &str, created_at: DateTime<Utc>) -> Device {
         last_seen_at: None,
         created_at,
         enrollment: Some(Enrollment::Window),
+        vitals: None,
+        vitals_at: None,
     }
 }
 
@@ -1121,4 +1126,75 @@ async fn cancelled_transactions_never_swallow_later_writes() {
         .await
         .unwrap();
     assert_eq!(visible, written, "writes stuck in a stale transaction");
+}
+
+async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) {
+    let store = db.store().await;
+    let pot = plant("Pothos", t0());
+    store.insert_plant(&pot).await.unwrap();
+    let device = registered(&store, "aa:bb:cc:dd:ee:71").await;
+    store.assign_device(device.id, Some(pot.id)).await.unwrap();
+    let limit = Some(15.0);
+    let at = |minutes: i64| t0() + Duration::minutes(minutes);
+    let battery = |percent: f64| DeviceVitals::new(Some(percent), None, None).unwrap();
+    let became_low = |recorded: Option<VitalsRecorded>| recorded.unwrap().became_low;
+
+    let unknown = store
+        .record_vitals(Uuid::new_v4(), &battery(50.0), at(0), limit)
+        .await
+        .unwrap();
+    assert_eq!(unknown, None);
+    let full = DeviceVitals::new(Some(50.0), Some(3.8), Some(-61.0)).unwrap();
+    let recorded = store
+        .record_vitals(device.id, &full, at(1), limit)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Some(VitalsRecorded {
+            plant_id: Some(pot.id),
+            became_low: false
+        })
+    );
+    let stored = store.get_device(device.id).await.unwrap().unwrap();
+    assert_eq!(stored.vitals, Some(full));
+    assert_eq!(stored.vitals_at, Some(at(1)));
+
+    // Falling below the limit alerts once; wobbling near it does not again.
+    let steps = [
+        (12.0, true),
+        (10.0, false),
+        (18.0, false),
+        (14.0, false),
+        (21.0, false),
+        (9.0, true),
+    ];
+    for (minute, (percent, expected)) in (2..).zip(steps) {
+        let recorded = store
+            .record_vitals(device.id, &battery(percent), at(minute), limit)
+            .await
+            .unwrap();
+        assert_eq!(became_low(recorded), expected, "{percent} %");
+    }
+    // Only the signal: the battery keeps its last value.
+    let signal = DeviceVitals::new(None, None, Some(-80.0)).unwrap();
+    store
+        .record_vitals(device.id, &signal, at(20), limit)
+        .await
+        .unwrap();
+    // A late message from before: ignored.
+    store
+        .record_vitals(device.id, &battery(99.0), at(10), limit)
+        .await
+        .unwrap();
+    let vitals = store
+        .get_device(device.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .vitals
+        .unwrap();
+    assert_eq!(vitals.battery_percent, Some(9.0));
+    assert_eq!(vitals.battery_volts, Some(3.8));
+    assert_eq!(vitals.rssi_dbm, Some(-80.0));
 }

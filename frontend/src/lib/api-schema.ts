@@ -847,7 +847,7 @@ export interface components {
             value?: number | null;
         };
         /** @enum {string} */
-        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed";
+        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed" | "low_battery";
         AlertList: {
             alerts: components["schemas"]["Alert"][];
             /** Format: int64 */
@@ -1010,6 +1010,12 @@ export interface components {
             plant_id?: string | null;
             sensor_types?: string[] | null;
             status: components["schemas"]["DeviceStatus"];
+            vitals?: null | components["schemas"]["DeviceVitals"];
+            /**
+             * Format: date-time
+             * @description When the device last sent them.
+             */
+            vitals_at?: string | null;
         };
         DeviceList: {
             devices: components["schemas"]["Device"][];
@@ -1018,6 +1024,26 @@ export interface components {
         };
         /** @enum {string} */
         DeviceStatus: "provisioning" | "online" | "offline" | "error";
+        /**
+         * @description A battery-powered device's battery and radio signal (docs/devices.md):
+         *     telemetry or heartbeat fields `battery` (percent), `battery_voltage`
+         *     (volts) and `rssi` (dBm).
+         */
+        DeviceVitals: {
+            /**
+             * Format: double
+             * @description Percent, 0–100: as sent, or estimated from the voltage of one
+             *     lithium-ion cell (3.3 V = 0 %, 4.2 V = 100 %) when only that came.
+             */
+            battery_percent: number | null;
+            /** Format: double */
+            battery_volts: number | null;
+            /**
+             * Format: double
+             * @description Received signal strength, dBm (−30 is excellent, −90 poor).
+             */
+            rssi_dbm: number | null;
+        };
         /** @enum {string} */
         Direction: "rising" | "falling" | "stable";
         /**

@@ -1,4 +1,4 @@
-import { formatValue, planCost, thresholdErrors, timeAgo } from "./format";
+import { formatValue, planCost, thresholdErrors, timeAgo, vitalsText } from "./format";
 
 describe("thresholdErrors", () => {
   it("accepts an empty or ordered range", () => {
@@ -52,5 +52,13 @@ describe("safeNext", () => {
     for (const hostile of [null, "", "https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)"]) {
       expect(safeNext(hostile)).toBe("/");
     }
+  });
+});
+
+describe("vitalsText", () => {
+  it("shows what a device sent, and a dash for nothing", () => {
+    expect(vitalsText(null)).toBe("–");
+    expect(vitalsText({ battery_percent: 81.6, battery_volts: 3.9, rssi_dbm: -67 })).toBe("82 % · 3.90 V · -67 dBm");
+    expect(vitalsText({ battery_percent: null, battery_volts: null, rssi_dbm: -80 })).toBe("-80 dBm");
   });
 });

@@ -1,4 +1,4 @@
-import type { Metric, PlantStatus, DeviceStatus } from "./types";
+import type { Metric, PlantStatus, DeviceStatus, DeviceVitals } from "./types";
 
 export const METRIC_LABEL: Record<Metric, string> = {
   soil_moisture: "Soil moisture",
@@ -97,4 +97,14 @@ export function planCost(stored: {
     );
   }
   return parts.join(" · ");
+}
+
+/** "82 % · 3.9 V · −67 dBm", or "–" for a device that sends none. */
+export function vitalsText(vitals: DeviceVitals | null | undefined): string {
+  if (!vitals) return "–";
+  const parts: string[] = [];
+  if (vitals.battery_percent != null) parts.push(`${Math.round(vitals.battery_percent)} %`);
+  if (vitals.battery_volts != null) parts.push(`${vitals.battery_volts.toFixed(2)} V`);
+  if (vitals.rssi_dbm != null) parts.push(`${Math.round(vitals.rssi_dbm)} dBm`);
+  return parts.length ? parts.join(" · ") : "–";
 }

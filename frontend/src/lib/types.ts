@@ -27,6 +27,7 @@ export type Thresholds = Partial<Schema<"Thresholds">>;
 export type Reading = Schema<"Reading">;
 export type Plant = Schema<"PlantView">;
 export type Device = Schema<"Device">;
+export type DeviceVitals = Schema<"DeviceVitals">;
 export type Registration = Schema<"Registered">;
 
 export type AlertKind = Schema<"AlertKind">;

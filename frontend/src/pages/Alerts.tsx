@@ -15,6 +15,7 @@ const KIND_LABEL: Record<AlertKind, string> = {
   device_online: "Device online",
   certificate_expiring: "Certificate expiring",
   backup_failed: "Backup failed",
+  low_battery: "Battery low",
 };
 
 const PERIODS: { label: string; hours: number | null }[] = [

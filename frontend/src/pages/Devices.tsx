@@ -3,7 +3,7 @@ import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link } from "react-router-dom";
 import { api } from "../lib/api";
 import type { Device, DeviceStatus, EnrollmentKey, Plant, Registration } from "../lib/types";
-import { formatTime, timeAgo } from "../lib/format";
+import { formatTime, timeAgo, vitalsText } from "../lib/format";
 import { CopyButton, EmptyState, ErrorState, OneTimeSecret, Skeleton, StatusBadge } from "../components/ui";
 import { devicesQuery, enrollmentKeysQuery, enrollmentWindowQuery, keys, plantsQuery } from "../lib/queries";
 import { useSession } from "../lib/session";
@@ -148,6 +148,9 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
         <StatusBadge status={device.status} />
       </td>
       <td title={device.last_seen_at ? formatTime(device.last_seen_at) : undefined}>{timeAgo(device.last_seen_at)}</td>
+      <td data-testid="vitals" title={device.vitals_at ? `As of ${formatTime(device.vitals_at)}` : undefined}>
+        {vitalsText(device.vitals)}
+      </td>
       <td>
         {!canEdit && (plants.find((plant) => plant.id === device.plant_id)?.name ?? "Not assigned")}
         {canEdit && (
@@ -389,6 +392,7 @@ export function Devices() {
                 <th scope="col">Device</th>
                 <th scope="col">Status</th>
                 <th scope="col">Last seen</th>
+                <th scope="col">Battery · signal</th>
                 <th scope="col">Plant</th>
                 <th scope="col">
                   <span className="sr-only">Actions</span>

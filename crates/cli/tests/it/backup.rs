@@ -57,6 +57,8 @@ async fn populate(store: &DynStore, plants: usize, readings_per_plant: i64) {
             last_seen_at: None,
             created_at: t0(),
             enrollment: None,
+            vitals: None,
+            vitals_at: None,
         };
         let Registration::Created(device) = store.register_device(&device, "hash").await.unwrap()
         else {

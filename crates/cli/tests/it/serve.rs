@@ -1155,3 +1155,58 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let (status, _) = first.get("/api/ready").await;
     assert_eq!(status, 200);
 }
+
+/// Battery and signal ride along with readings and heartbeats: shown per
+/// device, and a battery falling below PLANTOPS_LOW_BATTERY_PERCENT is an
+/// alert through the normal path.
+#[tokio::test]
+async fn battery_and_signal_show_per_device_and_a_low_battery_is_an_alert() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("PLANTOPS_LOW_BATTERY_PERCENT", "20")];
+    let server = Server::start(data.path(), &Ports::free(), &env).await;
+    let (_, plant) = server.post("/api/plants", json!({"name": "Cactus"})).await;
+    let plant_id = plant["id"].as_str().unwrap();
+    let device = server.register_for("aa:bb:cc:00:00:71", plant_id).await;
+    let options = device_options(&device, server.mqtt_port, None, &device.username);
+    let (client, mut eventloop, _) = connect(options).await;
+    let telemetry = format!("devices/{}/telemetry", device.device_id);
+    let reading = json!({"temperature": 24.0, "battery": 40, "rssi": -58});
+    publish_acked(&client, &mut eventloop, &telemetry, reading).await;
+
+    let (status, shown) = server
+        .get(&format!("/api/devices/{}", device.device_id))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        shown["vitals"],
+        json!({"battery_percent": 40.0, "battery_volts": null, "rssi_dbm": -58.0})
+    );
+    assert!(shown["vitals_at"].is_string(), "{shown}");
+    let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
+    assert_eq!(alerts["total"], 0);
+
+    // A heartbeat with a voltage of 3.4 V: about 11 % of a lithium cell.
+    let heartbeat = format!("devices/{}/heartbeat", device.device_id);
+    publish_acked(
+        &client,
+        &mut eventloop,
+        &heartbeat,
+        json!({"battery_voltage": 3.4}),
+    )
+    .await;
+    let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
+    assert_eq!(alerts["total"], 1, "{alerts}");
+    let alert = &alerts["alerts"][0];
+    assert_eq!(alert["device_id"], device.device_id.as_str());
+    assert_eq!(alert["plant_id"], plant_id);
+    assert_eq!(alert["threshold"], 20.0);
+    assert!(
+        (alert["value"].as_f64().unwrap() - 11.1).abs() < 0.1,
+        "{alert}"
+    );
+    // Still low: no second alert.
+    publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 10})).await;
+    let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
+    assert_eq!(alerts["total"], 1);
+    let _ = client.disconnect().await;
+}

@@ -18,6 +18,7 @@ pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
         AlertKind::DeviceOnline => ("Device Online".to_string(), GREEN),
         AlertKind::CertificateExpiring => ("Certificate expiring".to_string(), YELLOW),
         AlertKind::BackupFailed => ("Backup failed".to_string(), RED),
+        AlertKind::LowBattery => (format!("Battery low: {plant}"), YELLOW),
     };
     let mut fields = Vec::new();
     if let Some(metric) = alert.metric {

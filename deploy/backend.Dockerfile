@@ -6,6 +6,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+# The ESPHome configuration the API fills in for a device.
+COPY deploy/esphome deploy/esphome
 # The UI is served by the frontend image; this binary carries the API only.
 # The registry and target caches persist between builds (BuildKit), so a
 # code change recompiles PlantOps' own crates, not its dependencies.

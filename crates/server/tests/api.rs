@@ -992,6 +992,7 @@ async fn openapi_describes_every_route() {
         "GET /auth/status",
         "GET /devices",
         "GET /devices/{id}",
+        "GET /devices/{id}/esphome",
         "GET /devices/{id}/telemetry/latest",
         "GET /enrollment-keys",
         "GET /enrollment/window",

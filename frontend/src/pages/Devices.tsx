@@ -175,6 +175,14 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
         {assign.isError && <div className="field-error">{assign.error.message}</div>}
       </td>
       <td>
+        <a
+          className="small"
+          href={`/api/devices/${device.id}/esphome`}
+          download
+          title="An ESPHome configuration for this device (password and Wi-Fi go in ESPHome's secrets.yaml)"
+        >
+          ESPHome
+        </a>{" "}
         {canEdit && (
           <button type="button" className="danger" onClick={() => dialog.current?.showModal()}>
             Delete

@@ -33,6 +33,88 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(provision_device))
         .routes(routes!(unassign_device))
         .routes(routes!(latest_telemetry))
+        .routes(routes!(esphome_config))
+}
+
+/// deploy/esphome/plantops-sensor.yaml: a sensor built with ESPHome.
+const ESPHOME_TEMPLATE: &str = include_str!("../../../../deploy/esphome/plantops-sensor.yaml");
+
+/// The template with the values of its `substitutions:` block replaced;
+/// without a CA line when the broker offers no TLS.
+pub fn fill_esphome(template: &str, values: &[(&str, &str)], tls: bool) -> String {
+    let mut in_substitutions = false;
+    let mut filled = String::with_capacity(template.len() + 128);
+    for line in template.lines() {
+        if !line.starts_with(' ') && !line.starts_with('#') && !line.is_empty() {
+            in_substitutions = line == "substitutions:";
+        }
+        let replaced = in_substitutions
+            .then(|| {
+                values.iter().find_map(|(key, value)| {
+                    line.strip_prefix("  ")
+                        .and_then(|rest| rest.strip_prefix(key))
+                        .filter(|rest| rest.starts_with(": "))
+                        .map(|_| format!("  {key}: \"{value}\""))
+                })
+            })
+            .flatten();
+        if !tls && line.trim_start().starts_with("certificate_authority:") {
+            continue;
+        }
+        filled.push_str(replaced.as_deref().unwrap_or(line));
+        filled.push('\n');
+    }
+    filled
+}
+
+/// The ESPHome configuration for this device, filled in with its id, its
+/// username and the broker's host and port; its password and Wi-Fi come
+/// from ESPHome's `secrets.yaml`.
+#[utoipa::path(get, path = "/devices/{id}/esphome", tag = "devices",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "ESPHome YAML", content((String = "application/yaml"))),
+        (status = 404, body = Problem)))]
+async fn esphome_config(
+    State(state): State<AppState>,
+    DeviceId(id): DeviceId,
+    headers: HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let device = find(&state, id).await?;
+    let endpoint = &state.config.broker_endpoint;
+    let (port, tls) = match (endpoint.tls_port, endpoint.port) {
+        (Some(port), _) => (port, true),
+        (None, Some(port)) => (port, false),
+        (None, None) => (8883, true),
+    };
+    let short = &device.id.simple().to_string()[..8];
+    let name = format!("plantops-{short}");
+    let (device_id, port, host) = (
+        device.id.to_string(),
+        port.to_string(),
+        broker_host(&state, &headers),
+    );
+    let values = [
+        ("name", name.as_str()),
+        ("device_id", device_id.as_str()),
+        ("mqtt_username", device.mqtt_username.as_str()),
+        ("mqtt_host", host.as_str()),
+        ("mqtt_port", port.as_str()),
+    ];
+    let yaml = fill_esphome(ESPHOME_TEMPLATE, &values, tls);
+    let disposition = format!("attachment; filename=\"{name}.yaml\"");
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/yaml".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        yaml,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

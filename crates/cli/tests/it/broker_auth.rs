@@ -5,7 +5,6 @@
 //! response mode) and EMQX's HTTP authentication and authorization send
 //! them. The broker PlantOps reads from here is a plain Mosquitto.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -28,24 +27,8 @@ async fn plain_mosquitto(dir: &std::path::Path) -> (tokio::process::Child, u16) 
         format!("{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
     )
     .unwrap();
-    let child = tokio::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (child, port);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("mosquitto did not start");
+    let child = crate::common::mosquitto::spawn(&config, port).await;
+    (child, port)
 }
 
 /// One request as a broker sends it: `form` or JSON, the secret in the

@@ -6,7 +6,6 @@
 //! API.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
@@ -41,24 +40,8 @@ async fn home_assistant_broker(dir: &Path) -> (Child, u16) {
         ),
     )
     .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (child, port);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("mosquitto did not start");
+    let child = crate::common::mosquitto::spawn(&config, port).await;
+    (child, port)
 }
 
 /// Home Assistant's side: a client reading what PlantOps publishes.

@@ -49,28 +49,12 @@ impl Mosquitto {
         );
         let config_path = dir.join("mosquitto.conf");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mosquitto (package mosquitto)");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Mosquitto {
-                    child,
-                    port,
-                    ca: tls.ca_cert,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let child = spawn(&config_path, port).await;
+        Mosquitto {
+            child,
+            port,
+            ca: tls.ca_cert,
         }
-        panic!("mosquitto did not start on port {port}");
     }
 
     pub async fn kill(&mut self) {
@@ -103,6 +87,28 @@ impl Mosquitto {
             .unwrap();
         String::from_utf8_lossy(&output.stdout).to_string()
     }
+}
+
+/// Runs `mosquitto -c config` and waits until it listens on `port`.
+pub async fn spawn(config: &Path, port: u16) -> Child {
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto (package mosquitto)");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("mosquitto did not start on port {port}");
 }
 
 /// Creates a dynamic-security file with one admin, as Mosquitto's own

@@ -284,6 +284,12 @@ pub struct ServeSettings {
         value_parser = whole_number::<u32>("PLANTOPS_RETENTION_DAYS", 0, 36_500))]
     pub retention_days: u32,
 
+    /// Days of hourly rollups (min/avg/max per metric, kept after raw
+    /// readings are pruned) to keep; 0 keeps them forever.
+    #[arg(long, env = "PLANTOPS_ROLLUP_RETENTION_DAYS", default_value = "0",
+        value_parser = whole_number::<u32>("PLANTOPS_ROLLUP_RETENTION_DAYS", 0, 36_500))]
+    pub rollup_retention_days: u32,
+
     /// Discord webhook that receives alerts; alerts are stored either way.
     #[arg(long, env = "DISCORD_WEBHOOK_URL", hide_env_values = true, value_parser = webhook_url)]
     pub discord_webhook_url: Option<String>,

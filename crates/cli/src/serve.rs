@@ -70,6 +70,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
                 .collect(),
         },
         retention_days: settings.retention_days,
+        rollup_retention_days: settings.rollup_retention_days,
         low_battery_percent: (settings.low_battery_percent > 0)
             .then_some(f64::from(settings.low_battery_percent)),
         discord_webhook_url: settings.discord_webhook_url.clone(),

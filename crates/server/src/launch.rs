@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub max_event_streams: usize,
     /// Days of readings to keep; 0 keeps everything.
     pub retention_days: u32,
+    /// Days of hourly rollups to keep; 0 keeps them forever.
+    pub rollup_retention_days: u32,
     /// The operator's webhook; one set through the API takes precedence.
     pub discord_webhook_url: Option<String>,
     /// Where a webhook set through the API may point.
@@ -568,10 +570,18 @@ impl Server {
             let check = OfflineCheck::new(heartbeat);
             move || check.run(store.clone(), events.clone())
         }));
-        if config.retention_days > 0 {
-            let (store, days) = (store.clone(), config.retention_days);
+        tasks.push(supervise("rollups", task_health.clone(), {
+            let (store, events) = (store.clone(), events.clone());
+            move || crate::rollups::maintain(store.clone(), events.clone())
+        }));
+        if config.retention_days > 0 || config.rollup_retention_days > 0 {
+            let (store, days, rollup_days) = (
+                store.clone(),
+                config.retention_days,
+                config.rollup_retention_days,
+            );
             leader_jobs.push(LeaderJob::new("retention", move || {
-                prune_readings(store.clone(), days)
+                prune_readings(store.clone(), days, rollup_days)
             }));
         }
         if let Some(plan) = config.backups.clone() {
@@ -696,6 +706,7 @@ impl Server {
                     };
                     crate::routes::broker_auth::BrokerAuth { secret, backend }
                 }),
+                retention_days: config.retention_days,
             }),
         };
         Ok(Self {
@@ -790,15 +801,26 @@ fn certificate_ends(setup: &BrokerSetup) -> Vec<(&'static str, chrono::DateTime<
     ends
 }
 
-/// Applies the retention setting once an hour.
-async fn prune_readings(store: DynStore, days: u32) {
+/// Applies the retention settings once an hour: raw readings (rolled up
+/// first) and, separately, the rollups; 0 keeps either.
+async fn prune_readings(store: DynStore, days: u32, rollup_days: u32) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-        match store.prune_readings(before).await {
-            Ok(removed) => tracing::info!(removed, %before, "old readings pruned"),
-            Err(error) => tracing::error!(%error, "pruning old readings failed"),
+        let now = chrono::Utc::now();
+        if days > 0 {
+            let before = now - chrono::Duration::days(i64::from(days));
+            match crate::rollups::prune_raw(&store, before).await {
+                Ok(removed) => tracing::info!(removed, %before, "old readings pruned"),
+                Err(error) => tracing::error!(%error, "pruning old readings failed"),
+            }
+        }
+        if rollup_days > 0 {
+            let before = now - chrono::Duration::days(i64::from(rollup_days));
+            match store.prune_rollups(before).await {
+                Ok(removed) => tracing::info!(removed, %before, "old hourly rollups pruned"),
+                Err(error) => tracing::error!(%error, "pruning old rollups failed"),
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod launch;
 pub mod live;
 pub mod observe;
+pub mod rollups;
 pub mod routes;
 pub mod secrets;
 pub mod state;

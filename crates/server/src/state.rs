@@ -28,6 +28,8 @@ pub struct ApiConfig {
     pub certificates: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
     /// The broker authentication endpoints' settings; `None`: they are off.
     pub broker_auth: Option<crate::routes::broker_auth::BrokerAuth>,
+    /// Days raw readings are kept (0: all); older charts use the rollups.
+    pub retention_days: u32,
 }
 
 #[derive(Clone)]

@@ -73,6 +73,7 @@ impl TestApp {
             backups: None,
             home_assistant: Default::default(),
             low_battery_percent: Some(15.0),
+            rollup_retention_days: 0,
             discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
                 .map(String::from)
                 .to_vec(),

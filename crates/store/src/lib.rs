@@ -161,6 +161,16 @@ pub struct Presence {
     pub seen_at: DateTime<Utc>,
 }
 
+/// `[from, to)` widened to whole hours (UTC).
+pub fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    use chrono::DurationRound;
+    let hour = chrono::Duration::hours(1);
+    let start = from.duration_trunc(hour).unwrap_or(from);
+    let end = to.duration_trunc(hour).unwrap_or(to);
+    let end = if end < to { end + hour } else { end };
+    (start, end)
+}
+
 /// A device's battery and signal, stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VitalsRecorded {
@@ -331,6 +341,27 @@ pub trait ReadingStore: Send + Sync + 'static {
     /// devices seen and online, in one transaction.
     async fn commit_batch(&self, readings: &[Reading], seen: &[Presence])
         -> Result<CommittedBatch>;
+    /// Recomputes, from its readings, the hourly rollups of a plant's whole
+    /// hours covering `[from, to)`; an hour without readings keeps its
+    /// rollup (its readings were pruned). Returns the hours written. Only
+    /// hours whose readings are all still there may be refreshed.
+    async fn refresh_rollups(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// Min/avg/max per bucket from the hourly rollups of `[from, to)`
+    /// (hours starting in it), shaped as [`ReadingStore::plant_series`].
+    async fn rollup_series(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<SeriesPoint>>;
+    /// Deletes rollups of hours before `before`.
+    async fn prune_rollups(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Stores a device's battery and signal as of `at` (values it did not
     /// send keep their last ones) and judges the battery against
     /// `low_below` percent. `None`: no such device.

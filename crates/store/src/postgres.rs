@@ -12,7 +12,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::sql::{shared_store, ReadingRow, SeriesRow, READING_COLUMNS, SERIES_AGGREGATES};
+use crate::sql::{
+    shared_store, ReadingRow, SeriesRow, READING_COLUMNS, ROLLUP_SERIES_AGGREGATES,
+    SERIES_AGGREGATES,
+};
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
 /// The advisory lock key of the lead ("plantops" in ASCII).
@@ -61,6 +64,9 @@ impl PostgresStore {
     /// Plants judged by one instance at a time; `NO KEY` lets readings that
     /// reference the plant be inserted meanwhile.
     const LOCK_FOR_UPDATE: &'static str = " FOR NO KEY UPDATE";
+    /// A reading's hour, in UTC whatever the session's time zone.
+    const HOUR_OF_TIME: &'static str =
+        "to_timestamp(floor(extract(epoch FROM time) / 3600) * 3600)";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>> {
@@ -254,6 +260,27 @@ impl PostgresStore {
             "SELECT to_timestamp(floor(extract(epoch FROM time) / $1) * $1) AS bucket, \
              {SERIES_AGGREGATES} \
              FROM readings WHERE plant_id = $2 AND time >= $3 AND time < $4 \
+             GROUP BY bucket ORDER BY bucket"
+        ))
+        .bind(bucket_seconds as f64)
+        .bind(plant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn rollup_series_rows(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<SeriesRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT to_timestamp(floor(extract(epoch FROM hour) / $1) * $1) AS bucket, \
+             {ROLLUP_SERIES_AGGREGATES} \
+             FROM reading_rollups WHERE plant_id = $2 AND hour >= $3 AND hour < $4 \
              GROUP BY bucket ORDER BY bucket"
         ))
         .bind(bucket_seconds as f64)

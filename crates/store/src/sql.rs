@@ -119,6 +119,35 @@ pub(crate) const SERIES_AGGREGATES: &str = "COUNT(*) AS n, \
      MIN(light_level) AS light_level_min, AVG(light_level) AS light_level_avg, \
      MAX(light_level) AS light_level_max";
 
+/// One hour of one plant's readings, for `reading_rollups` (grouped by
+/// plant and hour).
+pub(crate) const ROLLUP_AGGREGATES: &str = "COUNT(*), \
+     MIN(soil_moisture), MAX(soil_moisture), SUM(soil_moisture), COUNT(soil_moisture), \
+     MIN(temperature), MAX(temperature), SUM(temperature), COUNT(temperature), \
+     MIN(humidity), MAX(humidity), SUM(humidity), COUNT(humidity), \
+     MIN(light_level), MAX(light_level), SUM(light_level), COUNT(light_level)";
+
+pub(crate) const ROLLUP_COLUMNS: &str = "plant_id, hour, n, \
+     soil_moisture_min, soil_moisture_max, soil_moisture_sum, soil_moisture_count, \
+     temperature_min, temperature_max, temperature_sum, temperature_count, \
+     humidity_min, humidity_max, humidity_sum, humidity_count, \
+     light_level_min, light_level_max, light_level_sum, light_level_count";
+
+/// Rollup hours merged into longer buckets, shaped as [`SERIES_AGGREGATES`].
+pub(crate) const ROLLUP_SERIES_AGGREGATES: &str = "CAST(SUM(n) AS BIGINT) AS n, \
+     MIN(soil_moisture_min) AS soil_moisture_min, \
+     SUM(soil_moisture_sum) / NULLIF(SUM(soil_moisture_count), 0) AS soil_moisture_avg, \
+     MAX(soil_moisture_max) AS soil_moisture_max, \
+     MIN(temperature_min) AS temperature_min, \
+     SUM(temperature_sum) / NULLIF(SUM(temperature_count), 0) AS temperature_avg, \
+     MAX(temperature_max) AS temperature_max, \
+     MIN(humidity_min) AS humidity_min, \
+     SUM(humidity_sum) / NULLIF(SUM(humidity_count), 0) AS humidity_avg, \
+     MAX(humidity_max) AS humidity_max, \
+     MIN(light_level_min) AS light_level_min, \
+     SUM(light_level_sum) / NULLIF(SUM(light_level_count), 0) AS light_level_avg, \
+     MAX(light_level_max) AS light_level_max";
+
 #[derive(FromRow)]
 pub(crate) struct PlantRow {
     id: Uuid,
@@ -946,6 +975,62 @@ macro_rules! shared_store {
                 .await?;
                 tx.commit().await?;
                 Ok(Some($crate::VitalsRecorded { plant_id, became_low: low && !was_low }))
+            }
+
+            async fn refresh_rollups(
+                &self,
+                plant_id: uuid::Uuid,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let (from, to) = $crate::whole_hours(from, to);
+                // An upsert: an hour with no readings left (pruned) keeps
+                // its rollup.
+                let updates: Vec<String> = $crate::sql::ROLLUP_COLUMNS
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !matches!(*c, "plant_id" | "hour"))
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                let refreshed = sqlx::query(&format!(
+                    "INSERT INTO reading_rollups ({}) SELECT plant_id, {} AS hour, {} \
+                     FROM readings WHERE plant_id = $1 AND time >= $2 AND time < $3 \
+                     GROUP BY plant_id, hour \
+                     ON CONFLICT (plant_id, hour) DO UPDATE SET {}",
+                    $crate::sql::ROLLUP_COLUMNS,
+                    Self::HOUR_OF_TIME,
+                    $crate::sql::ROLLUP_AGGREGATES,
+                    updates.join(", ")
+                ))
+                .bind(plant_id)
+                .bind($crate::sql::Timestamp(from))
+                .bind($crate::sql::Timestamp(to))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(refreshed)
+            }
+
+            async fn rollup_series(
+                &self,
+                plant_id: uuid::Uuid,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+                bucket_seconds: i64,
+            ) -> $crate::Result<Vec<$crate::SeriesPoint>> {
+                let rows = self.rollup_series_rows(plant_id, from, to, bucket_seconds).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn prune_rollups(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let result = sqlx::query("DELETE FROM reading_rollups WHERE hour < $1")
+                    .bind($crate::sql::Timestamp(before))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
             }
 
             async fn latest_device_reading(

@@ -13,7 +13,8 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::sql::{
-    from_millis, shared_store, ReadingRow, SeriesRow, Timestamp, READING_COLUMNS, SERIES_AGGREGATES,
+    from_millis, shared_store, ReadingRow, SeriesRow, Timestamp, READING_COLUMNS,
+    ROLLUP_SERIES_AGGREGATES, SERIES_AGGREGATES,
 };
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
@@ -43,6 +44,8 @@ crate::accounts::account_store!(SqliteStore);
 impl SqliteStore {
     /// One writer at a time already: nothing to lock row by row.
     const LOCK_FOR_UPDATE: &'static str = "";
+    /// A reading's hour (times are Unix milliseconds).
+    const HOUR_OF_TIME: &'static str = "(time / 3600000) * 3600000";
     const SKIP_LOCKED: &'static str = "";
 
     /// A transaction that reads before it writes takes the write lock at
@@ -217,6 +220,26 @@ impl SqliteStore {
         Ok(sqlx::query_as(&format!(
             "SELECT (time / $1) * $1 AS bucket, {SERIES_AGGREGATES} \
              FROM readings WHERE plant_id = $2 AND time >= $3 AND time < $4 \
+             GROUP BY bucket ORDER BY bucket"
+        ))
+        .bind(bucket_seconds * 1000)
+        .bind(plant_id)
+        .bind(Timestamp(from))
+        .bind(Timestamp(to))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn rollup_series_rows(
+        &self,
+        plant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<SeriesRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT (hour / $1) * $1 AS bucket, {ROLLUP_SERIES_AGGREGATES} \
+             FROM reading_rollups WHERE plant_id = $2 AND hour >= $3 AND hour < $4 \
              GROUP BY bucket ORDER BY bucket"
         ))
         .bind(bucket_seconds * 1000)

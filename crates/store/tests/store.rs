@@ -28,6 +28,7 @@ plantops_testkit::for_each_backend!(
     battery_and_signal_are_kept_and_a_low_battery_judged_once,
     history_is_newest_first_and_bounded,
     series_aggregates_per_bucket,
+    hourly_rollups_answer_like_the_readings_and_outlive_them,
     retention_prunes_only_old_readings,
     alerts_states_and_outbox,
     judging_a_plant_is_serialised,
@@ -1197,4 +1198,66 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
     assert_eq!(vitals.battery_percent, Some(9.0));
     assert_eq!(vitals.battery_volts, Some(3.8));
     assert_eq!(vitals.rssi_dbm, Some(-80.0));
+}
+
+async fn hourly_rollups_answer_like_the_readings_and_outlive_them(db: &TestDb) {
+    let store = db.store().await;
+    let p = Uuid::new_v4();
+    let d = Uuid::new_v4();
+    // Three hours, a reading every 10 minutes: soil 0..17.
+    let batch: Vec<_> = (0..18)
+        .map(|i| reading(d, Some(p), t0() + Duration::minutes(10 * i), i as f64))
+        .collect();
+    store.commit_batch(&batch, &[]).await.unwrap();
+    let (from, to) = (t0(), t0() + Duration::hours(3));
+    assert_eq!(store.refresh_rollups(p, from, to).await.unwrap(), 3);
+    for bucket in [3600, 7200, 86400] {
+        let raw = store.plant_series(p, from, to, bucket).await.unwrap();
+        let rolled = store.rollup_series(p, from, to, bucket).await.unwrap();
+        assert_eq!(rolled, raw, "{bucket} s buckets");
+    }
+    let hours = store.rollup_series(p, from, to, 3600).await.unwrap();
+    let soil = hours[1].soil_moisture.unwrap();
+    assert_eq!(
+        (hours[1].count, soil.min, soil.avg, soil.max),
+        (6, 6.0, 8.5, 11.0)
+    );
+
+    // A late reading in the first hour: refreshing that hour takes it in.
+    let late = reading(d, Some(p), t0() + Duration::minutes(5), 100.0);
+    store.commit_batch(&[late], &[]).await.unwrap();
+    let (minute, after) = (t0() + Duration::minutes(5), t0() + Duration::minutes(6));
+    store.refresh_rollups(p, minute, after).await.unwrap();
+    let first = store.rollup_series(p, from, to, 3600).await.unwrap()[0].clone();
+    assert_eq!((first.count, first.soil_moisture.unwrap().max), (7, 100.0));
+
+    // Raw readings pruned: the rollups still answer.
+    store.prune_readings(to).await.unwrap();
+    assert!(store
+        .plant_series(p, from, to, 3600)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.rollup_series(p, from, to, 3600).await.unwrap().len(),
+        3
+    );
+    // A refresh of hours whose readings are gone keeps their rollups.
+    store.refresh_rollups(p, from, to).await.unwrap();
+    assert_eq!(
+        store.rollup_series(p, from, to, 3600).await.unwrap().len(),
+        3
+    );
+    // Rollups have a retention of their own.
+    assert_eq!(
+        store
+            .prune_rollups(t0() + Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.rollup_series(p, from, to, 3600).await.unwrap().len(),
+        2
+    );
 }

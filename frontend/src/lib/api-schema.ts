@@ -2914,7 +2914,10 @@ export interface operations {
             header?: never;
             path: {
                 id: string;
-                /** @description 1–720, default 24. */
+                /**
+                 * @description 1–8784 (a year), default 24. Older than PLANTOPS_RETENTION_DAYS:
+                 *     from the hourly rollups.
+                 */
                 hours: number | null;
                 /** @description Most points to return, 2–2000, default 500. */
                 points: number | null;

@@ -15,6 +15,8 @@ const RANGES: { label: string; hours: number }[] = [
   { label: "24 h", hours: 24 },
   { label: "7 d", hours: 168 },
   { label: "30 d", hours: 720 },
+  { label: "90 d", hours: 2160 },
+  { label: "1 y", hours: 8760 },
 ];
 
 type Draft = Record<Metric, { min: string; max: string }>;

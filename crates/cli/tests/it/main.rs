@@ -10,6 +10,7 @@ mod broker_auth;
 mod cluster;
 mod common;
 mod deploy;
+mod history;
 mod home_assistant;
 mod http_limits;
 mod monitoring;

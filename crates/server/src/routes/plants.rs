@@ -23,6 +23,9 @@ use crate::state::AppState;
 
 pub const MAX_HISTORY_ROWS: u32 = 10_000;
 pub const MAX_HISTORY_HOURS: i64 = 720;
+/// A year: charts reach past the raw readings' retention through the
+/// hourly rollups.
+pub const MAX_SERIES_HOURS: i64 = 8784;
 pub const MAX_SERIES_POINTS: i64 = 2000;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -241,18 +244,19 @@ pub struct HoursQuery {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SeriesQuery {
-    /// 1–720, default 24.
+    /// 1–8784 (a year), default 24. Older than PLANTOPS_RETENTION_DAYS:
+    /// from the hourly rollups.
     pub hours: Option<i64>,
     /// Most points to return, 2–2000, default 500.
     pub points: Option<i64>,
 }
 
-fn hours(raw: Option<i64>, errors: &mut Collector) -> i64 {
+fn hours(raw: Option<i64>, max: i64, errors: &mut Collector) -> i64 {
     let hours = raw.unwrap_or(24);
-    if !(1..=MAX_HISTORY_HOURS).contains(&hours) {
+    if !(1..=max).contains(&hours) {
         errors.push(FieldError::new(
             &["query", "hours"],
-            format!("hours must be between 1 and {MAX_HISTORY_HOURS}"),
+            format!("hours must be between 1 and {max}"),
             "value_error.number.range",
         ));
     }
@@ -270,7 +274,7 @@ async fn plant_history(
     ApiQuery(query): ApiQuery<HoursQuery>,
 ) -> ApiResult<Json<History>> {
     let mut errors = Collector::default();
-    let hours = hours(query.hours, &mut errors);
+    let hours = hours(query.hours, MAX_HISTORY_HOURS, &mut errors);
     errors.finish()?;
     find(&state, id).await?;
     let since = Utc::now() - Duration::hours(hours);
@@ -295,7 +299,7 @@ async fn plant_series(
     ApiQuery(query): ApiQuery<SeriesQuery>,
 ) -> ApiResult<Json<Series>> {
     let mut errors = Collector::default();
-    let hours = hours(query.hours, &mut errors);
+    let hours = hours(query.hours, MAX_SERIES_HOURS, &mut errors);
     let points = query.points.unwrap_or(500);
     if !(2..=MAX_SERIES_POINTS).contains(&points) {
         errors.push(FieldError::new(
@@ -309,10 +313,10 @@ async fn plant_series(
     let to = plantops_core::now();
     let from = to - Duration::hours(hours);
     let bucket_seconds = plantops_core::series_bucket_seconds(hours * 3600, points as u32);
-    let points = state
-        .store
-        .plant_series(id, from, to, bucket_seconds)
-        .await?;
+    let retention = state.config.retention_days;
+    let raw_since = (retention > 0).then(|| to - Duration::days(i64::from(retention)));
+    let points =
+        crate::rollups::series(&state.store, id, from, to, bucket_seconds, raw_since).await?;
     Ok(Json(Series {
         plant_id: id,
         from,

@@ -1,0 +1,208 @@
+//! Long-term history: hourly rollups (min/max/sum/count per metric) of
+//! each plant's readings, kept when `PLANTOPS_RETENTION_DAYS` prunes the
+//! raw readings, so a chart over a year still has its year.
+//!
+//! Every instance refreshes the hours of the readings it stores (from the
+//! event bus) every [`FLUSH`]; at start it refreshes every hour since the
+//! last refresh on record, so what was stored while nothing ran is rolled up
+//! too. A refresh recomputes whole hours from the raw readings, which is
+//! why raw readings are pruned at whole hours only, and never an hour
+//! older than the last prune is refreshed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeZone, Utc};
+use plantops_core::event::Event;
+use plantops_store::{DynStore, Page, SeriesPoint};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// How often the hours of new readings are rolled up: the lag of the
+/// rolled-up part of a chart.
+pub const FLUSH: Duration = Duration::from_secs(60);
+/// Rolled up up to here (every hour before it is current).
+const THROUGH: &str = "rollups.through";
+/// Raw readings before this were pruned: their hours are final.
+const PRUNED_BEFORE: &str = "rollups.pruned_before";
+
+fn hour_of(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.duration_trunc(chrono::Duration::hours(1))
+        .unwrap_or(time)
+}
+
+async fn read_time(store: &DynStore, key: &str) -> plantops_store::Result<Option<DateTime<Utc>>> {
+    Ok(store
+        .get_setting(key)
+        .await?
+        .and_then(|raw| DateTime::parse_from_rfc3339(&raw).ok())
+        .map(|t| t.with_timezone(&Utc)))
+}
+
+async fn all_plants(store: &DynStore) -> plantops_store::Result<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    loop {
+        let page = Page {
+            limit: 500,
+            offset: ids.len() as u64,
+        };
+        let (plants, _) = store.list_plants(page).await?;
+        if plants.is_empty() {
+            return Ok(ids);
+        }
+        ids.extend(plants.into_iter().map(|p| p.id));
+    }
+}
+
+/// Refreshes every plant's hours in `[from, to)`, never before the last
+/// prune.
+pub async fn refresh_all(
+    store: &DynStore,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> plantops_store::Result<()> {
+    let from = match read_time(store, PRUNED_BEFORE).await? {
+        Some(pruned) => from.max(pruned),
+        None => from,
+    };
+    if from >= to {
+        return Ok(());
+    }
+    for plant in all_plants(store).await? {
+        store.refresh_rollups(plant, from, to).await?;
+    }
+    Ok(())
+}
+
+/// Rolls up every hour before `before` and then prunes the raw readings
+/// before it (a whole hour): the retention job.
+pub async fn prune_raw(store: &DynStore, before: DateTime<Utc>) -> plantops_store::Result<u64> {
+    let before = hour_of(before);
+    let since = read_time(store, PRUNED_BEFORE)
+        .await?
+        .unwrap_or_else(|| Utc.timestamp_opt(0, 0).single().unwrap_or(before));
+    refresh_all(store, since, before).await?;
+    store
+        .put_setting(PRUNED_BEFORE, Some(&before.to_rfc3339()))
+        .await?;
+    store.prune_readings(before).await
+}
+
+/// Keeps the rollups current, as the module describes.
+pub async fn maintain(store: DynStore, events: broadcast::Sender<Event>) {
+    let mut received = events.subscribe();
+    let started = Utc::now();
+    let since = match read_time(&store, THROUGH).await {
+        Ok(Some(through)) => through - chrono::Duration::hours(1),
+        Ok(None) => Utc.timestamp_opt(0, 0).single().unwrap_or(started),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the rollups' progress");
+            return;
+        }
+    };
+    let mut everything_since = Some(since);
+    let mut dirty: BTreeSet<(Uuid, DateTime<Utc>)> = BTreeSet::new();
+    let mut flush = tokio::time::interval(FLUSH);
+    loop {
+        tokio::select! {
+            event = received.recv() => match event {
+                Ok(Event::Reading(reading)) => {
+                    if let Some(plant) = reading.plant_id {
+                        dirty.insert((plant, hour_of(reading.time)));
+                    }
+                }
+                Ok(_) => {}
+                // Readings went by unseen: everything since the last flush.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    everything_since.get_or_insert(Utc::now() - FLUSH * 2);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = flush.tick() => {
+                let now = Utc::now();
+                let flushed = flush_dirty(&store, everything_since, &dirty, now).await;
+                match flushed {
+                    Ok(()) => {
+                        everything_since = None;
+                        dirty.clear();
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot refresh the hourly rollups"),
+                }
+            }
+        }
+    }
+}
+
+async fn flush_dirty(
+    store: &DynStore,
+    everything_since: Option<DateTime<Utc>>,
+    dirty: &BTreeSet<(Uuid, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> plantops_store::Result<()> {
+    if everything_since.is_none() && dirty.is_empty() {
+        // Nothing stored since the last flush: no write (an SD card's sake).
+        return Ok(());
+    }
+    if let Some(since) = everything_since {
+        refresh_all(store, since, now).await?;
+    }
+    let pruned = read_time(store, PRUNED_BEFORE).await?;
+    for (plant, hour) in dirty {
+        if pruned.is_some_and(|pruned| *hour < pruned) {
+            continue;
+        }
+        let end = *hour + chrono::Duration::hours(1);
+        store.refresh_rollups(*plant, *hour, end).await?;
+    }
+    store.put_setting(THROUGH, Some(&now.to_rfc3339())).await
+}
+
+/// A plant's series over `[from, to)`: from the rollups for what the raw
+/// readings no longer cover (before `raw_since`), from the readings for the
+/// rest, one bucket merged where the two meet.
+pub async fn series(
+    store: &DynStore,
+    plant: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_seconds: i64,
+    raw_since: Option<DateTime<Utc>>,
+) -> plantops_store::Result<Vec<SeriesPoint>> {
+    let Some(raw_since) = raw_since.filter(|since| *since > from) else {
+        return store.plant_series(plant, from, to, bucket_seconds).await;
+    };
+    // The first whole hour from which every reading is still there.
+    let split = (hour_of(raw_since) + chrono::Duration::hours(1)).min(to);
+    let mut points = store
+        .rollup_series(plant, from, split, bucket_seconds)
+        .await?;
+    let recent = store.plant_series(plant, split, to, bucket_seconds).await?;
+    for point in recent {
+        match points.last_mut() {
+            Some(last) if last.time == point.time => merge(last, &point),
+            _ => points.push(point),
+        }
+    }
+    Ok(points)
+}
+
+/// Two partial aggregates of one bucket as one.
+fn merge(into: &mut SeriesPoint, other: &SeriesPoint) {
+    let (a, b) = (into.count as f64, other.count as f64);
+    let combine =
+        |x: Option<plantops_store::Aggregate>, y: Option<plantops_store::Aggregate>| match (x, y) {
+            (Some(x), Some(y)) => Some(plantops_store::Aggregate {
+                min: x.min.min(y.min),
+                max: x.max.max(y.max),
+                // Weighted by the bucket's readings: exact when every reading
+                // carries the metric, close otherwise.
+                avg: (x.avg * a + y.avg * b) / (a + b).max(1.0),
+            }),
+            (x, y) => x.or(y),
+        };
+    into.soil_moisture = combine(into.soil_moisture, other.soil_moisture);
+    into.temperature = combine(into.temperature, other.temperature);
+    into.humidity = combine(into.humidity, other.humidity);
+    into.light_level = combine(into.light_level, other.light_level);
+    into.count += other.count;
+}

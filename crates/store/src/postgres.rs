@@ -12,10 +12,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::sql::{
-    shared_store, ReadingRow, SeriesRow, READING_COLUMNS, ROLLUP_SERIES_AGGREGATES,
-    SERIES_AGGREGATES,
-};
+use crate::sql::{shared_store, ReadingRow, SeriesRow, SeriesSource, READING_COLUMNS};
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
 /// The advisory lock key of the lead ("plantops" in ASCII).
@@ -251,36 +248,17 @@ impl PostgresStore {
 
     async fn series_rows(
         &self,
+        source: SeriesSource,
         plant_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         bucket_seconds: i64,
     ) -> Result<Vec<SeriesRow>> {
+        let (table, time, aggregates) = source.parts();
         Ok(sqlx::query_as(&format!(
-            "SELECT to_timestamp(floor(extract(epoch FROM time) / $1) * $1) AS bucket, \
-             {SERIES_AGGREGATES} \
-             FROM readings WHERE plant_id = $2 AND time >= $3 AND time < $4 \
-             GROUP BY bucket ORDER BY bucket"
-        ))
-        .bind(bucket_seconds as f64)
-        .bind(plant_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn rollup_series_rows(
-        &self,
-        plant_id: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket_seconds: i64,
-    ) -> Result<Vec<SeriesRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT to_timestamp(floor(extract(epoch FROM hour) / $1) * $1) AS bucket, \
-             {ROLLUP_SERIES_AGGREGATES} \
-             FROM reading_rollups WHERE plant_id = $2 AND hour >= $3 AND hour < $4 \
+            "SELECT to_timestamp(floor(extract(epoch FROM {time}) / $1) * $1) AS bucket, \
+             {aggregates} \
+             FROM {table} WHERE plant_id = $2 AND {time} >= $3 AND {time} < $4 \
              GROUP BY bucket ORDER BY bucket"
         ))
         .bind(bucket_seconds as f64)

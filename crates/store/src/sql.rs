@@ -148,6 +148,24 @@ pub(crate) const ROLLUP_SERIES_AGGREGATES: &str = "CAST(SUM(n) AS BIGINT) AS n, 
      SUM(light_level_sum) / NULLIF(SUM(light_level_count), 0) AS light_level_avg, \
      MAX(light_level_max) AS light_level_max";
 
+/// Where a chart series is aggregated from.
+#[derive(Clone, Copy)]
+pub(crate) enum SeriesSource {
+    Readings,
+    /// The hourly rollups, for what the readings no longer cover.
+    Rollups,
+}
+
+impl SeriesSource {
+    /// Table, time column, aggregates shaped as [`SeriesRow`].
+    pub(crate) fn parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SeriesSource::Readings => ("readings", "time", SERIES_AGGREGATES),
+            SeriesSource::Rollups => ("reading_rollups", "hour", ROLLUP_SERIES_AGGREGATES),
+        }
+    }
+}
+
 #[derive(FromRow)]
 pub(crate) struct PlantRow {
     id: Uuid,
@@ -1018,7 +1036,9 @@ macro_rules! shared_store {
                 to: chrono::DateTime<chrono::Utc>,
                 bucket_seconds: i64,
             ) -> $crate::Result<Vec<$crate::SeriesPoint>> {
-                let rows = self.rollup_series_rows(plant_id, from, to, bucket_seconds).await?;
+                let rows = self
+                    .series_rows($crate::sql::SeriesSource::Rollups, plant_id, from, to, bucket_seconds)
+                    .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
@@ -1070,7 +1090,9 @@ macro_rules! shared_store {
                 to: chrono::DateTime<chrono::Utc>,
                 bucket_seconds: i64,
             ) -> $crate::Result<Vec<$crate::SeriesPoint>> {
-                let rows = self.series_rows(plant_id, from, to, bucket_seconds).await?;
+                let rows = self
+                    .series_rows($crate::sql::SeriesSource::Readings, plant_id, from, to, bucket_seconds)
+                    .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 

@@ -13,8 +13,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::sql::{
-    from_millis, shared_store, ReadingRow, SeriesRow, Timestamp, READING_COLUMNS,
-    ROLLUP_SERIES_AGGREGATES, SERIES_AGGREGATES,
+    from_millis, shared_store, ReadingRow, SeriesRow, SeriesSource, Timestamp, READING_COLUMNS,
 };
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
@@ -212,34 +211,16 @@ impl SqliteStore {
 
     async fn series_rows(
         &self,
+        source: SeriesSource,
         plant_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         bucket_seconds: i64,
     ) -> Result<Vec<SeriesRow>> {
+        let (table, time, aggregates) = source.parts();
         Ok(sqlx::query_as(&format!(
-            "SELECT (time / $1) * $1 AS bucket, {SERIES_AGGREGATES} \
-             FROM readings WHERE plant_id = $2 AND time >= $3 AND time < $4 \
-             GROUP BY bucket ORDER BY bucket"
-        ))
-        .bind(bucket_seconds * 1000)
-        .bind(plant_id)
-        .bind(Timestamp(from))
-        .bind(Timestamp(to))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn rollup_series_rows(
-        &self,
-        plant_id: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket_seconds: i64,
-    ) -> Result<Vec<SeriesRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT (hour / $1) * $1 AS bucket, {ROLLUP_SERIES_AGGREGATES} \
-             FROM reading_rollups WHERE plant_id = $2 AND hour >= $3 AND hour < $4 \
+            "SELECT ({time} / $1) * $1 AS bucket, {aggregates} \
+             FROM {table} WHERE plant_id = $2 AND {time} >= $3 AND {time} < $4 \
              GROUP BY bucket ORDER BY bucket"
         ))
         .bind(bucket_seconds * 1000)

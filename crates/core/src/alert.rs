@@ -102,6 +102,32 @@ pub struct Alert {
     pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
+impl Alert {
+    /// A new alert waiting for delivery (the notifier marks it disabled if
+    /// no channel is set); the caller adds metric, value and bounds.
+    pub fn pending(
+        plant_id: Option<Uuid>,
+        device_id: Option<Uuid>,
+        kind: AlertKind,
+        message: String,
+    ) -> Self {
+        Alert {
+            id: Uuid::new_v4(),
+            plant_id,
+            device_id,
+            kind,
+            metric: None,
+            value: None,
+            threshold: None,
+            direction: None,
+            message,
+            created_at: crate::now(),
+            delivery: Delivery::Pending,
+            acknowledged_at: None,
+        }
+    }
+}
+
 /// What the state machine remembers per (plant, metric); persisted so a
 /// restart neither repeats nor forgets a notified breach.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

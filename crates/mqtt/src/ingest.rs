@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use plantops_core::alert::{Alert, AlertKind, Delivery};
+use plantops_core::alert::{Alert, AlertKind};
 use plantops_core::backoff::Backoff;
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
@@ -251,21 +251,17 @@ impl Vitals {
         else {
             return;
         };
+        let message =
+            format!("Battery low: {percent:.0} % (below {limit:.0} %); recharge or replace it");
         let alert = Alert {
-            id: Uuid::new_v4(),
-            plant_id: recorded.plant_id,
-            device_id: Some(device_id),
-            kind: AlertKind::LowBattery,
-            metric: None,
             value: Some(percent),
             threshold: Some(limit),
-            direction: None,
-            message: format!(
-                "Battery low: {percent:.0} % (below {limit:.0} %); recharge or replace it"
-            ),
-            created_at: plantops_core::now(),
-            delivery: Delivery::Pending,
-            acknowledged_at: None,
+            ..Alert::pending(
+                recorded.plant_id,
+                Some(device_id),
+                AlertKind::LowBattery,
+                message,
+            )
         };
         match self
             .store

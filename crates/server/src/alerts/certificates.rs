@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use plantops_core::alert::{Alert, AlertKind, Delivery};
+use plantops_core::alert::{Alert, AlertKind};
 use plantops_core::event::Event;
 use plantops_mqtt::certs::RENEW_BEFORE_DAYS;
 use plantops_store::DynStore;
 use tokio::sync::{broadcast, Notify};
-use uuid::Uuid;
 
 /// Where the end date of the last warned-about certificate is kept.
 fn warned_key(name: &str) -> String {
@@ -50,22 +49,13 @@ pub async fn check(
         } else {
             format!("ends on {} ({days_left} days)", ends.format("%Y-%m-%d"))
         };
+        let message = format!(
+            "{} {when}: renew it (plantops certs --renew, or replace a certificate of your own; docs/deployment.md)",
+            describe(name)
+        );
         let alert = Alert {
-            id: Uuid::new_v4(),
-            plant_id: None,
-            device_id: None,
-            kind: AlertKind::CertificateExpiring,
-            metric: None,
-            value: None,
-            threshold: None,
-            direction: None,
-            message: format!(
-                "{} {when}: renew it (plantops certs --renew, or replace a certificate of your own; docs/deployment.md)",
-                describe(name)
-            ),
             created_at: now,
-            delivery: Delivery::Pending,
-            acknowledged_at: None,
+            ..Alert::pending(None, None, AlertKind::CertificateExpiring, message)
         };
         store
             .record_alerts(&[], std::slice::from_ref(&alert))
@@ -141,7 +131,7 @@ mod tests {
         assert_eq!(total, 1);
         assert_eq!(
             stored[0].delivery,
-            Delivery::Pending,
+            plantops_core::alert::Delivery::Pending,
             "notified like any alert"
         );
 

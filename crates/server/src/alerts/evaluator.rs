@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use plantops_core::alert::{Alert, AlertKind, Delivery, Transition};
+use plantops_core::alert::{Alert, AlertKind, Transition};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::plant::BoundSide;
 use plantops_core::{DeviceStatus, Metric, Plant, Reading};
@@ -39,29 +39,6 @@ fn label(metric: Metric) -> &'static str {
         Metric::Temperature => "Temperature",
         Metric::Humidity => "Humidity",
         Metric::LightLevel => "Light",
-    }
-}
-
-/// A pending alert; the notifier marks it disabled if no channel is set.
-fn new_alert(
-    plant_id: Option<Uuid>,
-    device_id: Option<Uuid>,
-    kind: AlertKind,
-    message: String,
-) -> Alert {
-    Alert {
-        id: Uuid::new_v4(),
-        plant_id,
-        device_id,
-        kind,
-        metric: None,
-        value: None,
-        threshold: None,
-        direction: None,
-        message,
-        created_at: plantops_core::now(),
-        delivery: Delivery::Pending,
-        acknowledged_at: None,
     }
 }
 
@@ -163,7 +140,7 @@ impl Evaluator {
             ),
             _ => format!("Device {}{serves} is back online", change.device_id),
         };
-        let alert = new_alert(
+        let alert = Alert::pending(
             plant.as_ref().map(|p| p.id),
             Some(change.device_id),
             kind,
@@ -269,6 +246,6 @@ fn transition_alert(
         value: Some(value),
         threshold: Some(threshold),
         direction: Some(side),
-        ..new_alert(Some(plant.id), Some(reading.device_id), kind, message)
+        ..Alert::pending(Some(plant.id), Some(reading.device_id), kind, message)
     })
 }

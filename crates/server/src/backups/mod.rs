@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Local, Utc};
-use plantops_core::alert::{Alert, AlertKind, Delivery};
+use plantops_core::alert::{Alert, AlertKind};
 use plantops_store::DynStore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use database::{sibling, RowCounts, Target};
 
@@ -360,19 +359,10 @@ pub async fn run_once(
             if was_failing {
                 return Ok(None);
             }
+            let message = format!("The backup failed: {}", failure.error);
             let alert = Alert {
-                id: Uuid::new_v4(),
-                plant_id: None,
-                device_id: None,
-                kind: AlertKind::BackupFailed,
-                metric: None,
-                value: None,
-                threshold: None,
-                direction: None,
-                message: format!("The backup failed: {}", failure.error),
                 created_at: at,
-                delivery: Delivery::Pending,
-                acknowledged_at: None,
+                ..Alert::pending(None, None, AlertKind::BackupFailed, message)
             };
             store
                 .record_alerts(&[], std::slice::from_ref(&alert))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use plantops_core::alert::AlertKind;
 use plantops_core::event::Event;
 use plantops_core::{DeviceStatus, Measurements, Metric, Plant};
-use plantops_store::{DynStore, Page};
+use plantops_store::DynStore;
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -228,15 +228,13 @@ fn options(config: &HomeAssistantLink, client_id: &str) -> MqttOptions {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
     if config.tls {
-        let tls = match config.ca.as_ref().and_then(|path| std::fs::read(path).ok()) {
-            Some(ca) => TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            },
-            None => TlsConfiguration::default(),
-        };
-        options.set_transport(Transport::Tls(tls));
+        // An unreadable CA file is named, and the system's roots tried.
+        let transport = crate::tls_transport(config.ca.as_deref(), "PLANTOPS_HA_MQTT_CA")
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "Home Assistant broker: trusting the system's CAs only");
+                Transport::Tls(TlsConfiguration::default())
+            });
+        options.set_transport(transport);
     }
     options
 }
@@ -316,26 +314,18 @@ impl Bridge {
     }
 
     async fn try_publish_all(&mut self) -> plantops_store::Result<()> {
-        let mut offset = 0;
-        loop {
-            let page = Page { limit: 500, offset };
-            let (plants, _) = self.store.list_plants(page).await?;
-            if plants.is_empty() {
-                return Ok(());
+        for plant in self.store.all_plants().await? {
+            if !self.plants.contains_key(&plant.id) {
+                let state = self.recall(plant.id).await?;
+                self.plants.insert(plant.id, state);
             }
-            offset += plants.len() as u64;
-            for plant in plants {
-                if !self.plants.contains_key(&plant.id) {
-                    let state = self.recall(plant.id).await?;
-                    self.plants.insert(plant.id, state);
-                }
-                let problem = self.has_problem(plant.id).await?;
-                if let Some(state) = self.plants.get_mut(&plant.id) {
-                    state.problem = problem;
-                }
-                self.publish_plant(&plant).await?;
+            let problem = self.has_problem(plant.id).await?;
+            if let Some(state) = self.plants.get_mut(&plant.id) {
+                state.problem = problem;
             }
+            self.publish_plant(&plant).await?;
         }
+        Ok(())
     }
 
     /// A plant's last known values from its readings of the last week (a

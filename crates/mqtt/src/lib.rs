@@ -59,6 +59,25 @@ pub mod presence;
 
 /// Selects ring as the process's TLS crypto provider (several crates link
 /// rustls; without one chosen, the first TLS handshake would panic).
+/// A TLS transport trusting `ca` (PEM), or the system's roots without one;
+/// `setting` names the file's setting in the error.
+pub(crate) fn tls_transport(
+    ca: Option<&std::path::Path>,
+    setting: &str,
+) -> Result<rumqttc::Transport, BrokerError> {
+    let tls = match ca {
+        Some(path) => rumqttc::TlsConfiguration::Simple {
+            ca: std::fs::read(path).map_err(|e| {
+                BrokerError::Unavailable(format!("cannot read {setting} {}: {e}", path.display()))
+            })?,
+            alpn: None,
+            client_auth: None,
+        },
+        None => rumqttc::TlsConfiguration::default(),
+    };
+    Ok(rumqttc::Transport::Tls(tls))
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeZone, Utc};
 use plantops_core::event::Event;
-use plantops_store::{DynStore, Page, SeriesPoint};
+use plantops_store::{DynStore, SeriesPoint};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -39,21 +39,6 @@ async fn read_time(store: &DynStore, key: &str) -> plantops_store::Result<Option
         .map(|t| t.with_timezone(&Utc)))
 }
 
-async fn all_plants(store: &DynStore) -> plantops_store::Result<Vec<Uuid>> {
-    let mut ids = Vec::new();
-    loop {
-        let page = Page {
-            limit: 500,
-            offset: ids.len() as u64,
-        };
-        let (plants, _) = store.list_plants(page).await?;
-        if plants.is_empty() {
-            return Ok(ids);
-        }
-        ids.extend(plants.into_iter().map(|p| p.id));
-    }
-}
-
 /// Refreshes every plant's hours in `[from, to)`, never before the last
 /// prune.
 pub async fn refresh_all(
@@ -68,8 +53,8 @@ pub async fn refresh_all(
     if from >= to {
         return Ok(());
     }
-    for plant in all_plants(store).await? {
-        store.refresh_rollups(plant, from, to).await?;
+    for plant in store.all_plants().await? {
+        store.refresh_rollups(plant.id, from, to).await?;
     }
     Ok(())
 }

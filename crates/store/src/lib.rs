@@ -287,6 +287,21 @@ pub trait Store:
 pub trait PlantStore: Send + Sync + 'static {
     async fn insert_plant(&self, plant: &Plant) -> Result<()>;
     async fn list_plants(&self, page: Page) -> Result<(Vec<Plant>, u64)>;
+    /// Every plant, read page by page.
+    async fn all_plants(&self) -> Result<Vec<Plant>> {
+        let mut all = Vec::new();
+        loop {
+            let page = Page {
+                limit: 1000,
+                offset: all.len() as u64,
+            };
+            let (plants, _) = self.list_plants(page).await?;
+            if plants.is_empty() {
+                return Ok(all);
+            }
+            all.extend(plants);
+        }
+    }
     async fn get_plant(&self, id: Uuid) -> Result<Option<Plant>>;
     /// Replaces the stored plant's fields; false when it does not exist.
     async fn update_plant(&self, plant: &Plant) -> Result<bool>;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use plantops_core::backoff::Backoff;
-use rumqttc::{EventLoop, MqttOptions, SubscribeReasonCode, TlsConfiguration, Transport};
+use rumqttc::{EventLoop, MqttOptions, SubscribeReasonCode};
 
 use super::MosquittoConfig;
 use crate::BrokerError;
@@ -24,20 +24,10 @@ pub(super) fn options(
     // break the link.
     options.set_max_packet_size(256 * 1024, 256 * 1024);
     if config.use_tls {
-        let tls = match &config.ca_cert {
-            Some(path) => TlsConfiguration::Simple {
-                ca: std::fs::read(path).map_err(|e| {
-                    BrokerError::Unavailable(format!(
-                        "cannot read MQTT_CA_CERT {}: {e}",
-                        path.display()
-                    ))
-                })?,
-                alpn: None,
-                client_auth: None,
-            },
-            None => TlsConfiguration::default(),
-        };
-        options.set_transport(Transport::Tls(tls));
+        options.set_transport(crate::tls_transport(
+            config.ca_cert.as_deref(),
+            "MQTT_CA_CERT",
+        )?);
     }
     Ok(options)
 }

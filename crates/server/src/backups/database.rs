@@ -259,7 +259,8 @@ fn sqlite_restore(input: &Path, db: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(aside)
 }
 
-async fn run_tool(mut command: tokio::process::Command, tool: &str) -> anyhow::Result<()> {
+/// Runs a PostgreSQL client tool; its standard output.
+async fn run_tool(mut command: tokio::process::Command, tool: &str) -> anyhow::Result<Vec<u8>> {
     let output = command.output().await.map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!(
@@ -275,7 +276,7 @@ async fn run_tool(mut command: tokio::process::Command, tool: &str) -> anyhow::R
         let stderr = String::from_utf8_lossy(&output.stderr);
         bail!("{tool} failed: {}", stderr.trim());
     }
-    Ok(())
+    Ok(output.stdout)
 }
 
 /// A PostgreSQL client tool for `url`, its password passed in `PGPASSWORD`
@@ -345,7 +346,7 @@ async fn pg_backup(url: &str, output: &Path) -> anyhow::Result<RowCounts> {
         .arg(output);
     let dumped = run_tool(command, "pg_dump").await;
     snapshot.rollback().await?;
-    dumped.map(|()| rows)
+    dumped.map(|_| rows)
 }
 
 async fn has_timescale(db: &mut PgConnection) -> anyhow::Result<bool> {
@@ -416,6 +417,9 @@ async fn pg_restore(url: &str, input: &Path, mode: Restore) -> anyhow::Result<()
             .execute(&mut db)
             .await?;
     }
+    if mode == Restore::Replace {
+        drop_tables_not_in_backup(&mut db, input).await?;
+    }
     let mut command = postgres_tool("pg_restore", url)?;
     if mode == Restore::Replace {
         command.args(["--clean", "--if-exists"]);
@@ -423,7 +427,7 @@ async fn pg_restore(url: &str, input: &Path, mode: Restore) -> anyhow::Result<()
     command
         .args(["--no-owner", "--single-transaction", "--exit-on-error"])
         .arg(input);
-    let restored = run_tool(command, "pg_restore").await;
+    let restored = run_tool(command, "pg_restore").await.map(drop);
     if timescale {
         sqlx::query("SELECT timescaledb_post_restore()")
             .execute(&mut db)
@@ -432,8 +436,76 @@ async fn pg_restore(url: &str, input: &Path, mode: Restore) -> anyhow::Result<()
     restored
 }
 
+/// Going back to a backup from an older version: the tables a newer one
+/// added are not in it, and `--clean` (which drops only what the backup
+/// holds) could not drop the backup's own tables while theirs reference
+/// them. They are dropped first; the file is read before anything is.
+async fn drop_tables_not_in_backup(db: &mut PgConnection, input: &Path) -> anyhow::Result<()> {
+    let mut list = tokio::process::Command::new("pg_restore");
+    list.arg("--list").arg(input);
+    let listing = run_tool(list, "pg_restore").await?;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&mut *db)
+        .await?;
+    let in_backup = backup_tables(&String::from_utf8_lossy(&listing), &schema);
+    if !in_backup.iter().any(|t| t == "_sqlx_migrations") {
+        bail!("{} holds no PlantOps database", input.display());
+    }
+    let current: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let newer: Vec<String> = current
+        .into_iter()
+        .filter(|t| !in_backup.contains(t))
+        .map(|t| quoted(&t))
+        .collect();
+    if !newer.is_empty() {
+        tracing::info!(tables = %newer.join(", "), "dropping tables the backup does not hold");
+        sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {} CASCADE",
+            newer.join(", ")
+        ))
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The tables of `schema` in a `pg_restore --list` table of contents
+/// (`215; 1259 16390 TABLE public alerts owner`).
+fn backup_tables(listing: &str, schema: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|line| !line.starts_with(';'))
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [_, _, _, "TABLE", s, name, ..] if *s == schema => Some(name.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_of_a_backup_are_read_from_its_listing() {
+        let listing = "; Archive created at 2026-12-04\n\
+            215; 1259 16390 TABLE public alerts root\n\
+            216; 1259 16398 TABLE public _sqlx_migrations root\n\
+            3401; 0 16390 TABLE DATA public alerts root\n\
+            217; 1259 16400 TABLE other readings root\n";
+        assert_eq!(
+            backup_tables(listing, "public"),
+            ["alerts", "_sqlx_migrations"]
+        );
+    }
+
     use super::*;
 
     #[test]

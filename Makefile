@@ -34,7 +34,8 @@ SMOKE_BINARY = $(firstword $(wildcard target/smoke/plantops target/release/plant
 # The ESPHome test validates a served configuration when esphome-check
 # installed ESPHome.
 ESPHOME_BINARY = $(wildcard .esphome-venv/bin/esphome)
-test: ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose, prometheus)
+test: .smtp-venv/installed ## Rust tests (needs PostgreSQL on 127.0.0.1:5432, mosquitto, nginx, docker-compose, prometheus)
+	PLANTOPS_TEST_PYTHON=$(CURDIR)/.smtp-venv/bin/python \
 	PLANTOPS_SMOKE_BINARY=$(if $(SMOKE_BINARY),$(CURDIR)/$(SMOKE_BINARY),) \
 	PLANTOPS_ESPHOME=$(if $(ESPHOME_BINARY),$(CURDIR)/$(ESPHOME_BINARY),) \
 	$(CARGO) test --workspace --no-fail-fast
@@ -81,6 +82,14 @@ fuzz-deps: .fuzz-venv/bin/st .fuzz-venv/bin/hadolint ## Install Schemathesis and
 
 dockerfile-check: fuzz-deps ## Lint the Dockerfiles with hadolint
 	.fuzz-venv/bin/hadolint Dockerfile deploy/backend.Dockerfile deploy/frontend.Dockerfile
+
+# The email channel's tests talk to a real SMTP server: aiosmtpd from
+# PyPI, pinned, in a virtual environment of its own.
+AIOSMTPD_VERSION = 1.4.6
+.smtp-venv/installed:
+	python3 -m venv .smtp-venv
+	.smtp-venv/bin/pip install --quiet --disable-pip-version-check aiosmtpd==$(AIOSMTPD_VERSION)
+	touch $@
 
 # ESPHome from PyPI, pinned, in a virtual environment of its own: `esphome
 # config` validates a configuration without a compiler toolchain.

@@ -5,6 +5,8 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -440,9 +442,47 @@ test("settings pages and the UI reconnects after a server restart", async () => 
   await page.getByLabel("Broker URL").fill("mqtt://homeassistant:pw@127.0.0.1:1");
   await page.getByRole("button", { name: "Save broker" }).click();
   await page.getByTestId("ha-state").filter({ hasText: "mqtt://homeassistant:***@127.0.0.1:1" }).waitFor();
-  await shoot(page, "settings");
   await page.getByRole("button", { name: "Remove broker" }).click();
   await page.getByTestId("ha-state").filter({ hasText: "Off" }).waitFor();
+
+  // A signed webhook channel: added, tested against a receiver that checks
+  // the signature, removed.
+  const secret = "e2e-webhook-secret-0123";
+  const received = [];
+  const receiver = createHttpServer((request, response) => {
+    const chunks = [];
+    request.on("data", (chunk) => chunks.push(chunk));
+    request.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const expected = `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
+      const valid = request.headers["x-plantops-signature"] === expected;
+      if (valid) received.push(JSON.parse(body.toString()));
+      response.writeHead(valid ? 204 : 401).end();
+    });
+  });
+  await new Promise((done) => receiver.listen(0, "127.0.0.1", done));
+  const hook = `http://127.0.0.1:${receiver.address().port}/plantops`;
+  const channels = page.getByRole("form", { name: "Add a notification channel" });
+  await channels.getByLabel("Kind").selectOption("webhook");
+  await channels.getByLabel("Name").fill("Automation");
+  await channels.getByLabel("Alerts from").selectOption("critical");
+  await channels.getByLabel("URL").fill(hook);
+  await channels.getByLabel("Signing secret").fill("short");
+  await channels.getByRole("button", { name: "Add channel" }).click();
+  await page.getByText("secret must be 16–256 characters").waitFor();
+  await channels.getByLabel("Signing secret").fill(secret);
+  await channels.getByRole("button", { name: "Add channel" }).click();
+  const row = page.getByTestId("channel-row").filter({ hasText: "Automation" });
+  await row.filter({ hasText: `POST to 127.0.0.1 (signed)` }).waitFor();
+  assert.match(await row.textContent(), /critical and up/);
+  await shoot(page, "settings");
+  await row.getByRole("button", { name: "Test" }).click();
+  await row.getByText("✓ Test notification sent").waitFor();
+  assert.equal(received.length, 1);
+  assert.equal(received[0].event, "test");
+  await row.getByRole("button", { name: "Remove" }).click();
+  await page.getByText("No channels yet").waitFor();
+  receiver.close();
 
   await page.goto(base);
   await page.getByText("● Live").waitFor();

@@ -301,6 +301,20 @@ pub struct ServeSettings {
         value_parser = url_prefix)]
     pub discord_webhook_prefixes: Vec<String>,
 
+    /// Telegram's Bot API, for Telegram notification channels (tests,
+    /// proxies, a self-hosted Bot API server).
+    #[arg(
+        long,
+        env = "PLANTOPS_TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
+    pub telegram_api_url: String,
+
+    /// A CA certificate (PEM) that email channels' SMTP servers may chain
+    /// to, besides the public roots (a mail server with a private CA).
+    #[arg(long, env = "PLANTOPS_SMTP_CA")]
+    pub smtp_ca: Option<PathBuf>,
+
     /// 64 hex characters: the AES-256 key sealing stored secrets. Required
     /// with PostgreSQL; with SQLite one is generated into the data directory.
     #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true, value_parser = encryption_key)]

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use plantops_mqtt::mosquitto::MosquittoConfig;
+use plantops_server::alerts::send::SendSettings;
 use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, ServerConfig};
 
 use crate::config::{DatabaseSettings, ServeSettings};
 
-fn server_config(settings: &ServeSettings) -> ServerConfig {
+fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
     let external = &settings.external;
     let broker = match &external.mqtt_host {
         Some(host) => BrokerConfig::Mosquitto {
@@ -42,7 +43,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             },
         }),
     };
-    ServerConfig {
+    Ok(ServerConfig {
         data_dir: settings.database.data_dir.clone(),
         database_url: settings.database.url(),
         encryption_key: settings.encryption_key.clone(),
@@ -75,6 +76,10 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             .then_some(f64::from(settings.low_battery_percent)),
         discord_webhook_url: settings.discord_webhook_url.clone(),
         discord_webhook_prefixes: settings.discord_webhook_prefixes.clone(),
+        notification_services: SendSettings::new(
+            &settings.telegram_api_url,
+            settings.smtp_ca.as_deref(),
+        )?,
         llm: plantops_advisor::Endpoints {
             anthropic_base_url: settings.anthropic_base_url.clone(),
             openai_base_url: settings.openai_base_url.clone(),
@@ -88,7 +93,7 @@ fn server_config(settings: &ServeSettings) -> ServerConfig {
             prefix: settings.home_assistant.ha_discovery_prefix.clone(),
             ca: settings.home_assistant.ha_mqtt_ca.clone(),
         },
-    }
+    })
 }
 
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
@@ -124,7 +129,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 settings.http_addr
             )
         })?;
-    plantops_server::launch::launch(server_config(&settings), listener, shutdown_signal()).await
+    plantops_server::launch::launch(server_config(&settings)?, listener, shutdown_signal()).await
 }
 
 pub(crate) async fn shutdown_signal() {

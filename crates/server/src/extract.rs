@@ -109,11 +109,13 @@ macro_rules! id_path {
 id_path!(PlantId, PLANT_NOT_FOUND);
 id_path!(DeviceId, DEVICE_NOT_FOUND);
 id_path!(AlertId, ALERT_NOT_FOUND);
+id_path!(ChannelId, CHANNEL_NOT_FOUND);
 
 /// What a malformed or unknown id in a path or body answers.
 pub const PLANT_NOT_FOUND: &str = "Plant not found";
 pub const DEVICE_NOT_FOUND: &str = "Device not found";
 pub const ALERT_NOT_FOUND: &str = "Alert not found";
+pub const CHANNEL_NOT_FOUND: &str = "Notification channel not found";
 
 /// Builds the location of a deserialisation error. serde reports a missing
 /// field at its parent, naming the field only in the message.

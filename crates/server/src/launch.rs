@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub discord_webhook_url: Option<String>,
     /// Where a webhook set through the API may point.
     pub discord_webhook_prefixes: Vec<String>,
+    /// Telegram's API and the extra CA for SMTP servers.
+    pub notification_services: crate::alerts::send::SendSettings,
     pub llm: plantops_advisor::Endpoints,
     pub auth: crate::auth::AuthSettings,
     pub http: crate::http::HttpLimits,
@@ -502,12 +504,13 @@ impl Server {
             }
         }));
         let notifications = Arc::new(NotificationSettings::new(
-            store.clone(),
+            &store,
             secrets,
             config.discord_webhook_url.clone().map(WebhookUrl),
             WebhookDestinations::new(&config.discord_webhook_prefixes)
                 .map_err(anyhow::Error::msg)
                 .context("PLANTOPS_DISCORD_WEBHOOK_PREFIXES")?,
+            config.notification_services.clone(),
         ));
         tasks.push(supervise("notifier", task_health.clone(), {
             let (store, notifications, outbox) =
@@ -687,6 +690,7 @@ impl Server {
             events,
             ingest: ingest.stats(),
             notifications,
+            notifier_wake: outbox.clone(),
             home_assistant,
             advisor,
             config: Arc::new(ApiConfig {

@@ -73,6 +73,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::alerts::router())
         .merge(routes::settings::router())
         .merge(routes::home_assistant::router())
+        .merge(routes::notification_channels::router())
         .merge(routes::advisor::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())

@@ -1,10 +1,11 @@
 //! Every secret PlantOps stores, in one list: the key check, the Discord
-//! webhook, Home Assistant's broker URL and the LLM API key. Start-up checks the key against them and
+//! webhook, Home Assistant's broker URL, the LLM API key and every
+//! notification channel's configuration. Start-up checks the key against them and
 //! re-seals values from before purpose binding; `plantops rotate-key`
 //! re-seals them all under a new key in one transaction.
 
 use plantops_core::secret::{is_unbound, SecretBox, SecretError};
-use plantops_store::{SettingStore, StoreError};
+use plantops_store::{SettingStore, Store, StoreError};
 
 /// The setting holding a fixed text sealed under the installation's key.
 pub const KEY_CHECK: &str = "encryption_key_check";
@@ -59,7 +60,7 @@ pub enum Reseal {
 /// all in one transaction; returns how many were re-sealed. Any value that
 /// does not open under `old` stops it with nothing changed.
 pub async fn reseal(
-    store: &dyn SettingStore,
+    store: &dyn Store,
     old: &SecretBox,
     new: &SecretBox,
     which: Reseal,
@@ -87,12 +88,20 @@ pub async fn reseal(
             changes.push((LLM_SETTING, llm.to_string()));
         }
     }
+    let mut channels = Vec::new();
+    for channel in store.list_channels().await? {
+        if wanted(&channel.config_sealed) {
+            let purpose = crate::alerts::channels::purpose(channel.id);
+            let plain = old.open(&purpose, &channel.config_sealed)?;
+            channels.push((channel.id, new.seal(&purpose, &plain)));
+        }
+    }
     let batch: Vec<(&str, Option<&str>)> = changes
         .iter()
         .map(|(setting, value)| (*setting, Some(value.as_str())))
         .collect();
-    if !batch.is_empty() {
-        store.put_settings(&batch).await?;
+    if !batch.is_empty() || !channels.is_empty() {
+        store.put_sealed(&batch, &channels).await?;
     }
-    Ok(batch.len())
+    Ok(batch.len() + channels.len())
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
     pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
+    /// Wakes this instance's notifier (new alerts, channels added or removed).
+    pub notifier_wake: Arc<tokio::sync::Notify>,
     pub home_assistant: Arc<crate::home_assistant::HomeAssistantSettings>,
     pub advisor: Arc<crate::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,

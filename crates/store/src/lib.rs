@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod accounts;
+mod channels;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use channels::StoredChannel;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -253,7 +255,14 @@ impl Backend {
 /// The database itself: which one, its migrations, whether it answers.
 #[async_trait]
 pub trait Store:
-    PlantStore + DeviceStore + ReadingStore + AlertStore + CarePlanStore + SettingStore + AccountStore
+    PlantStore
+    + DeviceStore
+    + ReadingStore
+    + AlertStore
+    + CarePlanStore
+    + SettingStore
+    + AccountStore
+    + ChannelStore
 {
     fn backend(&self) -> Backend;
 
@@ -446,7 +455,8 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueuedAlert>>;
     async fn update_delivery(&self, update: &DeliveryUpdate) -> Result<()>;
-    /// Alerts waiting for delivery (the notifier's backlog).
+    /// Notices waiting for delivery, to the settings' Discord webhook and
+    /// to every channel (the notifier's backlog).
     async fn count_pending_alerts(&self) -> Result<u64>;
 }
 
@@ -468,6 +478,44 @@ pub trait SettingStore: Send + Sync + 'static {
     }
     /// Stores (or, with `None`, removes) several settings in one transaction.
     async fn put_settings(&self, changes: &[(&str, Option<&str>)]) -> Result<()>;
+}
+
+/// Notification channels and their outbox.
+#[async_trait]
+pub trait ChannelStore: Send + Sync + 'static {
+    /// Every channel, oldest first, with its pending count.
+    async fn list_channels(&self) -> Result<Vec<StoredChannel>>;
+    async fn get_channel(&self, id: Uuid) -> Result<Option<StoredChannel>>;
+    async fn insert_channel(&self, channel: &StoredChannel) -> Result<()>;
+    /// Replaces kind, name, severity and configuration (clearing the last
+    /// error); false when there is no such channel.
+    async fn update_channel(&self, channel: &StoredChannel) -> Result<bool>;
+    /// Removes the channel and its outbox; false when there was none.
+    async fn delete_channel(&self, id: Uuid) -> Result<bool>;
+    /// Claims up to `limit` of this channel's pending deliveries due at
+    /// `now`, oldest alert first, as [`AlertStore::claim_due_alerts`] does.
+    async fn claim_due_deliveries(
+        &self,
+        channel: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<QueuedAlert>>;
+    async fn update_channel_delivery(&self, channel: Uuid, update: &DeliveryUpdate) -> Result<()>;
+    /// Remembers why the channel's last attempt failed (`None`: it worked).
+    async fn record_channel_error(
+        &self,
+        channel: Uuid,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Stores settings and channel configurations in one transaction (a
+    /// key rotation re-seals them all or none).
+    async fn put_sealed(
+        &self,
+        settings: &[(&str, Option<&str>)],
+        channels: &[(Uuid, String)],
+    ) -> Result<()>;
 }
 
 /// A signed-in browser's session and its user.

@@ -56,6 +56,7 @@ pub struct PostgresStore {
 
 shared_store!(PostgresStore, Postgres, Backend::Postgres, MIGRATOR);
 crate::accounts::account_store!(PostgresStore);
+crate::channels::channel_store!(PostgresStore);
 
 impl PostgresStore {
     /// Plants judged by one instance at a time; `NO KEY` lets readings that

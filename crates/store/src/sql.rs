@@ -529,6 +529,18 @@ macro_rules! shared_store {
                     .bind(alert.acknowledged_at.map($crate::sql::Timestamp))
                     .execute(&mut **tx)
                     .await?;
+                    // Its place in every channel's outbox that takes it.
+                    sqlx::query(
+                        "INSERT INTO channel_deliveries \
+                         (channel_id, alert_id, delivery, attempts, next_attempt_at) \
+                         SELECT id, $1, 'pending', 0, $2 FROM notification_channels \
+                         WHERE min_severity_level <= $3",
+                    )
+                    .bind(alert.id)
+                    .bind($crate::sql::Timestamp(alert.created_at))
+                    .bind(alert.kind.severity().level())
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 Ok(())
             }
@@ -1324,7 +1336,10 @@ macro_rules! shared_store {
 
             async fn count_pending_alerts(&self) -> $crate::Result<u64> {
                 let pending: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM alerts WHERE delivery = 'pending'")
+                    sqlx::query_scalar(
+                        "SELECT (SELECT count(*) FROM alerts WHERE delivery = 'pending') \
+                         + (SELECT count(*) FROM channel_deliveries WHERE delivery = 'pending')",
+                    )
                         .fetch_one(&self.pool)
                         .await?;
                 Ok(u64::try_from(pending).unwrap_or(0))
@@ -1393,32 +1408,7 @@ macro_rules! shared_store {
             }
 
             async fn put_settings(&self, changes: &[(&str, Option<&str>)]) -> $crate::Result<()> {
-                let pool = self.pool.clone();
-                let changes: Vec<(String, Option<String>)> = changes
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-                    .collect();
-                $crate::uncancellable(async move {
-                    let mut tx = pool.begin().await?;
-                    for (key, value) in &changes {
-                        match value {
-                            Some(value) => sqlx::query(
-                                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                                 updated_at = excluded.updated_at",
-                            )
-                            .bind(key)
-                            .bind(value)
-                            .bind($crate::sql::Timestamp(chrono::Utc::now())),
-                            None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key),
-                        }
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
-                })
-                .await
+                $crate::ChannelStore::put_sealed(self, changes, &[]).await
             }
         }
     };

@@ -39,6 +39,7 @@ pub struct SqliteStore {
 
 shared_store!(SqliteStore, Sqlite, Backend::Sqlite, MIGRATOR);
 crate::accounts::account_store!(SqliteStore);
+crate::channels::channel_store!(SqliteStore);
 
 impl SqliteStore {
     /// One writer at a time already: nothing to lock row by row.

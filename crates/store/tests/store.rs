@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use plantops_core::account::{ApiToken, Enrollment, EnrollmentKey, Role, Scope, User};
-use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
+use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState, Severity};
 use plantops_core::plant::BoundSide;
 use plantops_core::Metric;
 use plantops_core::{
@@ -10,7 +10,7 @@ use plantops_core::{
 };
 use plantops_store::{
     AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, Presence, Registration,
-    StateChange, VitalsRecorded,
+    StateChange, StoredChannel, VitalsRecorded,
 };
 use plantops_testkit::TestDb;
 use uuid::Uuid;
@@ -31,6 +31,7 @@ plantops_testkit::for_each_backend!(
     hourly_rollups_answer_like_the_readings_and_outlive_them,
     retention_prunes_only_old_readings,
     alerts_states_and_outbox,
+    each_channel_has_its_own_outbox_from_its_severity_up,
     judging_a_plant_is_serialised,
     one_instance_leads_at_a_time,
     live_events_reach_every_instance,
@@ -1259,5 +1260,175 @@ async fn hourly_rollups_answer_like_the_readings_and_outlive_them(db: &TestDb) {
     assert_eq!(
         store.rollup_series(p, from, to, 3600).await.unwrap().len(),
         2
+    );
+}
+
+fn channel(kind: &str, min_severity: Severity) -> StoredChannel {
+    StoredChannel {
+        id: Uuid::new_v4(),
+        kind: kind.into(),
+        name: format!("{kind} channel"),
+        min_severity,
+        config_sealed: format!("sealed {kind}"),
+        created_at: t0(),
+        updated_at: t0(),
+        last_error: None,
+        last_error_at: None,
+        pending: 0,
+    }
+}
+
+async fn each_channel_has_its_own_outbox_from_its_severity_up(db: &TestDb) {
+    let store = db.store().await;
+    let everything = channel("ntfy", Severity::Info);
+    let urgent = channel("telegram", Severity::Critical);
+    store.insert_channel(&everything).await.unwrap();
+    store.insert_channel(&urgent).await.unwrap();
+    let listed = store.list_channels().await.unwrap();
+    assert_eq!(listed, vec![everything.clone(), urgent.clone()]);
+
+    let mut breach = Alert::pending(None, None, AlertKind::Threshold, "too dry".into());
+    breach.created_at = t0();
+    let mut recovery = Alert::pending(None, None, AlertKind::Recovered, "fine".into());
+    recovery.created_at = t0() + Duration::minutes(1);
+    store
+        .record_alerts(&[], &[breach.clone(), recovery.clone()])
+        .await
+        .unwrap();
+
+    // Both alerts wait for the info channel, only the breach for the other.
+    let now = t0() + Duration::minutes(2);
+    let lease = now + Duration::minutes(1);
+    let claimed = store
+        .claim_due_deliveries(everything.id, now, lease, 10)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|q| q.alert.id).collect();
+    assert_eq!(ids, vec![breach.id, recovery.id], "oldest first");
+    assert!(
+        store
+            .claim_due_deliveries(everything.id, now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let claimed = store
+        .claim_due_deliveries(urgent.id, now, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].alert.id, claimed[0].attempts), (breach.id, 0));
+    assert_eq!(store.count_pending_alerts().await.unwrap(), 2 + 3);
+
+    // One channel failing leaves the other's record alone.
+    store
+        .update_channel_delivery(
+            urgent.id,
+            &DeliveryUpdate {
+                id: breach.id,
+                delivery: Delivery::Pending,
+                attempts: 1,
+                next_attempt_at: now + Duration::seconds(2),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_channel_error(urgent.id, Some("503"), now)
+        .await
+        .unwrap();
+    for id in [breach.id, recovery.id] {
+        store
+            .update_channel_delivery(
+                everything.id,
+                &DeliveryUpdate {
+                    id,
+                    delivery: Delivery::Sent,
+                    attempts: 1,
+                    next_attempt_at: now,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let failing = store.get_channel(urgent.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failing.pending, failing.last_error.as_deref()),
+        (1, Some("503"))
+    );
+    assert_eq!(
+        store
+            .get_channel(everything.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending,
+        0
+    );
+    let later = now + Duration::seconds(3);
+    let retried = store
+        .claim_due_deliveries(urgent.id, later, later, 10)
+        .await
+        .unwrap();
+    assert_eq!((retried.len(), retried[0].attempts), (1, 1));
+    store
+        .record_channel_error(urgent.id, None, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_channel(urgent.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_error,
+        None
+    );
+
+    // A channel added later gets only later alerts; an update keeps the
+    // outbox; a removed one takes its outbox along.
+    let late = channel("webhook", Severity::Info);
+    store.insert_channel(&late).await.unwrap();
+    assert!(store
+        .claim_due_deliveries(late.id, later, later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let renamed = StoredChannel {
+        name: "renamed".into(),
+        updated_at: later,
+        ..urgent.clone()
+    };
+    assert!(store.update_channel(&renamed).await.unwrap());
+    assert_eq!(
+        store.get_channel(urgent.id).await.unwrap().unwrap().pending,
+        1
+    );
+    assert!(store.delete_channel(urgent.id).await.unwrap());
+    assert!(!store.delete_channel(urgent.id).await.unwrap());
+    assert!(store.get_channel(urgent.id).await.unwrap().is_none());
+    assert_eq!(store.count_pending_alerts().await.unwrap(), 2);
+
+    // Settings and channel configurations change together.
+    store
+        .put_sealed(
+            &[("a_secret", Some("new"))],
+            &[(late.id, "resealed".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_setting("a_secret").await.unwrap().as_deref(),
+        Some("new")
+    );
+    assert_eq!(
+        store
+            .get_channel(late.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .config_sealed,
+        "resealed"
     );
 }

@@ -455,6 +455,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/notification-channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every notification channel, oldest first (secrets masked). */
+        get: operations["list_channels"];
+        put?: never;
+        /** Add a channel; alerts created from now on reach it. */
+        post: operations["create_channel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/notification-channels/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Change a channel; fields left out keep their stored values (so secrets
+         *     need not be sent again).
+         */
+        put: operations["update_channel"];
+        post?: never;
+        /** Remove a channel and the notices still waiting for it. */
+        delete: operations["delete_channel"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/notification-channels/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a test notice through the channel now and say how it went. */
+        post: operations["test_channel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/plants": {
         parameters: {
             query?: never;
@@ -983,6 +1039,78 @@ export interface components {
             not_after: string;
             status: string;
         };
+        /**
+         * @description A channel as the API takes it: `kind`, `name`, `min_severity` and the
+         *     kind's own fields. On update, fields left out keep their stored values
+         *     (the UI never sees the secrets it would have to send back).
+         */
+        ChannelInput: {
+            /** @description telegram: the bot's token from BotFather. */
+            bot_token?: string | null;
+            /**
+             * @description telegram: the chat's id (a number, negative for groups) or
+             *     `@channelname`.
+             */
+            chat_id?: string | null;
+            /** @description email: the sender address (`PlantOps <plants@example.com>`). */
+            from?: string | null;
+            kind: components["schemas"]["ChannelKind"];
+            min_severity?: null | components["schemas"]["Severity"];
+            /** @description 1–100 characters. */
+            name: string;
+            /**
+             * @description webhook: the HMAC-SHA256 key for `X-PlantOps-Signature` (16–256
+             *     characters).
+             */
+            secret?: string | null;
+            /** @description email: the SMTP server's host name. */
+            smtp_host?: string | null;
+            smtp_password?: string | null;
+            /**
+             * Format: int32
+             * @description email: default 587 (starttls), 465 (tls) or 25 (none).
+             */
+            smtp_port?: number | null;
+            smtp_security?: null | components["schemas"]["SmtpSecurity"];
+            smtp_username?: string | null;
+            /** @description email: 1–10 recipient addresses. */
+            to?: string[] | null;
+            /** @description ntfy: an access token (optional). */
+            token?: string | null;
+            /**
+             * @description discord: the webhook URL; ntfy: server and topic as ntfy publishes
+             *     to them (`https://ntfy.sh/my-plants`); webhook: where to POST.
+             */
+            url?: string | null;
+        };
+        /** @enum {string} */
+        ChannelKind: "discord" | "ntfy" | "telegram" | "webhook" | "email";
+        ChannelList: {
+            channels: components["schemas"]["ChannelView"][];
+        };
+        /** @description A channel as the API shows it. */
+        ChannelView: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            kind: components["schemas"]["ChannelKind"];
+            /** @description Why the last attempt failed, until a delivery succeeds. */
+            last_error?: string | null;
+            /** Format: date-time */
+            last_error_at?: string | null;
+            min_severity: components["schemas"]["Severity"];
+            name: string;
+            /**
+             * Format: int64
+             * @description Notices waiting for this channel.
+             */
+            pending: number;
+            /** @description Where notices go, secrets masked. */
+            target: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
         Component: {
             message: string;
             /** @description `connected` or `disconnected`. */
@@ -1479,10 +1607,16 @@ export interface components {
             username: string;
         };
         /**
-         * @description How far a value is off: outside a bound, or close to one.
+         * @description How urgent an alert is; a notification channel takes alerts from its
+         *     minimum severity up.
          * @enum {string}
          */
-        Severity: "critical" | "warning";
+        Severity: "info" | "warning" | "critical";
+        /**
+         * @description How the SMTP connection is protected.
+         * @enum {string}
+         */
+        SmtpSecurity: "starttls" | "tls" | "none";
         /** @description A care plan as kept: the plan and who wrote it, when and why. */
         StoredCarePlan: {
             /** Format: date-time */
@@ -2476,6 +2610,153 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_channels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelList"];
+                };
+            };
+        };
+    };
+    create_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChannelInput"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelView"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    update_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChannelInput"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelView"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    delete_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    test_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestResult"];
                 };
             };
             404: {

@@ -14,6 +14,8 @@ import type {
   Alert,
   AlertKind,
   CarePlanResponse,
+  Channel,
+  ChannelInput,
   Device,
   DeviceStatus,
   LlmSettings,
@@ -180,6 +182,10 @@ export const api = {
   saveNotifications: (discord_webhook_url: string | null) =>
     request<NotificationSettings>("PUT", "/settings/notifications", { discord_webhook_url }),
   testNotification: () => request<TestResult>("POST", "/settings/notifications/test"),
+  channels: () => request<{ channels: Channel[] }>("GET", "/notification-channels"),
+  createChannel: (input: ChannelInput) => request<Channel>("POST", "/notification-channels", input),
+  deleteChannel: (id: string) => request<void>("DELETE", `/notification-channels/${id}`),
+  testChannel: (id: string) => request<TestResult>("POST", `/notification-channels/${id}/test`),
   homeAssistant: () => request<HomeAssistant>("GET", "/settings/home-assistant"),
   saveHomeAssistant: (input: { url: string | null; discovery_prefix?: string }) =>
     request<HomeAssistant>("PUT", "/settings/home-assistant", input),

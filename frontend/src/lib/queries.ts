@@ -16,6 +16,7 @@ export const keys = {
   notificationSettings: ["settings", "notifications"] as const,
   health: ["health"] as const,
   homeAssistant: ["settings", "home-assistant"] as const,
+  channels: ["settings", "channels"] as const,
   carePlan: (plantId: string) => ["care-plan", plantId] as const,
   carePlans: (plantId: string) => ["care-plans", plantId] as const,
   authStatus: ["auth", "status"] as const,
@@ -76,6 +77,8 @@ export const llmSettingsQuery = () =>
 
 export const homeAssistantQuery = () =>
   queryOptions({ queryKey: keys.homeAssistant, queryFn: api.homeAssistant });
+
+export const channelsQuery = () => queryOptions({ queryKey: keys.channels, queryFn: api.channels });
 
 export const healthQuery = () => queryOptions({ queryKey: keys.health, queryFn: api.health });
 

@@ -47,6 +47,12 @@ export type LlmSettings = Schema<"LlmSettingsView">;
 export type NotificationSettings = Schema<"NotificationSettingsView">;
 export type Health = Schema<"Health">;
 export type HomeAssistant = Schema<"HomeAssistantView">;
+export type Severity = Schema<"Severity">;
+export type ChannelKind = Schema<"ChannelKind">;
+export type SmtpSecurity = Schema<"SmtpSecurity">;
+export type Channel = Schema<"ChannelView">;
+/** As sent: only the kind's own fields. */
+export type ChannelInput = components["schemas"]["ChannelInput"];
 export type BackupStatus = Schema<"BackupStatus">;
 /** A provider test (with its latency) or a notification test (without). */
 export type TestResult = Schema<"TestResult"> & Partial<Pick<Schema<"LlmTestResult">, "latency_ms">>;

@@ -1,9 +1,10 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import { api } from "../lib/api";
-import type { BackupStatus, LlmSettings, Provider, TestResult } from "../lib/types";
-import { ErrorState, Skeleton } from "../components/ui";
+import { api, ApiError } from "../lib/api";
+import type { BackupStatus, Channel, ChannelInput, ChannelKind, LlmSettings, Provider, Severity, SmtpSecurity, TestResult } from "../lib/types";
+import { EmptyState, ErrorState, Skeleton } from "../components/ui";
 import {
+  channelsQuery,
   healthQuery,
   homeAssistantQuery,
   keys,
@@ -164,6 +165,241 @@ function DiscordForm() {
   );
 }
 
+type ChannelField = Exclude<keyof ChannelInput, "kind" | "name" | "min_severity">;
+
+interface FieldSpec {
+  field: ChannelField;
+  label: string;
+  placeholder?: string;
+  secret?: boolean;
+  optional?: boolean;
+  /** A choice instead of free text; the first is the default. */
+  options?: string[];
+}
+
+/** What each kind asks for (docs/api.md, notification channels). */
+const CHANNEL_FIELDS: Record<ChannelKind, FieldSpec[]> = {
+  ntfy: [
+    { field: "url", label: "Server and topic", placeholder: "https://ntfy.sh/my-plants" },
+    { field: "token", label: "Access token", secret: true, optional: true },
+  ],
+  telegram: [
+    { field: "bot_token", label: "Bot token", placeholder: "123456:ABC…", secret: true },
+    { field: "chat_id", label: "Chat id", placeholder: "-1001234567890 or @channel" },
+  ],
+  webhook: [
+    { field: "url", label: "URL", placeholder: "https://automation.example.com/plantops" },
+    { field: "secret", label: "Signing secret (16+ characters)", secret: true },
+  ],
+  email: [
+    { field: "smtp_host", label: "SMTP server", placeholder: "smtp.example.com" },
+    { field: "smtp_security", label: "Security", options: ["starttls", "tls", "none"] },
+    { field: "smtp_port", label: "Port", placeholder: "587", optional: true },
+    { field: "smtp_username", label: "User name", optional: true },
+    { field: "smtp_password", label: "Password", secret: true, optional: true },
+    { field: "from", label: "From", placeholder: "PlantOps <plants@example.com>" },
+    { field: "to", label: "To (comma-separated)", placeholder: "me@example.com" },
+  ],
+  discord: [{ field: "url", label: "Webhook URL", placeholder: "https://discord.com/api/webhooks/…", secret: true }],
+};
+
+const KIND_LABELS: Record<ChannelKind, string> = {
+  ntfy: "ntfy",
+  telegram: "Telegram",
+  webhook: "Webhook (signed)",
+  email: "Email",
+  discord: "Discord",
+};
+
+/** The form's text fields as the API takes them: only the kind's, none empty. */
+function channelInput(
+  kind: ChannelKind,
+  name: string,
+  minSeverity: Severity,
+  values: Partial<Record<ChannelField, string>>,
+): ChannelInput {
+  const input: ChannelInput = { kind, name: name.trim(), min_severity: minSeverity };
+  for (const { field } of CHANNEL_FIELDS[kind]) {
+    const value = values[field]?.trim();
+    if (!value) continue;
+    if (field === "to") input.to = value.split(",").map((a) => a.trim()).filter(Boolean);
+    else if (field === "smtp_port") input.smtp_port = Number(value);
+    else if (field === "smtp_security") input.smtp_security = value as SmtpSecurity;
+    else input[field] = value;
+  }
+  return input;
+}
+
+function AddChannel() {
+  const client = useQueryClient();
+  const [kind, setKind] = useState<ChannelKind>("ntfy");
+  const [name, setName] = useState("");
+  const [minSeverity, setMinSeverity] = useState<Severity>("info");
+  const [values, setValues] = useState<Partial<Record<ChannelField, string>>>({});
+  const create = useMutation({
+    mutationFn: () => api.createChannel(channelInput(kind, name, minSeverity, values)),
+    onSuccess: () => {
+      setName("");
+      setValues({});
+      client.invalidateQueries({ queryKey: keys.channels });
+    },
+  });
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    create.mutate();
+  };
+  const fieldErrors = create.error instanceof ApiError ? create.error.fields : {};
+  return (
+    <form className="stack" onSubmit={submit} aria-label="Add a notification channel">
+      <div className="row align-end">
+        <label>
+          Kind
+          <select
+            value={kind}
+            onChange={(e) => {
+              setKind(e.target.value as ChannelKind);
+              setValues({});
+            }}
+          >
+            {(Object.keys(KIND_LABELS) as ChannelKind[]).map((k) => (
+              <option key={k} value={k}>
+                {KIND_LABELS[k]}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Name
+          <input name="channel-name" value={name} onChange={(e) => setName(e.target.value)} placeholder="Phone" />
+        </label>
+        <label>
+          Alerts from
+          <select value={minSeverity} onChange={(e) => setMinSeverity(e.target.value as Severity)}>
+            <option value="info">Everything (info)</option>
+            <option value="warning">Warnings and critical</option>
+            <option value="critical">Critical only</option>
+          </select>
+        </label>
+      </div>
+      <div className="row align-end">
+        {CHANNEL_FIELDS[kind].map(({ field, label, placeholder, secret, optional, options }) => (
+          <label key={field}>
+            {label}
+            {optional && <span className="muted small"> (optional)</span>}
+            {options ? (
+              <select
+                name={`channel-${field}`}
+                value={values[field] ?? options[0]}
+                onChange={(e) => setValues({ ...values, [field]: e.target.value })}
+              >
+                {options.map((option) => (
+                  <option key={option} value={option}>
+                    {option}
+                  </option>
+                ))}
+              </select>
+            ) : (
+            <input
+              name={`channel-${field}`}
+              type={secret ? "password" : "text"}
+              autoComplete="off"
+              value={values[field] ?? ""}
+              placeholder={placeholder}
+              aria-invalid={fieldErrors?.[field] ? true : undefined}
+              onChange={(e) => setValues({ ...values, [field]: e.target.value })}
+            />
+            )}
+          </label>
+        ))}
+      </div>
+      <div className="row">
+        <button type="submit" disabled={create.isPending || !name.trim()}>
+          {create.isPending ? "Adding…" : "Add channel"}
+        </button>
+      </div>
+      {create.isError && <ErrorState error={create.error} />}
+    </form>
+  );
+}
+
+function ChannelRow({ channel }: { channel: Channel }) {
+  const client = useQueryClient();
+  const test = useMutation({ mutationFn: () => api.testChannel(channel.id) });
+  const remove = useMutation({
+    mutationFn: () => api.deleteChannel(channel.id),
+    onSuccess: () => client.invalidateQueries({ queryKey: keys.channels }),
+  });
+  return (
+    <tr data-testid="channel-row">
+      <td>
+        {channel.name}
+        <div className="muted small">{KIND_LABELS[channel.kind]}</div>
+      </td>
+      <td className="small">
+        {channel.target}
+        {channel.last_error && (
+          <div className="field-error">
+            Failing{channel.last_error_at ? ` since ${timeAgo(channel.last_error_at)}` : ""}: {channel.last_error}
+          </div>
+        )}
+        {channel.pending > 0 && <div className="muted">{channel.pending} waiting</div>}
+      </td>
+      <td className="small">{channel.min_severity} and up</td>
+      <td>
+        <div className="row">
+          <button type="button" className="secondary" disabled={test.isPending} onClick={() => test.mutate()}>
+            {test.isPending ? "Testing…" : "Test"}
+          </button>
+          <button type="button" className="danger" disabled={remove.isPending} onClick={() => remove.mutate()}>
+            Remove
+          </button>
+        </div>
+        {test.isError && <ErrorState error={test.error} />}
+        {remove.isError && <ErrorState error={remove.error} />}
+        <Outcome result={test.data} />
+      </td>
+    </tr>
+  );
+}
+
+function NotificationChannels() {
+  const channels = useQuery(channelsQuery());
+  return (
+    <section className="card stack" aria-labelledby="channels-title">
+      <h2 id="channels-title">Notification channels</h2>
+      <p className="muted small flush">
+        Alerts also go to these, each from the severity you choose: critical (a threshold breached, a backup
+        failed), warning (offline, battery, certificate), info (back to normal). Secrets are stored encrypted.
+      </p>
+      {channels.isPending && <Skeleton lines={2} label="Loading notification channels" />}
+      {channels.isError && <ErrorState error={channels.error} retry={() => channels.refetch()} />}
+      {channels.data && channels.data.channels.length === 0 && (
+        <EmptyState title="No channels yet">Add ntfy, Telegram, a signed webhook, email or another Discord.</EmptyState>
+      )}
+      {channels.data && channels.data.channels.length > 0 && (
+        <table>
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Where</th>
+              <th>Alerts</th>
+              <th>
+                <span className="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {channels.data.channels.map((channel) => (
+              <ChannelRow key={channel.id} channel={channel} />
+            ))}
+          </tbody>
+        </table>
+      )}
+      <AddChannel />
+    </section>
+  );
+}
+
 function HomeAssistantForm() {
   const client = useQueryClient();
   const current = useQuery(homeAssistantQuery());
@@ -285,6 +521,7 @@ export function Settings() {
       {llm.isError && <ErrorState error={llm.error} retry={() => llm.refetch()} />}
       {llm.data && <LlmForm key={llm.data.updated_at ?? "default"} current={llm.data} />}
       <DiscordForm />
+      <NotificationChannels />
       <HomeAssistantForm />
       <Backups />
     </div>

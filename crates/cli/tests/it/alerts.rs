@@ -309,9 +309,10 @@ async fn a_webhook_set_through_the_api_receives_tests_and_alerts() {
     assert_eq!(alert["embeds"][0]["title"], "Plant Alert: Fern");
 }
 
-/// `plantops rotate-key` re-seals the webhook and the LLM key under a new
-/// key (SQLite: the key file is replaced); the restarted server opens both,
-/// and the old key opens nothing any more.
+/// `plantops rotate-key` re-seals the webhook, the LLM key and the
+/// notification channels under a new key (SQLite: the key file is
+/// replaced); the restarted server opens them all, and the old key opens
+/// nothing any more.
 #[tokio::test]
 async fn rotate_key_reseals_every_stored_secret() {
     let mut discord = Discord::start(&[]).await;
@@ -335,6 +336,13 @@ async fn rotate_key_reseals_every_stored_secret() {
         )
         .await;
     assert_eq!(status, 200);
+    let (status, channel) = server
+        .post(
+            "/api/notification-channels",
+            json!({"kind": "discord", "name": "Second", "url": discord.url}),
+        )
+        .await;
+    assert_eq!(status, 201, "{channel}");
     server.kill().await;
 
     let key_file = dir.path().join("encryption.key");
@@ -358,6 +366,13 @@ async fn rotate_key_reseals_every_stored_secret() {
     let (_, result) = server
         .post("/api/settings/notifications/test", json!({}))
         .await;
+    assert_eq!(result["success"], true, "{result}");
+    discord.next_delivered().await;
+    let test = format!(
+        "/api/notification-channels/{}/test",
+        channel["id"].as_str().unwrap()
+    );
+    let (_, result) = server.post(&test, json!({})).await;
     assert_eq!(result["success"], true, "{result}");
     discord.next_delivered().await;
 

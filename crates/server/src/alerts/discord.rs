@@ -1,7 +1,9 @@
 //! Discord webhook messages (docs/api.md: threshold alerts red, offline
 //! yellow, recovery and back-online green).
 
-use plantops_core::alert::{Alert, AlertKind};
+use plantops_core::alert::{Alert, Severity};
+
+use super::send::Notice;
 use serde_json::{json, Value};
 
 const RED: u32 = 0xE7_4C_3C;
@@ -11,14 +13,11 @@ const GREEN: u32 = 0x2E_CC_71;
 /// The webhook body for an alert; `plant_name` when the alert has a plant.
 pub fn message(alert: &Alert, plant_name: Option<&str>) -> Value {
     let plant = plant_name.unwrap_or("unassigned device");
-    let (title, color) = match alert.kind {
-        AlertKind::Threshold => (format!("Plant Alert: {plant}"), RED),
-        AlertKind::Recovered => (format!("Back to normal: {plant}"), GREEN),
-        AlertKind::DeviceOffline => ("Device Offline".to_string(), YELLOW),
-        AlertKind::DeviceOnline => ("Device Online".to_string(), GREEN),
-        AlertKind::CertificateExpiring => ("Certificate expiring".to_string(), YELLOW),
-        AlertKind::BackupFailed => ("Backup failed".to_string(), RED),
-        AlertKind::LowBattery => (format!("Battery low: {plant}"), YELLOW),
+    let title = Notice::Alert { alert, plant_name }.title();
+    let color = match alert.kind.severity() {
+        Severity::Critical => RED,
+        Severity::Warning => YELLOW,
+        Severity::Info => GREEN,
     };
     let mut fields = Vec::new();
     if let Some(metric) = alert.metric {

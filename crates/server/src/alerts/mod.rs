@@ -2,7 +2,9 @@
 //! changes into stored alerts; the notifier delivers them from the outbox.
 
 pub mod certificates;
+pub mod channels;
 pub mod discord;
 pub mod evaluator;
 pub mod notifier;
+pub mod send;
 pub mod settings;

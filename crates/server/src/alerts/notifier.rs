@@ -1,19 +1,27 @@
-//! Delivery from the persisted outbox (the alerts table): retries with
-//! exponential backoff, honours Discord's 429 `retry_after`, gives up only
-//! after a long bound. A restart or an outage delays notices, never drops
-//! them; a notice Discord confirmed is marked sent at once.
+//! Delivery from the persisted outboxes: the alerts table for the
+//! settings' Discord webhook, `channel_deliveries` for every channel. Each
+//! is a lane of its own — retries with exponential backoff, honours a
+//! service's 429 `retry_after`, gives up only after a long bound — so one
+//! channel's outage or rate limit delays only its own notices. A restart or
+//! an outage delays notices, never drops them; a notice the service
+//! confirmed is marked sent at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plantops_core::alert::Delivery;
 use plantops_core::backoff::Backoff;
-use plantops_store::{AlertStore, DeliveryUpdate, DynStore, PlantStore, QueuedAlert};
+use plantops_store::{DeliveryUpdate, DynStore, QueuedAlert};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
 
-use super::discord;
-use super::settings::{NotificationSettings, WebhookUrl};
+use super::channels::ChannelConfig;
+pub use super::send::Attempt;
+use super::send::Notice;
+use super::settings::NotificationSettings;
 
 /// Attempts before an alert is marked failed: with backoff capped at 15
 /// minutes, about six hours of trying.
@@ -27,41 +35,37 @@ const BATCH: u32 = 5;
 /// instance takes over the alerts of a notifier that died.
 const LEASE: Duration = Duration::from_secs(60);
 
-pub struct Notifier {
-    /// The outbox.
-    alerts: Arc<dyn AlertStore>,
-    /// Plant names for the messages.
-    plants: Arc<dyn PlantStore>,
-    client: reqwest::Client,
-    settings: Arc<NotificationSettings>,
-    wake: Arc<Notify>,
-}
-
-/// What one attempt came to.
-#[derive(Debug, PartialEq)]
-pub enum Attempt {
-    Delivered,
-    /// Rate limited: try again after this long.
-    RetryAfter(Duration),
-    Failed(String),
-}
-
 /// The wait after `attempts` failed deliveries: 2 s doubling to 15 minutes.
 pub fn backoff(attempts: u32) -> Duration {
     Backoff::new(Duration::from_secs(1), MAX_BACKOFF).delay_after(attempts)
 }
 
+/// One outbox and where it delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// The alerts table, to the settings' (or DISCORD_WEBHOOK_URL's) Discord
+    /// webhook; `disabled` when there is none.
+    Settings,
+    Channel(Uuid),
+}
+
+pub struct Notifier {
+    store: DynStore,
+    settings: Arc<NotificationSettings>,
+    wake: Arc<Notify>,
+}
+
 impl Notifier {
     pub fn new(store: &DynStore, settings: Arc<NotificationSettings>, wake: Arc<Notify>) -> Self {
         Self {
-            alerts: store.clone(),
-            plants: store.clone(),
-            client: http_client(),
+            store: store.clone(),
             settings,
             wake,
         }
     }
 
+    /// Runs a lane per outbox; channels added or removed (here or on
+    /// another instance) are picked up at the next wake-up or within 5 s.
     pub async fn run(self) {
         // Every series from the start, at zero (rates and alert rules see
         // the first one); the latency histogram too.
@@ -69,8 +73,69 @@ impl Notifier {
             metrics::counter!("plantops_notifications_total", "result" => result).increment(0);
         }
         let _ = metrics::histogram!("plantops_alert_delivery_seconds");
+        let mut lanes: HashMap<Lane, (Arc<Notify>, JoinHandle<()>)> = HashMap::new();
+        lanes.insert(Lane::Settings, self.start(Lane::Settings));
+        loop {
+            match self.store.list_channels().await {
+                Ok(channels) => {
+                    let current: Vec<Lane> = channels.iter().map(|c| Lane::Channel(c.id)).collect();
+                    lanes.retain(|lane, (_, task)| {
+                        let keep = *lane == Lane::Settings || current.contains(lane);
+                        if !keep {
+                            task.abort();
+                        }
+                        keep
+                    });
+                    for lane in current {
+                        lanes.entry(lane).or_insert_with(|| self.start(lane));
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot list notification channels"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {
+                    for (wake, _) in lanes.values() {
+                        wake.notify_one();
+                    }
+                }
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+            }
+        }
+    }
+
+    fn start(&self, lane: Lane) -> (Arc<Notify>, JoinHandle<()>) {
+        let wake = Arc::new(Notify::new());
+        let worker = LaneWorker {
+            lane,
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            wake: wake.clone(),
+        };
+        (wake, tokio::spawn(worker.run()))
+    }
+}
+
+struct LaneWorker {
+    lane: Lane,
+    store: DynStore,
+    settings: Arc<NotificationSettings>,
+    wake: Arc<Notify>,
+}
+
+/// Where a lane's next notice goes.
+enum Destination {
+    Send(ChannelConfig),
+    /// Nothing configured: the notice is marked disabled.
+    Nowhere,
+    /// The channel is gone: its lane ends.
+    Removed,
+}
+
+impl LaneWorker {
+    async fn run(self) {
         loop {
             let pause = match self.deliver_due().await {
+                Ok(Some(pause)) if pause == Duration::MAX => return,
                 Ok(pause) => pause,
                 Err(error) => {
                     tracing::error!(%error, "outbox unavailable");
@@ -85,22 +150,41 @@ impl Notifier {
         }
     }
 
-    /// Delivers what is due; returns a pause when Discord asked for one.
-    /// Alerts are claimed before they are sent, so several notifiers (one
-    /// per instance) never send one twice.
+    fn channel_id(&self) -> Option<Uuid> {
+        match self.lane {
+            Lane::Settings => None,
+            Lane::Channel(id) => Some(id),
+        }
+    }
+
+    async fn claim(&self) -> plantops_store::Result<Vec<QueuedAlert>> {
+        let now = Utc::now();
+        match self.lane {
+            Lane::Settings => self.store.claim_due_alerts(now, later(LEASE), BATCH).await,
+            Lane::Channel(id) => {
+                self.store
+                    .claim_due_deliveries(id, now, later(LEASE), BATCH)
+                    .await
+            }
+        }
+    }
+
+    /// Delivers what is due; returns a pause when a service asked for one
+    /// (`Duration::MAX`: the channel is gone). Alerts are claimed before
+    /// they are sent, so several notifiers (one per instance) never send
+    /// one twice.
     async fn deliver_due(&self) -> plantops_store::Result<Option<Duration>> {
         loop {
-            let now = Utc::now();
-            let claimed = self
-                .alerts
-                .claim_due_alerts(now, later(LEASE), BATCH)
-                .await?;
+            let claimed = self.claim().await?;
             if claimed.is_empty() {
                 return Ok(None);
             }
             let mut claimed = claimed.into_iter();
             while let Some(queued) = claimed.next() {
                 if let Some(pause) = self.deliver(queued).await? {
+                    if pause == Duration::MAX {
+                        return Ok(Some(pause));
+                    }
                     // The rest of the claim waits out the pause too.
                     for rest in claimed {
                         self.record(
@@ -117,32 +201,61 @@ impl Notifier {
         }
     }
 
+    async fn destination(&self) -> Option<Destination> {
+        match self.lane {
+            Lane::Settings => match self.settings.discord_webhook().await {
+                Ok(Some(webhook)) => {
+                    Some(Destination::Send(ChannelConfig::Discord { url: webhook.0 }))
+                }
+                Ok(None) => Some(Destination::Nowhere),
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the Discord webhook setting");
+                    None
+                }
+            },
+            Lane::Channel(id) => match self.settings.channels.get(id).await {
+                Ok(Some(channel)) => Some(Destination::Send(channel.config)),
+                Ok(None) => Some(Destination::Removed),
+                Err(error) => {
+                    tracing::error!(%error, channel_id = %id, "cannot open a notification channel");
+                    None
+                }
+            },
+        }
+    }
+
     async fn deliver(&self, queued: QueuedAlert) -> plantops_store::Result<Option<Duration>> {
         let QueuedAlert { alert, attempts } = queued;
-        let webhook = match self.settings.discord_webhook().await {
-            Ok(webhook) => webhook,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the Discord webhook setting");
-                return Ok(Some(IDLE_CHECK));
+        let config = match self.destination().await {
+            Some(Destination::Send(config)) => config,
+            Some(Destination::Nowhere) => {
+                self.record(alert.id, Delivery::Disabled, attempts, Utc::now())
+                    .await?;
+                return Ok(None);
             }
-        };
-        let Some(webhook) = &webhook else {
-            self.record(alert.id, Delivery::Disabled, attempts, Utc::now())
-                .await?;
-            return Ok(None);
+            Some(Destination::Removed) => return Ok(Some(Duration::MAX)),
+            None => return Ok(Some(IDLE_CHECK)),
         };
         let plant_name = match alert.plant_id {
-            Some(id) => self.plants.get_plant(id).await?.map(|p| p.name),
+            Some(id) => self.store.get_plant(id).await?.map(|p| p.name),
             None => None,
         };
-        let body = discord::message(&alert, plant_name.as_deref());
+        let notice = Notice::Alert {
+            alert: &alert,
+            plant_name: plant_name.as_deref(),
+        };
         let attempts = attempts + 1;
-        match send(&self.client, webhook, &body).await {
+        let channel = self.channel_id();
+        let kind = config.kind().as_str();
+        match self.settings.sender.send(&config, &notice).await {
             Attempt::Delivered => {
                 metrics::counter!("plantops_notifications_total", "result" => "sent").increment(1);
                 let waited = (Utc::now() - alert.created_at).to_std().unwrap_or_default();
                 metrics::histogram!("plantops_alert_delivery_seconds").record(waited.as_secs_f64());
-                tracing::info!(alert_id = %alert.id, "notification delivered");
+                tracing::info!(alert_id = %alert.id, channel_id = ?channel, kind, "notification delivered");
+                // The error clears first: a channel showing nothing
+                // pending shows no stale error either.
+                self.remember_error(None).await?;
                 self.record(alert.id, Delivery::Sent, attempts, Utc::now())
                     .await?;
                 Ok(None)
@@ -150,7 +263,7 @@ impl Notifier {
             Attempt::RetryAfter(wait) => {
                 metrics::counter!("plantops_notifications_total", "result" => "rate_limited")
                     .increment(1);
-                tracing::warn!(alert_id = %alert.id, retry_after_ms = wait.as_millis() as u64, "Discord rate limit");
+                tracing::warn!(alert_id = %alert.id, channel_id = ?channel, kind, retry_after_ms = wait.as_millis() as u64, "rate limited");
                 self.record(alert.id, Delivery::Pending, attempts, later(wait))
                     .await?;
                 Ok(Some(wait))
@@ -158,13 +271,14 @@ impl Notifier {
             Attempt::Failed(reason) => {
                 metrics::counter!("plantops_notifications_total", "result" => "failed")
                     .increment(1);
+                self.remember_error(Some(&reason)).await?;
                 if attempts >= MAX_ATTEMPTS {
-                    tracing::error!(alert_id = %alert.id, attempts, reason, "giving up on a notification");
+                    tracing::error!(alert_id = %alert.id, channel_id = ?channel, kind, attempts, reason, "giving up on a notification");
                     self.record(alert.id, Delivery::Failed, attempts, Utc::now())
                         .await?;
                 } else {
                     let wait = backoff(attempts);
-                    tracing::warn!(alert_id = %alert.id, attempts, reason, retry_in_ms = wait.as_millis() as u64, "notification not delivered");
+                    tracing::warn!(alert_id = %alert.id, channel_id = ?channel, kind, attempts, reason, retry_in_ms = wait.as_millis() as u64, "notification not delivered");
                     self.record(alert.id, Delivery::Pending, attempts, later(wait))
                         .await?;
                 }
@@ -173,78 +287,36 @@ impl Notifier {
         }
     }
 
+    /// A channel shows why its last attempt failed until one succeeds.
+    async fn remember_error(&self, reason: Option<&str>) -> plantops_store::Result<()> {
+        match self.lane {
+            Lane::Settings => Ok(()),
+            Lane::Channel(id) => {
+                self.store
+                    .record_channel_error(id, reason, Utc::now())
+                    .await
+            }
+        }
+    }
+
     async fn record(
         &self,
-        id: uuid::Uuid,
+        id: Uuid,
         delivery: Delivery,
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
     ) -> plantops_store::Result<()> {
-        self.alerts
-            .update_delivery(&DeliveryUpdate {
-                id,
-                delivery,
-                attempts,
-                next_attempt_at,
-            })
-            .await
+        let update = DeliveryUpdate {
+            id,
+            delivery,
+            attempts,
+            next_attempt_at,
+        };
+        match self.lane {
+            Lane::Settings => self.store.update_delivery(&update).await,
+            Lane::Channel(channel) => self.store.update_channel_delivery(channel, &update).await,
+        }
     }
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        // A webhook URL is a credential; a redirect would send alerts elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
-}
-
-/// One POST to a Discord webhook.
-pub async fn send(
-    client: &reqwest::Client,
-    webhook: &WebhookUrl,
-    body: &serde_json::Value,
-) -> Attempt {
-    let response = match client.post(&webhook.0).json(body).send().await {
-        Ok(response) => response,
-        // Without the URL: it carries the webhook's secret token.
-        Err(error) => return Attempt::Failed(error.without_url().to_string()),
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Attempt::Delivered;
-    }
-    if status.as_u16() == 429 {
-        let header = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<f64>().ok());
-        let body: Option<serde_json::Value> = response.json().await.ok();
-        // Parsed totally: NaN, infinities and negatives from the network
-        // must not reach Duration::from_secs_f64, which panics on them.
-        let seconds = body
-            .as_ref()
-            .and_then(|b| b["retry_after"].as_f64())
-            .or(header)
-            .filter(|s| s.is_finite())
-            .unwrap_or(1.0)
-            .clamp(0.05, 3600.0);
-        return Attempt::RetryAfter(Duration::from_secs_f64(seconds));
-    }
-    Attempt::Failed(format!("Discord answered {status}"))
-}
-
-/// Sends a test message to `webhook`; for the settings endpoint.
-pub async fn send_test(webhook: &WebhookUrl) -> Attempt {
-    let body = serde_json::json!({
-        "username": "PlantOps",
-        "embeds": [{"title": "PlantOps test notification",
-            "description": "Notifications from PlantOps reach this channel.",
-            "color": 0x2E_CC_71}]
-    });
-    send(&http_client(), webhook, &body).await
 }
 
 fn later(wait: Duration) -> DateTime<Utc> {

@@ -1,10 +1,13 @@
 //! Where notifications go: a Discord webhook set through the API (stored
-//! sealed), else DISCORD_WEBHOOK_URL.
+//! sealed), else DISCORD_WEBHOOK_URL; and the notification channels.
 
 use plantops_core::secret::SecretBox;
 use std::sync::Arc;
 
-use plantops_store::SettingStore;
+use plantops_store::{DynStore, SettingStore};
+
+use super::channels::Channels;
+use super::send::{SendSettings, Sender};
 
 /// A webhook URL; its `Debug` hides the secret token in the path.
 #[derive(Clone)]
@@ -24,6 +27,9 @@ pub struct NotificationSettings {
     secrets: SecretBox,
     from_env: Option<WebhookUrl>,
     pub destinations: WebhookDestinations,
+    /// The notification channels beside the Discord webhook.
+    pub channels: Channels,
+    pub sender: Sender,
 }
 
 /// Discord's webhook URLs: where a webhook set through the API may point.
@@ -82,16 +88,19 @@ impl WebhookDestinations {
 
 impl NotificationSettings {
     pub fn new(
-        store: Arc<dyn SettingStore>,
+        store: &DynStore,
         secrets: SecretBox,
         from_env: Option<WebhookUrl>,
         destinations: WebhookDestinations,
+        send: SendSettings,
     ) -> Self {
         Self {
-            store,
+            store: store.clone(),
+            channels: Channels::new(store.clone(), secrets.clone()),
             secrets,
             from_env,
             destinations,
+            sender: Sender::new(send),
         }
     }
 

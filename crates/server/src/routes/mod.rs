@@ -7,6 +7,7 @@ pub mod enrollment;
 pub mod events;
 pub mod health;
 pub mod home_assistant;
+pub mod notification_channels;
 pub mod plants;
 pub mod settings;
 pub mod users;

@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::alerts::notifier::{send_test, Attempt};
+use crate::alerts::channels::ChannelConfig;
+use crate::alerts::send::{Attempt, Notice};
 use crate::alerts::settings::SettingsError;
 use crate::error::{ApiError, ApiResult, ValidationProblem};
 use crate::extract::ApiJson;
@@ -111,16 +112,25 @@ async fn test_notification(State(state): State<AppState>) -> ApiResult<Json<Test
             message: "No Discord webhook is configured".into(),
         }));
     };
-    let (success, message) = match send_test(&webhook).await {
-        Attempt::Delivered => (true, "Test notification sent".to_string()),
-        Attempt::RetryAfter(wait) => (
-            false,
-            format!(
-                "Discord is rate limiting; try again in {:.1} s",
-                wait.as_secs_f64()
+    let config = ChannelConfig::Discord { url: webhook.0 };
+    let attempt = state
+        .notifications
+        .sender
+        .send(&config, &Notice::Test)
+        .await;
+    Ok(Json(attempt.into()))
+}
+
+impl From<Attempt> for TestResult {
+    fn from(attempt: Attempt) -> Self {
+        let (success, message) = match attempt {
+            Attempt::Delivered => (true, "Test notification sent".to_string()),
+            Attempt::RetryAfter(wait) => (
+                false,
+                format!("Rate limited; try again in {:.1} s", wait.as_secs_f64()),
             ),
-        ),
-        Attempt::Failed(reason) => (false, format!("Not delivered: {reason}")),
-    };
-    Ok(Json(TestResult { success, message }))
+            Attempt::Failed(reason) => (false, format!("Not delivered: {reason}")),
+        };
+        TestResult { success, message }
+    }
 }

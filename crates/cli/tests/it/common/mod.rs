@@ -4,6 +4,8 @@
 pub mod discord;
 pub mod llm;
 pub mod mosquitto;
+pub mod services;
+pub mod smtp;
 
 use std::path::Path;
 use std::process::Stdio;

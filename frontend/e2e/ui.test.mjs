@@ -228,6 +228,11 @@ test("a threshold edit is validated and persists after reload", async () => {
   assert.equal(await page.getByRole("button", { name: "Save thresholds" }).isDisabled(), true);
   await min.fill("12.5");
   await max.fill("88");
+  const battery = page.locator("input[name=low-battery]");
+  await battery.fill("120");
+  await page.getByText("Low battery must be a whole percentage from 0 to 100").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Save thresholds" }).isDisabled(), true);
+  await battery.fill("25");
   await page.getByRole("button", { name: "Save thresholds" }).click();
   await page.getByText("Saved").waitFor();
   await page.reload();
@@ -236,6 +241,8 @@ test("a threshold edit is validated and persists after reload", async () => {
   assert.equal(await page.locator("input[name=soil_moisture-max]").inputValue(), "88");
   const stored = await api("GET", `/plants/${plant.id}`);
   assert.deepEqual(stored.thresholds.soil_moisture, { min: 12.5, max: 88 });
+  assert.equal(stored.low_battery_percent, 25);
+  assert.equal(await page.locator("input[name=low-battery]").inputValue(), "25");
   await page.locator(".chart canvas").first().waitFor();
   await shoot(page, "plant-detail");
   // The download link works with the page's session: the simulator's readings, as CSV.

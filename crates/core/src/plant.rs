@@ -182,6 +182,10 @@ pub struct Plant {
     pub species: Option<String>,
     pub thresholds: Option<Thresholds>,
     pub alert_cooldown_minutes: u32,
+    /// Below this battery percentage a device of the plant raises a
+    /// `low_battery` alert; 0: never; `null`: PLANTOPS_LOW_BATTERY_PERCENT.
+    #[serde(default)]
+    pub low_battery_percent: Option<u8>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -195,6 +199,10 @@ pub struct NewPlant {
     pub thresholds: Option<Thresholds>,
     #[serde(default)]
     pub alert_cooldown_minutes: Option<u32>,
+    /// 0–100; 0: no low-battery alerts for this plant; absent or `null`:
+    /// the server's PLANTOPS_LOW_BATTERY_PERCENT.
+    #[serde(default)]
+    pub low_battery_percent: Option<u8>,
 }
 
 impl NewPlant {
@@ -206,6 +214,7 @@ impl NewPlant {
             t.validate(&mut errors);
         }
         validate_cooldown(self.alert_cooldown_minutes, &mut errors);
+        validate_battery_limit(self.low_battery_percent, &mut errors);
         errors.finish()
     }
 }
@@ -224,6 +233,10 @@ pub struct PlantPatch {
     pub thresholds: Option<Option<Thresholds>>,
     #[serde(default)]
     pub alert_cooldown_minutes: Option<u32>,
+    /// `null` returns the plant to PLANTOPS_LOW_BATTERY_PERCENT.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u8>)]
+    pub low_battery_percent: Option<Option<u8>>,
 }
 
 impl PlantPatch {
@@ -239,6 +252,7 @@ impl PlantPatch {
             t.validate(&mut errors);
         }
         validate_cooldown(self.alert_cooldown_minutes, &mut errors);
+        validate_battery_limit(self.low_battery_percent.flatten(), &mut errors);
         errors.finish()
     }
 
@@ -254,6 +268,9 @@ impl PlantPatch {
         }
         if let Some(minutes) = self.alert_cooldown_minutes {
             plant.alert_cooldown_minutes = minutes;
+        }
+        if let Some(limit) = self.low_battery_percent {
+            plant.low_battery_percent = limit;
         }
     }
 }
@@ -299,6 +316,16 @@ fn validate_cooldown(minutes: Option<u32>, errors: &mut Collector) {
         errors.push(FieldError::new(
             &["body", "alert_cooldown_minutes"],
             format!("alert_cooldown_minutes must be 0 to {MAX_ALERT_COOLDOWN_MINUTES}"),
+            "value_error.number.range",
+        ));
+    }
+}
+
+fn validate_battery_limit(percent: Option<u8>, errors: &mut Collector) {
+    if percent.is_some_and(|p| p > 100) {
+        errors.push(FieldError::new(
+            &["body", "low_battery_percent"],
+            "low_battery_percent must be 0 to 100 (0: no low-battery alerts)",
             "value_error.number.range",
         ));
     }

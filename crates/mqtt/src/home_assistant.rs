@@ -472,6 +472,7 @@ mod tests {
             species: Some("Nephrolepis".into()),
             thresholds: None,
             alert_cooldown_minutes: 30,
+            low_battery_percent: None,
             created_at: plantops_core::now(),
             updated_at: plantops_core::now(),
         };

@@ -247,7 +247,7 @@ impl Vitals {
             }
         };
         let (Some(percent), Some(limit), true) =
-            (vitals.battery_percent, self.low_below, recorded.became_low)
+            (vitals.battery_percent, recorded.limit, recorded.became_low)
         else {
             return;
         };

@@ -179,6 +179,8 @@ pub struct VitalsRecorded {
     pub plant_id: Option<Uuid>,
     /// The battery fell below the limit with this message: alert once.
     pub became_low: bool,
+    /// The limit it was judged against: the plant's, else the global one.
+    pub limit: Option<f64>,
 }
 
 /// Percentage points above the low-battery limit a battery must reach
@@ -387,8 +389,8 @@ pub trait ReadingStore: Send + Sync + 'static {
     /// Deletes rollups of hours before `before`.
     async fn prune_rollups(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Stores a device's battery and signal as of `at` (values it did not
-    /// send keep their last ones) and judges the battery against
-    /// `low_below` percent. `None`: no such device.
+    /// send keep their last ones) and judges the battery against its
+    /// plant's limit, else `low_below` percent. `None`: no such device.
     async fn record_vitals(
         &self,
         device_id: Uuid,

@@ -173,6 +173,7 @@ pub(crate) struct PlantRow {
     species: Option<String>,
     thresholds: Option<Json<Thresholds>>,
     alert_cooldown_minutes: i32,
+    low_battery_percent: Option<i32>,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -185,6 +186,7 @@ impl From<PlantRow> for Plant {
             species: row.species,
             thresholds: row.thresholds.map(|Json(t)| t),
             alert_cooldown_minutes: u32::try_from(row.alert_cooldown_minutes).unwrap_or_default(),
+            low_battery_percent: row.low_battery_percent.and_then(|p| u8::try_from(p).ok()),
             created_at: row.created_at.0,
             updated_at: row.updated_at.0,
         }
@@ -646,7 +648,8 @@ macro_rules! shared_store {
             async fn insert_plant(&self, plant: &plantops_core::Plant) -> $crate::Result<()> {
                 sqlx::query(
                     "INSERT INTO plants (id, name, species, thresholds, alert_cooldown_minutes, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     created_at, updated_at, low_battery_percent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(plant.id)
                 .bind(&plant.name)
@@ -655,6 +658,7 @@ macro_rules! shared_store {
                 .bind(plant.alert_cooldown_minutes as i32)
                 .bind($crate::sql::Timestamp(plant.created_at))
                 .bind($crate::sql::Timestamp(plant.updated_at))
+                .bind(plant.low_battery_percent.map(i32::from))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -700,7 +704,8 @@ macro_rules! shared_store {
             async fn update_plant(&self, plant: &plantops_core::Plant) -> $crate::Result<bool> {
                 let result = sqlx::query(
                     "UPDATE plants SET name = $1, species = $2, thresholds = $3, \
-                     alert_cooldown_minutes = $4, updated_at = $5 WHERE id = $6",
+                     alert_cooldown_minutes = $4, updated_at = $5, low_battery_percent = $7 \
+                     WHERE id = $6",
                 )
                 .bind(&plant.name)
                 .bind(&plant.species)
@@ -708,6 +713,7 @@ macro_rules! shared_store {
                 .bind(plant.alert_cooldown_minutes as i32)
                 .bind($crate::sql::Timestamp(plant.updated_at))
                 .bind(plant.id)
+                .bind(plant.low_battery_percent.map(i32::from))
                 .execute(&self.pool)
                 .await?;
                 Ok(result.rows_affected() == 1)
@@ -982,8 +988,28 @@ macro_rules! shared_store {
                 };
                 if last.is_some_and(|last| last.0 > at) {
                     // An older message, arriving late: the newer values stay.
-                    return Ok(Some($crate::VitalsRecorded { plant_id, became_low: false }));
+                    return Ok(Some($crate::VitalsRecorded {
+                        plant_id,
+                        became_low: false,
+                        limit: None,
+                    }));
                 }
+                // The plant's own limit, when it has one (0: never).
+                let plant_limit: Option<i32> = match plant_id {
+                    Some(plant) => sqlx::query_scalar(
+                        "SELECT low_battery_percent FROM plants WHERE id = $1",
+                    )
+                    .bind(plant)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten(),
+                    None => None,
+                };
+                let low_below = match plant_limit {
+                    Some(0) => None,
+                    Some(percent) => Some(f64::from(percent)),
+                    None => low_below,
+                };
                 let low = match (vitals.battery_percent, low_below) {
                     (Some(percent), Some(limit)) if percent < limit => true,
                     (Some(percent), Some(limit)) if percent >= limit + $crate::BATTERY_RECOVERY_MARGIN => false,
@@ -1004,7 +1030,11 @@ macro_rules! shared_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(Some($crate::VitalsRecorded { plant_id, became_low: low && !was_low }))
+                Ok(Some($crate::VitalsRecorded {
+                    plant_id,
+                    became_low: low && !was_low,
+                    limit: low_below,
+                }))
             }
 
             async fn refresh_rollups(

@@ -32,6 +32,7 @@ describe("ThresholdEditor", () => {
     device_count: 0,
     status: "unknown",
     alert_cooldown_minutes: 60,
+    low_battery_percent: null,
   };
 
   it("refuses min above max before anything is sent", async () => {

@@ -1418,6 +1418,12 @@ export interface components {
         NewPlant: {
             /** Format: int32 */
             alert_cooldown_minutes?: number | null;
+            /**
+             * Format: int32
+             * @description 0–100; 0: no low-battery alerts for this plant; absent or `null`:
+             *     the server's PLANTOPS_LOW_BATTERY_PERCENT.
+             */
+            low_battery_percent?: number | null;
             name: string;
             species?: string | null;
             thresholds?: null | components["schemas"]["Thresholds"];
@@ -1465,6 +1471,12 @@ export interface components {
             created_at: string;
             /** Format: uuid */
             id: string;
+            /**
+             * Format: int32
+             * @description Below this battery percentage a device of the plant raises a
+             *     `low_battery` alert; 0: never; `null`: PLANTOPS_LOW_BATTERY_PERCENT.
+             */
+            low_battery_percent?: number | null;
             name: string;
             species?: string | null;
             thresholds?: null | components["schemas"]["Thresholds"];
@@ -1483,6 +1495,11 @@ export interface components {
         PlantPatch: {
             /** Format: int32 */
             alert_cooldown_minutes: number | null;
+            /**
+             * Format: int32
+             * @description `null` returns the plant to PLANTOPS_LOW_BATTERY_PERCENT.
+             */
+            low_battery_percent: number | null;
             name: string | null;
             species: string | null;
             thresholds: null | components["schemas"]["Thresholds"];

@@ -102,6 +102,8 @@ export interface PlantInput {
   species?: string | null;
   thresholds?: Thresholds | null;
   alert_cooldown_minutes?: number;
+  /** null: the server's PLANTOPS_LOW_BATTERY_PERCENT; 0: no alert. */
+  low_battery_percent?: number | null;
 }
 
 export const api = {

@@ -13,6 +13,7 @@ const plant = (id: string, latest: Reading | null): Plant => ({
   device_count: 1,
   status: "healthy",
   alert_cooldown_minutes: 60,
+  low_battery_percent: null,
 });
 
 const reading = (plantId: string, time: string, soil: number): Reading => ({

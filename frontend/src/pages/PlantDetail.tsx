@@ -39,6 +39,8 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
   const client = useQueryClient();
   const [draft, setDraft] = useState<Draft>(() => toDraft(plant.thresholds));
   const [cooldown, setCooldown] = useState(String(plant.alert_cooldown_minutes));
+  // Empty: the server's PLANTOPS_LOW_BATTERY_PERCENT.
+  const [battery, setBattery] = useState(plant.low_battery_percent === null ? "" : String(plant.low_battery_percent));
   const [saved, setSaved] = useState(false);
   const errors: Partial<Record<Metric, string>> = {};
   for (const metric of METRICS) {
@@ -50,6 +52,11 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
     !Number.isInteger(cooldownValue) || cooldownValue < 0 || cooldownValue > 10080
       ? "Cooldown must be a whole number of minutes from 0 to 10080"
       : null;
+  const batteryValue = parse(battery);
+  const batteryError =
+    batteryValue !== null && (!Number.isInteger(batteryValue) || batteryValue < 0 || batteryValue > 100)
+      ? "Low battery must be a whole percentage from 0 to 100 (0: no alert)"
+      : null;
   const save = useMutation({
     mutationFn: () => {
       const thresholds: Thresholds = {};
@@ -58,7 +65,11 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
         const max = parse(draft[metric].max);
         thresholds[metric] = min === null && max === null ? null : { min, max };
       }
-      return api.updatePlant(plant.id, { thresholds, alert_cooldown_minutes: cooldownValue });
+      return api.updatePlant(plant.id, {
+        thresholds,
+        alert_cooldown_minutes: cooldownValue,
+        low_battery_percent: batteryValue,
+      });
     },
     onSuccess: (updated) => {
       client.setQueryData(keys.plant(plant.id), updated);
@@ -66,7 +77,7 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
       setSaved(true);
     },
   });
-  const invalid = Object.keys(errors).length > 0 || cooldownError !== null;
+  const invalid = Object.keys(errors).length > 0 || cooldownError !== null || batteryError !== null;
   const submit = (event: FormEvent) => {
     event.preventDefault();
     setSaved(false);
@@ -125,6 +136,25 @@ export function ThresholdEditor({ plant }: { plant: Plant }) {
           }}
         />
         {cooldownError && <span className="field-error">{cooldownError}</span>}
+      </label>
+      <label className="narrow">
+        Low battery alert below (%)
+        <input
+          type="number"
+          name="low-battery"
+          min={0}
+          max={100}
+          value={battery}
+          placeholder="server default"
+          aria-invalid={batteryError || serverFields.low_battery_percent ? true : undefined}
+          onChange={(e) => {
+            setSaved(false);
+            setBattery(e.target.value);
+          }}
+        />
+        {(batteryError ?? serverFields.low_battery_percent) && (
+          <span className="field-error">{batteryError ?? serverFields.low_battery_percent}</span>
+        )}
       </label>
       <div className="row">
         <button type="submit" disabled={invalid || save.isPending}>

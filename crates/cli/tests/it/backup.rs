@@ -42,6 +42,7 @@ async fn populate(store: &DynStore, plants: usize, readings_per_plant: i64) {
                 ..Default::default()
             }),
             alert_cooldown_minutes: 45,
+            low_battery_percent: None,
             created_at: t0(),
             updated_at: t0(),
         };

@@ -29,6 +29,7 @@ async fn a_chart_longer_than_the_retention_answers_from_the_hourly_rollups() {
         species: None,
         thresholds: None,
         alert_cooldown_minutes: 60,
+        low_battery_percent: None,
         created_at: now - Duration::days(100),
         updated_at: now - Duration::days(100),
     };

@@ -1157,8 +1157,8 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
 }
 
 /// Battery and signal ride along with readings and heartbeats: shown per
-/// device, and a battery falling below PLANTOPS_LOW_BATTERY_PERCENT is an
-/// alert through the normal path.
+/// device, and a battery falling below PLANTOPS_LOW_BATTERY_PERCENT (or the
+/// plant's own limit) is an alert through the normal path.
 #[tokio::test]
 async fn battery_and_signal_show_per_device_and_a_low_battery_is_an_alert() {
     let data = tempfile::tempdir().unwrap();
@@ -1208,6 +1208,38 @@ async fn battery_and_signal_show_per_device_and_a_low_battery_is_an_alert() {
     publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 10})).await;
     let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
     assert_eq!(alerts["total"], 1);
+
+    // The plant's own limit replaces the server's; 0 turns alerts off.
+    let plant_path = format!("/api/plants/{plant_id}");
+    let (status, problem) = server
+        .put(&plant_path, json!({"low_battery_percent": 101}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        problem["detail"][0]["loc"],
+        json!(["body", "low_battery_percent"])
+    );
+    let (status, updated) = server
+        .put(&plant_path, json!({"low_battery_percent": 60}))
+        .await;
+    assert_eq!((status, &updated["low_battery_percent"]), (200, &json!(60)));
+    publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 100})).await;
+    publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 50})).await;
+    let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
+    assert_eq!(alerts["total"], 2, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["threshold"], 60.0);
+    server
+        .put(&plant_path, json!({"low_battery_percent": 0}))
+        .await;
+    publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 100})).await;
+    publish_acked(&client, &mut eventloop, &heartbeat, json!({"battery": 5})).await;
+    let (_, alerts) = server.get("/api/alerts?kind=low_battery").await;
+    assert_eq!(alerts["total"], 2, "no alert with the plant's limit off");
+    // Back to the server's limit.
+    let (_, updated) = server
+        .put(&plant_path, json!({"low_battery_percent": null}))
+        .await;
+    assert!(updated["low_battery_percent"].is_null(), "{updated}");
     let _ = client.disconnect().await;
 }
 

@@ -155,6 +155,7 @@ async fn create_plant(
         alert_cooldown_minutes: new
             .alert_cooldown_minutes
             .unwrap_or(plantops_core::plant::DEFAULT_ALERT_COOLDOWN_MINUTES),
+        low_battery_percent: new.low_battery_percent,
         created_at: now,
         updated_at: now,
     };

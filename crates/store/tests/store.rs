@@ -61,6 +61,7 @@ fn plant(name: &str, created_at: DateTime<Utc>) -> Plant {
             ..Default::default()
         }),
         alert_cooldown_minutes: 30,
+        low_battery_percent: None,
         created_at,
         updated_at: created_at,
     }
@@ -1155,7 +1156,8 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
         recorded,
         Some(VitalsRecorded {
             plant_id: Some(pot.id),
-            became_low: false
+            became_low: false,
+            limit: Some(15.0),
         })
     );
     let stored = store.get_device(device.id).await.unwrap().unwrap();
@@ -1199,6 +1201,42 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
     assert_eq!(vitals.battery_percent, Some(9.0));
     assert_eq!(vitals.battery_volts, Some(3.8));
     assert_eq!(vitals.rssi_dbm, Some(-80.0));
+
+    // The plant's own limit comes first; 0 never alerts.
+    let mut own = pot.clone();
+    own.low_battery_percent = Some(50);
+    store.update_plant(&own).await.unwrap();
+    assert_eq!(
+        store
+            .get_plant(pot.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .low_battery_percent,
+        Some(50)
+    );
+    store
+        .record_vitals(device.id, &battery(90.0), at(30), limit)
+        .await
+        .unwrap();
+    let recorded = store
+        .record_vitals(device.id, &battery(40.0), at(31), limit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((recorded.became_low, recorded.limit), (true, Some(50.0)));
+    own.low_battery_percent = Some(0);
+    store.update_plant(&own).await.unwrap();
+    store
+        .record_vitals(device.id, &battery(90.0), at(32), limit)
+        .await
+        .unwrap();
+    let recorded = store
+        .record_vitals(device.id, &battery(1.0), at(33), limit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((recorded.became_low, recorded.limit), (false, None));
 }
 
 async fn hourly_rollups_answer_like_the_readings_and_outlive_them(db: &TestDb) {
@@ -1281,7 +1319,10 @@ fn channel(kind: &str, min_severity: Severity) -> StoredChannel {
 async fn each_channel_has_its_own_outbox_from_its_severity_up(db: &TestDb) {
     let store = db.store().await;
     let everything = channel("ntfy", Severity::Info);
-    let urgent = channel("telegram", Severity::Critical);
+    let urgent = StoredChannel {
+        created_at: t0() + Duration::seconds(1),
+        ..channel("telegram", Severity::Critical)
+    };
     store.insert_channel(&everything).await.unwrap();
     store.insert_channel(&urgent).await.unwrap();
     let listed = store.list_channels().await.unwrap();

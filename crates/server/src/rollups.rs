@@ -142,9 +142,13 @@ async fn flush_dirty(
     store.put_setting(THROUGH, Some(&now.to_rfc3339())).await
 }
 
-/// A plant's series over `[from, to)`: from the rollups for what the raw
-/// readings no longer cover (before `raw_since`), from the readings for the
-/// rest, one bucket merged where the two meet.
+/// A plant's series over `[from, to)`. Buckets of whole hours come from
+/// the rollups for every hour they hold for certain — settled hours (ended
+/// more than two refreshes before `now`), and hours whose raw readings were
+/// pruned (before `raw_since`) — and from the readings for the rest: a
+/// month's chart reads 720 rollup rows instead of 43,200 readings. Shorter
+/// buckets read the readings, and the rollups only where the readings are
+/// gone. Buckets split between the two are merged.
 pub async fn series(
     store: &DynStore,
     plant: Uuid,
@@ -152,17 +156,38 @@ pub async fn series(
     to: DateTime<Utc>,
     bucket_seconds: i64,
     raw_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) -> plantops_store::Result<Vec<SeriesPoint>> {
-    let Some(raw_since) = raw_since.filter(|since| *since > from) else {
-        return store.plant_series(plant, from, to, bucket_seconds).await;
+    let pruned = raw_since.filter(|since| *since > from);
+    // Rolled up from here: the whole hour after `from` while the readings
+    // before it are there (they answer the partial hour), else `from`.
+    let rolled_from = match pruned {
+        Some(_) => from,
+        None => hour_of(from + chrono::Duration::hours(1) - chrono::Duration::nanoseconds(1)),
     };
-    // The first whole hour from which every reading is still there.
-    let split = (hour_of(raw_since) + chrono::Duration::hours(1)).min(to);
-    let mut points = store
-        .rollup_series(plant, from, split, bucket_seconds)
+    let whole_hours = bucket_seconds % 3600 == 0;
+    let settled = hour_of(now - chrono::Duration::from_std(FLUSH * 2).unwrap_or_default());
+    let mut rolled_until = if whole_hours { settled.min(to) } else { from };
+    if let Some(since) = pruned {
+        // The first whole hour from which every reading is still there.
+        rolled_until = rolled_until.max((hour_of(since) + chrono::Duration::hours(1)).min(to));
+    }
+    if rolled_until <= rolled_from {
+        return store.plant_series(plant, from, to, bucket_seconds).await;
+    }
+    let mut points = Vec::new();
+    if rolled_from > from {
+        points = store
+            .plant_series(plant, from, rolled_from, bucket_seconds)
+            .await?;
+    }
+    let rolled = store
+        .rollup_series(plant, rolled_from, rolled_until, bucket_seconds)
         .await?;
-    let recent = store.plant_series(plant, split, to, bucket_seconds).await?;
-    for point in recent {
+    let recent = store
+        .plant_series(plant, rolled_until, to, bucket_seconds)
+        .await?;
+    for point in rolled.into_iter().chain(recent) {
         match points.last_mut() {
             Some(last) if last.time == point.time => merge(last, &point),
             _ => points.push(point),
@@ -190,4 +215,105 @@ fn merge(into: &mut SeriesPoint, other: &SeriesPoint) {
     into.humidity = combine(into.humidity, other.humidity);
     into.light_level = combine(into.light_level, other.light_level);
     into.count += other.count;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plantops_core::{Measurements, Reading};
+    use plantops_testkit::TestDb;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn same(rolled: &[SeriesPoint], raw: &[SeriesPoint]) {
+        assert_eq!(rolled.len(), raw.len());
+        for (a, b) in rolled.iter().zip(raw) {
+            assert_eq!((a.time, a.count), (b.time, b.count));
+            let (x, y) = (a.soil_moisture.unwrap(), b.soil_moisture.unwrap());
+            assert_eq!((x.min, x.max), (y.min, y.max), "{}", a.time);
+            assert!(
+                (x.avg - y.avg).abs() < 1e-9,
+                "{}: {} vs {}",
+                a.time,
+                x.avg,
+                y.avg
+            );
+        }
+    }
+
+    /// Whole-hour buckets read the settled hours from the rollups and the
+    /// partial first hour and the unsettled last ones from the readings:
+    /// the same answer as the readings alone.
+    #[tokio::test]
+    async fn whole_hour_buckets_come_from_the_rollups_and_answer_like_the_readings() {
+        let db = TestDb::sqlite().await;
+        let store = db.store().await;
+        let device = Uuid::new_v4();
+        let plant = plantops_core::Plant {
+            id: Uuid::new_v4(),
+            name: "Fern".into(),
+            species: None,
+            thresholds: None,
+            alert_cooldown_minutes: 60,
+            low_battery_percent: None,
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        store.insert_plant(&plant).await.unwrap();
+        let plant = plant.id;
+        // Three days, a reading every 7 minutes.
+        let readings: Vec<Reading> = (0..(3 * 24 * 60 / 7))
+            .map(|i| Reading {
+                time: at(i * 7),
+                device_id: device,
+                plant_id: Some(plant),
+                values: Measurements {
+                    soil_moisture: Some((i % 97) as f64),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        store.commit_batch(&readings, &[]).await.unwrap();
+        let now = at(3 * 24 * 60);
+        refresh_all(&store, at(0), now).await.unwrap();
+
+        // From mid-hour, to now; two-hour buckets.
+        let (from, to) = (at(95), now);
+        let rolled = series(&store, plant, from, to, 7200, None, now)
+            .await
+            .unwrap();
+        let raw = store.plant_series(plant, from, to, 7200).await.unwrap();
+        same(&rolled, &raw);
+
+        // A reading stored in a settled hour after its refresh is not in the
+        // answer until the next refresh: proof the rollups answered.
+        let late = Reading {
+            time: at(600),
+            ..readings[0].clone()
+        };
+        store.commit_batch(&[late], &[]).await.unwrap();
+        let stale = series(&store, plant, from, to, 7200, None, now)
+            .await
+            .unwrap();
+        same(&stale, &rolled);
+        refresh_all(&store, at(540), at(660)).await.unwrap();
+        let fresh = series(&store, plant, from, to, 7200, None, now)
+            .await
+            .unwrap();
+        same(
+            &fresh,
+            &store.plant_series(plant, from, to, 7200).await.unwrap(),
+        );
+
+        // Buckets shorter than an hour read the readings.
+        let short = series(&store, plant, from, to, 1800, None, now)
+            .await
+            .unwrap();
+        same(
+            &short,
+            &store.plant_series(plant, from, to, 1800).await.unwrap(),
+        );
+    }
 }

@@ -139,8 +139,16 @@ async fn seed(server: &ServerUnderTest, args: &ApiArgs) -> anyhow::Result<Vec<Uu
         );
     }
     rows += server.store.commit_batch(&batch, &[]).await?.inserted;
+    // Written behind the server's back: roll the hours up as the server
+    // would have while the readings came in over MQTT.
+    plantops_server::rollups::refresh_all(
+        &server.store,
+        now - chrono::Duration::minutes(minutes),
+        now,
+    )
+    .await?;
     eprintln!(
-        "\rseeded {} plants, {rows} readings in {:.0}s",
+        "\rseeded {} plants, {rows} readings (and their hourly rollups) in {:.0}s",
         plant_ids.len(),
         started.elapsed().as_secs_f64()
     );

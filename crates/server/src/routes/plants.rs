@@ -317,7 +317,7 @@ async fn plant_series(
     let retention = state.config.retention_days;
     let raw_since = (retention > 0).then(|| to - Duration::days(i64::from(retention)));
     let points =
-        crate::rollups::series(&state.store, id, from, to, bucket_seconds, raw_since).await?;
+        crate::rollups::series(&state.store, id, from, to, bucket_seconds, raw_since, to).await?;
     Ok(Json(Series {
         plant_id: id,
         from,

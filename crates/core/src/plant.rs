@@ -349,6 +349,7 @@ mod tests {
             species: None,
             thresholds: Some(soil(Some(60.0), Some(20.0))),
             alert_cooldown_minutes: None,
+            low_battery_percent: None,
         };
         let errors = plant.validate().unwrap_err();
         assert_eq!(errors.0[0].loc, ["body", "thresholds", "soil_moisture"]);
@@ -367,6 +368,7 @@ mod tests {
                 ..Default::default()
             }),
             alert_cooldown_minutes: Some(MAX_ALERT_COOLDOWN_MINUTES + 1),
+            low_battery_percent: Some(101),
         };
         let locs: Vec<_> = plant
             .validate()
@@ -380,7 +382,8 @@ mod tests {
             [
                 "body.name",
                 "body.thresholds.temperature.min",
-                "body.alert_cooldown_minutes"
+                "body.alert_cooldown_minutes",
+                "body.low_battery_percent"
             ]
         );
     }
@@ -402,6 +405,7 @@ mod tests {
                 ..Default::default()
             }),
             alert_cooldown_minutes: None,
+            low_battery_percent: Some(0),
         };
         assert!(plant.validate().is_ok());
         // Readings keep their plausibility range.

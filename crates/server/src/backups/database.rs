@@ -506,8 +506,6 @@ mod tests {
         );
     }
 
-    use super::*;
-
     #[test]
     fn the_password_leaves_the_url_for_the_environment() {
         let (url, password) =

@@ -254,6 +254,15 @@ impl Backend {
     }
 }
 
+/// A plant as the plant list shows it: with its newest reading and how many
+/// devices it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlantOverview {
+    pub plant: Plant,
+    pub latest: Option<Reading>,
+    pub device_count: u64,
+}
+
 /// The database itself: which one, its migrations, whether it answers.
 #[async_trait]
 pub trait Store:
@@ -267,6 +276,10 @@ pub trait Store:
     + ChannelStore
 {
     fn backend(&self) -> Backend;
+
+    /// A page of plants, newest first, each with its newest reading and
+    /// device count, and the total: the plant list in one call.
+    async fn plant_overview(&self, page: Page) -> Result<(Vec<PlantOverview>, u64)>;
 
     /// Applies pending migrations; harmless when run twice or concurrently.
     async fn migrate(&self) -> Result<()>;

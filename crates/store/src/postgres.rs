@@ -212,6 +212,25 @@ impl PostgresStore {
         .await
     }
 
+    /// The plant list: the page, then the newest readings and device
+    /// counts of its plants, one statement each.
+    async fn overview(&self, page: crate::Page) -> Result<(Vec<crate::PlantOverview>, u64)> {
+        use crate::{DeviceStore, PlantStore};
+        let (plants, total) = self.list_plants(page).await?;
+        let ids: Vec<Uuid> = plants.iter().map(|p| p.id).collect();
+        let mut latest = self.latest_per_plant(&ids).await?;
+        let counts = self.device_counts(&ids).await?;
+        let overview = plants
+            .into_iter()
+            .map(|plant| crate::PlantOverview {
+                latest: latest.remove(&plant.id),
+                device_count: counts.get(&plant.id).copied().unwrap_or(0),
+                plant,
+            })
+            .collect();
+        Ok((overview, total))
+    }
+
     async fn latest_per_plant(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>> {
         // A lateral index probe per plant, not a scan of all readings.
         let rows: Vec<ReadingRow> = sqlx::query_as(&format!(

@@ -554,6 +554,13 @@ macro_rules! shared_store {
                 $backend
             }
 
+            async fn plant_overview(
+                &self,
+                page: $crate::Page,
+            ) -> $crate::Result<(Vec<$crate::PlantOverview>, u64)> {
+                self.overview(page).await
+            }
+
             async fn migrate(&self) -> $crate::Result<()> {
                 // A downgrade: refuse before touching anything.
                 let known = $migrator.iter().map(|m| m.version).max().unwrap_or(0);

@@ -181,6 +181,26 @@ impl SqliteStore {
         Ok(latest)
     }
 
+    /// The plant list through rusqlite on a pooled connection, like
+    /// [`Self::history`]: sqlx's per-row handover over three statements was
+    /// most of its cost.
+    async fn overview(&self, page: crate::Page) -> Result<(Vec<crate::PlantOverview>, u64)> {
+        let mut connection = self.pool.acquire().await?;
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut locked = runtime.block_on(connection.lock_handle())?;
+            // SAFETY: as in `history`: the handle stays valid and exclusively
+            // ours while `locked` holds the connection's lock, which
+            // outlives `raw`; `from_handle` never closes it.
+            #[allow(unsafe_code)]
+            let raw =
+                unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
+            read_overview(&raw, page)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("plant list reader stopped: {e}")))?
+    }
+
     async fn history(
         &self,
         plant_id: Uuid,
@@ -239,6 +259,80 @@ impl SqliteStore {
             .await?;
         Ok(result.rows_affected())
     }
+}
+
+/// [`crate::Store::plant_overview`], read on a connection sqlx holds locked
+/// for us: one read transaction, so page, total, readings and counts agree.
+fn read_overview(
+    connection: &rusqlite::Connection,
+    page: crate::Page,
+) -> Result<(Vec<crate::PlantOverview>, u64)> {
+    use rusqlite::OptionalExtension;
+    let read = connection.unchecked_transaction()?;
+    let mut plants = read.prepare(
+        "SELECT id, name, species, thresholds, alert_cooldown_minutes, low_battery_percent, \
+         created_at, updated_at FROM plants ORDER BY created_at DESC, id LIMIT ?1 OFFSET ?2",
+    )?;
+    let mut latest = read.prepare(
+        "SELECT time, device_id, soil_moisture, temperature, humidity, light_level \
+         FROM readings WHERE plant_id = ?1 ORDER BY time DESC LIMIT 1",
+    )?;
+    let mut devices = read.prepare("SELECT COUNT(*) FROM devices WHERE plant_id = ?1")?;
+    let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+    let mut rows = plants.query(rusqlite::params![page.limit, offset])?;
+    let mut overview = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id = Uuid::from_bytes(row.get::<_, [u8; 16]>(0)?);
+        let thresholds: Option<String> = row.get(3)?;
+        let plant = plantops_core::Plant {
+            id,
+            name: row.get(1)?,
+            species: row.get(2)?,
+            thresholds: thresholds
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("thresholds of plant {id}: {e}")))?,
+            alert_cooldown_minutes: u32::try_from(row.get::<_, i64>(4)?).unwrap_or_default(),
+            low_battery_percent: row
+                .get::<_, Option<i64>>(5)?
+                .and_then(|p| u8::try_from(p).ok()),
+            created_at: from_millis(row.get(6)?)?,
+            updated_at: from_millis(row.get(7)?)?,
+        };
+        let key = id.as_bytes().as_slice();
+        let newest = latest
+            .query_row([key], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, [u8; 16]>(1)?,
+                    Measurements {
+                        soil_moisture: row.get(2)?,
+                        temperature: row.get(3)?,
+                        humidity: row.get(4)?,
+                        light_level: row.get(5)?,
+                    },
+                ))
+            })
+            .optional()?;
+        let latest = match newest {
+            Some((time, device, values)) => Some(Reading {
+                time: from_millis(time)?,
+                device_id: Uuid::from_bytes(device),
+                plant_id: Some(id),
+                values,
+            }),
+            None => None,
+        };
+        let device_count: i64 = devices.query_row([key], |row| row.get(0))?;
+        overview.push(crate::PlantOverview {
+            plant,
+            latest,
+            device_count: crate::sql::to_u64(device_count),
+        });
+    }
+    drop(rows);
+    let total: i64 = read.query_row("SELECT COUNT(*) FROM plants", [], |row| row.get(0))?;
+    Ok((overview, crate::sql::to_u64(total)))
 }
 
 /// The page of [`crate::ReadingStore::plant_history`], read on a connection

@@ -9,8 +9,8 @@ use plantops_core::{
     Bounds, Device, DeviceStatus, DeviceVitals, Measurements, Plant, Reading, Thresholds,
 };
 use plantops_store::{
-    AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, Presence, Registration,
-    StateChange, StoredChannel, VitalsRecorded,
+    AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, PlantOverview, Presence,
+    Registration, StateChange, StoredChannel, VitalsRecorded,
 };
 use plantops_testkit::TestDb;
 use uuid::Uuid;
@@ -156,6 +156,52 @@ async fn plants_round_trip_and_list_newest_first(db: &TestDb) {
     assert_eq!(store.get_plant(older.id).await.unwrap(), Some(changed));
     assert!(!store.update_plant(&plant("ghost", t0())).await.unwrap());
     assert_eq!(store.get_plant(Uuid::new_v4()).await.unwrap(), None);
+
+    // The plant list: each plant with its newest reading and device count.
+    let changed = store.get_plant(older.id).await.unwrap().unwrap();
+    let d = registered(&store, "aa:bb:cc:dd:ee:02").await;
+    let e = registered(&store, "aa:bb:cc:dd:ee:03").await;
+    store.assign_device(d.id, Some(older.id)).await.unwrap();
+    store.assign_device(e.id, Some(older.id)).await.unwrap();
+    let newest = reading(d.id, Some(older.id), t0() + Duration::minutes(5), 41.5);
+    store
+        .commit_batch(
+            &[reading(e.id, Some(older.id), t0(), 40.0), newest.clone()],
+            &[],
+        )
+        .await
+        .unwrap();
+    let (overview, total) = store
+        .plant_overview(Page {
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        overview,
+        vec![
+            PlantOverview {
+                plant: newer.clone(),
+                latest: None,
+                device_count: 0
+            },
+            PlantOverview {
+                plant: changed,
+                latest: Some(newest),
+                device_count: 2
+            },
+        ]
+    );
+    let (rest, total) = store
+        .plant_overview(Page {
+            limit: 10,
+            offset: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!((rest.len(), total), (1, 2));
 }
 
 async fn deleting_a_plant_unassigns_devices_and_keeps_readings(db: &TestDb) {

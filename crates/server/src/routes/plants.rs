@@ -131,11 +131,18 @@ async fn list_plants(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<PlantList>> {
-    let (plants, total) = state.store.list_plants(query.validated()?).await?;
-    Ok(Json(PlantList {
-        plants: views(&state, plants).await?,
-        total,
-    }))
+    let (overview, total) = state.store.plant_overview(query.validated()?).await?;
+    let heartbeat = state.config.heartbeat_interval_secs;
+    let plants = overview
+        .into_iter()
+        .map(|entry| PlantView {
+            status: status_of(&entry.plant, entry.latest.as_ref(), heartbeat),
+            device_count: entry.device_count,
+            latest_telemetry: entry.latest,
+            plant: entry.plant,
+        })
+        .collect();
+    Ok(Json(PlantList { plants, total }))
 }
 
 /// Create a plant.

@@ -181,39 +181,17 @@ impl SqliteStore {
         Ok(latest)
     }
 
-    /// The plant list through rusqlite on a pooled connection, like
-    /// [`Self::history`]: sqlx's per-row handover over three statements was
-    /// most of its cost.
-    async fn overview(&self, page: crate::Page) -> Result<(Vec<crate::PlantOverview>, u64)> {
+    /// Runs `read` with rusqlite on a pooled connection, on a blocking
+    /// thread. sqlx hands SQLite rows over one by one from its worker thread
+    /// (a channel send, a wake-up and an allocation per row): for a page of
+    /// 10,000 readings, or the plant list's three statements, that costs
+    /// several times the queries; rusqlite steps through the rows directly.
+    async fn read_directly<T, F>(&self, what: &'static str, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
         let mut connection = self.pool.acquire().await?;
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut locked = runtime.block_on(connection.lock_handle())?;
-            // SAFETY: as in `history`: the handle stays valid and exclusively
-            // ours while `locked` holds the connection's lock, which
-            // outlives `raw`; `from_handle` never closes it.
-            #[allow(unsafe_code)]
-            let raw =
-                unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-            read_overview(&raw, page)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("plant list reader stopped: {e}")))?
-    }
-
-    async fn history(
-        &self,
-        plant_id: Uuid,
-        since: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Reading>> {
-        // sqlx hands SQLite rows over one by one from its worker thread, a
-        // channel send, a wake-up and an allocation per row: for a page of
-        // 10,000 readings that costs several times the query. Reading the
-        // page through the same pooled connection with rusqlite, on a
-        // blocking thread, steps through the rows directly.
-        let mut connection = self.pool.acquire().await?;
-        let since = since.timestamp_millis();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut locked = runtime.block_on(connection.lock_handle())?;
@@ -224,10 +202,28 @@ impl SqliteStore {
             #[allow(unsafe_code)]
             let raw =
                 unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-            read_history(&raw, plant_id, since, limit)
+            read(&raw)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("history reader stopped: {e}")))?
+        .map_err(|e| StoreError::Corrupt(format!("{what} reader stopped: {e}")))?
+    }
+
+    async fn overview(&self, page: crate::Page) -> Result<(Vec<crate::PlantOverview>, u64)> {
+        self.read_directly("plant list", move |raw| read_overview(raw, page))
+            .await
+    }
+
+    async fn history(
+        &self,
+        plant_id: Uuid,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Reading>> {
+        let since = since.timestamp_millis();
+        self.read_directly("history", move |raw| {
+            read_history(raw, plant_id, since, limit)
+        })
+        .await
     }
 
     async fn series_rows(

@@ -9,15 +9,17 @@ use crate::common::{connect, device_options, publish_acked, Credentials, Ports, 
 use rumqttc::{AsyncClient, EventLoop};
 use serde_json::{json, Value};
 
-struct Setup {
-    server: Server,
+/// A server with the plant "Fern" (soil 20–80 %, temperature up to 30 °C)
+/// and a device of it connected over MQTT; the notification tests share it.
+pub(crate) struct Setup {
+    pub(crate) server: Server,
     client: AsyncClient,
     eventloop: EventLoop,
     device: Credentials,
     plant_id: String,
 }
 
-async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Setup {
+pub(crate) async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Setup {
     let server = Server::start(dir, ports, env).await;
     let (status, plant) = server
         .post(
@@ -48,7 +50,7 @@ async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Se
 }
 
 impl Setup {
-    async fn soil(&mut self, value: f64) {
+    pub(crate) async fn soil(&mut self, value: f64) {
         self.publish(json!({"soil_moisture": value})).await;
     }
 

@@ -5,61 +5,33 @@
 
 use std::time::Duration;
 
+use crate::alerts::{setup, Setup};
 use crate::common::discord::Discord;
 use crate::common::services::{Reply, Service, Services, BOT_TOKEN, NTFY_TOKEN, WEBHOOK_SECRET};
 use crate::common::smtp::{self, Smtp};
-use crate::common::{connect, device_options, publish_acked, Credentials, Ports, Server};
-use rumqttc::{AsyncClient, EventLoop};
+use crate::common::{Ports, Server};
 use serde_json::{json, Value};
 
-struct Garden {
-    server: Server,
-    client: AsyncClient,
-    eventloop: EventLoop,
-    device: Credentials,
-}
+/// The channel tests' server: the alert tests' plant and device, and the
+/// channels API.
+struct Garden(Setup);
 
 impl Garden {
     async fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Garden {
-        let server = Server::start(dir, &Ports::free(), env).await;
-        let (status, plant) = server
-            .post(
-                "/api/plants",
-                json!({"name": "Fern", "thresholds": {"soil_moisture": {"min": 20, "max": 80}}}),
-            )
-            .await;
-        assert_eq!(status, 201);
-        let plant_id = plant["id"].as_str().unwrap();
-        let device = server.register_for("cc:00:00:00:00:21", plant_id).await;
-        let (client, eventloop, _) = connect(device_options(
-            &device,
-            server.mqtt_port,
-            None,
-            &device.device_id,
-        ))
-        .await;
-        Garden {
-            server,
-            client,
-            eventloop,
-            device,
-        }
+        Garden(setup(dir, &Ports::free(), env).await)
     }
 
     async fn soil(&mut self, value: f64) {
-        let topic = format!("devices/{}/telemetry", self.device.device_id);
-        publish_acked(
-            &self.client,
-            &mut self.eventloop,
-            &topic,
-            json!({"soil_moisture": value}),
-        )
-        .await;
+        self.0.soil(value).await;
+    }
+
+    fn server(&self) -> &Server {
+        &self.0.server
     }
 
     async fn add(&self, channel: Value) -> String {
         let (status, body) = self
-            .server
+            .server()
             .post("/api/notification-channels", channel)
             .await;
         assert_eq!(status, 201, "{body}");
@@ -67,7 +39,7 @@ impl Garden {
     }
 
     async fn channel(&self, id: &str) -> Value {
-        let (status, body) = self.server.get("/api/notification-channels").await;
+        let (status, body) = self.server().get("/api/notification-channels").await;
         assert_eq!(status, 200);
         body["channels"]
             .as_array()
@@ -156,7 +128,7 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     };
 
     // Listed with what they do and nothing secret.
-    let (_, list) = garden.server.get("/api/notification-channels").await;
+    let (_, list) = garden.server().get("/api/notification-channels").await;
     let listed = list.to_string();
     for secret in [
         NTFY_TOKEN,
@@ -176,7 +148,7 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     // A test through each says it worked, and each service got it.
     for id in [&ntfy, &telegram, &webhook, &second_discord] {
         let (status, result) = garden
-            .server
+            .server()
             .post(&format!("/api/notification-channels/{id}/test"), json!({}))
             .await;
         assert_eq!(
@@ -256,7 +228,7 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     // An update leaves out the secret and keeps it: the webhook still signs
     // with it (the receiver refuses anything else).
     let (status, updated) = garden
-        .server
+        .server()
         .put(
             &format!("/api/notification-channels/{webhook}"),
             json!({"kind": "webhook", "name": "Home automation", "min_severity": "info"}),
@@ -266,7 +238,7 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     assert_eq!(updated["name"], "Home automation");
     assert_eq!(updated["min_severity"], "info");
     let (_, result) = garden
-        .server
+        .server()
         .post(
             &format!("/api/notification-channels/{webhook}/test"),
             json!({}),
@@ -278,7 +250,7 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     // Removed: gone from the list, 404 after.
     assert_eq!(
         garden
-            .server
+            .server()
             .delete(&format!("/api/notification-channels/{telegram}"))
             .await,
         204
@@ -286,13 +258,13 @@ async fn alerts_reach_every_channel_from_its_minimum_severity_up() {
     assert!(garden.channel(&telegram).await.is_null());
     assert_eq!(
         garden
-            .server
+            .server()
             .delete(&format!("/api/notification-channels/{telegram}"))
             .await,
         404
     );
     let (status, _) = garden
-        .server
+        .server()
         .post(
             &format!("/api/notification-channels/{telegram}/test"),
             json!({}),
@@ -348,13 +320,13 @@ async fn one_channels_outage_delays_only_its_own_notices() {
     garden.channel_until(&telegram, |c| c["pending"] == 0).await;
     // The alert itself went nowhere else (no Discord webhook is set).
     for _ in 0..600 {
-        let (_, alerts) = garden.server.get("/api/alerts").await;
+        let (_, alerts) = garden.server().get("/api/alerts").await;
         if alerts["alerts"][0]["delivery"] == "disabled" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = garden.server.metrics().await;
+    let metrics = garden.server().metrics().await;
     assert!(
         metrics.contains("plantops_notifier_backlog 1"),
         "the webhook's notice is the backlog"

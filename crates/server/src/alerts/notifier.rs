@@ -73,24 +73,28 @@ impl Notifier {
             metrics::counter!("plantops_notifications_total", "result" => result).increment(0);
         }
         let _ = metrics::histogram!("plantops_alert_delivery_seconds");
-        let mut lanes: HashMap<Lane, (Arc<Notify>, JoinHandle<()>)> = HashMap::new();
-        lanes.insert(Lane::Settings, self.start(Lane::Settings));
+        // Dropping a lane (a channel removed, or this task ending) stops it.
+        let mut lanes: HashMap<Lane, (Arc<Notify>, LaneTask)> = HashMap::new();
         loop {
             match self.store.list_channels().await {
                 Ok(channels) => {
-                    let current: Vec<Lane> = channels.iter().map(|c| Lane::Channel(c.id)).collect();
-                    lanes.retain(|lane, (_, task)| {
-                        let keep = *lane == Lane::Settings || current.contains(lane);
-                        if !keep {
-                            task.abort();
-                        }
-                        keep
-                    });
+                    let mut current: Vec<Lane> =
+                        channels.iter().map(|c| Lane::Channel(c.id)).collect();
+                    current.push(Lane::Settings);
+                    // A lane that stopped on its own is started again.
+                    lanes.retain(|lane, (_, task)| current.contains(lane) && !task.0.is_finished());
                     for lane in current {
                         lanes.entry(lane).or_insert_with(|| self.start(lane));
                     }
                 }
-                Err(error) => tracing::error!(%error, "cannot list notification channels"),
+                Err(error) => {
+                    tracing::error!(%error, "cannot list notification channels");
+                    // The settings' webhook does not depend on the list.
+                    lanes.retain(|_, (_, task)| !task.0.is_finished());
+                    lanes
+                        .entry(Lane::Settings)
+                        .or_insert_with(|| self.start(Lane::Settings));
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {
@@ -103,7 +107,7 @@ impl Notifier {
         }
     }
 
-    fn start(&self, lane: Lane) -> (Arc<Notify>, JoinHandle<()>) {
+    fn start(&self, lane: Lane) -> (Arc<Notify>, LaneTask) {
         let wake = Arc::new(Notify::new());
         let worker = LaneWorker {
             lane,
@@ -111,7 +115,16 @@ impl Notifier {
             settings: self.settings.clone(),
             wake: wake.clone(),
         };
-        (wake, tokio::spawn(worker.run()))
+        (wake, LaneTask(tokio::spawn(worker.run())))
+    }
+}
+
+/// A running lane, stopped when dropped.
+struct LaneTask(JoinHandle<()>);
+
+impl Drop for LaneTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

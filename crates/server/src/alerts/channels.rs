@@ -12,6 +12,7 @@ use plantops_core::validation::{Collector, FieldError};
 use plantops_core::ValidationErrors;
 use plantops_store::{ChannelStore, StoredChannel};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -340,306 +341,202 @@ impl ChannelInput {
         })
     }
 
+    /// The channel's fields: the stored ones (same kind), overlaid with the
+    /// given ones, defaults filled in; each checked, then read as the kind's
+    /// configuration.
     fn config(
         self,
         previous: Option<&ChannelConfig>,
         discord: &WebhookDestinations,
         errors: &mut Collector,
     ) -> Option<ChannelConfig> {
-        let ChannelInput {
-            kind,
-            url,
-            token,
-            bot_token,
-            chat_id,
-            secret,
-            smtp_host,
-            smtp_port,
-            smtp_security,
-            smtp_username,
-            smtp_password,
-            from,
-            to,
-            ..
-        } = self;
-        // Fields that do not belong to the kind are refused, not ignored.
-        let given = [
-            ("url", url.is_some()),
-            ("token", token.is_some()),
-            ("bot_token", bot_token.is_some()),
-            ("chat_id", chat_id.is_some()),
-            ("secret", secret.is_some()),
-            ("smtp_host", smtp_host.is_some()),
-            ("smtp_port", smtp_port.is_some()),
-            ("smtp_security", smtp_security.is_some()),
-            ("smtp_username", smtp_username.is_some()),
-            ("smtp_password", smtp_password.is_some()),
-            ("from", from.is_some()),
-            ("to", to.is_some()),
-        ];
-        let allowed: &[&str] = match kind {
-            ChannelKind::Discord => &["url"],
-            ChannelKind::Ntfy => &["url", "token"],
-            ChannelKind::Telegram => &["bot_token", "chat_id"],
-            ChannelKind::Webhook => &["url", "secret"],
-            ChannelKind::Email => &[
-                "smtp_host",
-                "smtp_port",
+        let kind = self.kind;
+        let trimmed = |v: Option<String>| v.map(|s| Value::from(s.trim()));
+        // Secrets are taken as typed: a space may belong to a password.
+        let given: [(&str, Option<Value>); 12] = [
+            ("url", trimmed(self.url)),
+            ("token", trimmed(self.token)),
+            ("bot_token", trimmed(self.bot_token)),
+            ("chat_id", trimmed(self.chat_id)),
+            ("secret", self.secret.map(Value::from)),
+            ("smtp_host", trimmed(self.smtp_host)),
+            ("smtp_port", self.smtp_port.map(Value::from)),
+            (
                 "smtp_security",
-                "smtp_username",
-                "smtp_password",
-                "from",
+                self.smtp_security.map(|s| serde_json::json!(s)),
+            ),
+            ("smtp_username", trimmed(self.smtp_username)),
+            ("smtp_password", self.smtp_password.map(Value::from)),
+            ("from", trimmed(self.from)),
+            (
                 "to",
-            ],
+                self.to
+                    .map(|to| to.iter().map(|a| a.trim()).collect::<Vec<_>>().into()),
+            ),
+        ];
+        let fields = kind.fields();
+        let mut merged = match previous.map(serde_json::to_value) {
+            Some(Ok(Value::Object(stored))) => stored,
+            _ => Map::new(),
         };
-        for (field, present) in given {
-            if present && !allowed.contains(&field) {
-                errors.push(field_error(
+        for (field, value) in given {
+            let Some(value) = value else { continue };
+            match fields.iter().find(|(name, _)| *name == field) {
+                None => errors.push(field_error(
                     field,
                     format!("{field} is not a field of a {} channel", kind.as_str()),
                     "value_error.extra",
+                )),
+                // An empty optional field removes it.
+                Some((_, false)) if value.as_str() == Some("") => {
+                    merged.remove(field);
+                }
+                Some(_) => {
+                    merged.insert(field.to_string(), value);
+                }
+            }
+        }
+        if kind == ChannelKind::Email {
+            let security = merged
+                .entry("smtp_security")
+                .or_insert_with(|| serde_json::json!(SmtpSecurity::Starttls))
+                .clone();
+            let port = serde_json::from_value::<SmtpSecurity>(security)
+                .map_or(587, SmtpSecurity::default_port);
+            merged.entry("smtp_port").or_insert_with(|| port.into());
+        }
+        for (field, required) in fields {
+            let empty = match merged.get(*field) {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Array(list)) => list.is_empty(),
+                Some(_) => false,
+            };
+            if *required && empty {
+                errors.push(field_error(
+                    field,
+                    format!("{field} is required"),
+                    "value_error.missing",
+                ));
+            } else if !empty {
+                check_field(kind, field, &merged[*field], discord, errors);
+            }
+        }
+        merged.insert("kind".into(), kind.as_str().into());
+        let config: ChannelConfig = serde_json::from_value(Value::Object(merged)).ok()?;
+        if let ChannelConfig::Email {
+            smtp_security,
+            smtp_username,
+            smtp_password,
+            ..
+        } = &config
+        {
+            if smtp_username.is_some() != smtp_password.is_some() {
+                errors.push(field_error(
+                    "smtp_password",
+                    "smtp_username and smtp_password go together",
+                    "value_error",
+                ));
+            }
+            if *smtp_security == SmtpSecurity::None && smtp_password.is_some() {
+                errors.push(field_error(
+                    "smtp_security",
+                    "a password is never sent unencrypted: use starttls or tls",
+                    "value_error",
                 ));
             }
         }
-        let trimmed = |v: Option<String>| v.map(|s| s.trim().to_string());
-        match kind {
-            ChannelKind::Discord => {
-                let old = match previous {
-                    Some(ChannelConfig::Discord { url }) => Some(url.clone()),
-                    _ => None,
-                };
-                let url = required(errors, "url", trimmed(url).or(old))?;
-                if url.len() > MAX_URL || !discord.allows(&url) {
-                    errors.push(field_error(
-                        "url",
-                        format!(
-                            "url must be a Discord webhook URL (starting with one of: {})",
-                            discord.describe()
-                        ),
-                        "value_error.url",
-                    ));
-                }
-                Some(ChannelConfig::Discord { url })
-            }
-            ChannelKind::Ntfy => {
-                let (old_url, old_token) = match previous {
-                    Some(ChannelConfig::Ntfy { url, token }) => (Some(url.clone()), token.clone()),
-                    _ => (None, None),
-                };
-                let url = required(errors, "url", trimmed(url).or(old_url))?;
-                if let Err(message) = ntfy_topic_url(&url) {
-                    errors.push(field_error("url", message, "value_error.url"));
-                }
-                let token = match token {
-                    // An empty token removes it.
-                    Some(t) if t.trim().is_empty() => None,
-                    Some(t) => Some(t.trim().to_string()),
-                    None => old_token,
-                };
-                if token
-                    .as_ref()
-                    .is_some_and(|t| t.len() > MAX_SECRET || !is_printable(t))
-                {
-                    errors.push(field_error(
-                        "token",
-                        "token must be up to 256 printable characters",
-                        "value_error",
-                    ));
-                }
-                Some(ChannelConfig::Ntfy { url, token })
-            }
-            ChannelKind::Telegram => {
-                let (old_token, old_chat) = match previous {
-                    Some(ChannelConfig::Telegram { bot_token, chat_id }) => {
-                        (Some(bot_token.clone()), Some(chat_id.clone()))
-                    }
-                    _ => (None, None),
-                };
-                let bot_token = required(errors, "bot_token", trimmed(bot_token).or(old_token));
-                let chat_id = required(errors, "chat_id", trimmed(chat_id).or(old_chat));
-                if bot_token.as_deref().is_some_and(|t| !is_bot_token(t)) {
-                    errors.push(field_error(
-                        "bot_token",
-                        "bot_token must look like 123456:ABC-DEF… (from BotFather)",
-                        "value_error",
-                    ));
-                }
-                if chat_id.as_deref().is_some_and(|c| !is_chat_id(c)) {
-                    errors.push(field_error(
-                        "chat_id",
-                        "chat_id must be a number (negative for groups) or @channelname",
-                        "value_error",
-                    ));
-                }
-                Some(ChannelConfig::Telegram {
-                    bot_token: bot_token?,
-                    chat_id: chat_id?,
-                })
-            }
-            ChannelKind::Webhook => {
-                let (old_url, old_secret) = match previous {
-                    Some(ChannelConfig::Webhook { url, secret }) => {
-                        (Some(url.clone()), Some(secret.clone()))
-                    }
-                    _ => (None, None),
-                };
-                let url = required(errors, "url", trimmed(url).or(old_url));
-                let secret = required(errors, "secret", secret.or(old_secret));
-                if let Some(Err(message)) = url.as_deref().map(http_url) {
-                    errors.push(field_error("url", message, "value_error.url"));
-                }
-                if secret
-                    .as_ref()
-                    .is_some_and(|s| s.chars().count() < MIN_WEBHOOK_SECRET || s.len() > MAX_SECRET)
-                {
-                    errors.push(field_error(
-                        "secret",
-                        "secret must be 16–256 characters",
-                        "value_error",
-                    ));
-                }
-                Some(ChannelConfig::Webhook {
-                    url: url?,
-                    secret: secret?,
-                })
-            }
-            ChannelKind::Email => {
-                let old = match previous {
-                    Some(ChannelConfig::Email {
-                        smtp_host,
-                        smtp_port,
-                        smtp_security,
-                        smtp_username,
-                        smtp_password,
-                        from,
-                        to,
-                    }) => Some((
-                        smtp_host.clone(),
-                        *smtp_port,
-                        *smtp_security,
-                        smtp_username.clone(),
-                        smtp_password.clone(),
-                        from.clone(),
-                        to.clone(),
-                    )),
-                    None | Some(_) => None,
-                };
-                let security = smtp_security
-                    .or(old.as_ref().map(|o| o.2))
-                    .unwrap_or(SmtpSecurity::Starttls);
-                let host = required(
-                    errors,
-                    "smtp_host",
-                    trimmed(smtp_host).or(old.as_ref().map(|o| o.0.clone())),
-                );
-                if host.as_deref().is_some_and(|h| {
-                    h.is_empty() || h.len() > 253 || h.contains(char::is_whitespace)
-                }) {
-                    errors.push(field_error(
-                        "smtp_host",
-                        "smtp_host must be a host name",
-                        "value_error",
-                    ));
-                }
-                let port = smtp_port
-                    .or(old.as_ref().map(|o| o.1))
-                    .unwrap_or(security.default_port());
-                if port == 0 {
-                    errors.push(field_error(
-                        "smtp_port",
-                        "smtp_port must be 1–65535",
-                        "value_error",
-                    ));
-                }
-                let username = match smtp_username {
-                    Some(u) if u.trim().is_empty() => None,
-                    Some(u) => Some(u.trim().to_string()),
-                    None => old.as_ref().and_then(|o| o.3.clone()),
-                };
-                let password = match smtp_password {
-                    Some(p) if p.is_empty() => None,
-                    Some(p) => Some(p),
-                    None => old.as_ref().and_then(|o| o.4.clone()),
-                };
-                if username.is_some() != password.is_some() {
-                    errors.push(field_error(
-                        "smtp_password",
-                        "smtp_username and smtp_password go together",
-                        "value_error",
-                    ));
-                }
-                if security == SmtpSecurity::None && password.is_some() {
-                    errors.push(field_error(
-                        "smtp_security",
-                        "a password is never sent unencrypted: use starttls or tls",
-                        "value_error",
-                    ));
-                }
-                let from = required(
-                    errors,
-                    "from",
-                    trimmed(from).or(old.as_ref().map(|o| o.5.clone())),
-                );
-                if from
-                    .as_deref()
-                    .is_some_and(|f| f.parse::<lettre::message::Mailbox>().is_err())
-                {
-                    errors.push(field_error(
-                        "from",
-                        "from must be an email address",
+        Some(config)
+    }
+}
+
+impl ChannelKind {
+    /// The kind's own fields, and whether each must be set.
+    fn fields(self) -> &'static [(&'static str, bool)] {
+        match self {
+            ChannelKind::Discord => &[("url", true)],
+            ChannelKind::Ntfy => &[("url", true), ("token", false)],
+            ChannelKind::Telegram => &[("bot_token", true), ("chat_id", true)],
+            ChannelKind::Webhook => &[("url", true), ("secret", true)],
+            ChannelKind::Email => &[
+                ("smtp_host", true),
+                ("smtp_port", false),
+                ("smtp_security", false),
+                ("smtp_username", false),
+                ("smtp_password", false),
+                ("from", true),
+                ("to", true),
+            ],
+        }
+    }
+}
+
+/// One field of a channel of `kind`, as merged; every problem is named.
+fn check_field(
+    kind: ChannelKind,
+    field: &str,
+    value: &Value,
+    discord: &WebhookDestinations,
+    errors: &mut Collector,
+) {
+    let text = value.as_str().unwrap_or_default();
+    let problem = match (kind, field) {
+        (ChannelKind::Discord, "url") => {
+            (text.len() > MAX_URL || !discord.allows(text)).then(|| {
+                format!(
+                    "url must be a Discord webhook URL (starting with one of: {})",
+                    discord.describe()
+                )
+            })
+        }
+        (ChannelKind::Ntfy, "url") => ntfy_topic_url(text).err(),
+        (_, "url") => http_url(text).err(),
+        (_, "token") => (text.len() > MAX_SECRET || !is_printable(text))
+            .then(|| "token must be up to 256 printable characters".to_string()),
+        (_, "bot_token") => (!is_bot_token(text))
+            .then(|| "bot_token must look like 123456:ABC-DEF… (from BotFather)".to_string()),
+        (_, "chat_id") => (!is_chat_id(text))
+            .then(|| "chat_id must be a number (negative for groups) or @channelname".to_string()),
+        (_, "secret") => (text.chars().count() < MIN_WEBHOOK_SECRET || text.len() > MAX_SECRET)
+            .then(|| "secret must be 16–256 characters".to_string()),
+        (_, "smtp_host") => (text.len() > 253 || text.contains(char::is_whitespace))
+            .then(|| "smtp_host must be a host name".to_string()),
+        (_, "smtp_port") => {
+            (value.as_u64() == Some(0)).then(|| "smtp_port must be 1–65535".to_string())
+        }
+        (_, "from") => text
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+            .then(|| "from must be an email address".to_string()),
+        (_, "to") => {
+            let addresses = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            for (n, address) in addresses.iter().enumerate() {
+                let address = address.as_str().unwrap_or_default();
+                if address.parse::<lettre::message::Mailbox>().is_err() {
+                    errors.push(FieldError::new(
+                        &["body", "to", &n.to_string()],
+                        format!("{address:?} is not an email address"),
                         "value_error.email",
                     ));
                 }
-                let to: Vec<String> = to
-                    .map(|list| list.into_iter().map(|a| a.trim().to_string()).collect())
-                    .or(old.as_ref().map(|o| o.6.clone()))
-                    .unwrap_or_default();
-                if to.is_empty() || to.len() > MAX_RECIPIENTS {
-                    errors.push(field_error(
-                        "to",
-                        "to must list 1–10 email addresses",
-                        "value_error",
-                    ));
-                }
-                for (n, address) in to.iter().enumerate() {
-                    if address.parse::<lettre::message::Mailbox>().is_err() {
-                        errors.push(FieldError::new(
-                            &["body", "to", &n.to_string()],
-                            format!("{address:?} is not an email address"),
-                            "value_error.email",
-                        ));
-                    }
-                }
-                Some(ChannelConfig::Email {
-                    smtp_host: host?,
-                    smtp_port: port,
-                    smtp_security: security,
-                    smtp_username: username,
-                    smtp_password: password,
-                    from: from?,
-                    to,
-                })
             }
+            (addresses.len() > MAX_RECIPIENTS)
+                .then(|| "to must list 1–10 email addresses".to_string())
         }
+        _ => None,
+    };
+    if let Some(message) = problem {
+        let kind = match field {
+            "url" => "value_error.url",
+            "from" => "value_error.email",
+            _ => "value_error",
+        };
+        errors.push(field_error(field, message, kind));
     }
 }
 
 fn field_error(field: &str, message: impl Into<String>, kind: &str) -> FieldError {
     FieldError::new(&["body", field], message, kind)
-}
-
-fn required(errors: &mut Collector, field: &str, value: Option<String>) -> Option<String> {
-    match value {
-        Some(v) if !v.is_empty() => Some(v),
-        _ => {
-            errors.push(field_error(
-                field,
-                format!("{field} is required"),
-                "value_error.missing",
-            ));
-            None
-        }
-    }
 }
 
 fn is_printable(s: &str) -> bool {
@@ -773,7 +670,7 @@ mod tests {
                 .into_channel(Uuid::nil(), None, &discord)
                 .unwrap_err(),
         );
-        assert_eq!(errors, ["body.url", "body.chat_id", "body.bot_token"]);
+        assert_eq!(errors, ["body.url", "body.bot_token", "body.chat_id"]);
 
         let mut email = input(ChannelKind::Email);
         email.smtp_host = Some("smtp.example.com".into());
@@ -783,7 +680,7 @@ mod tests {
         email.from = Some("plants@example.com".into());
         email.to = Some(vec!["me@example.com".into(), "nobody".into()]);
         let errors = fields(email.into_channel(Uuid::nil(), None, &discord).unwrap_err());
-        assert_eq!(errors, ["body.smtp_security", "body.to.1"]);
+        assert_eq!(errors, ["body.to.1", "body.smtp_security"]);
 
         let mut hook = input(ChannelKind::Webhook);
         hook.url = Some("https://hooks.example.com/plants".into());
@@ -838,6 +735,48 @@ mod tests {
                     .unwrap_err()
             ),
             ["body.url"]
+        );
+    }
+
+    #[test]
+    fn email_ports_follow_the_security_and_an_empty_optional_field_removes_it() {
+        let discord = WebhookDestinations::discord();
+        let mut email = input(ChannelKind::Email);
+        email.smtp_host = Some(" smtp.example.com ".into());
+        email.smtp_security = Some(SmtpSecurity::Tls);
+        email.smtp_username = Some("me".into());
+        email.smtp_password = Some(" pass word ".into());
+        email.from = Some("plants@example.com".into());
+        email.to = Some(vec![" me@example.com".into()]);
+        let stored = email.into_channel(Uuid::nil(), None, &discord).unwrap();
+        assert_eq!(
+            stored.config,
+            ChannelConfig::Email {
+                smtp_host: "smtp.example.com".into(),
+                smtp_port: 465,
+                smtp_security: SmtpSecurity::Tls,
+                smtp_username: Some("me".into()),
+                smtp_password: Some(" pass word ".into()),
+                from: "plants@example.com".into(),
+                to: vec!["me@example.com".into()],
+            }
+        );
+
+        let mut ntfy = input(ChannelKind::Ntfy);
+        ntfy.url = Some("https://ntfy.sh/plants".into());
+        ntfy.token = Some("tk_1".into());
+        let stored = ntfy.into_channel(Uuid::nil(), None, &discord).unwrap();
+        let mut without_token = input(ChannelKind::Ntfy);
+        without_token.token = Some(String::new());
+        let updated = without_token
+            .into_channel(Uuid::nil(), Some(&stored), &discord)
+            .unwrap();
+        assert_eq!(
+            updated.config,
+            ChannelConfig::Ntfy {
+                url: "https://ntfy.sh/plants".into(),
+                token: None
+            }
         );
     }
 

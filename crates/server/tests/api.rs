@@ -1438,6 +1438,22 @@ async fn viewers_and_read_tokens_only_read(db: &TestDb) {
         ),
         (
             Method::POST,
+            "/api/notification-channels".to_string(),
+            json!({"kind": "webhook", "name": "x", "url": "https://evil.example/hook",
+                "secret": "0123456789abcdef"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/notification-channels/{}/test", Uuid::new_v4()),
+            json!({}),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/notification-channels/{}", Uuid::new_v4()),
+            json!({}),
+        ),
+        (
+            Method::POST,
             "/api/users".to_string(),
             json!({"username": "x", "password": "12345678", "role": "admin"}),
         ),

@@ -17,6 +17,9 @@ pub(crate) struct Setup {
     eventloop: EventLoop,
     device: Credentials,
     plant_id: String,
+    /// The last reading's timestamp (ms): each reading gets its own, since
+    /// two of one device in the same millisecond are one (a resend).
+    last_ms: i64,
 }
 
 pub(crate) async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &str)]) -> Setup {
@@ -46,6 +49,7 @@ pub(crate) async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &s
         eventloop,
         device,
         plant_id,
+        last_ms: 0,
     }
 }
 
@@ -54,7 +58,9 @@ impl Setup {
         self.publish(json!({"soil_moisture": value})).await;
     }
 
-    async fn publish(&mut self, payload: Value) {
+    async fn publish(&mut self, mut payload: Value) {
+        self.last_ms = (self.last_ms + 1).max(chrono::Utc::now().timestamp_millis());
+        payload["timestamp"] = self.last_ms.into();
         let topic = format!("devices/{}/telemetry", self.device.device_id);
         publish_acked(&self.client, &mut self.eventloop, &topic, payload).await;
     }

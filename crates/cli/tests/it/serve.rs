@@ -1084,12 +1084,16 @@ async fn plantops_export_writes_the_readings_of_a_plant() {
     ))
     .await;
     let topic = format!("devices/{}/telemetry", device.device_id);
-    for moisture in [31.5, 32.5, 33.5] {
+    // Each its own timestamp: readings of one device in the same
+    // millisecond are one reading (a resend), and a fast machine publishes
+    // three in one.
+    let start = chrono::Utc::now().timestamp_millis() - 3_000;
+    for (n, moisture) in [31.5, 32.5, 33.5].into_iter().enumerate() {
         publish_acked(
             &client,
             &mut eventloop,
             &topic,
-            json!({ "soil_moisture": moisture }),
+            json!({ "soil_moisture": moisture, "timestamp": start + 1_000 * n as i64 }),
         )
         .await;
     }

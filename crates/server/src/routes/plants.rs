@@ -1,7 +1,5 @@
 //! `/api/plants`: CRUD, devices of a plant, raw history and chart series.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -9,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use plantops_core::event::Event;
 use plantops_core::validation::Collector;
 use plantops_core::{Device, FieldError, NewPlant, Plant, PlantPatch, PlantStatus, Reading};
-use plantops_store::SeriesPoint;
+use plantops_store::{PlantOverview, SeriesPoint};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -92,28 +90,32 @@ fn status_of(plant: &Plant, latest: Option<&Reading>, heartbeat_secs: u64) -> Pl
         .map_or(PlantStatus::Healthy, |t| t.judge(&latest.values))
 }
 
-async fn views(state: &AppState, plants: Vec<Plant>) -> ApiResult<Vec<PlantView>> {
-    let ids: Vec<Uuid> = plants.iter().map(|p| p.id).collect();
-    let mut latest: HashMap<Uuid, Reading> = state.store.latest_plant_readings(&ids).await?;
-    let counts = state.store.device_counts(&ids).await?;
-    let heartbeat = state.config.heartbeat_interval_secs;
-    Ok(plants
-        .into_iter()
-        .map(|plant| {
-            let latest = latest.remove(&plant.id);
-            PlantView {
-                status: status_of(&plant, latest.as_ref(), heartbeat),
-                device_count: counts.get(&plant.id).copied().unwrap_or(0),
-                latest_telemetry: latest,
-                plant,
-            }
-        })
-        .collect())
+/// A plant as the API shows it: with its newest reading, device count and
+/// the status they make.
+fn plant_view(entry: PlantOverview, heartbeat_secs: u64) -> PlantView {
+    PlantView {
+        status: status_of(&entry.plant, entry.latest.as_ref(), heartbeat_secs),
+        device_count: entry.device_count,
+        latest_telemetry: entry.latest,
+        plant: entry.plant,
+    }
 }
 
 pub async fn view(state: &AppState, plant: Plant) -> ApiResult<PlantView> {
-    let mut views = views(state, vec![plant]).await?;
-    views.pop().ok_or(ApiError::NotFound(PLANT_NOT_FOUND))
+    let ids = [plant.id];
+    let latest = state
+        .store
+        .latest_plant_readings(&ids)
+        .await?
+        .remove(&plant.id);
+    let counts = state.store.device_counts(&ids).await?;
+    let device_count = counts.get(&plant.id).copied().unwrap_or(0);
+    let entry = PlantOverview {
+        plant,
+        latest,
+        device_count,
+    };
+    Ok(plant_view(entry, state.config.heartbeat_interval_secs))
 }
 
 async fn find(state: &AppState, id: Uuid) -> ApiResult<Plant> {
@@ -135,12 +137,7 @@ async fn list_plants(
     let heartbeat = state.config.heartbeat_interval_secs;
     let plants = overview
         .into_iter()
-        .map(|entry| PlantView {
-            status: status_of(&entry.plant, entry.latest.as_ref(), heartbeat),
-            device_count: entry.device_count,
-            latest_telemetry: entry.latest,
-            plant: entry.plant,
-        })
+        .map(|entry| plant_view(entry, heartbeat))
         .collect();
     Ok(Json(PlantList { plants, total }))
 }

@@ -288,6 +288,61 @@ pub enum Outcome {
     ShuttingDown,
 }
 
+/// A message handed to ingestion; [`Submitted::outcome`] resolves once it
+/// is durable (or was refused).
+pub struct Submitted(Step);
+
+enum Step {
+    Done(Outcome),
+    Queued {
+        commit: Commit,
+        /// Battery and signal, recorded once the message is stored.
+        vitals: Option<VitalsToRecord>,
+    },
+}
+
+enum Commit {
+    /// Ingestion is stopping: nothing was queued.
+    Refused,
+    /// Queued without waiting for the commit (QoS 0).
+    Queued,
+    Waiting(oneshot::Receiver<()>),
+}
+
+struct VitalsToRecord {
+    to: Arc<Vitals>,
+    device_id: Uuid,
+    vitals: DeviceVitals,
+    at: DateTime<Utc>,
+}
+
+impl From<Outcome> for Submitted {
+    fn from(outcome: Outcome) -> Self {
+        Submitted(Step::Done(outcome))
+    }
+}
+
+impl Submitted {
+    pub async fn outcome(self) -> Outcome {
+        let (commit, vitals) = match self.0 {
+            Step::Done(outcome) => return outcome,
+            Step::Queued { commit, vitals } => (commit, vitals),
+        };
+        let outcome = match commit {
+            Commit::Refused => Outcome::ShuttingDown,
+            Commit::Queued => Outcome::Stored,
+            Commit::Waiting(done) => match done.await {
+                Ok(()) => Outcome::Stored,
+                Err(_) => Outcome::ShuttingDown,
+            },
+        };
+        if let (Outcome::Stored, Some(v)) = (&outcome, vitals) {
+            v.to.record(v.device_id, &v.vitals, v.at).await;
+        }
+        outcome
+    }
+}
+
 impl Ingest {
     /// The front door and the batcher behind it; the caller runs the
     /// batcher ([`IngestBatcher::run`]), which ends when every `Ingest`
@@ -350,18 +405,43 @@ impl Ingest {
         payload: &[u8],
         wait_for_commit: bool,
     ) -> Outcome {
+        self.submit(device_id, topic, payload, wait_for_commit)
+            .await
+            .outcome()
+            .await
+    }
+
+    /// Checks one message from an authenticated device and queues it for
+    /// the batcher, waiting only while the queue is full. The answer
+    /// resolves once the message is durable (with `wait_for_commit`), so a
+    /// connection can hand over its next messages before the first commits.
+    pub async fn submit(
+        &self,
+        device_id: Uuid,
+        topic: &str,
+        payload: &[u8],
+        wait_for_commit: bool,
+    ) -> Submitted {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let received_at = plantops_core::now();
+        let mut own_id = Uuid::encode_buffer();
+        let own_id = device_id.hyphenated().encode_lower(&mut own_id);
         let kind = match topic::parse(topic) {
-            Some((named, kind)) if named == device_id.to_string() => kind,
-            _ => return self.drop(device_id, DropReason::TopicMismatch, topic),
+            Some((named, kind)) if named == own_id => kind,
+            _ => {
+                return self
+                    .drop(device_id, DropReason::TopicMismatch, topic)
+                    .into()
+            }
         };
         if !self.rates.allows(device_id) {
-            return self.drop(
-                device_id,
-                DropReason::RateLimited,
-                "over PLANTOPS_DEVICE_MESSAGES_PER_SEC",
-            );
+            return self
+                .drop(
+                    device_id,
+                    DropReason::RateLimited,
+                    "over PLANTOPS_DEVICE_MESSAGES_PER_SEC",
+                )
+                .into();
         }
         metrics::counter!("plantops_ingest_messages_total", "kind" => match kind {
             TopicKind::Telemetry => "telemetry",
@@ -375,11 +455,13 @@ impl Ingest {
                 Err(error) => {
                     // The device is alive even when its payload is not.
                     self.enqueue(device_id, None, received_at, false).await;
-                    return self.drop(
-                        device_id,
-                        DropReason::from_payload(&error),
-                        &error.to_string(),
-                    );
+                    return self
+                        .drop(
+                            device_id,
+                            DropReason::from_payload(&error),
+                            &error.to_string(),
+                        )
+                        .into();
                 }
             },
         };
@@ -387,13 +469,18 @@ impl Ingest {
             Some(telemetry) => telemetry.vitals,
             None => telemetry::heartbeat_vitals(payload),
         };
-        let outcome = self
+        let commit = self
             .enqueue(device_id, telemetry, received_at, wait_for_commit)
             .await;
-        if let (Outcome::Stored, Some(vitals)) = (&outcome, vitals) {
-            self.vitals.record(device_id, &vitals, received_at).await;
-        }
-        outcome
+        Submitted(Step::Queued {
+            commit,
+            vitals: vitals.map(|vitals| VitalsToRecord {
+                to: self.vitals.clone(),
+                device_id,
+                vitals,
+                at: received_at,
+            }),
+        })
     }
 
     async fn enqueue(
@@ -402,7 +489,7 @@ impl Ingest {
         telemetry: Option<Telemetry>,
         received_at: DateTime<Utc>,
         wait_for_commit: bool,
-    ) -> Outcome {
+    ) -> Commit {
         let (done, committed) = if wait_for_commit {
             let (tx, rx) = oneshot::channel();
             (Some(rx), Some(tx))
@@ -416,14 +503,11 @@ impl Ingest {
             committed,
         };
         if self.tx.send(envelope).await.is_err() {
-            return Outcome::ShuttingDown;
+            return Commit::Refused;
         }
         match done {
-            None => Outcome::Stored,
-            Some(done) => match done.await {
-                Ok(()) => Outcome::Stored,
-                Err(_) => Outcome::ShuttingDown,
-            },
+            None => Commit::Queued,
+            Some(done) => Commit::Waiting(done),
         }
     }
 

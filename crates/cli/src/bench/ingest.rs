@@ -219,9 +219,13 @@ async fn publish_until(
 ) -> ConnectionResult {
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     api_client::without_nagle(&mut eventloop);
+    // Handed to the client, sent or not yet: the connection is done when
+    // every one of them is acknowledged.
+    let queued = Arc::new(AtomicU64::new(0));
     let publisher = {
         let client = client.clone();
         let until = clock.measure_until;
+        let queued = queued.clone();
         tokio::spawn(async move {
             let mut sequence = 0i64;
             while Instant::now() < until {
@@ -238,6 +242,7 @@ async fn publish_until(
                 {
                     break;
                 }
+                queued.fetch_add(1, Ordering::Relaxed);
                 sequence += 1;
             }
         })
@@ -248,7 +253,7 @@ async fn publish_until(
     let mut publisher_done = false;
     let give_up = clock.measure_until + Duration::from_secs(60);
     loop {
-        if publisher_done && result.acknowledged >= result.published {
+        if publisher_done && result.acknowledged >= queued.load(Ordering::Relaxed) {
             break;
         }
         let event = tokio::select! {

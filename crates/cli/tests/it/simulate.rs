@@ -183,13 +183,16 @@ async fn bench_ingest_reports_what_the_database_stored() {
     .unwrap();
     let rows = store.count_readings().await.unwrap();
     assert!(rows > 0, "the benchmark published something");
-    assert_eq!(result["stored"], rows, "reported rows are the stored rows");
+    assert_eq!(
+        result["stored"], rows,
+        "reported rows are the stored rows: {result}"
+    );
     assert_eq!(
         result["acknowledged"], rows,
-        "every acknowledged reading stored"
+        "every acknowledged reading stored: {result}"
     );
-    assert_eq!(result["published"], rows);
-    assert_eq!(result["lost"], 0);
+    assert_eq!(result["published"], rows, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
     assert!(result["readings_per_sec"].as_f64().unwrap() > 0.0);
     assert!(result["p99_ms"].as_f64().unwrap() >= result["p50_ms"].as_f64().unwrap());
     assert!(result["rss_mb"].as_f64().unwrap() > 0.0);

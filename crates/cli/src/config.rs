@@ -239,6 +239,13 @@ pub struct ServeSettings {
         value_parser = whole_number::<u16>("PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", 10, 65535))]
     pub mqtt_max_keepalive_secs: u16,
 
+    /// QoS 1 messages one device connection may have unacknowledged on the
+    /// built-in broker (MQTT 5 receive maximum); each is acknowledged once
+    /// it is stored.
+    #[arg(long, env = "PLANTOPS_MQTT_MAX_INFLIGHT", default_value = "64",
+        value_parser = whole_number::<u16>("PLANTOPS_MQTT_MAX_INFLIGHT", 1, 65535))]
+    pub mqtt_max_inflight: u16,
+
     /// Messages (readings and heartbeats) one device may send per second,
     /// sustained; more are acknowledged and dropped (`rate_limited`).
     #[arg(long, env = "PLANTOPS_DEVICE_MESSAGES_PER_SEC", default_value = "10",

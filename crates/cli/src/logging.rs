@@ -10,7 +10,7 @@ use crate::config::LogSettings;
 pub fn init(settings: &LogSettings) {
     // Our crates log at the chosen level; chatty dependencies one step up.
     let filter = EnvFilter::new(format!(
-        "warn,plantops={level},plantops_server={level},plantops_mqtt={level},plantops_store={level},mqtt5=warn,sqlx=warn",
+        "warn,plantops={level},plantops_server={level},plantops_mqtt={level},plantops_store={level},sqlx=warn",
         level = settings.log_level
     ));
     let registry = tracing_subscriber::registry().with(filter);

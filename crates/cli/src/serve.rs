@@ -40,6 +40,7 @@ fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
             limits: plantops_mqtt::builtin::BuiltinLimits {
                 max_connections: settings.mqtt_max_connections,
                 max_keep_alive_secs: settings.mqtt_max_keepalive_secs,
+                max_inflight: settings.mqtt_max_inflight,
             },
         }),
     };

@@ -1322,3 +1322,46 @@ async fn a_device_gets_its_esphome_configuration_filled_in() {
     assert!(checked.status.success(), "{output}");
     assert!(output.contains("Configuration is valid"), "{output}");
 }
+
+/// Another MQTT implementation than the tests' own client: libmosquitto's
+/// `mosquitto_pub` publishes over TLS with MQTT 3.1.1 and with MQTT 5 at
+/// QoS 1, and exits 0 only once the PUBACK came (which means stored).
+#[tokio::test]
+async fn mosquitto_clients_publish_over_tls_with_mqtt_3_1_1_and_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Ports::free(), &[]).await;
+    let (_, plant) = server.post("/api/plants", json!({"name": "Ivy"})).await;
+    let plant_id = plant["id"].as_str().unwrap();
+    let device = server.register_for("aa:00:00:00:00:5e", plant_id).await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().await).unwrap();
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    // One process after the other: their readings are received apart.
+    for (version, moisture) in [("mqttv311", 31.0), ("mqttv5", 35.0)] {
+        let payload = json!({ "soil_moisture": moisture }).to_string();
+        let output = tokio::process::Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &server.mqtts_port.to_string()])
+            .args(["--cafile", ca.to_str().unwrap(), "-V", version, "-q", "1"])
+            .args(["-i", &device.device_id, "-u", &device.username])
+            .args(["-P", &device.password, "-t", &topic, "-m", &payload])
+            .output()
+            .await
+            .expect("mosquitto_pub (package mosquitto-clients)");
+        assert!(
+            output.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (status, history) = server
+        .get(&format!("/api/plants/{plant_id}/history?hours=1"))
+        .await;
+    assert_eq!(status, 200);
+    let moistures: Vec<f64> = history["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["soil_moisture"].as_f64().unwrap())
+        .collect();
+    assert_eq!(moistures, [35.0, 31.0], "newest first: {history}");
+}

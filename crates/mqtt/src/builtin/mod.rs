@@ -1,34 +1,31 @@
-//! The built-in broker (mqtt5): devices authenticate against the store, may
-//! publish only to their own topics, and every publish goes straight into
-//! ingestion, acknowledged (QoS 1) only after its batch is committed.
+//! The built-in broker: a small MQTT 3.1.1/5 server made for what devices
+//! do with PlantOps. Devices authenticate against the store, may publish
+//! only to their own topics, and every publish goes straight into
+//! ingestion. A connection keeps reading while its QoS 1 messages wait for
+//! their batch, and acknowledges each (in order) only after it is
+//! committed, so batches grow with the load, not with the number of
+//! connections. Nothing is ever routed to subscribers: a device's messages
+//! are for PlantOps, so subscriptions are checked and acknowledged only.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::pin::Pin;
+mod auth;
+mod connection;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use mqtt5::broker::auth::{AuthProvider, AuthResult};
-use mqtt5::broker::config::{BrokerConfig, StorageConfig, TlsConfig};
-use mqtt5::broker::events::{
-    BrokerEventHandler, ClientConnectEvent, ClientDisconnectEvent, ClientPublishEvent,
-    PublishAction,
-};
-use mqtt5::broker::router::MessageRouter;
-use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
-use mqtt5::packet::connect::ConnectPacket;
-use mqtt5::protocol::v5::reason_codes::ReasonCode;
-use mqtt5::QoS;
-use plantops_core::credentials::verify_password;
-use plantops_core::topic::is_own_client_id;
-use plantops_store::{DeviceStore, DynStore};
+use plantops_store::DynStore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::ingest::{Ingest, Outcome};
+use crate::ingest::Ingest;
 use crate::{Broker, BrokerError, LinkState};
+use auth::{DeviceAuth, FailedLogins};
 
 /// A listener address together with the setting that chose it, so a port
 /// already in use can be reported in the user's terms.
@@ -61,6 +58,10 @@ pub struct BuiltinLimits {
     /// (or 0, never) is refused, so a dead connection cannot linger
     /// (PLANTOPS_MQTT_MAX_KEEPALIVE_SECS).
     pub max_keep_alive_secs: u16,
+    /// QoS 1 messages one connection may have unacknowledged; MQTT 5
+    /// clients are told (receive maximum), from others the broker stops
+    /// reading until one is committed (PLANTOPS_MQTT_MAX_INFLIGHT).
+    pub max_inflight: u16,
 }
 
 impl Default for BuiltinLimits {
@@ -68,6 +69,7 @@ impl Default for BuiltinLimits {
         Self {
             max_connections: 10_000,
             max_keep_alive_secs: 3600,
+            max_inflight: 64,
         }
     }
 }
@@ -87,220 +89,181 @@ pub enum StartError {
     },
     #[error("the built-in broker needs at least one listener (PLANTOPS_MQTT_ADDR or PLANTOPS_MQTTS_ADDR)")]
     NoListener,
-    #[error("built-in broker failed to start: {0}")]
-    Broker(String),
+    #[error("cannot use the broker certificate {cert} with its key {key}: {reason}")]
+    Certificate {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
 }
 
-/// Checks a listener address up front so the error names the setting.
-fn check_free(listener: &Listener) -> Result<(), StartError> {
-    match TcpListener::bind(listener.addr) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(StartError::PortInUse {
-            addr: listener.addr,
-            setting: listener.setting,
-        }),
-        Err(source) => Err(StartError::Bind {
-            addr: listener.addr,
-            setting: listener.setting,
-            source,
-        }),
+/// Binds a listener; a taken port is named with the setting that chose it.
+async fn bind(listener: &Listener) -> Result<TcpListener, StartError> {
+    TcpListener::bind(listener.addr)
+        .await
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+                addr: listener.addr,
+                setting: listener.setting,
+            },
+            _ => StartError::Bind {
+                addr: listener.addr,
+                setting: listener.setting,
+                source,
+            },
+        })
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, StartError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let refused = |reason: String| StartError::Certificate {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| refused(e.to_string()))?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| refused(e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| refused(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, private_key)
+    .map_err(|e| refused(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why a connection is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kick {
+    /// A newer connection with the same client id took over.
+    TakenOver = 1,
+    /// The device was deleted or its credentials rotated.
+    Revoked = 2,
+}
+
+/// One live connection's handle: a way to tell it to end, and why.
+#[derive(Default)]
+struct KickSwitch {
+    reason: AtomicU8,
+    notify: Notify,
+}
+
+impl KickSwitch {
+    fn kick(&self, reason: Kick) {
+        self.reason.store(reason as u8, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    async fn kicked(&self) -> Kick {
+        self.notify.notified().await;
+        match self.reason.load(Ordering::Acquire) {
+            1 => Kick::TakenOver,
+            _ => Kick::Revoked,
+        }
     }
 }
 
-/// Live connections per device, so a deleted or rotated device can be cut.
+struct LiveSession {
+    device_id: Uuid,
+    serial: u64,
+    switch: Arc<KickSwitch>,
+}
+
+/// Live connections by client id, so a reconnecting device replaces its old
+/// connection and a deleted or rotated device can be cut.
 #[derive(Default)]
-struct Sessions(Mutex<HashMap<Uuid, HashSet<String>>>);
+struct Sessions {
+    by_client_id: Mutex<HashMap<Arc<str>, LiveSession>>,
+    serial: AtomicU64,
+}
+
+/// Removes its connection from [`Sessions`] when the connection ends.
+struct SessionGuard {
+    sessions: Arc<Sessions>,
+    client_id: Arc<str>,
+    serial: u64,
+    switch: Arc<KickSwitch>,
+}
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, HashSet<String>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, LiveSession>> {
+        self.by_client_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, device_id: Uuid) -> HashSet<String> {
-        self.lock().remove(&device_id).unwrap_or_default()
-    }
-}
-
-struct DeviceAuth {
-    store: Arc<dyn DeviceStore>,
-    failures: FailedLogins,
-    max_keep_alive_secs: u16,
-}
-
-/// Failed logins per source address within a minute: past a few, each
-/// further failure is answered only after a growing pause (up to 5 s), so
-/// guessing from one address is slow. A right password is never delayed
-/// or refused — locking a username (or an address) out would let anyone
-/// who knows a device's username keep it off the network.
-#[derive(Default)]
-struct FailedLogins {
-    by_address: Mutex<HashMap<std::net::IpAddr, (u32, tokio::time::Instant)>>,
-}
-
-/// Subscriptions one device connection may hold (under its own prefix).
-pub const MAX_SUBSCRIPTIONS_PER_DEVICE: usize = 8;
-
-const FREE_LOGIN_FAILURES: u32 = 5;
-const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
-const MAX_LOGIN_FAILURE_PAUSE: Duration = Duration::from_secs(5);
-/// Past this many remembered addresses, quiet ones are swept out.
-const FAILED_LOGINS_SWEEP_ABOVE: usize = 4096;
-
-impl FailedLogins {
-    /// Counts a failure; returns how long to wait before answering it.
-    fn failed(&self, address: std::net::IpAddr) -> Duration {
-        let now = tokio::time::Instant::now();
-        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        if by_address.len() > FAILED_LOGINS_SWEEP_ABOVE {
-            by_address.retain(|_, (_, since)| now.duration_since(*since) < LOGIN_FAILURE_WINDOW);
+    /// Registers a connection, ending the one that held the client id.
+    fn open(self: &Arc<Self>, client_id: &str, device_id: Uuid) -> SessionGuard {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let switch = Arc::new(KickSwitch::default());
+        let previous = self.lock().insert(
+            client_id.clone(),
+            LiveSession {
+                device_id,
+                serial,
+                switch: switch.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            previous.switch.kick(Kick::TakenOver);
         }
-        let (count, since) = by_address.entry(address).or_insert((0, now));
-        if now.duration_since(*since) >= LOGIN_FAILURE_WINDOW {
-            (*count, *since) = (0, now);
+        SessionGuard {
+            sessions: self.clone(),
+            client_id,
+            serial,
+            switch,
         }
-        *count += 1;
-        let over = count.saturating_sub(FREE_LOGIN_FAILURES);
-        (Duration::from_millis(250) * over).min(MAX_LOGIN_FAILURE_PAUSE)
     }
-}
 
-fn device_of(user_id: Option<&str>) -> Option<Uuid> {
-    user_id.and_then(|u| Uuid::parse_str(u).ok())
-}
-
-impl AuthProvider for DeviceAuth {
-    fn authenticate<'a>(
-        &'a self,
-        connect: &'a ConnectPacket,
-        client_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = mqtt5::error::Result<AuthResult>> + Send + 'a>> {
-        Box::pin(async move {
-            let refused = || Ok(AuthResult::fail(ReasonCode::BadUsernameOrPassword));
-            if connect.keep_alive == 0 || connect.keep_alive > self.max_keep_alive_secs {
-                // As Mosquitto's max_keepalive does for MQTT 3.1.1 clients.
-                tracing::info!(%client_addr, keep_alive = connect.keep_alive, "keep-alive out of bounds refused");
-                return Ok(AuthResult::fail(ReasonCode::ClientIdentifierNotValid));
+    /// Ends every connection of a device; returns their client ids.
+    fn cut(&self, device_id: Uuid) -> Vec<Arc<str>> {
+        let mut sessions = self.lock();
+        let mut cut = Vec::new();
+        sessions.retain(|client_id, session| {
+            if session.device_id != device_id {
+                return true;
             }
-            let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
-                return refused();
-            };
-            let Ok(password) = std::str::from_utf8(password) else {
-                return refused();
-            };
-            match self.store.device_credentials(username).await {
-                Ok(Some(creds)) if verify_password(password, &creds.password_hash) => {
-                    let device = creds.device_id.to_string();
-                    if !is_own_client_id(&connect.client_id, &device, username) {
-                        // Another device's id would take over its session.
-                        tracing::info!(%client_addr, device_id = %device, client_id = %connect.client_id, "foreign client id refused");
-                        return Ok(AuthResult::fail(ReasonCode::ClientIdentifierNotValid));
-                    }
-                    Ok(AuthResult::success_with_user(device))
-                }
-                Ok(_) => {
-                    tracing::info!(%client_addr, username = %username, "device login refused");
-                    tokio::time::sleep(self.failures.failed(client_addr.ip())).await;
-                    refused()
-                }
-                Err(error) => {
-                    tracing::error!(%error, "device login: store unavailable");
-                    Ok(AuthResult::fail(ReasonCode::ServerUnavailable))
-                }
-            }
-        })
-    }
-
-    fn authorize_publish<'a>(
-        &'a self,
-        _client_id: &str,
-        user_id: Option<&'a str>,
-        topic: &'a str,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = match (user_id, plantops_core::topic::parse(topic)) {
-            (Some(user), Some((device, _))) => user == device,
-            _ => false,
-        };
-        Box::pin(async move { allowed })
-    }
-
-    fn authorize_subscribe<'a>(
-        &'a self,
-        _client_id: &str,
-        user_id: Option<&'a str>,
-        topic_filter: &'a str,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = device_of(user_id).is_some_and(|device| {
-            plantops_core::topic::is_own_filter(&device.to_string(), topic_filter)
+            session.switch.kick(Kick::Revoked);
+            cut.push(client_id.clone());
+            false
         });
-        Box::pin(async move { allowed })
+        cut
     }
 }
 
-struct IngestHandler {
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut sessions = self.sessions.lock();
+        if sessions
+            .get(&self.client_id)
+            .is_some_and(|s| s.serial == self.serial)
+        {
+            sessions.remove(&self.client_id);
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    auth: DeviceAuth,
     ingest: Ingest,
     sessions: Arc<Sessions>,
-}
-
-impl BrokerEventHandler for IngestHandler {
-    fn on_client_connect<'a>(
-        &'a self,
-        event: ClientConnectEvent,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        if let Some(device) = device_of(event.user_id.as_deref()) {
-            tracing::debug!(device_id = %device, client_id = %event.client_id, "device connected");
-            self.sessions
-                .lock()
-                .entry(device)
-                .or_default()
-                .insert(event.client_id.to_string());
-        }
-        Box::pin(async {})
-    }
-
-    fn on_client_disconnect<'a>(
-        &'a self,
-        event: ClientDisconnectEvent,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        if let Some(device) = device_of(event.user_id.as_deref()) {
-            let mut sessions = self.sessions.lock();
-            if let Some(clients) = sessions.get_mut(&device) {
-                clients.remove(event.client_id.as_ref());
-                if clients.is_empty() {
-                    sessions.remove(&device);
-                }
-            }
-        }
-        Box::pin(async {})
-    }
-
-    fn on_client_publish<'a>(
-        &'a self,
-        event: ClientPublishEvent,
-    ) -> Pin<Box<dyn Future<Output = PublishAction> + Send + 'a>> {
-        Box::pin(async move {
-            let Some(device) = device_of(event.user_id.as_deref()) else {
-                return PublishAction::Handled;
-            };
-            let wait = event.qos != QoS::AtMostOnce;
-            match self
-                .ingest
-                .handle(device, &event.topic, &event.payload, wait)
-                .await
-            {
-                Outcome::Stored | Outcome::Dropped(_) => PublishAction::Handled,
-                // Never acknowledge what was not stored: hold the PUBACK
-                // until the connection closes, so the device sends again.
-                Outcome::ShuttingDown => std::future::pending().await,
-            }
-        })
-    }
+    limits: BuiltinLimits,
+    /// One permit per connection (PLANTOPS_MQTT_MAX_CONNECTIONS).
+    connections: Arc<Semaphore>,
+    /// Becomes true when the broker stops.
+    stopping: watch::Receiver<bool>,
 }
 
 pub struct BuiltinBroker {
-    router: Arc<MessageRouter>,
     sessions: Arc<Sessions>,
-    shutdown: BrokerShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
 }
@@ -314,76 +277,46 @@ impl BuiltinBroker {
         if config.plain.is_none() && config.tls.is_none() {
             return Err(StartError::NoListener);
         }
-        for listener in config
-            .plain
-            .iter()
-            .chain(config.tls.as_ref().map(|t| &t.listener))
-        {
-            check_free(listener)?;
-        }
+        let tls = match &config.tls {
+            Some(tls) => Some((
+                bind(&tls.listener).await?,
+                tls_acceptor(&tls.cert, &tls.key)?,
+            )),
+            None => None,
+        };
+        let plain = match &config.plain {
+            Some(listener) => Some(bind(listener).await?),
+            None => None,
+        };
+        let (stop, stopping) = watch::channel(false);
         let sessions = Arc::new(Sessions::default());
-        let handler = Arc::new(IngestHandler {
+        let shared = Arc::new(Shared {
+            auth: DeviceAuth {
+                store,
+                failures: FailedLogins::default(),
+                max_keep_alive_secs: config.limits.max_keep_alive_secs,
+            },
             ingest,
             sessions: sessions.clone(),
+            limits: config.limits,
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            stopping,
         });
-        let storage = StorageConfig {
-            enable_persistence: false,
-            ..StorageConfig::default()
-        };
-        let mut broker_config = BrokerConfig::default()
-            .with_bind_addresses(config.plain.iter().map(|l| l.addr).collect())
-            .with_storage(storage)
-            .with_sys_topics_enabled(false)
-            .with_maximum_qos(1)
-            .with_max_packet_size(64 * 1024)
-            .with_session_expiry(Duration::from_secs(7 * 24 * 3600))
-            .with_max_clients(config.limits.max_connections)
-            // A device publishes to two topics and needs no more than a few
-            // subscriptions; each one is state the broker keeps for it.
-            .with_max_subscriptions_per_client(MAX_SUBSCRIPTIONS_PER_DEVICE)
-            .with_event_handler(handler);
-        // Topic aliases off: each would be state kept per connection before
-        // any authorisation of the topic it stands for.
-        broker_config.topic_alias_maximum = 0;
-        if let Some(tls) = &config.tls {
-            broker_config = broker_config.with_tls(
-                TlsConfig::new(tls.cert.clone(), tls.key.clone())
-                    .with_bind_addresses(vec![tls.listener.addr]),
-            );
-        }
-        let auth: Arc<dyn AuthProvider> = Arc::new(DeviceAuth {
-            store,
-            failures: FailedLogins::default(),
-            max_keep_alive_secs: config.limits.max_keep_alive_secs,
-        });
-        let mut broker = MqttBroker::with_config(broker_config)
-            .await
-            .map_err(|e| StartError::Broker(e.to_string()))?
-            .with_auth_provider(auth);
-        let router = broker.router();
-        let shutdown = broker.shutdown_handle();
-        let plain_addr = broker.local_addr();
-        let tls_addr = broker.tls_local_addr();
-        let mut ready = broker.ready_receiver();
-        let task = tokio::spawn(async move {
-            if let Err(error) = broker.run().await {
-                tracing::error!(%error, "built-in broker stopped");
-            }
-        });
-        // Wait until the listeners accept, so a device registered next can
-        // connect at once.
-        let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
-        if let Some(addr) = plain_addr {
+        let mut listeners = Vec::new();
+        let plain_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+        let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        if let (Some(listener), Some(addr)) = (plain, plain_addr) {
             tracing::info!(%addr, "built-in MQTT broker listening");
+            listeners.push(tokio::spawn(accept(listener, None, shared.clone())));
         }
-        if let Some(addr) = tls_addr {
+        if let (Some((listener, acceptor)), Some(addr)) = (tls, tls_addr) {
             tracing::info!(%addr, "built-in MQTT broker listening (TLS)");
+            listeners.push(tokio::spawn(accept(listener, Some(acceptor), shared)));
         }
         Ok(Arc::new(Self {
-            router,
             sessions,
-            shutdown,
-            task,
+            stop,
+            listeners,
             plain_addr,
             tls_addr,
         }))
@@ -397,11 +330,86 @@ impl BuiltinBroker {
         self.tls_addr
     }
 
-    async fn cut(&self, device_id: Uuid) {
-        for client_id in self.sessions.take(device_id) {
+    fn cut(&self, device_id: Uuid) {
+        for client_id in self.sessions.cut(device_id) {
             tracing::info!(%device_id, %client_id, "disconnecting device session");
-            self.router.disconnect_client(&client_id).await;
         }
+    }
+}
+
+/// Lets a recurring event through once per period (a flood of refused
+/// connections is one log line a minute, not one per connection).
+struct OncePer {
+    period: std::time::Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl OncePer {
+    fn minute() -> Self {
+        Self {
+            period: std::time::Duration::from_secs(60),
+            last: None,
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now - last < self.period) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// Resolves once the broker stops.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The borrow `wait_for` returns must not live across an await.
+    let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// Accepts connections until the broker stops; each runs in its own task.
+async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let mut stopping = shared.stopping.clone();
+    let mut refusals = OncePer::minute();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: pause rather than spin.
+                    tracing::warn!(%error, "built-in broker cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stopping) => return,
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            if refusals.due() {
+                tracing::warn!(%peer, limit = shared.limits.max_connections, "connections refused: PLANTOPS_MQTT_MAX_CONNECTIONS reached (logged once a minute)");
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, tls) = (shared.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => connection::serve(stream, peer, &shared).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => connection::serve(stream, peer, &shared).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -412,7 +420,7 @@ impl Broker for BuiltinBroker {
     }
 
     fn state(&self) -> LinkState {
-        if self.task.is_finished() {
+        if self.listeners.iter().any(|task| task.is_finished()) {
             LinkState {
                 up: false,
                 message: "the built-in broker has stopped".into(),
@@ -437,62 +445,18 @@ impl Broker for BuiltinBroker {
     }
 
     async fn set_password(&self, device_id: Uuid, _: &str, _: &str) -> Result<(), BrokerError> {
-        self.cut(device_id).await;
+        self.cut(device_id);
         Ok(())
     }
 
     async fn remove_device(&self, device_id: Uuid, _: &str) -> Result<(), BrokerError> {
-        self.cut(device_id).await;
+        self.cut(device_id);
         Ok(())
     }
 }
 
 impl Drop for BuiltinBroker {
     fn drop(&mut self) {
-        self.shutdown.shutdown();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FailedLogins;
-    use plantops_core::topic::is_own_client_id;
-    use std::time::Duration;
-
-    #[tokio::test(start_paused = true)]
-    async fn failed_logins_slow_down_an_address_and_recover() {
-        let failures = FailedLogins::default();
-        let home = "192.168.1.20".parse().unwrap();
-        let pauses: Vec<Duration> = (0..8).map(|_| failures.failed(home)).collect();
-        assert_eq!(pauses[..5], [Duration::ZERO; 5]);
-        assert_eq!(pauses[5..], [250, 500, 750].map(Duration::from_millis));
-        for _ in 0..30 {
-            failures.failed(home);
-        }
-        assert_eq!(failures.failed(home), Duration::from_secs(5), "bounded");
-        assert_eq!(
-            failures.failed("10.0.0.9".parse().unwrap()),
-            Duration::ZERO,
-            "per address"
-        );
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(failures.failed(home), Duration::ZERO, "a new minute");
-    }
-
-    #[test]
-    fn devices_keep_to_their_own_client_ids() {
-        let (id, user) = ("0b6f-device", "device_1a2b3c4d");
-        assert!(is_own_client_id(id, id, user));
-        assert!(is_own_client_id("plantops-0b6f-device", id, user));
-        assert!(is_own_client_id(user, id, user));
-        for foreign in [
-            "plantops-backend",
-            "other-device",
-            "",
-            "auto-1234",
-            "plantops-",
-        ] {
-            assert!(!is_own_client_id(foreign, id, user), "{foreign}");
-        }
+        let _ = self.stop.send(true);
     }
 }

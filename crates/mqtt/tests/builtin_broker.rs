@@ -1,0 +1,485 @@
+//! The built-in broker on the wire: a real SQLite store, real TCP, and the
+//! packets a device sends written and read byte for byte (MQTT 3.1.1) or
+//! with the protocol crate's codec (MQTT 5).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt5_protocol::packet::connect::ConnectPacket;
+use mqtt5_protocol::packet::publish::PublishPacket;
+use mqtt5_protocol::packet::MqttPacket;
+use mqtt5_protocol::{ConnectOptions, FixedHeader, Packet, QoS, ReasonCode, WillMessage};
+use plantops_core::credentials::{generate_password, hash_password};
+use plantops_core::{Device, DeviceStatus};
+use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, BuiltinLimits, Listener};
+use plantops_mqtt::ingest::{BatchConfig, DeviceRateLimit, Ingest, IngestBatcher};
+use plantops_testkit::TestDb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+struct Rig {
+    _db: TestDb,
+    broker: std::sync::Arc<BuiltinBroker>,
+    ingest: Ingest,
+    /// Not running until the test starts it: nothing commits before.
+    batcher: Option<IngestBatcher>,
+    device_id: Uuid,
+    username: String,
+    password: String,
+}
+
+impl Rig {
+    async fn start(max_inflight: u16) -> Rig {
+        let db = TestDb::sqlite().await;
+        let store = db.store().await;
+        let password = generate_password();
+        let device = Device {
+            id: Uuid::new_v4(),
+            mac_address: "aa:bb:cc:00:00:01".into(),
+            mqtt_username: format!("device_{}", &Uuid::new_v4().simple().to_string()[..8]),
+            plant_id: None,
+            status: DeviceStatus::Provisioning,
+            firmware_version: None,
+            sensor_types: None,
+            last_seen_at: None,
+            created_at: chrono::Utc::now(),
+            enrollment: None,
+            vitals: None,
+            vitals_at: None,
+        };
+        store
+            .register_device(&device, &hash_password(&password))
+            .await
+            .unwrap();
+        let (events, _) = tokio::sync::broadcast::channel(64);
+        let unlimited = DeviceRateLimit {
+            per_second: NonZeroU32::new(100_000).unwrap(),
+            burst: NonZeroU32::new(100_000).unwrap(),
+        };
+        let (ingest, batcher) =
+            Ingest::new(&store, events, BatchConfig::default(), unlimited, None);
+        let config = BuiltinConfig {
+            plain: Some(Listener {
+                addr: SocketAddr::from(([127, 0, 0, 1], plantops_testkit::free_port())),
+                setting: "PLANTOPS_MQTT_ADDR",
+            }),
+            tls: None,
+            limits: BuiltinLimits {
+                max_inflight,
+                ..BuiltinLimits::default()
+            },
+        };
+        let broker = BuiltinBroker::start(config, store, ingest.clone())
+            .await
+            .unwrap();
+        Rig {
+            _db: db,
+            broker,
+            ingest,
+            batcher: Some(batcher),
+            device_id: device.id,
+            username: device.mqtt_username,
+            password,
+        }
+    }
+
+    fn run_batcher(&mut self) {
+        if let Some(batcher) = self.batcher.take() {
+            tokio::spawn(batcher.run());
+        }
+    }
+
+    async fn connect(&self) -> Peer {
+        let stream = TcpStream::connect(self.broker.plain_addr().unwrap())
+            .await
+            .unwrap();
+        Peer {
+            stream,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    fn telemetry(&self) -> String {
+        format!("devices/{}/telemetry", self.device_id)
+    }
+
+    /// Waits until ingestion has received `count` messages in all.
+    async fn received(&self, count: u64) {
+        let stats = self.ingest.stats();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while stats.snapshot().received < count {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "ingestion received {} of {count} messages",
+                stats.snapshot().received
+            )
+        });
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut length = body.len();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// CONNECT, MQTT 3.1.1, as a small device would write it.
+fn connect_v311(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.push(4);
+    body.push(0b1100_0010); // username, password, clean session
+    body.extend_from_slice(&60u16.to_be_bytes());
+    string(&mut body, client_id);
+    string(&mut body, username);
+    string(&mut body, password);
+    packet(0x10, &body)
+}
+
+fn publish_qos1_v311(topic: &str, packet_id: u16, payload: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, topic);
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    body.extend_from_slice(payload.as_bytes());
+    packet(0x32, &body)
+}
+
+/// A device's side of a connection: what it writes, and the packets it
+/// reads, kept across reads (one read may hold several).
+struct Peer {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Peer {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buffer.len() < n {
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(&mut self.buffer),
+            )
+            .await
+            .expect("the broker answers")
+            .expect("read");
+            assert!(read > 0, "closed early");
+        }
+        self.buffer.split_to(n).to_vec()
+    }
+
+    /// Reads one MQTT 5 packet; `None` once the broker closed.
+    async fn read_packet(&mut self) -> Option<Packet> {
+        loop {
+            let mut peek = &self.buffer[..];
+            if let Ok(header) = FixedHeader::decode(&mut peek) {
+                let total = header.encoded_len() + header.remaining_length as usize;
+                if self.buffer.len() >= total {
+                    let mut frame = self.buffer.split_to(total).freeze();
+                    let header = FixedHeader::decode(&mut frame).unwrap();
+                    let packet = Packet::decode_from_body_with_version(
+                        header.packet_type,
+                        &header,
+                        &mut frame,
+                        5,
+                    );
+                    return Some(packet.unwrap());
+                }
+            }
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(&mut self.buffer),
+            )
+            .await
+            .expect("the broker answers or closes")
+            .ok()?;
+            if read == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+fn encoded(packet: &impl MqttPacket) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    packet.encode(&mut out).unwrap();
+    out.to_vec()
+}
+
+fn connect_v5(rig: &Rig, client_id: &str, will: Option<WillMessage>) -> Vec<u8> {
+    let mut options = ConnectOptions::new(client_id)
+        .with_credentials(&rig.username, &rig.password)
+        .with_keep_alive(Duration::from_secs(60));
+    if let Some(will) = will {
+        options = options.with_will(will);
+    }
+    encoded(&ConnectPacket::new(options))
+}
+
+async fn connected_v5(rig: &Rig, client_id: &str) -> Peer {
+    let mut stream = rig.connect().await;
+    stream
+        .write_all(&connect_v5(rig, client_id, None))
+        .await
+        .unwrap();
+    match stream.read_packet().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    stream
+}
+
+fn publish_v5(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Vec<u8> {
+    let mut publish = PublishPacket::new(topic, payload.as_bytes().to_vec(), qos);
+    if qos != QoS::AtMostOnce {
+        publish = publish.with_packet_id(packet_id);
+    }
+    encoded(&publish)
+}
+
+/// One connection has many QoS 1 messages in flight: the broker reads and
+/// hands over all five while none is committed yet, then acknowledges them
+/// in order once their batch commits.
+#[tokio::test]
+async fn a_connection_pipelines_qos1_messages_and_acknowledges_them_in_order() {
+    let mut rig = Rig::start(64).await;
+    let mut device = rig.connect().await;
+    device
+        .write_all(&connect_v311(
+            &rig.device_id.to_string(),
+            &rig.username,
+            &rig.password,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(device.read_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+
+    let topic = rig.telemetry();
+    let publishes: Vec<u8> = (1..=5u16)
+        .flat_map(|id| publish_qos1_v311(&topic, id, &format!(r#"{{"temperature": {id}}}"#)))
+        .collect();
+    device.write_all(&publishes).await.unwrap();
+    // All five are in ingestion's hands before the first commit.
+    rig.received(5).await;
+    assert_eq!(rig.ingest.stats().snapshot().stored, 0);
+
+    rig.run_batcher();
+    let acks = device.read_exact(20).await;
+    let expected: Vec<u8> = (1..=5u16)
+        .flat_map(|id| {
+            let [high, low] = id.to_be_bytes();
+            [0x40, 0x02, high, low]
+        })
+        .collect();
+    assert_eq!(acks, expected, "PUBACKs in the order of the publishes");
+    assert_eq!(rig.ingest.stats().snapshot().stored, 5);
+}
+
+/// With every in-flight place taken, the broker reads no further until one
+/// is committed: the third message is not even received.
+#[tokio::test]
+async fn a_full_window_stops_reading_until_a_commit() {
+    let mut rig = Rig::start(2).await;
+    let mut device = connected_v5(&rig, &rig.device_id.to_string()).await;
+    let topic = rig.telemetry();
+    for id in 1..=2 {
+        device
+            .write_all(&publish_v5(&topic, QoS::AtLeastOnce, id, r#"{"light": 5}"#))
+            .await
+            .unwrap();
+    }
+    rig.received(2).await;
+    // The third goes out while the two wait for their commit; the ping
+    // behind it is answered only once the broker reads again.
+    device
+        .write_all(&publish_v5(&topic, QoS::AtLeastOnce, 3, r#"{"light": 6}"#))
+        .await
+        .unwrap();
+    device.write_all(&[0xC0, 0x00]).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(rig.ingest.stats().snapshot().received, 2);
+
+    rig.run_batcher();
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        match device.read_packet().await.expect("open") {
+            Packet::PubAck(ack) => answers.push(format!("puback {}", ack.packet_id)),
+            Packet::PingResp => answers.push("pingresp".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The ping is read, and answered, only after the first two commits.
+    assert_eq!(answers[..2], ["puback 1", "puback 2"], "{answers:?}");
+    assert!(
+        answers[2..].contains(&"pingresp".to_string()),
+        "{answers:?}"
+    );
+    assert!(
+        answers[2..].contains(&"puback 3".to_string()),
+        "{answers:?}"
+    );
+    assert_eq!(rig.ingest.stats().snapshot().stored, 3);
+}
+
+/// MQTT 5: the CONNACK states the broker's limits; a publish to another
+/// device's topic is refused with "not authorized" and not stored.
+#[tokio::test]
+async fn mqtt5_clients_learn_the_limits_and_foreign_topics_are_refused() {
+    let mut rig = Rig::start(16).await;
+    rig.run_batcher();
+    let mut device = rig.connect().await;
+    device
+        .write_all(&connect_v5(&rig, &rig.device_id.to_string(), None))
+        .await
+        .unwrap();
+    let Some(Packet::ConnAck(ack)) = device.read_packet().await else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert!(!ack.session_present);
+    assert_eq!(ack.properties.get_receive_maximum(), Some(16));
+    assert_eq!(ack.properties.get_maximum_qos(), Some(1));
+    assert_eq!(ack.properties.get_maximum_packet_size(), Some(64 * 1024));
+
+    let foreign = format!("devices/{}/telemetry", Uuid::new_v4());
+    device
+        .write_all(&publish_v5(
+            &foreign,
+            QoS::AtLeastOnce,
+            7,
+            r#"{"light": 1}"#,
+        ))
+        .await
+        .unwrap();
+    device
+        .write_all(&publish_v5(
+            &rig.telemetry(),
+            QoS::AtLeastOnce,
+            8,
+            r#"{"light": 2}"#,
+        ))
+        .await
+        .unwrap();
+    let Some(Packet::PubAck(refused)) = device.read_packet().await else {
+        panic!("no PUBACK");
+    };
+    assert_eq!(
+        (refused.packet_id, refused.reason_code),
+        (7, ReasonCode::NotAuthorized)
+    );
+    let Some(Packet::PubAck(stored)) = device.read_packet().await else {
+        panic!("no PUBACK");
+    };
+    assert_eq!(
+        (stored.packet_id, stored.reason_code),
+        (8, ReasonCode::Success)
+    );
+    let stats = rig.ingest.stats().snapshot();
+    assert_eq!((stats.stored, stats.dropped["topic_mismatch"]), (1, 1));
+}
+
+/// What the broker does not take ends the connection with the reason:
+/// QoS 2, a packet over 64 KiB, a topic alias.
+#[tokio::test]
+async fn unsupported_and_oversized_packets_end_the_connection_with_a_reason() {
+    let mut rig = Rig::start(16).await;
+    rig.run_batcher();
+    let topic = rig.telemetry();
+    let big = format!(r#"{{"light": 1, "pad": "{}"}}"#, "x".repeat(70_000));
+    let mut aliased = PublishPacket::new(topic.clone(), b"{}".to_vec(), QoS::AtMostOnce);
+    aliased.properties.set_topic_alias(1);
+    for (bytes, reason) in [
+        (
+            publish_v5(&topic, QoS::ExactlyOnce, 1, "{}"),
+            ReasonCode::QoSNotSupported,
+        ),
+        (
+            publish_v5(&topic, QoS::AtMostOnce, 0, &big),
+            ReasonCode::PacketTooLarge,
+        ),
+        (encoded(&aliased), ReasonCode::TopicAliasInvalid),
+    ] {
+        let mut device = connected_v5(&rig, &rig.device_id.to_string()).await;
+        device.write_all(&bytes).await.unwrap();
+        match device.read_packet().await {
+            Some(Packet::Disconnect(disconnect)) => assert_eq!(disconnect.reason_code, reason),
+            other => panic!("expected DISCONNECT {reason:?}, got {other:?}"),
+        }
+        assert!(device.read_packet().await.is_none(), "closed");
+    }
+    assert_eq!(rig.ingest.stats().snapshot().received, 0);
+}
+
+/// A device reconnecting with its client id replaces its old connection
+/// (told "session taken over"); a will is sent only to the device's own
+/// topics, and goes out when the connection drops.
+#[tokio::test]
+async fn reconnecting_takes_over_and_a_will_goes_only_to_its_own_topics() {
+    let mut rig = Rig::start(16).await;
+    rig.run_batcher();
+    let client_id = format!("plantops-{}", rig.device_id);
+    let mut first = connected_v5(&rig, &client_id).await;
+    let mut second = connected_v5(&rig, &client_id).await;
+    match first.read_packet().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
+        other => panic!("expected a takeover, got {other:?}"),
+    }
+    second.write_all(&[0xC0, 0x00]).await.unwrap();
+    assert!(matches!(second.read_packet().await, Some(Packet::PingResp)));
+
+    let foreign = WillMessage::new(format!("devices/{}/heartbeat", Uuid::new_v4()), "{}");
+    let mut refused = rig.connect().await;
+    refused
+        .write_all(&connect_v5(&rig, &rig.device_id.to_string(), Some(foreign)))
+        .await
+        .unwrap();
+    match refused.read_packet().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let own = WillMessage::new(
+        format!("devices/{}/heartbeat", rig.device_id),
+        r#"{"status": "offline"}"#,
+    );
+    let mut with_will = rig.connect().await;
+    with_will
+        .write_all(&connect_v5(&rig, &rig.device_id.to_string(), Some(own)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        with_will.read_packet().await,
+        Some(Packet::ConnAck(_))
+    ));
+    drop(with_will);
+    rig.received(1).await;
+    let stats = rig.ingest.stats().snapshot();
+    assert_eq!((stats.received, stats.stored), (1, 0), "a heartbeat");
+}

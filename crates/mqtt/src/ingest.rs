@@ -309,6 +309,20 @@ enum Commit {
     Waiting(oneshot::Receiver<()>),
 }
 
+enum Queued<'a> {
+    Now(Commit),
+    WaitingForRoom(std::pin::Pin<Box<dyn std::future::Future<Output = Commit> + Send + 'a>>),
+}
+
+impl Queued<'_> {
+    async fn wait(self) -> Commit {
+        match self {
+            Queued::Now(commit) => commit,
+            Queued::WaitingForRoom(queued) => queued.await,
+        }
+    }
+}
+
 struct VitalsToRecord {
     to: Arc<Vitals>,
     device_id: Uuid,
@@ -454,7 +468,9 @@ impl Ingest {
                 Ok(t) => Some(t),
                 Err(error) => {
                     // The device is alive even when its payload is not.
-                    self.enqueue(device_id, None, received_at, false).await;
+                    self.enqueue(device_id, None, received_at, false)
+                        .wait()
+                        .await;
                     return self
                         .drop(
                             device_id,
@@ -471,6 +487,7 @@ impl Ingest {
         };
         let commit = self
             .enqueue(device_id, telemetry, received_at, wait_for_commit)
+            .wait()
             .await;
         Submitted(Step::Queued {
             commit,
@@ -483,13 +500,16 @@ impl Ingest {
         })
     }
 
-    async fn enqueue(
+    /// Queues a message for the batcher: at once when the queue has room,
+    /// else the wait for room, boxed — the rare case, kept out of the
+    /// future every broker connection holds.
+    fn enqueue(
         &self,
         device_id: Uuid,
         telemetry: Option<Telemetry>,
         received_at: DateTime<Utc>,
         wait_for_commit: bool,
-    ) -> Commit {
+    ) -> Queued<'_> {
         let (done, committed) = if wait_for_commit {
             let (tx, rx) = oneshot::channel();
             (Some(rx), Some(tx))
@@ -502,12 +522,19 @@ impl Ingest {
             received_at,
             committed,
         };
-        if self.tx.send(envelope).await.is_err() {
-            return Commit::Refused;
-        }
-        match done {
-            None => Commit::Queued,
-            Some(done) => Commit::Waiting(done),
+        let commit = |queued: bool| match (queued, done) {
+            (false, _) => Commit::Refused,
+            (true, None) => Commit::Queued,
+            (true, Some(done)) => Commit::Waiting(done),
+        };
+        match self.tx.try_send(envelope) {
+            Ok(()) => Queued::Now(commit(true)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Now(commit(false)),
+            Err(mpsc::error::TrySendError::Full(envelope)) => {
+                Queued::WaitingForRoom(Box::pin(async move {
+                    commit(self.tx.send(envelope).await.is_ok())
+                }))
+            }
         }
     }
 

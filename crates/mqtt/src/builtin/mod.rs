@@ -392,24 +392,25 @@ async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Sha
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (shared, tls) = (shared.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => connection::serve(stream, peer, &shared).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(stream)) => connection::serve(stream, peer, &shared).await,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+        let shared = shared.clone();
+        // Plain and TLS connections are separate tasks, so a plain one does
+        // not carry room for a TLS session in its future.
+        match tls.clone() {
+            None => tokio::spawn(async move {
+                let _permit = permit;
+                connection::serve(stream, peer, &shared).await;
+            }),
+            Some(acceptor) => tokio::spawn(async move {
+                let _permit = permit;
+                let handshake =
+                    tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => connection::serve(stream, peer, &shared).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            }
-        });
+            }),
+        };
     }
 }
 

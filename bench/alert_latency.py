@@ -57,6 +57,9 @@ def main():
     data = tempfile.mkdtemp()
     env = dict(os.environ, PLANTOPS_DATA_DIR=data, PLANTOPS_HTTP_ADDR=f"127.0.0.1:{http}",
                PLANTOPS_MQTT_ADDR=f"127.0.0.1:{mqtt}", PLANTOPS_MQTTS_ADDR="", LOG_LEVEL="warn",
+               # A throwaway server on localhost: the documented opt-outs of
+               # sign-in and enrollment keep the script free of credentials.
+               PLANTOPS_AUTH="off", PLANTOPS_ENROLLMENT="open",
                DISCORD_WEBHOOK_URL=f"http://127.0.0.1:{hook.server_port}/api/webhooks/1/t")
     server = subprocess.Popen([args.binary, "serve"], env=env)
     base = f"http://127.0.0.1:{http}/api"
@@ -78,6 +81,7 @@ def main():
                 other = call(base, "POST", "/devices/register", {"mac_address": f"02:00:00:00:01:{n:02x}"})
                 call(base, "POST", f"/devices/{other['device_id']}/provision", {"plant_id": plant["id"]})
                 pub = subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt), "-q", "1", "-l",
+                                        "-i", other["device_id"],
                                         "-u", other["mqtt_username"], "-P", other["mqtt_password"],
                                         "-t", f"devices/{other['device_id']}/telemetry"],
                                        stdin=subprocess.PIPE, text=True)
@@ -98,6 +102,7 @@ def main():
             expected = len(arrivals) + 1
             start = time.monotonic()
             subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt), "-q", "1",
+                            "-i", device["device_id"],
                             "-u", device["mqtt_username"], "-P", device["mqtt_password"],
                             "-t", f"devices/{device['device_id']}/telemetry",
                             "-m", json.dumps({"soil_moisture": value})], check=True)

@@ -19,10 +19,11 @@ key=$(openssl rand -hex 32)
 # Runs a bench command; its last output line (JSON) goes to results with the command.
 measure() {
   local name=$1; shift
-  echo "== $name: $*" >&2
+  echo "== $name" >&2
   local line
   line=$("$@" 2>"$out/$name.log" | tail -1)
-  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["bench"]=sys.argv[1]; r["command"]=sys.argv[2]; print(json.dumps(r))' \
+  # The throwaway encryption key is not worth keeping, nor showing.
+  python3 -c 'import json,re,sys; r=json.loads(sys.argv[3]); r["bench"]=sys.argv[1]; r["command"]=re.sub(r"ENCRYPTION_KEY=\S+", "ENCRYPTION_KEY=…", sys.argv[2]); print(json.dumps(r))' \
     "$name" "$*" "$line" >> "$results"
 }
 

@@ -33,6 +33,14 @@ struct Rig {
 
 impl Rig {
     async fn start(max_inflight: u16) -> Rig {
+        Rig::with_limits(BuiltinLimits {
+            max_inflight,
+            ..BuiltinLimits::default()
+        })
+        .await
+    }
+
+    async fn with_limits(limits: BuiltinLimits) -> Rig {
         let db = TestDb::sqlite().await;
         let store = db.store().await;
         let password = generate_password();
@@ -67,10 +75,7 @@ impl Rig {
                 setting: "PLANTOPS_MQTT_ADDR",
             }),
             tls: None,
-            limits: BuiltinLimits {
-                max_inflight,
-                ..BuiltinLimits::default()
-            },
+            limits,
         };
         let broker = BuiltinBroker::start(config, store, ingest.clone())
             .await
@@ -150,11 +155,20 @@ fn packet(first: u8, body: &[u8]) -> Vec<u8> {
 
 /// CONNECT, MQTT 3.1.1, as a small device would write it.
 fn connect_v311(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    connect_v311_keep_alive(client_id, username, password, 60)
+}
+
+fn connect_v311_keep_alive(
+    client_id: &str,
+    username: &str,
+    password: &str,
+    keep_alive_secs: u16,
+) -> Vec<u8> {
     let mut body = Vec::new();
     string(&mut body, "MQTT");
     body.push(4);
     body.push(0b1100_0010); // username, password, clean session
-    body.extend_from_slice(&60u16.to_be_bytes());
+    body.extend_from_slice(&keep_alive_secs.to_be_bytes());
     string(&mut body, client_id);
     string(&mut body, username);
     string(&mut body, password);
@@ -482,4 +496,44 @@ async fn reconnecting_takes_over_and_a_will_goes_only_to_its_own_topics() {
     rig.received(1).await;
     let stats = rig.ingest.stats().snapshot();
     assert_eq!((stats.received, stats.stored), (1, 0), "a heartbeat");
+}
+
+/// Past PLANTOPS_MQTT_MAX_CONNECTIONS a new connection is closed at once;
+/// the place is free again when a connection ends. A connection silent for
+/// one and a half keep-alive periods is closed.
+#[tokio::test]
+async fn connections_are_bounded_and_silent_ones_closed() {
+    let rig = Rig::with_limits(BuiltinLimits {
+        max_connections: 1,
+        ..BuiltinLimits::default()
+    })
+    .await;
+    let hello =
+        connect_v311_keep_alive(&rig.device_id.to_string(), &rig.username, &rig.password, 1);
+    let mut first = rig.connect().await;
+    first.write_all(&hello).await.unwrap();
+    assert_eq!(first.read_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+
+    let mut second = rig.connect().await;
+    let _ = second.write_all(&hello).await;
+    assert!(
+        second.read_packet().await.is_none(),
+        "closed without CONNACK"
+    );
+
+    // Silent for 1.5 × its 1 s keep-alive: the first is closed ...
+    assert!(first.read_packet().await.is_none(), "closed for silence");
+    // ... and its place is free again (the broker frees it as the
+    // connection's task ends, so a connection right after may still race it).
+    let accepted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut next = rig.connect().await;
+            if next.write_all(&hello).await.is_ok() && next.read_packet().await.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(accepted.is_ok(), "a place came free");
 }

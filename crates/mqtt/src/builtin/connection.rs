@@ -134,7 +134,8 @@ enum End {
     Disconnected {
         with_will: bool,
     },
-    /// The connection dropped, or the client broke the protocol.
+    /// The connection dropped, could not be written to, or ingestion is
+    /// stopping (what is in flight stays unacknowledged, to be sent again).
     Lost,
     /// The client broke the protocol; MQTT 5 clients are told why.
     Refused(ReasonCode),

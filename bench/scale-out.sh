@@ -7,12 +7,14 @@
 # for the production path (20 connections, one message in flight each).
 # Needs mosquitto, mosquitto_ctrl, psql, a release build.
 # Usage: bench/scale-out.sh [connections] [inflight] [seconds]
+# (ONLY="1" runs only the listed instance counts.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections=${1:-20}
 inflight=${2:-1}
 seconds=${3:-10}
 plantops=${PLANTOPS:-target/release/plantops}
+only=${ONLY:-1 2 3}
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 admin_password=$(openssl rand -hex 16)
@@ -39,7 +41,7 @@ export MQTT_HOST=127.0.0.1 MQTT_PORT=$port
 export MQTT_BACKEND_USERNAME=plantops_backend MQTT_BACKEND_PASSWORD=$(openssl rand -hex 16)
 export MQTT_DYNSEC_USERNAME=admin MQTT_DYNSEC_PASSWORD=$admin_password
 export ENCRYPTION_KEY=$(openssl rand -hex 32)
-for instances in 1 2 3; do
+for instances in $only; do
     database=bench_scale_$instances
     psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database"
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/$database \

@@ -18,6 +18,13 @@ pub fn parse(topic: &str) -> Option<(&str, TopicKind)> {
     (!device.is_empty()).then_some((device, kind))
 }
 
+/// The kind of `topic` when it is one of `device_id`'s own two topics.
+pub fn own_kind(device_id: &str, topic: &str) -> Option<TopicKind> {
+    parse(topic)
+        .filter(|(named, _)| *named == device_id)
+        .map(|(_, kind)| kind)
+}
+
 /// Subscription filters for every device's telemetry and heartbeats.
 pub const ALL_TELEMETRY: &str = "devices/+/telemetry";
 pub const ALL_HEARTBEATS: &str = "devices/+/heartbeat";
@@ -80,5 +87,16 @@ mod tests {
         assert_eq!(parse("devices//telemetry"), None);
         assert_eq!(parse("devices/abc/telemetry/x"), None);
         assert_eq!(parse("device/abc/telemetry"), None);
+    }
+
+    #[test]
+    fn own_topics_name_the_device_itself() {
+        assert_eq!(
+            own_kind("abc", "devices/abc/heartbeat"),
+            Some(TopicKind::Heartbeat)
+        );
+        assert_eq!(own_kind("abc", "devices/abcd/telemetry"), None);
+        assert_eq!(own_kind("abc", "devices/ab/telemetry"), None);
+        assert_eq!(own_kind("abc", "devices/abc/commands"), None);
     }
 }

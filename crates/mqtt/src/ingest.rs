@@ -440,9 +440,9 @@ impl Ingest {
         let received_at = plantops_core::now();
         let mut own_id = Uuid::encode_buffer();
         let own_id = device_id.hyphenated().encode_lower(&mut own_id);
-        let kind = match topic::parse(topic) {
-            Some((named, kind)) if named == own_id => kind,
-            _ => {
+        let kind = match topic::own_kind(own_id, topic) {
+            Some(kind) => kind,
+            None => {
                 return self
                     .drop(device_id, DropReason::TopicMismatch, topic)
                     .into()

@@ -250,9 +250,9 @@ fn check_will(connect: &ConnectPacket, device_id: Uuid) -> Result<(), ReasonCode
     if will.qos == QoS::ExactlyOnce {
         return Err(ReasonCode::QoSNotSupported);
     }
-    match topic::parse(&will.topic) {
-        Some((named, _)) if named == device_id.to_string() => Ok(()),
-        _ => Err(ReasonCode::NotAuthorized),
+    match topic::own_kind(&device_id.to_string(), &will.topic) {
+        Some(_) => Ok(()),
+        None => Err(ReasonCode::NotAuthorized),
     }
 }
 

@@ -270,10 +270,7 @@ fn backend_may(access: Access, topic_or_filter: &str) -> bool {
 /// under its own prefix.
 fn device_may(access: Access, device_id: &str, topic_or_filter: &str) -> bool {
     match access {
-        Access::Write => {
-            topic_or_filter == topic::telemetry(device_id)
-                || topic_or_filter == topic::heartbeat(device_id)
-        }
+        Access::Write => topic::own_kind(device_id, topic_or_filter).is_some(),
         Access::Read | Access::Subscribe => topic::is_own_filter(device_id, topic_or_filter),
     }
 }

@@ -45,8 +45,10 @@ impl Default for BatchConfig {
 
 /// How many messages (readings and heartbeats) one device may send: a
 /// sustained rate and a burst on top (a device flushing what it buffered
-/// offline). Past it, its messages are acknowledged and dropped, so a
-/// flooding device slows only itself.
+/// offline). The built-in broker holds a device to it by reading its
+/// connection no faster (nothing it acknowledged is dropped); on Mosquitto,
+/// which acknowledged the messages already, it is judged by the readings'
+/// own times ([`Rate::ByReadingTime`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceRateLimit {
     pub per_second: NonZeroU32,
@@ -62,7 +64,21 @@ impl Default for DeviceRateLimit {
     }
 }
 
-/// Per-device token buckets, pruned now and then of devices that are full.
+/// How a message is held to its device's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// The broker already paced the device ([`Ingest::pace`]): every
+    /// message it hands over is within the rate.
+    Paced,
+    /// Judged by the message's own time (a reading's timestamp, else its
+    /// arrival): a backlog a broker queued during an outage carries the
+    /// times it was measured at and passes whole; a device that really
+    /// floods is bounded, its excess dropped as `rate_limited`.
+    ByReadingTime,
+}
+
+/// Per-device token buckets on the wall clock, pruned now and then of
+/// devices that are full.
 struct DeviceRates {
     limiter: governor::DefaultKeyedRateLimiter<Uuid>,
     checks: AtomicU64,
@@ -79,12 +95,69 @@ impl DeviceRates {
         }
     }
 
-    fn allows(&self, device_id: Uuid) -> bool {
+    /// `None`: go ahead (a token is taken); else how long to wait.
+    fn wait(&self, device_id: Uuid) -> Option<Duration> {
+        use governor::clock::Clock;
         if self.checks.fetch_add(1, Ordering::Relaxed) % Self::PRUNE_EVERY == Self::PRUNE_EVERY - 1
         {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&device_id).is_ok()
+        match self.limiter.check_key(&device_id) {
+            Ok(()) => None,
+            Err(not_until) => Some(not_until.wait_time_from(self.limiter.clock().now())),
+        }
+    }
+}
+
+/// Per-device buckets whose clock is the device's newest message time
+/// (GCRA): the same sustained rate and burst as [`DeviceRates`], judged by
+/// when the readings were taken instead of when they arrived.
+struct ReadingTimeRates {
+    /// Milliseconds one message costs.
+    interval: f64,
+    /// How far ahead of the device's clock its bucket may run: the burst.
+    tolerance: f64,
+    devices: Mutex<HashMap<Uuid, ReadingClock>>,
+}
+
+struct ReadingClock {
+    /// The newest message time seen, in Unix milliseconds: an older
+    /// reading (sent out of order) is charged at this time.
+    newest: i64,
+    /// When the bucket is full again (theoretical arrival time).
+    full_at: f64,
+}
+
+impl ReadingTimeRates {
+    const PRUNE_ABOVE: usize = 100_000;
+
+    fn new(limit: DeviceRateLimit) -> Self {
+        let interval = 1000.0 / f64::from(limit.per_second.get());
+        Self {
+            interval,
+            tolerance: interval * f64::from(limit.burst.get() - 1),
+            devices: Mutex::default(),
+        }
+    }
+
+    fn allows(&self, device_id: Uuid, time: DateTime<Utc>) -> bool {
+        let time = time.timestamp_millis();
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        if devices.len() > Self::PRUNE_ABOVE {
+            devices.retain(|_, clock| clock.full_at > clock.newest as f64);
+        }
+        let clock = devices.entry(device_id).or_insert(ReadingClock {
+            newest: time,
+            full_at: time as f64,
+        });
+        clock.newest = clock.newest.max(time);
+        let now = clock.newest as f64;
+        let full_at = clock.full_at.max(now);
+        if full_at - now > self.tolerance {
+            return false;
+        }
+        clock.full_at = full_at + self.interval;
+        true
     }
 }
 
@@ -220,6 +293,7 @@ pub struct Ingest {
     stats: Arc<IngestStats>,
     drops: Arc<DropLog>,
     rates: Arc<DeviceRates>,
+    reading_time_rates: Arc<ReadingTimeRates>,
     vitals: Arc<Vitals>,
 }
 
@@ -286,6 +360,25 @@ pub enum Outcome {
     Dropped(DropReason),
     /// Ingestion is shutting down: do not acknowledge.
     ShuttingDown,
+}
+
+/// A message checked by [`Ingest::check`], ready for [`Ingest::queue`].
+pub enum Checked {
+    /// Dropped for a reason counted in the stats; nothing to queue.
+    Refused(Outcome),
+    /// A payload that carries no reading; its device is marked seen.
+    Invalid {
+        device_id: Uuid,
+        received_at: DateTime<Utc>,
+        dropped: Outcome,
+    },
+    Accepted {
+        device_id: Uuid,
+        /// `None` for a heartbeat.
+        telemetry: Option<Telemetry>,
+        vitals: Option<DeviceVitals>,
+        received_at: DateTime<Utc>,
+    },
 }
 
 /// A message handed to ingestion; [`Submitted::outcome`] resolves once it
@@ -401,6 +494,7 @@ impl Ingest {
             stats,
             drops: Arc::default(),
             rates: Arc::new(DeviceRates::new(rate)),
+            reading_time_rates: Arc::new(ReadingTimeRates::new(rate)),
             vitals,
         };
         (ingest, batcher)
@@ -410,19 +504,12 @@ impl Ingest {
         self.stats.clone()
     }
 
-    /// Handles one message from an authenticated device. With
-    /// `wait_for_commit` (QoS 1), returns only after the reading is durable.
-    pub async fn handle(
-        &self,
-        device_id: Uuid,
-        topic: &str,
-        payload: &[u8],
-        wait_for_commit: bool,
-    ) -> Outcome {
-        self.submit(device_id, topic, payload, wait_for_commit)
-            .await
-            .outcome()
-            .await
+    /// Holds a device to its rate by time of arrival: `None`, go ahead
+    /// (the message is counted); else how long to wait before handing it
+    /// over. The built-in broker reads no more of a device's connection
+    /// meanwhile, so a device over its rate is slowed, never dropped.
+    pub fn pace(&self, device_id: Uuid) -> Option<Duration> {
+        self.rates.wait(device_id)
     }
 
     /// Checks one message from an authenticated device and queues it for
@@ -435,7 +522,17 @@ impl Ingest {
         topic: &str,
         payload: &[u8],
         wait_for_commit: bool,
+        rate: Rate,
     ) -> Submitted {
+        let checked = self.check(device_id, topic, payload, rate);
+        self.queue(checked, wait_for_commit).await
+    }
+
+    /// What [`Ingest::submit`] does before it waits: the topic, the payload
+    /// and the device's rate. Called in the order the messages arrived, so
+    /// that a device's rate by reading time is judged in that order even
+    /// when the messages are then queued concurrently ([`Ingest::queue`]).
+    pub fn check(&self, device_id: Uuid, topic: &str, payload: &[u8], rate: Rate) -> Checked {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let received_at = plantops_core::now();
         let mut own_id = Uuid::encode_buffer();
@@ -443,47 +540,81 @@ impl Ingest {
         let kind = match topic::own_kind(own_id, topic) {
             Some(kind) => kind,
             None => {
-                return self
-                    .drop(device_id, DropReason::TopicMismatch, topic)
-                    .into()
+                return Checked::Refused(self.drop(device_id, DropReason::TopicMismatch, topic))
             }
         };
-        if !self.rates.allows(device_id) {
-            return self
-                .drop(
-                    device_id,
-                    DropReason::RateLimited,
-                    "over PLANTOPS_DEVICE_MESSAGES_PER_SEC",
-                )
-                .into();
-        }
         metrics::counter!("plantops_ingest_messages_total", "kind" => match kind {
             TopicKind::Telemetry => "telemetry",
             TopicKind::Heartbeat => "heartbeat",
         })
         .increment(1);
-        let telemetry = match kind {
+        let parsed = match kind {
             TopicKind::Heartbeat => None,
-            TopicKind::Telemetry => match telemetry::parse(payload, received_at) {
-                Ok(t) => Some(t),
-                Err(error) => {
-                    // The device is alive even when its payload is not.
-                    self.enqueue(device_id, None, received_at, false)
-                        .wait()
-                        .await;
-                    return self
-                        .drop(
-                            device_id,
-                            DropReason::from_payload(&error),
-                            &error.to_string(),
-                        )
-                        .into();
-                }
-            },
+            TopicKind::Telemetry => Some(telemetry::parse(payload, received_at)),
+        };
+        if rate == Rate::ByReadingTime {
+            let time = match &parsed {
+                Some(Ok(telemetry)) => telemetry.time,
+                _ => received_at,
+            };
+            if !self.reading_time_rates.allows(device_id, time) {
+                return Checked::Refused(self.drop(
+                    device_id,
+                    DropReason::RateLimited,
+                    "over PLANTOPS_DEVICE_MESSAGES_PER_SEC by the readings' own times",
+                ));
+            }
+        }
+        let telemetry = match parsed {
+            None => None,
+            Some(Ok(telemetry)) => Some(telemetry),
+            Some(Err(error)) => {
+                let dropped = self.drop(
+                    device_id,
+                    DropReason::from_payload(&error),
+                    &error.to_string(),
+                );
+                return Checked::Invalid {
+                    device_id,
+                    received_at,
+                    dropped,
+                };
+            }
         };
         let vitals = match &telemetry {
             Some(telemetry) => telemetry.vitals,
             None => telemetry::heartbeat_vitals(payload),
+        };
+        Checked::Accepted {
+            device_id,
+            telemetry,
+            vitals,
+            received_at,
+        }
+    }
+
+    /// Queues a checked message for the batcher, waiting only while the
+    /// queue is full.
+    pub async fn queue(&self, checked: Checked, wait_for_commit: bool) -> Submitted {
+        let (device_id, telemetry, vitals, received_at) = match checked {
+            Checked::Refused(outcome) => return outcome.into(),
+            Checked::Invalid {
+                device_id,
+                received_at,
+                dropped,
+            } => {
+                // The device is alive even when its payload is not.
+                self.enqueue(device_id, None, received_at, false)
+                    .wait()
+                    .await;
+                return dropped.into();
+            }
+            Checked::Accepted {
+                device_id,
+                telemetry,
+                vitals,
+                received_at,
+            } => (device_id, telemetry, vitals, received_at),
         };
         let commit = self
             .enqueue(device_id, telemetry, received_at, wait_for_commit)
@@ -689,3 +820,47 @@ type Committed = (
     HashMap<Uuid, Option<Uuid>>,
     usize,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_second: u32, burst: u32) -> DeviceRateLimit {
+        DeviceRateLimit {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    fn at(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_780_000_000_000 + millis).unwrap()
+    }
+
+    #[test]
+    fn a_backlog_measured_within_the_rate_passes_whole_however_fast_it_arrives() {
+        let rates = ReadingTimeRates::new(limit(10, 5));
+        let device = Uuid::new_v4();
+        // A reading every second for an hour, handed over all at once.
+        let allowed = (0..3600)
+            .filter(|s| rates.allows(device, at(s * 1000)))
+            .count();
+        assert_eq!(allowed, 3600);
+        // Then the device's live readings go on.
+        assert!(rates.allows(device, at(3_600_000)));
+    }
+
+    #[test]
+    fn a_flood_is_bounded_by_the_burst_and_then_the_rate_of_its_own_times() {
+        let rates = ReadingTimeRates::new(limit(10, 5));
+        let (flooder, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let allowed = (0..1000).filter(|_| rates.allows(flooder, at(0))).count();
+        assert_eq!(allowed, 5, "the burst");
+        // 300 ms later by the readings' times, three more.
+        let allowed = (0..1000).filter(|_| rates.allows(flooder, at(300))).count();
+        assert_eq!(allowed, 3, "the rate");
+        // Older times are charged at the newest: no way round by going back.
+        assert!(!rates.allows(flooder, at(-60_000)));
+        // Another device is judged alone.
+        assert!(rates.allows(other, at(0)));
+    }
+}

@@ -45,9 +45,12 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<(), BrokerError>;
     /// Removes the device's access and disconnects it.
     async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError>;
-    /// At a graceful stop: stop taking device messages from the broker,
-    /// settle the ones in hand, disconnect.
-    async fn leave(&self) {}
+    /// At a graceful stop: stop taking device messages, store and
+    /// acknowledge the ones in hand, disconnect. With `others_remain`,
+    /// another instance takes this one's share of the devices' messages
+    /// from now on; without, the broker is to keep queueing them for this
+    /// instance until it is back.
+    async fn leave(&self, others_remain: bool);
 }
 
 pub mod builtin;

@@ -41,6 +41,14 @@ impl Rig {
     }
 
     async fn with_limits(limits: BuiltinLimits) -> Rig {
+        let unlimited = DeviceRateLimit {
+            per_second: NonZeroU32::new(100_000).unwrap(),
+            burst: NonZeroU32::new(100_000).unwrap(),
+        };
+        Rig::with(limits, unlimited).await
+    }
+
+    async fn with(limits: BuiltinLimits, rate: DeviceRateLimit) -> Rig {
         let db = TestDb::sqlite().await;
         let store = db.store().await;
         let password = generate_password();
@@ -63,12 +71,7 @@ impl Rig {
             .await
             .unwrap();
         let (events, _) = tokio::sync::broadcast::channel(64);
-        let unlimited = DeviceRateLimit {
-            per_second: NonZeroU32::new(100_000).unwrap(),
-            burst: NonZeroU32::new(100_000).unwrap(),
-        };
-        let (ingest, batcher) =
-            Ingest::new(&store, events, BatchConfig::default(), unlimited, None);
+        let (ingest, batcher) = Ingest::new(&store, events, BatchConfig::default(), rate, None);
         let config = BuiltinConfig {
             plain: Some(Listener {
                 addr: SocketAddr::from(([127, 0, 0, 1], plantops_testkit::free_port())),
@@ -536,4 +539,132 @@ async fn connections_are_bounded_and_silent_ones_closed() {
     })
     .await;
     assert!(accepted.is_ok(), "a place came free");
+}
+
+/// Logs in over MQTT 3.1.1 with the device's own client id.
+async fn connected_v311(rig: &Rig) -> Peer {
+    let mut device = rig.connect().await;
+    device
+        .write_all(&connect_v311(
+            &rig.device_id.to_string(),
+            &rig.username,
+            &rig.password,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(device.read_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    device
+}
+
+fn puback_v311(packet_id: u16) -> [u8; 4] {
+    let [high, low] = packet_id.to_be_bytes();
+    [0x40, 0x02, high, low]
+}
+
+/// A device over its rate is slowed, not dropped: the broker reads its
+/// connection no faster than the rate allows, so every message it
+/// acknowledges is stored. Before, the excess was acknowledged and dropped
+/// (`rate_limited`).
+#[tokio::test]
+async fn a_device_over_its_rate_is_slowed_and_loses_nothing() {
+    const SENT: u16 = 6;
+    let rate = DeviceRateLimit {
+        per_second: NonZeroU32::new(4).unwrap(),
+        burst: NonZeroU32::new(2).unwrap(),
+    };
+    let mut rig = Rig::with(BuiltinLimits::default(), rate).await;
+    rig.run_batcher();
+    let mut device = connected_v311(&rig).await;
+    let topic = rig.telemetry();
+    let publishes: Vec<u8> = (1..=SENT)
+        .flat_map(|id| {
+            let payload = format!(
+                r#"{{"temperature": {id}, "timestamp": {}}}"#,
+                1_780_000_000 + u64::from(id)
+            );
+            publish_qos1_v311(&topic, id, &payload)
+        })
+        .collect();
+    device.write_all(&publishes).await.unwrap();
+    let acks = device.read_exact(4 * usize::from(SENT)).await;
+    let expected: Vec<u8> = (1..=SENT).flat_map(puback_v311).collect();
+    assert_eq!(acks, expected);
+    let stats = rig.ingest.stats().snapshot();
+    assert_eq!(stats.stored, u64::from(SENT), "{stats:?}");
+    assert_eq!(stats.dropped["rate_limited"], 0, "{stats:?}");
+}
+
+/// A QoS 1 publish sent again while its packet id waits for its commit is
+/// not handed over twice, and only one PUBACK answers the id: a second one
+/// could be taken for the PUBACK of a newer message reusing the id before
+/// that one is stored.
+#[tokio::test]
+async fn a_packet_id_in_flight_sent_again_is_acknowledged_once() {
+    let mut rig = Rig::start(64).await;
+    let mut device = connected_v311(&rig).await;
+    let topic = rig.telemetry();
+    let publish = publish_qos1_v311(&topic, 7, r#"{"temperature": 21}"#);
+    let mut again = publish.clone();
+    again[0] |= 0x08; // DUP
+    device.write_all(&publish).await.unwrap();
+    device.write_all(&again).await.unwrap();
+    // The ping behind them is answered once both were read.
+    device.write_all(&[0xC0, 0x00]).await.unwrap();
+    assert_eq!(device.read_exact(2).await, [0xD0, 0x00]);
+    assert_eq!(rig.ingest.stats().snapshot().received, 1);
+
+    rig.run_batcher();
+    assert_eq!(device.read_exact(4).await, puback_v311(7));
+    // Nothing but the next ping's answer follows: no second PUBACK 7.
+    device.write_all(&[0xC0, 0x00]).await.unwrap();
+    assert_eq!(device.read_exact(2).await, [0xD0, 0x00]);
+    assert_eq!(rig.ingest.stats().snapshot().stored, 1);
+}
+
+/// A stopping broker stops reading, waits for what its connections handed
+/// to ingestion to be committed, sends those PUBACKs, then closes: a
+/// device on a clean session (which never resends) loses nothing it was
+/// told is stored, and nothing is left in the queue unacknowledged.
+#[tokio::test]
+async fn a_stopping_broker_stores_and_acknowledges_what_it_holds() {
+    use plantops_mqtt::Broker;
+    let mut rig = Rig::start(64).await;
+    let mut device = connected_v311(&rig).await;
+    let topic = rig.telemetry();
+    let publishes: Vec<u8> = (1..=3u16)
+        .flat_map(|id| publish_qos1_v311(&topic, id, &format!(r#"{{"humidity": {id}}}"#)))
+        .collect();
+    device.write_all(&publishes).await.unwrap();
+    rig.received(3).await;
+
+    let broker = rig.broker.clone();
+    let mut leaving = tokio::spawn(async move { broker.leave(false).await });
+    // Nothing is committed yet, so the broker cannot be done stopping.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut leaving)
+            .await
+            .is_err(),
+        "the broker stopped before its messages were stored"
+    );
+    rig.run_batcher();
+    leaving.await.unwrap();
+    let acks = device.read_exact(12).await;
+    let expected: Vec<u8> = (1..=3u16).flat_map(puback_v311).collect();
+    assert_eq!(acks, expected);
+    assert_eq!(rig.ingest.stats().snapshot().stored, 3);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), device.stream.read_to_end(&mut rest))
+        .await
+        .expect("the broker closes the connection");
+    assert!(closed.is_ok() && rest.is_empty(), "{rest:?}");
+    // New connections are no longer taken.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        match TcpStream::connect(rig.broker.plain_addr().unwrap()).await {
+            Err(_) => true,
+            Ok(mut stream) => stream.read(&mut [0u8; 1]).await.map_or(true, |n| n == 0),
+        }
+    })
+    .await
+    .unwrap();
+    assert!(refused);
 }

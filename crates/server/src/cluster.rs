@@ -229,15 +229,75 @@ pub async fn lead(
     }
 }
 
-/// Touches this instance's row often enough that it is never taken for
-/// stopped while it runs.
-pub async fn heartbeat(store: DynStore, id: String, timeout: Duration) {
-    let mut ticks = tokio::time::interval((timeout / 6).max(Duration::from_secs(1)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = store.touch_instance(&id, chrono::Utc::now()).await {
-            tracing::warn!(%error, "cannot record that this instance runs");
+/// This instance's row among the instances sharing one broker: touched
+/// often enough that the instance is never taken for stopped while it runs,
+/// and marked stopped first thing at a graceful stop.
+pub struct InstanceRecord {
+    store: DynStore,
+    id: String,
+    timeout: Duration,
+    stopping: AtomicBool,
+}
+
+impl InstanceRecord {
+    pub fn new(store: DynStore, id: String, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            id,
+            timeout,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Touches the row until the instance stops.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval((self.timeout / 6).max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.stopping.load(Ordering::Acquire) {
+                // Ending would count as a failure and be restarted.
+                return std::future::pending().await;
+            }
+            if let Err(error) = self
+                .store
+                .touch_instance(&self.id, chrono::Utc::now())
+                .await
+            {
+                tracing::warn!(%error, "cannot record that this instance runs");
+            }
+        }
+    }
+
+    /// At a graceful stop: records that this instance no longer runs, then
+    /// says whether another one still does and will take the devices'
+    /// messages. Only then may this instance leave the shared
+    /// subscription: with nobody subscribed the broker would discard what
+    /// devices send; the last instance keeps its session, so the broker
+    /// queues for it until it (or another instance) is back.
+    ///
+    /// Marking first, then looking, means that of two instances stopping
+    /// together at least one sees the other stopped and keeps its session.
+    pub async fn others_remain(&self) -> bool {
+        self.stopping.store(true, Ordering::Release);
+        let stopped = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        if let Err(error) = self.store.touch_instance(&self.id, stopped).await {
+            tracing::warn!(%error, "cannot record that this instance stops; keeping its broker session");
+            return false;
+        }
+        let Ok(timeout) = chrono::Duration::from_std(self.timeout) else {
+            return false;
+        };
+        match self
+            .store
+            .live_instances(chrono::Utc::now() - timeout)
+            .await
+        {
+            Ok(live) => live.iter().any(|id| *id != self.id),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list running instances; keeping this one's broker session");
+                false
+            }
         }
     }
 }

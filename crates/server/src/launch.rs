@@ -428,6 +428,8 @@ pub struct Server {
     state: AppState,
     tasks: Vec<JoinHandle<()>>,
     http: crate::http::HttpLimits,
+    /// This instance's row, when instances share a broker (Mosquitto).
+    instance_record: Option<Arc<crate::cluster::InstanceRecord>>,
     /// Released when the server is dropped.
     _lock: crate::cluster::InstanceLock,
 }
@@ -453,6 +455,7 @@ impl Server {
         let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
         let (events, _) = broadcast::channel(4096);
         let mut tasks = Vec::new();
+        let mut instance_record = None;
         // Subscribed before anything can publish, so no reading goes unjudged.
         let outbox = Arc::new(tokio::sync::Notify::new());
         let task_health = Arc::new(TaskHealth::default());
@@ -613,11 +616,16 @@ impl Server {
         // The instances' rows serve only the takeover of broker sessions:
         // with the built-in broker nobody reads them, so nothing is written.
         if let Some(broker) = setup.mosquitto.clone() {
+            let record = crate::cluster::InstanceRecord::new(
+                store.clone(),
+                instance_id.clone(),
+                config.instance_timeout,
+            );
             tasks.push(supervise("instance heartbeat", task_health.clone(), {
-                let (store, id, timeout) =
-                    (store.clone(), instance_id.clone(), config.instance_timeout);
-                move || crate::cluster::heartbeat(store.clone(), id.clone(), timeout)
+                let record = record.clone();
+                move || record.clone().heartbeat()
             }));
+            instance_record = Some(record);
             let (store, id, timeout) =
                 (store.clone(), instance_id.clone(), config.instance_timeout);
             leader_jobs.push(LeaderJob::new("session takeover", move || {
@@ -717,6 +725,7 @@ impl Server {
             state,
             tasks,
             http: config.http,
+            instance_record,
             _lock: lock,
         })
     }
@@ -749,12 +758,16 @@ impl Server {
             }
         }
         let broker = self.state.broker.clone();
+        let instance_record = self.instance_record.clone();
         let shutdown = async move {
             shutdown.await;
             // Open event streams never end by themselves.
             live.close();
-            // Other instances take the devices' messages from now on.
-            broker.leave().await;
+            let others_remain = match &instance_record {
+                Some(record) => record.others_remain().await,
+                None => false,
+            };
+            broker.leave(others_remain).await;
         };
         crate::http::serve(listener, self.router(), &self.http, shutdown).await;
         tracing::info!("stopped");

@@ -305,6 +305,8 @@ pub trait Store:
     /// Instances not seen since `seen_before`.
     async fn stale_instances(&self, seen_before: DateTime<Utc>) -> Result<Vec<String>>;
     async fn forget_instance(&self, id: &str) -> Result<()>;
+    /// Instances seen at or after `seen_since`.
+    async fn live_instances(&self, seen_since: DateTime<Utc>) -> Result<Vec<String>>;
 }
 
 #[async_trait]

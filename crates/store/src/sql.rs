@@ -641,6 +641,16 @@ macro_rules! shared_store {
                     .await?)
             }
 
+            async fn live_instances(
+                &self,
+                seen_since: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT id FROM instances WHERE seen_at >= $1 ORDER BY id")
+                    .bind($crate::sql::Timestamp(seen_since))
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn forget_instance(&self, id: &str) -> $crate::Result<()> {
                 sqlx::query("DELETE FROM instances WHERE id = $1")
                     .bind(id)

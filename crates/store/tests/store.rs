@@ -790,6 +790,11 @@ async fn instances_are_known_until_forgotten(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(stale, vec!["b".to_string()]);
+    let live = store
+        .live_instances(t0() + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(live, vec!["a".to_string()]);
     store.forget_instance("b").await.unwrap();
     assert!(store
         .stale_instances(t0() + Duration::minutes(1))

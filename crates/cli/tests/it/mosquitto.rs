@@ -460,3 +460,86 @@ async fn readings_queued_for_the_previous_backend_are_stored_after_an_upgrade() 
     }
     panic!("the readings queued for the previous backend were not stored");
 }
+
+/// Unix milliseconds `seconds_ago` before now: a plausible reading time.
+fn millis_ago(seconds_ago: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now - Duration::from_secs(seconds_ago)).as_millis() as u64
+}
+
+/// A graceful stop of the only backend (SIGTERM: what an upgrade,
+/// `systemctl restart` and `docker compose up -d` do) keeps its broker
+/// session subscribed, so Mosquitto queues what devices send while it is
+/// down; started again, it stores all of it. The backlog arrives at once
+/// but carries the times it was measured at, so it is not judged a flood.
+/// Before, the stopping backend left the shared subscription and Mosquitto
+/// discarded every reading it acknowledged meanwhile.
+#[tokio::test]
+async fn a_graceful_restart_of_the_only_backend_loses_nothing_sent_meanwhile() {
+    const SENT: u64 = 30;
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(broker_dir.path(), plantops_testkit::free_port()).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut env = mosquitto.backend_env();
+    // A burst far below the backlog: only the readings' own times let it pass.
+    env.push(("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "1".into()));
+    env.push(("PLANTOPS_DEVICE_MESSAGE_BURST", "5".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = Server::start(data.path(), &Ports::free(), &env).await;
+    let (_, plant) = server.post("/api/plants", json!({"name": "Fern"})).await;
+    let plant_id = plant["id"].as_str().unwrap().to_string();
+    let device = server.register_for("bb:00:00:00:00:51", &plant_id).await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let (client, mut eventloop, outcome) = connect(device_options(
+        &device,
+        mosquitto.port,
+        Some(ca),
+        &device.device_id,
+    ))
+    .await;
+    assert_eq!(outcome, Connack::Accepted);
+
+    let pid = server.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
+        .await
+        .expect("plantops stops after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+
+    // One reading a second over the last half minute, sent while no
+    // backend runs, each acknowledged by Mosquitto.
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    for i in 0..SENT {
+        publish_acked(
+            &client,
+            &mut eventloop,
+            &topic,
+            json!({ "soil_moisture": 30 + i, "timestamp": millis_ago(SENT - i) }),
+        )
+        .await;
+    }
+
+    let server = Server::start(data.path(), &Ports::free(), &env).await;
+    let history = eventually(
+        &server,
+        &format!("/api/plants/{plant_id}/history?hours=1"),
+        |status, history| status == 200 && history["count"].as_u64() == Some(SENT),
+    )
+    .await;
+    assert_eq!(
+        history["records"][0]["soil_moisture"],
+        (30 + SENT - 1) as f64
+    );
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(
+        health["components"]["ingest"]["dropped"]["rate_limited"], 0,
+        "{health}"
+    );
+}

@@ -2,6 +2,7 @@
 //! acknowledgements out. QoS 1 messages are handed to ingestion as they
 //! arrive and acknowledged in order, each once its batch is committed.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{stopped, Kick, Shared};
-use crate::ingest::{DropReason, Outcome, Submitted};
+use crate::ingest::{DropReason, Outcome, Rate, Submitted};
 
 /// How long a new connection may take to finish TLS and send CONNECT.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,7 +215,13 @@ where
     if let (true, Some(will)) = (publish_will, &will) {
         let submitted = shared
             .ingest
-            .submit(device_id, &will.topic, &will.payload, false)
+            .submit(
+                device_id,
+                &will.topic,
+                &will.payload,
+                false,
+                Rate::ByReadingTime,
+            )
             .await;
         submitted.outcome().await;
     }
@@ -321,13 +328,76 @@ impl Connection<'_> {
         let mut stopping = self.shared.stopping.clone();
         let max_inflight = usize::from(self.shared.limits.max_inflight);
         let mut unacknowledged = FuturesOrdered::new();
+        // The ids of the QoS 1 publishes waiting for their commit, oldest
+        // first (acknowledgements go out in this order).
+        let mut inflight_ids: VecDeque<u16> = VecDeque::new();
+        // A publish read while its device was over its rate: checked again
+        // once the pause ends; nothing more is read meanwhile.
+        let mut paced: Option<Box<PublishPacket>> = None;
+        let mut pausing = false;
+        let pause = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause);
         loop {
+            // The packets already read, while the window has room and the
+            // device is within its rate.
+            while !pausing && unacknowledged.len() < max_inflight {
+                let publish = match paced.take() {
+                    Some(publish) => publish,
+                    None => {
+                        let frame = match input.next_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(reason) => return End::Refused(reason),
+                        };
+                        match decode(frame, self.version) {
+                            Ok(Packet::Publish(publish)) => Box::new(publish),
+                            Ok(Packet::Subscribe(subscribe)) => {
+                                self.subscribe(&subscribe);
+                                continue;
+                            }
+                            Ok(Packet::Unsubscribe(unsubscribe)) => {
+                                self.unsubscribe(&unsubscribe);
+                                continue;
+                            }
+                            Ok(Packet::PingReq) => {
+                                self.output.put_slice(&[0xD0, 0x00]);
+                                continue;
+                            }
+                            Ok(Packet::Disconnect(disconnect)) => {
+                                let with_will = self.version == V5
+                                    && disconnect.reason_code
+                                        == ReasonCode::DisconnectWithWillMessage;
+                                self.settle(&mut unacknowledged).await;
+                                return End::Disconnected { with_will };
+                            }
+                            // A device only publishes and subscribes; it is
+                            // never sent a publish it could acknowledge.
+                            Ok(_) => return End::Refused(ReasonCode::ProtocolError),
+                            Err(reason) => return End::Refused(reason),
+                        }
+                    }
+                };
+                if let Some(wait) = self.shared.ingest.pace(self.device_id) {
+                    paced = Some(publish);
+                    pausing = true;
+                    pause.as_mut().reset(Instant::now() + wait);
+                    break;
+                }
+                match self.hand_over(&publish, &mut inflight_ids).await {
+                    Ok(Some((packet_id, submitted))) => {
+                        unacknowledged.push_back(settled(packet_id, submitted));
+                    }
+                    Ok(None) => {}
+                    Err(end) => return end,
+                }
+            }
             if !self.output.is_empty() {
                 if send(stream, &self.output).await.is_err() {
                     return End::Lost;
                 }
                 self.output.clear();
             }
+            let reading = !pausing && unacknowledged.len() < max_inflight;
             tokio::select! {
                 biased;
                 reason = kick.kicked() => return End::Kicked(reason),
@@ -339,61 +409,30 @@ impl Connection<'_> {
                     return End::Stopping;
                 }
                 Some((packet_id, outcome)) = unacknowledged.next(), if !unacknowledged.is_empty() => {
-                    if !self.acknowledge(packet_id, outcome) {
+                    if !self.acknowledge(packet_id, outcome, &mut inflight_ids) {
                         return End::Lost;
                     }
                     // Every other acknowledgement already due goes in the same write.
                     while let Some(Some((packet_id, outcome))) = unacknowledged.next().now_or_never() {
-                        if !self.acknowledge(packet_id, outcome) {
+                        if !self.acknowledge(packet_id, outcome, &mut inflight_ids) {
                             return End::Lost;
                         }
                     }
                 }
-                read = input.fill(stream), if unacknowledged.len() < max_inflight => {
+                () = &mut pause, if pausing => pausing = false,
+                read = input.fill(stream), if reading => {
                     match read {
                         Ok(0) | Err(_) => return End::Lost,
                         Ok(_) => heard_at = Instant::now(),
                     }
-                    loop {
-                        let frame = match input.next_frame() {
-                            Ok(Some(frame)) => frame,
-                            Ok(None) => break,
-                            Err(reason) => return End::Refused(reason),
-                        };
-                        let packet = match decode(frame, self.version) {
-                            Ok(packet) => packet,
-                            Err(reason) => return End::Refused(reason),
-                        };
-                        match packet {
-                            Packet::Publish(publish) => {
-                                let packet_id = match self.check_publish(&publish) {
-                                    Ok(packet_id) => packet_id,
-                                    Err(end) => return end,
-                                };
-                                let submitted = self.shared.ingest.submit(
-                                    self.device_id,
-                                    &publish.topic_name,
-                                    &publish.payload,
-                                    packet_id.is_some(),
-                                ).await;
-                                unacknowledged.push_back(settled(packet_id, submitted));
-                            }
-                            Packet::Subscribe(subscribe) => self.subscribe(&subscribe),
-                            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe),
-                            Packet::PingReq => self.output.put_slice(&[0xD0, 0x00]),
-                            Packet::Disconnect(disconnect) => {
-                                let with_will = self.version == V5
-                                    && disconnect.reason_code == ReasonCode::DisconnectWithWillMessage;
-                                self.settle(&mut unacknowledged).await;
-                                return End::Disconnected { with_will };
-                            }
-                            // A device only publishes and subscribes; it is
-                            // never sent a publish it could acknowledge.
-                            _ => return End::Refused(ReasonCode::ProtocolError),
-                        }
-                    }
                 }
                 () = &mut silence => {
+                    // While the broker itself holds back (the window is
+                    // full, the device is paced), the client's packets wait
+                    // unread: that is not the client's silence.
+                    if !reading {
+                        heard_at = Instant::now();
+                    }
                     if heard_at.elapsed() >= keep_alive {
                         return End::KeepAliveExpired;
                     }
@@ -401,6 +440,37 @@ impl Connection<'_> {
                 }
             }
         }
+    }
+
+    /// Hands a publish to ingestion. A QoS 1 publish whose packet id is
+    /// still waiting for its commit is the client sending it again: it is
+    /// not handed over twice, and the original's PUBACK answers both (a
+    /// second PUBACK could be taken for that of a newer message reusing
+    /// the id before that one is stored).
+    async fn hand_over(
+        &mut self,
+        publish: &PublishPacket,
+        inflight_ids: &mut VecDeque<u16>,
+    ) -> Result<Option<(Option<u16>, Submitted)>, End> {
+        let packet_id = self.check_publish(publish)?;
+        if let Some(id) = packet_id {
+            if inflight_ids.contains(&id) {
+                return Ok(None);
+            }
+            inflight_ids.push_back(id);
+        }
+        let submitted = self
+            .shared
+            .ingest
+            .submit(
+                self.device_id,
+                &publish.topic_name,
+                &publish.payload,
+                packet_id.is_some(),
+                Rate::Paced,
+            )
+            .await;
+        Ok(Some((packet_id, submitted)))
     }
 
     /// The packet id to acknowledge, or why the publish ends the connection.
@@ -422,7 +492,12 @@ impl Connection<'_> {
 
     /// Queues a PUBACK; false when ingestion is stopping (the message is
     /// then never acknowledged, so the device sends it again).
-    fn acknowledge(&mut self, packet_id: Option<u16>, outcome: Outcome) -> bool {
+    fn acknowledge(
+        &mut self,
+        packet_id: Option<u16>,
+        outcome: Outcome,
+        inflight_ids: &mut VecDeque<u16>,
+    ) -> bool {
         let reason = match outcome {
             Outcome::ShuttingDown => return false,
             Outcome::Dropped(DropReason::TopicMismatch) => ReasonCode::NotAuthorized,
@@ -431,6 +506,8 @@ impl Connection<'_> {
         let Some(packet_id) = packet_id else {
             return true;
         };
+        // Acknowledged in the order handed over: this id is the oldest.
+        inflight_ids.pop_front();
         let [high, low] = packet_id.to_be_bytes();
         if self.version == V5 && reason != ReasonCode::Success {
             self.output
@@ -449,8 +526,9 @@ impl Connection<'_> {
     where
         F: std::future::Future<Output = (Option<u16>, Outcome)>,
     {
+        let mut ids = VecDeque::new();
         while let Some((packet_id, outcome)) = unacknowledged.next().await {
-            self.acknowledge(packet_id, outcome);
+            self.acknowledge(packet_id, outcome, &mut ids);
         }
     }
 

@@ -262,6 +262,9 @@ struct Shared {
 
 pub struct BuiltinBroker {
     sessions: Arc<Sessions>,
+    /// The connection permits, all back once every connection has ended.
+    connections: Arc<Semaphore>,
+    max_connections: usize,
     stop: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     plain_addr: Option<SocketAddr>,
@@ -290,6 +293,7 @@ impl BuiltinBroker {
         };
         let (stop, stopping) = watch::channel(false);
         let sessions = Arc::new(Sessions::default());
+        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let shared = Arc::new(Shared {
             auth: DeviceAuth {
                 store,
@@ -299,7 +303,7 @@ impl BuiltinBroker {
             ingest,
             sessions: sessions.clone(),
             limits: config.limits,
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            connections: connections.clone(),
             stopping,
         });
         let mut listeners = Vec::new();
@@ -315,6 +319,8 @@ impl BuiltinBroker {
         }
         Ok(Arc::new(Self {
             sessions,
+            connections,
+            max_connections: config.limits.max_connections,
             stop,
             listeners,
             plain_addr,
@@ -454,7 +460,26 @@ impl Broker for BuiltinBroker {
         self.cut(device_id);
         Ok(())
     }
+
+    /// Stops accepting connections; each connection stops reading, waits
+    /// for what it handed to ingestion to be committed, sends those
+    /// PUBACKs and closes. Returns once every connection has ended (or
+    /// after [`STOP_GRACE`], when the store does not answer).
+    async fn leave(&self, _others_remain: bool) {
+        let _ = self.stop.send(true);
+        let max = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let all_ended = self.connections.acquire_many(max);
+        if tokio::time::timeout(STOP_GRACE, all_ended).await.is_err() {
+            tracing::warn!(
+                "connections still waiting for their commits after {} s; closing them unacknowledged",
+                STOP_GRACE.as_secs()
+            );
+        }
+    }
 }
+
+/// How long a stopping broker waits for its connections' commits.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for BuiltinBroker {
     fn drop(&mut self) {

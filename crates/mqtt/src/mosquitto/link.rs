@@ -3,6 +3,7 @@
 //! The subscriptions are shared (`$share/plantops/…`): with several
 //! instances, the broker hands each message to one of them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use plantops_core::topic;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::connection::{all_granted, nodelay, options, reconnect_backoff};
 use super::{set_state, MosquittoConfig};
-use crate::ingest::{Ingest, Outcome};
+use crate::ingest::{Ingest, Outcome, Rate};
 use crate::{BrokerError, LinkState};
 
 /// Messages being committed at once before the link stops reading.
@@ -43,23 +44,34 @@ pub struct IngestLink {
 #[derive(Default)]
 pub(super) struct LinkControl {
     running: std::sync::Mutex<Option<(AsyncClient, Arc<Semaphore>)>>,
-    leaving: std::sync::atomic::AtomicBool,
+    leaving: AtomicBool,
+    /// Messages that arrive from now on are left unacknowledged in the
+    /// session, for the broker to deliver again.
+    refusing: AtomicBool,
     left: tokio::sync::Notify,
 }
 
 impl LinkControl {
-    /// Leaves the shared subscriptions, so the broker queues nothing more
-    /// for this instance (which may not come back), lets the messages in
-    /// hand commit and be acknowledged, and disconnects.
-    pub(super) async fn leave(&self) {
-        self.leaving
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Lets the messages in hand commit and be acknowledged, and
+    /// disconnects. With `others_remain`, leaves the shared subscriptions
+    /// first, so the broker hands this instance's share to the others;
+    /// else keeps them: the persistent session stays subscribed and the
+    /// broker queues the devices' messages for it (with nobody subscribed
+    /// it would discard them), and what arrives while stopping stays
+    /// unacknowledged, to be delivered again.
+    pub(super) async fn leave(&self, others_remain: bool) {
+        self.leaving.store(true, Ordering::Release);
+        if !others_remain {
+            self.refusing.store(true, Ordering::Release);
+        }
         let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         let Some((client, outstanding)) = running else {
             return;
         };
-        for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
-            let _ = client.unsubscribe(shared(filter)).await;
+        if others_remain {
+            for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
+                let _ = client.unsubscribe(shared(filter)).await;
+            }
         }
         let settled = async {
             while outstanding.available_permits() < MAX_OUTSTANDING {
@@ -136,18 +148,20 @@ impl IngestLink {
                         set_state(&state, false, format!("{target} refused the device topics: the backend account has no access yet"));
                     }
                 }
+                Ok(Event::Incoming(Packet::Publish(_)))
+                    if control.refusing.load(Ordering::Acquire) => {}
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let Ok(permit) = outstanding.clone().acquire_owned().await else {
                         break;
                     };
-                    let (ingest, client) = (ingest.clone(), client.clone());
+                    let stored = ingest_and_ack(&ingest, &client, publish);
                     tokio::spawn(async move {
-                        ingest_and_ack(&ingest, &client, publish).await;
+                        stored.await;
                         drop(permit);
                     });
                 }
                 Ok(_) => {}
-                Err(_) if control.leaving.load(std::sync::atomic::Ordering::Acquire) => {
+                Err(_) if control.leaving.load(Ordering::Acquire) => {
                     set_state(&state, false, "stopping".into());
                     control.left.notify_waiters();
                     // Stopping: no reconnect, which would subscribe again.
@@ -164,19 +178,32 @@ impl IngestLink {
     }
 }
 
-/// Stores a device message, then acknowledges it to the broker. Not
-/// acknowledged (ingestion is stopping), the broker sends it again to this
-/// session after a reconnect.
-async fn ingest_and_ack(ingest: &Ingest, client: &AsyncClient, publish: rumqttc::Publish) {
+/// Checks a device message where it arrives (in order: its device's rate
+/// is judged by reading time in that order), then, in a task of its own,
+/// stores it and acknowledges it to the broker. Not acknowledged (ingestion
+/// is stopping), the broker sends it again to this session after a
+/// reconnect.
+fn ingest_and_ack(
+    ingest: &Ingest,
+    client: &AsyncClient,
+    publish: rumqttc::Publish,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let device = topic::parse(&publish.topic)
         .and_then(|(id, _)| Uuid::parse_str(id).ok())
         .unwrap_or_default();
+    let checked = ingest.check(
+        device,
+        &publish.topic,
+        &publish.payload,
+        Rate::ByReadingTime,
+    );
     let wait = publish.qos != QoS::AtMostOnce;
-    let outcome = ingest
-        .handle(device, &publish.topic, &publish.payload, wait)
-        .await;
-    if outcome != Outcome::ShuttingDown {
-        let _ = client.ack(&publish).await;
+    let (ingest, client) = (ingest.clone(), client.clone());
+    async move {
+        let outcome = ingest.queue(checked, wait).await.outcome().await;
+        if outcome != Outcome::ShuttingDown {
+            let _ = client.ack(&publish).await;
+        }
     }
 }
 
@@ -231,8 +258,7 @@ pub(super) async fn drain_session(
             }
             Event::Incoming(Packet::Publish(publish)) => {
                 drained += 1;
-                let (ingest, client) = (ingest.clone(), client.clone());
-                handling.spawn(async move { ingest_and_ack(&ingest, &client, publish).await });
+                handling.spawn(ingest_and_ack(ingest, &client, publish));
             }
             _ => {}
         }

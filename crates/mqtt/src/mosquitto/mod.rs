@@ -376,8 +376,8 @@ impl Broker for MosquittoBroker {
         dynsec.run_checked(commands, &[]).await
     }
 
-    async fn leave(&self) {
-        self.link.leave().await;
+    async fn leave(&self, others_remain: bool) {
+        self.link.leave(others_remain).await;
     }
 
     async fn remove_device(&self, device_id: Uuid, username: &str) -> Result<(), BrokerError> {

@@ -43,6 +43,8 @@ impl PayloadError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Telemetry {
     pub time: DateTime<Utc>,
+    /// Whether the device gave the time; else it is the time of arrival.
+    pub timestamped: bool,
     pub values: Measurements,
     /// Battery and signal, when the payload carried them.
     pub vitals: Option<DeviceVitals>,
@@ -67,14 +69,13 @@ pub fn parse(payload: &[u8], now: DateTime<Utc>) -> Result<Telemetry, PayloadErr
     if values.is_empty() {
         return Err(PayloadError::Empty);
     }
-    let time = object
+    let given = object
         .get("timestamp")
         .and_then(timestamp)
-        .filter(|t| plausible(*t, now))
-        .unwrap_or(now)
-        .trunc_subsecs(3);
+        .filter(|t| plausible(*t, now));
     Ok(Telemetry {
-        time,
+        time: given.unwrap_or(now).trunc_subsecs(3),
+        timestamped: given.is_some(),
         values,
         vitals: vitals(&object),
     })
@@ -179,6 +180,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.time, Utc.with_ymd_and_hms(2026, 6, 1, 11, 59, 0).unwrap());
+        assert!(t.timestamped);
         assert_eq!(
             t.values,
             Measurements {
@@ -259,11 +261,8 @@ mod tests {
             r#"{"temperature":1,"timestamp":"yesterday"}"#,
             r#"{"temperature":1,"timestamp":1e300}"#,
         ] {
-            assert_eq!(
-                parse(payload.as_bytes(), now()).unwrap().time,
-                now(),
-                "{payload}"
-            );
+            let t = parse(payload.as_bytes(), now()).unwrap();
+            assert_eq!((t.time, t.timestamped), (now(), false), "{payload}");
         }
     }
 

@@ -15,7 +15,7 @@ use plantops_core::backoff::Backoff;
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
-use plantops_core::{DeviceStatus, DeviceVitals, Reading};
+use plantops_core::{DeviceStatus, DeviceVitals, Measurements, Reading};
 use plantops_store::{CommittedBatch, DeviceStore, DynStore, Presence, ReadingStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -161,6 +161,31 @@ impl ReadingTimeRates {
     }
 }
 
+/// The times given to readings that came without one of their own: kept
+/// strictly increasing per device, so two readings that arrive in the same
+/// millisecond (the precision readings are stored at) are both kept
+/// instead of sharing one key.
+#[derive(Default)]
+struct ArrivalTimes(Mutex<HashMap<Uuid, DateTime<Utc>>>);
+
+impl ArrivalTimes {
+    const PRUNE_ABOVE: usize = 100_000;
+
+    fn unique(&self, device_id: Uuid, arrival: DateTime<Utc>) -> DateTime<Utc> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > Self::PRUNE_ABOVE {
+            let settled = arrival - chrono::Duration::seconds(1);
+            last.retain(|_, time| *time > settled);
+        }
+        let time = match last.get(&device_id) {
+            Some(previous) if *previous >= arrival => *previous + chrono::Duration::milliseconds(1),
+            _ => arrival,
+        };
+        last.insert(device_id, time);
+        time
+    }
+}
+
 /// Why a message was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,10 +197,12 @@ pub enum DropReason {
     UnknownDevice,
     TopicMismatch,
     RateLimited,
+    /// A reading whose (device, time) is stored already with other values.
+    DuplicateTime,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::TooLarge,
         DropReason::Malformed,
         DropReason::InvalidValue,
@@ -183,6 +210,7 @@ impl DropReason {
         DropReason::UnknownDevice,
         DropReason::TopicMismatch,
         DropReason::RateLimited,
+        DropReason::DuplicateTime,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -194,6 +222,7 @@ impl DropReason {
             DropReason::UnknownDevice => "unknown_device",
             DropReason::TopicMismatch => "topic_mismatch",
             DropReason::RateLimited => "rate_limited",
+            DropReason::DuplicateTime => "duplicate_time",
         }
     }
 
@@ -282,8 +311,9 @@ struct Envelope {
     /// `None` for a heartbeat: it only marks the device seen.
     telemetry: Option<Telemetry>,
     received_at: DateTime<Utc>,
-    /// Resolved once the message's batch is committed.
-    committed: Option<oneshot::Sender<()>>,
+    /// Resolved once the message's batch is committed: stored, or refused
+    /// as a duplicate time.
+    committed: Option<oneshot::Sender<Outcome>>,
 }
 
 /// The ingestion front door, shared by every broker connection.
@@ -294,6 +324,7 @@ pub struct Ingest {
     drops: Arc<DropLog>,
     rates: Arc<DeviceRates>,
     reading_time_rates: Arc<ReadingTimeRates>,
+    arrival_times: Arc<ArrivalTimes>,
     vitals: Arc<Vitals>,
 }
 
@@ -399,7 +430,7 @@ enum Commit {
     Refused,
     /// Queued without waiting for the commit (QoS 0).
     Queued,
-    Waiting(oneshot::Receiver<()>),
+    Waiting(oneshot::Receiver<Outcome>),
 }
 
 enum Queued<'a> {
@@ -438,10 +469,7 @@ impl Submitted {
         let outcome = match commit {
             Commit::Refused => Outcome::ShuttingDown,
             Commit::Queued => Outcome::Stored,
-            Commit::Waiting(done) => match done.await {
-                Ok(()) => Outcome::Stored,
-                Err(_) => Outcome::ShuttingDown,
-            },
+            Commit::Waiting(done) => done.await.unwrap_or(Outcome::ShuttingDown),
         };
         if let (Outcome::Stored, Some(v)) = (&outcome, vitals) {
             v.to.record(v.device_id, &v.vitals, v.at).await;
@@ -495,6 +523,7 @@ impl Ingest {
             drops: Arc::default(),
             rates: Arc::new(DeviceRates::new(rate)),
             reading_time_rates: Arc::new(ReadingTimeRates::new(rate)),
+            arrival_times: Arc::default(),
             vitals,
         };
         (ingest, batcher)
@@ -567,7 +596,12 @@ impl Ingest {
         }
         let telemetry = match parsed {
             None => None,
-            Some(Ok(telemetry)) => Some(telemetry),
+            Some(Ok(mut telemetry)) => {
+                if !telemetry.timestamped {
+                    telemetry.time = self.arrival_times.unique(device_id, telemetry.time);
+                }
+                Some(telemetry)
+            }
             Some(Err(error)) => {
                 let dropped = self.drop(
                     device_id,
@@ -735,7 +769,7 @@ impl Batcher {
         ids.sort_unstable();
         ids.dedup();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        let (readings, committed, seen, plants, unknown) = loop {
+        let (mut readings, committed, seen, plants, unknown) = loop {
             match self.prepare_and_commit(batch, &ids).await {
                 Ok(done) => break done,
                 Err(error) => {
@@ -749,6 +783,16 @@ impl Batcher {
         for _ in 0..unknown {
             self.stats.count_drop(DropReason::UnknownDevice);
         }
+        let held = if (committed.inserted as usize) < readings.len() {
+            self.held_values(&readings).await
+        } else {
+            HashMap::new()
+        };
+        let refused = |device_id: Uuid, time: DateTime<Utc>, values: &Measurements| {
+            held.get(&(device_id, time))
+                .is_some_and(|held| held != values)
+        };
+        readings.retain(|r| !refused(r.device_id, r.time, &r.values));
         self.stats
             .stored
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
@@ -756,8 +800,15 @@ impl Batcher {
         metrics::histogram!("plantops_ingest_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         for envelope in batch.drain(..) {
+            let outcome = match envelope.telemetry {
+                Some(t) if refused(envelope.device_id, t.time, &t.values) => {
+                    self.stats.count_drop(DropReason::DuplicateTime);
+                    Outcome::Dropped(DropReason::DuplicateTime)
+                }
+                _ => Outcome::Stored,
+            };
             if let Some(done) = envelope.committed {
-                let _ = done.send(());
+                let _ = done.send(outcome);
             }
         }
         for (device_id, previous) in committed.came_online {
@@ -771,6 +822,28 @@ impl Batcher {
         }
         for reading in readings {
             let _ = self.events.send(Event::Reading(reading));
+        }
+    }
+
+    /// What the table holds for the batch's (device, time) keys, once
+    /// the batch inserted fewer rows than it had: a reading resent with the
+    /// same values is stored (once); one with other values is refused, not
+    /// counted as stored. Unknown (the store did not answer): none refused.
+    async fn held_values(
+        &self,
+        readings: &[Reading],
+    ) -> HashMap<(Uuid, DateTime<Utc>), Measurements> {
+        let keys: Vec<(Uuid, DateTime<Utc>)> =
+            readings.iter().map(|r| (r.device_id, r.time)).collect();
+        match self.readings.readings_at(&keys).await {
+            Ok(held) => held
+                .into_iter()
+                .map(|r| ((r.device_id, r.time), r.values))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell resent readings from conflicting ones; counting all as stored");
+                HashMap::new()
+            }
         }
     }
 
@@ -834,6 +907,17 @@ mod tests {
 
     fn at(millis: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(1_780_000_000_000 + millis).unwrap()
+    }
+
+    #[test]
+    fn readings_without_a_time_of_their_own_never_share_one() {
+        let times = ArrivalTimes::default();
+        let (device, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let given: Vec<_> = (0..3).map(|_| times.unique(device, at(0))).collect();
+        assert_eq!(given, [at(0), at(1), at(2)]);
+        assert_eq!(times.unique(device, at(1)), at(3), "never back in time");
+        assert_eq!(times.unique(device, at(50)), at(50));
+        assert_eq!(times.unique(other, at(0)), at(0));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 struct Rig {
-    _db: TestDb,
+    db: TestDb,
     broker: std::sync::Arc<BuiltinBroker>,
     ingest: Ingest,
     /// Not running until the test starts it: nothing commits before.
@@ -84,7 +84,7 @@ impl Rig {
             .await
             .unwrap();
         Rig {
-            _db: db,
+            db,
             broker,
             ingest,
             batcher: Some(batcher),
@@ -667,4 +667,60 @@ async fn a_stopping_broker_stores_and_acknowledges_what_it_holds() {
     .await
     .unwrap();
     assert!(refused);
+}
+
+/// Readings are keyed on (device, time). One sent again with the same
+/// values is stored once; one with other values at a stored time is
+/// refused and counted (`duplicate_time`), never counted as stored while
+/// the table keeps the first. Readings without a time of their own get
+/// distinct arrival times, so none of them is lost to the key.
+#[tokio::test]
+async fn a_reading_at_a_stored_time_is_kept_once_or_refused_never_lost_silently() {
+    let mut rig = Rig::start(64).await;
+    let mut device = connected_v311(&rig).await;
+    let topic = rig.telemetry();
+    let at = 1_780_000_000;
+    let publishes = [
+        publish_qos1_v311(
+            &topic,
+            1,
+            &format!(r#"{{"temperature": 20, "timestamp": {at}}}"#),
+        ),
+        publish_qos1_v311(
+            &topic,
+            2,
+            &format!(r#"{{"temperature": 25, "timestamp": {at}}}"#),
+        ),
+        publish_qos1_v311(
+            &topic,
+            3,
+            &format!(r#"{{"temperature": 20, "timestamp": {at}}}"#),
+        ),
+    ]
+    .concat();
+    device.write_all(&publishes).await.unwrap();
+    rig.received(3).await;
+    rig.run_batcher();
+    let expected: Vec<u8> = (1..=3u16).flat_map(puback_v311).collect();
+    assert_eq!(device.read_exact(12).await, expected);
+    let stats = rig.ingest.stats().snapshot();
+    assert_eq!(stats.dropped["duplicate_time"], 1, "{stats:?}");
+    assert_eq!(stats.stored, 2, "{stats:?}");
+    let store = rig.db.store().await;
+    let kept = store
+        .latest_device_reading(rig.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.values.temperature, Some(20.0));
+
+    // Ten without a timestamp, back to back: ten rows.
+    let untimed: Vec<u8> = (10..20u16)
+        .flat_map(|id| publish_qos1_v311(&topic, id, r#"{"humidity": 50}"#))
+        .collect();
+    device.write_all(&untimed).await.unwrap();
+    let expected: Vec<u8> = (10..20u16).flat_map(puback_v311).collect();
+    assert_eq!(device.read_exact(40).await, expected);
+    assert_eq!(store.count_readings().await.unwrap(), 11);
+    assert_eq!(rig.ingest.stats().snapshot().stored, 12);
 }

@@ -382,6 +382,9 @@ pub trait ReadingStore: Send + Sync + 'static {
     /// devices seen and online, in one transaction.
     async fn commit_batch(&self, readings: &[Reading], seen: &[Presence])
         -> Result<CommittedBatch>;
+    /// The stored readings of these (device, time) keys: what a batch that
+    /// inserted fewer rows than it held met in the table.
+    async fn readings_at(&self, keys: &[(Uuid, DateTime<Utc>)]) -> Result<Vec<Reading>>;
     /// Recomputes, from its readings, the hourly rollups of a plant's whole
     /// hours covering `[from, to)`; an hour without readings keeps its
     /// rollup (its readings were pruned). Returns the hours written. Only

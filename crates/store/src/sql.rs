@@ -1112,6 +1112,32 @@ macro_rules! shared_store {
                 Ok(result.rows_affected())
             }
 
+            async fn readings_at(
+                &self,
+                keys: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+            ) -> $crate::Result<Vec<plantops_core::Reading>> {
+                let mut readings = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks($crate::sql::IDS_PER_STATEMENT / 2) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                        "SELECT {} FROM readings WHERE (device_id, time) IN (",
+                        $crate::sql::READING_COLUMNS
+                    ));
+                    let mut list = query.separated(", ");
+                    for (device_id, time) in chunk {
+                        list.push("(")
+                            .push_bind_unseparated(*device_id)
+                            .push_unseparated(", ")
+                            .push_bind_unseparated($crate::sql::Timestamp(*time))
+                            .push_unseparated(")");
+                    }
+                    query.push(")");
+                    let rows: Vec<$crate::sql::ReadingRow> =
+                        query.build_query_as().persistent(false).fetch_all(&self.pool).await?;
+                    readings.extend(rows.into_iter().map(plantops_core::Reading::from));
+                }
+                Ok(readings)
+            }
+
             async fn latest_device_reading(
                 &self,
                 device_id: uuid::Uuid,

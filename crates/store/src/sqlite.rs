@@ -71,7 +71,10 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // A commit is synced to disk before it returns: readings are
+            // acknowledged after their commit, and in WAL mode NORMAL may
+            // lose the last commits on power loss (a board on an SD card).
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

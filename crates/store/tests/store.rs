@@ -389,6 +389,15 @@ async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
     assert_eq!(again.inserted, 0);
     assert!(again.came_online.is_empty(), "already online");
     assert_eq!(store.count_readings().await.unwrap(), 3);
+    // What a batch met at its keys, to tell a resend from a conflict.
+    let keys: Vec<_> = batch[1..]
+        .iter()
+        .map(|r| (r.device_id, r.time))
+        .chain([(d.id, t0() + Duration::seconds(60))])
+        .collect();
+    let mut held = store.readings_at(&keys).await.unwrap();
+    held.sort_by_key(|r| r.time);
+    assert_eq!(held, batch[1..]);
 
     let stored = store.get_device(d.id).await.unwrap().unwrap();
     assert_eq!(stored.status, DeviceStatus::Online);

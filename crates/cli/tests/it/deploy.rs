@@ -225,6 +225,38 @@ fn mosquitto_publishes_only_the_tls_port_and_nothing_publishes_plain_mqtt() {
     );
 }
 
+/// What Mosquitto acknowledged while the backend was away must fit its
+/// memory limit and survive the broker's own restart as far as it can:
+/// queue bounds in messages and bytes under the container's memory, and
+/// persistence saved at least every 60 s.
+#[test]
+fn mosquitto_queues_for_the_backend_within_its_memory_and_saves_often() {
+    let config = read("deploy/mosquitto/mosquitto.conf");
+    let setting = |name: &str| -> u64 {
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("mosquitto.conf sets no {name}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number"))
+    };
+    assert!(config.lines().any(|l| l.trim() == "persistence true"));
+    let autosave = setting("autosave_interval");
+    assert!((1..=60).contains(&autosave), "autosave_interval {autosave}");
+    assert!(!config.lines().any(|l| l.trim() == "autosave_on_changes true"));
+    // 15 minutes of 1,000 devices publishing once a minute.
+    assert!(setting("max_queued_messages") >= 15_000);
+    let memory = compose()["services"]["mosquitto"]["deploy"]["resources"]["limits"]["memory"]
+        .as_str()
+        .and_then(|m| m.strip_suffix('m'))
+        .and_then(|m| m.parse::<u64>().ok())
+        .expect("mosquitto's memory limit in MiB")
+        * 1024
+        * 1024;
+    assert!(setting("max_queued_bytes") <= memory / 2, "payloads alone could fill the container");
+}
+
 #[test]
 fn data_lives_in_named_volumes_and_bind_mounts_are_read_only_configuration() {
     let compose = compose();

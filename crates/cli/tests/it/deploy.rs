@@ -244,7 +244,9 @@ fn mosquitto_queues_for_the_backend_within_its_memory_and_saves_often() {
     assert!(config.lines().any(|l| l.trim() == "persistence true"));
     let autosave = setting("autosave_interval");
     assert!((1..=60).contains(&autosave), "autosave_interval {autosave}");
-    assert!(!config.lines().any(|l| l.trim() == "autosave_on_changes true"));
+    assert!(!config
+        .lines()
+        .any(|l| l.trim() == "autosave_on_changes true"));
     // 15 minutes of 1,000 devices publishing once a minute.
     assert!(setting("max_queued_messages") >= 15_000);
     let memory = compose()["services"]["mosquitto"]["deploy"]["resources"]["limits"]["memory"]
@@ -254,7 +256,10 @@ fn mosquitto_queues_for_the_backend_within_its_memory_and_saves_often() {
         .expect("mosquitto's memory limit in MiB")
         * 1024
         * 1024;
-    assert!(setting("max_queued_bytes") <= memory / 2, "payloads alone could fill the container");
+    assert!(
+        setting("max_queued_bytes") <= memory / 2,
+        "payloads alone could fill the container"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod channels;
 mod cluster;
 mod common;
 mod deploy;
+mod faults;
 mod history;
 mod home_assistant;
 mod http_limits;

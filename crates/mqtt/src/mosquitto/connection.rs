@@ -51,6 +51,9 @@ pub(super) fn nodelay(eventloop: &mut EventLoop) {
 }
 
 /// Reconnect delays, jittered so many backends do not reconnect in step.
+/// Short at most: Mosquitto does not restore shared subscriptions from its
+/// persistence, so after its restart what devices publish before the
+/// backend subscribes again reaches nobody (and is dropped).
 pub(super) fn reconnect_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(30)).with_jitter()
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).with_jitter()
 }

@@ -61,6 +61,16 @@ impl Mosquitto {
         let _ = self.child.kill().await;
     }
 
+    /// Stops it gracefully (SIGTERM: it saves its persistent state).
+    pub async fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
     /// The environment that points `plantops serve` at this broker.
     pub fn backend_env(&self) -> Vec<(&'static str, String)> {
         vec![

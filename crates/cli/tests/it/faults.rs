@@ -1,0 +1,327 @@
+//! Faults while devices publish: the server is stopped (SIGTERM), killed
+//! (SIGKILL) and started again, and on Mosquitto the broker restarts too.
+//! At the end every reading a broker acknowledged is stored, once (a
+//! reading's key is its device and time).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::common::mosquitto::Mosquitto;
+use crate::common::{device_options, Credentials, Ports, Server};
+
+const DEVICES: usize = 4;
+/// Acknowledged readings each device adds between two faults.
+const BETWEEN_FAULTS: usize = 15;
+
+/// What the publishers are to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Publish,
+    /// Publish nothing more until told to go on.
+    Pause,
+    Stop,
+}
+
+/// A device publishing QoS 1 readings one after another, each with a time
+/// of its own, reconnecting whenever its connection drops. A reading
+/// counts as acknowledged once its PUBACK arrived; one whose connection
+/// dropped first is not sent again (it may or may not be stored).
+struct Publisher {
+    acknowledged: Arc<Mutex<BTreeSet<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    fn start(options: MqttOptions, device_id: String, phase: watch::Receiver<Phase>) -> Publisher {
+        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+        let task = tokio::spawn(publish(options, device_id, acknowledged.clone(), phase));
+        Publisher { acknowledged, task }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+}
+
+async fn publish(
+    options: MqttOptions,
+    device_id: String,
+    acknowledged: Arc<Mutex<BTreeSet<i64>>>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let topic = format!("devices/{device_id}/telemetry");
+    // Readings 200 ms apart by their own times (within the device rate of
+    // 10 a second however they arrive), starting an hour ago.
+    let mut time = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    loop {
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), 10);
+        'connection: loop {
+            match phase.wait_for(|p| *p != Phase::Pause).await.map(|p| *p) {
+                Ok(Phase::Publish) => {}
+                _ => return,
+            }
+            time += 200;
+            let payload = json!({ "soil_moisture": 50, "timestamp": time }).to_string();
+            if client
+                .publish(&topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break 'connection;
+            }
+            loop {
+                let event = tokio::select! {
+                    event = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()) => event,
+                    _ = phase.wait_for(|p| *p == Phase::Stop) => return,
+                };
+                match event {
+                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                        acknowledged.lock().unwrap().insert(time);
+                        break;
+                    }
+                    Ok(Ok(_)) => continue,
+                    // Down, refused or silent: connect afresh.
+                    Ok(Err(_)) | Err(_) => break 'connection,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every publisher has `more` acknowledged readings beyond
+/// what it had.
+async fn progress(publishers: &[Publisher], more: usize) {
+    let targets: Vec<usize> = publishers.iter().map(|p| p.count() + more).collect();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while publishers
+            .iter()
+            .zip(&targets)
+            .any(|(p, target)| p.count() < *target)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("devices publish again after the fault");
+}
+
+async fn terminate(server: &mut Server) {
+    let pid = server.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
+        .await
+        .expect("plantops stops after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}
+
+/// Every acknowledged reading of every device is in the plant's history.
+async fn every_acknowledged_reading_is_stored(
+    server: &Server,
+    plant_id: &str,
+    devices: &[Credentials],
+    publishers: Vec<Publisher>,
+) {
+    let (status, history) = server
+        .get(&format!("/api/plants/{plant_id}/history?hours=2"))
+        .await;
+    assert_eq!(status, 200);
+    let records = history["records"].as_array().unwrap();
+    for (device, publisher) in devices.iter().zip(publishers) {
+        let stored: BTreeSet<i64> = records
+            .iter()
+            .filter(|r| r["device_id"] == device.device_id.as_str())
+            .map(|r| {
+                chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp_millis()
+            })
+            .collect();
+        let acknowledged = publisher.acknowledged.lock().unwrap().clone();
+        let lost: Vec<&i64> = acknowledged.difference(&stored).collect();
+        assert!(
+            lost.is_empty(),
+            "device {}: {} of {} acknowledged readings lost: {lost:?}",
+            device.device_id,
+            lost.len(),
+            acknowledged.len()
+        );
+    }
+}
+
+async fn plant_with_devices(server: &Server) -> (String, Vec<Credentials>) {
+    let (_, plant) = server
+        .post("/api/plants", json!({"name": "Monstera"}))
+        .await;
+    let plant_id = plant["id"].as_str().unwrap().to_string();
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        devices.push(
+            server
+                .register_for(&format!("cc:00:00:00:00:{i:02x}"), &plant_id)
+                .await,
+        );
+    }
+    (plant_id, devices)
+}
+
+/// Waits until the backend has subscribed again after a Mosquitto restart:
+/// a probe device publishes until one of its readings is stored (those
+/// published before may reach nobody).
+async fn subscribed_again(server: &Server, probe: &Credentials, port: u16, ca: &[u8]) {
+    let topic = format!("devices/{}/telemetry", probe.device_id);
+    let latest = format!("/api/devices/{}/telemetry/latest", probe.device_id);
+    for attempt in 0..100 {
+        let options = device_options(probe, port, Some(ca.to_vec()), &probe.device_id);
+        let (client, mut eventloop) = AsyncClient::new(options, 10);
+        let payload = json!({ "humidity": attempt }).to_string();
+        let _ = client
+            .publish(&topic, QoS::AtLeastOnce, false, payload)
+            .await;
+        let acked = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if acked == Ok(true) {
+            for _ in 0..20 {
+                let (_, reading) = server.get(&latest).await;
+                if reading["humidity"] == f64::from(attempt) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("the backend did not subscribe again after Mosquitto's restart");
+}
+
+async fn stop_publishers(phase: watch::Sender<Phase>, publishers: &mut [Publisher]) {
+    phase.send(Phase::Stop).unwrap();
+    for publisher in publishers.iter_mut() {
+        (&mut publisher.task).await.unwrap();
+    }
+}
+
+/// The built-in broker: SIGTERM, then SIGKILL, each followed by a start on
+/// the same data directory and ports, while four devices publish.
+#[tokio::test]
+async fn acknowledged_readings_survive_stops_and_kills_on_the_builtin_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &[]).await;
+    let (plant_id, devices) = plant_with_devices(&server).await;
+    let (phase, phases) = watch::channel(Phase::Publish);
+    let mut publishers: Vec<Publisher> = devices
+        .iter()
+        .map(|d| {
+            let mut options = device_options(d, ports.mqtt, None, &d.device_id);
+            options.set_keep_alive(Duration::from_secs(5));
+            Publisher::start(options, d.device_id.clone(), phases.clone())
+        })
+        .collect();
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    terminate(&mut server).await;
+    server = Server::start(dir.path(), &ports, &[]).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    server.kill().await;
+    server = Server::start(dir.path(), &ports, &[]).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    stop_publishers(phase, &mut publishers).await;
+    every_acknowledged_reading_is_stored(&server, &plant_id, &devices, publishers).await;
+}
+
+/// PostgreSQL and Mosquitto: the one backend is stopped (SIGTERM) and
+/// killed (SIGKILL), and Mosquitto restarted, while four devices publish
+/// through Mosquitto; what Mosquitto acknowledged while no backend ran is
+/// stored once the backend is back.
+#[tokio::test]
+async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosquitto() {
+    let db = plantops_testkit::TestDb::postgres().await;
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker_port = plantops_testkit::free_port();
+    let mut mosquitto = Mosquitto::start(broker_dir.path(), broker_port).await;
+    let mut env = mosquitto.backend_env();
+    env.push(("DATABASE_URL", db.url().to_string()));
+    env.push(("ENCRYPTION_KEY", "cd".repeat(32)));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &env).await;
+    let (plant_id, devices) = plant_with_devices(&server).await;
+    let probe = server.register("cc:00:00:00:00:ff").await;
+    let ca = std::fs::read(&mosquitto.ca).unwrap();
+    let (phase, phases) = watch::channel(Phase::Publish);
+    let mut publishers: Vec<Publisher> = devices
+        .iter()
+        .map(|d| {
+            let mut options = device_options(d, broker_port, Some(ca.clone()), &d.device_id);
+            options.set_keep_alive(Duration::from_secs(5));
+            Publisher::start(options, d.device_id.clone(), phases.clone())
+        })
+        .collect();
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    // Devices go on publishing to Mosquitto while no backend runs.
+    terminate(&mut server).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+    server = Server::start(dir.path(), &ports, &env).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    server.kill().await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+    server = Server::start(dir.path(), &ports, &env).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    // A graceful restart of Mosquitto keeps what it queued (sessions and
+    // messages). It does not restore shared subscriptions, so devices wait
+    // until the backend has subscribed again (docs/deployment.md).
+    phase.send(Phase::Pause).unwrap();
+    mosquitto.terminate().await;
+    mosquitto = Mosquitto::start(broker_dir.path(), broker_port).await;
+    subscribed_again(&server, &probe, broker_port, &ca).await;
+    phase.send(Phase::Publish).unwrap();
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    stop_publishers(phase, &mut publishers).await;
+    // Stored asynchronously to Mosquitto's PUBACKs: wait for the last.
+    let expected: usize = publishers.iter().map(Publisher::count).sum();
+    let mut stored = 0;
+    for _ in 0..400 {
+        let (_, history) = server
+            .get(&format!("/api/plants/{plant_id}/history?hours=2"))
+            .await;
+        stored = history["count"].as_u64().unwrap() as usize;
+        if stored >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stored >= expected,
+        "{stored} stored of {expected} acknowledged"
+    );
+    every_acknowledged_reading_is_stored(&server, &plant_id, &devices, publishers).await;
+    drop(mosquitto);
+}

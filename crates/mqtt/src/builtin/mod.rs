@@ -264,6 +264,10 @@ pub struct BuiltinBroker {
     sessions: Arc<Sessions>,
     /// The connection permits, all back once every connection has ended.
     connections: Arc<Semaphore>,
+    /// Keeps ingestion's queue open after the connections have ended at a
+    /// graceful stop: the batcher ends only when the server does (ending
+    /// earlier would be reported as a failed task).
+    _ingest: Ingest,
     max_connections: usize,
     stop: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
@@ -294,6 +298,7 @@ impl BuiltinBroker {
         let (stop, stopping) = watch::channel(false);
         let sessions = Arc::new(Sessions::default());
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+        let kept_ingest = ingest.clone();
         let shared = Arc::new(Shared {
             auth: DeviceAuth {
                 store,
@@ -320,6 +325,7 @@ impl BuiltinBroker {
         Ok(Arc::new(Self {
             sessions,
             connections,
+            _ingest: kept_ingest,
             max_connections: config.limits.max_connections,
             stop,
             listeners,

@@ -287,17 +287,7 @@ fn publish_v5(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_connection_pipelines_qos1_messages_and_acknowledges_them_in_order() {
     let mut rig = Rig::start(64).await;
-    let mut device = rig.connect().await;
-    device
-        .write_all(&connect_v311(
-            &rig.device_id.to_string(),
-            &rig.username,
-            &rig.password,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(device.read_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
-
+    let mut device = connected_v311(&rig).await;
     let topic = rig.telemetry();
     let publishes: Vec<u8> = (1..=5u16)
         .flat_map(|id| publish_qos1_v311(&topic, id, &format!(r#"{{"temperature": {id}}}"#)))

@@ -544,17 +544,7 @@ async fn an_instance_stopped_gracefully_leaves_its_share_to_the_others() {
     let second = Server::start(second_dir.path(), &Ports::free(), &env).await;
     let device = second.register("ee:00:00:00:00:01").await;
 
-    let pid = first.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(20), first.child.wait())
-        .await
-        .expect("the first instance stops")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
+    first.terminate().await;
 
     let ca = std::fs::read(&mosquitto.ca).unwrap();
     let start = chrono::Utc::now() - chrono::Duration::minutes(5);
@@ -622,17 +612,7 @@ async fn a_rolling_update_loses_no_reading() {
     const PER_DEVICE: usize = 40;
     let (publishers, acked) = publish_from(&devices, (mosquitto.port, &ca), start, PER_DEVICE);
     for (i, dir) in dirs.iter().enumerate() {
-        let pid = servers[i].child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(30), servers[i].child.wait())
-            .await
-            .expect("the instance stops on SIGTERM")
-            .unwrap();
-        assert!(exit.success(), "{exit}");
+        servers[i].terminate().await;
         // The "new version" starts on the same data directory.
         servers[i] = Server::start(dir.path(), &Ports::free(), &env).await;
     }

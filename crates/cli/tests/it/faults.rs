@@ -112,20 +112,6 @@ async fn progress(publishers: &[Publisher], more: usize) {
     .expect("devices publish again after the fault");
 }
 
-async fn terminate(server: &mut Server) {
-    let pid = server.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
-        .await
-        .expect("plantops stops after SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
-}
-
 /// Every acknowledged reading of every device is in the plant's history.
 async fn every_acknowledged_reading_is_stored(
     server: &Server,
@@ -240,7 +226,7 @@ async fn acknowledged_readings_survive_stops_and_kills_on_the_builtin_broker() {
         .collect();
     progress(&publishers, BETWEEN_FAULTS).await;
 
-    terminate(&mut server).await;
+    server.terminate().await;
     server = Server::start(dir.path(), &ports, &[]).await;
     progress(&publishers, BETWEEN_FAULTS).await;
 
@@ -284,7 +270,7 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     progress(&publishers, BETWEEN_FAULTS).await;
 
     // Devices go on publishing to Mosquitto while no backend runs.
-    terminate(&mut server).await;
+    server.terminate().await;
     progress(&publishers, BETWEEN_FAULTS).await;
     server = Server::start(dir.path(), &ports, &env).await;
     progress(&publishers, BETWEEN_FAULTS).await;

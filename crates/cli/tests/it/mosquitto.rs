@@ -501,17 +501,7 @@ async fn a_graceful_restart_of_the_only_backend_loses_nothing_sent_meanwhile() {
     .await;
     assert_eq!(outcome, Connack::Accepted);
 
-    let pid = server.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
-        .await
-        .expect("plantops stops after SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
+    server.terminate().await;
 
     // One reading a second over the last half minute, sent while no
     // backend runs, each acknowledged by Mosquitto.

@@ -864,12 +864,7 @@ async fn sigterm_ends_open_event_streams_and_exits() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let pid = server.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal_stop();
     // The stream ends instead of holding graceful shutdown open forever.
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(_)) = stream.chunk().await {}

@@ -20,6 +20,16 @@ use crate::{BrokerError, LinkState};
 
 /// Messages being committed at once before the link stops reading.
 const MAX_OUTSTANDING: usize = 10_000;
+/// Room in the link's request queue: one acknowledgement for every message
+/// in hand and a few other requests. Only polling the event loop empties
+/// the queue, and the loop stops polling while every message place is
+/// taken: were the queue smaller, those messages' tasks would wait on it
+/// for ever and the link would read nothing more (the stall one backend
+/// under overload showed, with 1.3 MB unread in its socket).
+const REQUESTS: usize = MAX_OUTSTANDING + 16;
+/// How long a stopping link waits to hand over a request: a link that is
+/// down takes none, and a stop must not wait for it.
+const REQUEST_WAIT: Duration = Duration::from_secs(2);
 /// The shared-subscription group of every PlantOps instance: the broker
 /// hands each device message to one of the group's members.
 const SHARE_GROUP: &str = "plantops";
@@ -70,7 +80,8 @@ impl LinkControl {
         };
         if others_remain {
             for filter in [topic::ALL_TELEMETRY, topic::ALL_HEARTBEATS] {
-                let _ = client.unsubscribe(shared(filter)).await;
+                let _ =
+                    tokio::time::timeout(REQUEST_WAIT, client.unsubscribe(shared(filter))).await;
             }
         }
         let settled = async {
@@ -80,7 +91,7 @@ impl LinkControl {
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), settled).await;
         let left = self.left.notified();
-        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(REQUEST_WAIT, client.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), left).await;
     }
 }
@@ -120,7 +131,7 @@ impl IngestLink {
             control,
         } = self;
         set_state(&state, false, format!("connecting to {target}"));
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
         nodelay(&mut eventloop);
         let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
         if let Ok(mut running) = control.running.lock() {
@@ -226,7 +237,7 @@ pub(super) async fn drain_session(
     let mut options = options(config, username, config.password.as_deref())?;
     options.set_clean_session(false);
     options.set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
     nodelay(&mut eventloop);
     let mut handling = tokio::task::JoinSet::new();
     let mut drained = 0;
@@ -234,8 +245,10 @@ pub(super) async fn drain_session(
         let event = match tokio::time::timeout(DRAIN_IDLE, eventloop.poll()).await {
             // Quiet, and every message handed out handled: empty.
             Err(_) if handling.is_empty() => break,
+            // Quiet, messages still in hand: their acknowledgements go
+            // out only while the event loop is polled, so poll on.
             Err(_) => {
-                while handling.join_next().await.is_some() {}
+                while handling.try_join_next().is_some() {}
                 continue;
             }
             Ok(Err(ConnectionError::ConnectionRefused(_))) => return Ok(0),

@@ -216,6 +216,26 @@ impl Server {
         self.child.kill().await.expect("SIGKILL plantops");
     }
 
+    /// Sends SIGTERM, as an upgrade, `systemctl restart` or `docker stop` do.
+    pub fn signal_stop(&self) {
+        let pid = self.child.id().expect("plantops runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(&mut self) {
+        self.signal_stop();
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("plantops stops after SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "{exit}");
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .client

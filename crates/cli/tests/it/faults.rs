@@ -1,13 +1,15 @@
-//! Faults while devices publish: the server is stopped (SIGTERM), killed
-//! (SIGKILL) and started again, and on Mosquitto the broker restarts too.
+//! Faults while devices publish: the server's database connections are
+//! cut, the server is stopped (SIGTERM), killed (SIGKILL) and started
+//! again, and on Mosquitto the broker restarts too.
 //! At the end every reading a broker acknowledged is stored, once (a
 //! reading's key is its device and time).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use plantops_testkit::TestDb;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -27,14 +29,18 @@ enum Phase {
     Stop,
 }
 
-/// A device publishing QoS 1 readings one after another, each with a time
-/// of its own, reconnecting whenever its connection drops. A reading
-/// counts as acknowledged once its PUBACK arrived; one whose connection
-/// dropped first is not sent again (it may or may not be stored).
+/// A device publishing QoS 1 readings with up to `IN_FLIGHT` waiting for
+/// their PUBACKs, each with a time of its own, connecting afresh whenever
+/// its connection drops. A reading counts as acknowledged once its PUBACK
+/// arrived; those in flight when a connection drops are not sent again
+/// (they may or may not be stored).
 struct Publisher {
     acknowledged: Arc<Mutex<BTreeSet<i64>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Publishes a device keeps waiting for their PUBACKs.
+const IN_FLIGHT: usize = 8;
 
 impl Publisher {
     fn start(options: MqttOptions, device_id: String, phase: watch::Receiver<Phase>) -> Publisher {
@@ -49,47 +55,62 @@ impl Publisher {
 }
 
 async fn publish(
-    options: MqttOptions,
+    mut options: MqttOptions,
     device_id: String,
     acknowledged: Arc<Mutex<BTreeSet<i64>>>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    options.set_inflight(IN_FLIGHT as u16);
     let topic = format!("devices/{device_id}/telemetry");
     // Readings 200 ms apart by their own times (within the device rate of
     // 10 a second however they arrive), starting an hour ago.
     let mut time = chrono::Utc::now().timestamp_millis() - 3_600_000;
     loop {
-        let (client, mut eventloop) = AsyncClient::new(options.clone(), 10);
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), 2 * IN_FLIGHT);
+        // Times handed to the client, not yet written; written ones by id.
+        let mut handed: VecDeque<i64> = VecDeque::new();
+        let mut written: HashMap<u16, i64> = HashMap::new();
         'connection: loop {
-            match phase.wait_for(|p| *p != Phase::Pause).await.map(|p| *p) {
-                Ok(Phase::Publish) => {}
-                _ => return,
-            }
-            time += 200;
-            let payload = json!({ "soil_moisture": 50, "timestamp": time }).to_string();
-            if client
-                .publish(&topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                break 'connection;
-            }
-            loop {
-                let event = tokio::select! {
-                    event = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()) => event,
-                    _ = phase.wait_for(|p| *p == Phase::Stop) => return,
-                };
-                match event {
-                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                        acknowledged.lock().unwrap().insert(time);
-                        break;
+            let now = *phase.borrow();
+            match now {
+                Phase::Stop => return,
+                Phase::Publish if handed.len() + written.len() < IN_FLIGHT => {
+                    time += 200;
+                    let payload = json!({ "soil_moisture": 50, "timestamp": time }).to_string();
+                    if client
+                        .try_publish(&topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                    {
+                        break 'connection;
                     }
-                    Ok(Ok(_)) => continue,
-                    // Down, refused or silent: connect afresh.
-                    Ok(Err(_)) | Err(_) => break 'connection,
+                    handed.push_back(time);
+                    // Twenty a second: over the device rate once its burst
+                    // is spent (the built-in broker paces it), and few
+                    // enough for the history to hold them all.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
+                Phase::Publish | Phase::Pause => {}
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let event = tokio::select! {
+                event = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()) => event,
+                _ = phase.changed() => continue,
+            };
+            match event {
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(id)))) => {
+                    if let Some(time) = handed.pop_front() {
+                        written.insert(id, time);
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    if let Some(time) = written.remove(&ack.pkid) {
+                        acknowledged.lock().unwrap().insert(time);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                // Down, refused or silent: connect afresh.
+                Ok(Err(_)) | Err(_) => break 'connection,
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -112,6 +133,31 @@ async fn progress(publishers: &[Publisher], more: usize) {
     .expect("devices publish again after the fault");
 }
 
+/// Ends every connection the server holds to its PostgreSQL database, as
+/// a database restart or a network cut does: commits in progress fail and
+/// are tried again on new connections.
+async fn cut_database_connections(db: &TestDb) {
+    use sqlx::Connection;
+    let TestDb::Postgres { name, .. } = db else {
+        panic!("a PostgreSQL test database");
+    };
+    let mut admin = sqlx::PgConnection::connect(&plantops_testkit::postgres_admin_url())
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !cut.is_empty(),
+        "the server holds connections to its database"
+    );
+}
+
 /// Every acknowledged reading of every device is in the plant's history.
 async fn every_acknowledged_reading_is_stored(
     server: &Server,
@@ -124,6 +170,7 @@ async fn every_acknowledged_reading_is_stored(
         .await;
     assert_eq!(status, 200);
     let records = history["records"].as_array().unwrap();
+    assert!(records.len() < 10_000, "the history is cut at 10,000 rows");
     for (device, publisher) in devices.iter().zip(publishers) {
         let stored: BTreeSet<i64> = records
             .iter()
@@ -207,13 +254,20 @@ async fn stop_publishers(phase: watch::Sender<Phase>, publishers: &mut [Publishe
     }
 }
 
-/// The built-in broker: SIGTERM, then SIGKILL, each followed by a start on
-/// the same data directory and ports, while four devices publish.
+/// The built-in broker on PostgreSQL, each device with several publishes
+/// in flight: the database connections are cut twice (commits fail and
+/// are retried), the server is stopped (SIGTERM) and killed (SIGKILL), each
+/// time started again on the same data directory and ports.
 #[tokio::test]
-async fn acknowledged_readings_survive_stops_and_kills_on_the_builtin_broker() {
+async fn acknowledged_readings_survive_failed_commits_stops_and_kills_on_the_builtin_broker() {
+    let db = TestDb::postgres().await;
+    let env = [
+        ("DATABASE_URL", db.url()),
+        ("ENCRYPTION_KEY", &"ef".repeat(32)),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
-    let mut server = Server::start(dir.path(), &ports, &[]).await;
+    let mut server = Server::start(dir.path(), &ports, &env).await;
     let (plant_id, devices) = plant_with_devices(&server).await;
     let (phase, phases) = watch::channel(Phase::Publish);
     let mut publishers: Vec<Publisher> = devices
@@ -226,12 +280,17 @@ async fn acknowledged_readings_survive_stops_and_kills_on_the_builtin_broker() {
         .collect();
     progress(&publishers, BETWEEN_FAULTS).await;
 
+    cut_database_connections(&db).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+    cut_database_connections(&db).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
     server.terminate().await;
-    server = Server::start(dir.path(), &ports, &[]).await;
+    server = Server::start(dir.path(), &ports, &env).await;
     progress(&publishers, BETWEEN_FAULTS).await;
 
     server.kill().await;
-    server = Server::start(dir.path(), &ports, &[]).await;
+    server = Server::start(dir.path(), &ports, &env).await;
     progress(&publishers, BETWEEN_FAULTS).await;
 
     stop_publishers(phase, &mut publishers).await;
@@ -244,7 +303,7 @@ async fn acknowledged_readings_survive_stops_and_kills_on_the_builtin_broker() {
 /// stored once the backend is back.
 #[tokio::test]
 async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosquitto() {
-    let db = plantops_testkit::TestDb::postgres().await;
+    let db = TestDb::postgres().await;
     let broker_dir = tempfile::tempdir().unwrap();
     let broker_port = plantops_testkit::free_port();
     let mut mosquitto = Mosquitto::start(broker_dir.path(), broker_port).await;
@@ -278,6 +337,9 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     server.kill().await;
     progress(&publishers, BETWEEN_FAULTS).await;
     server = Server::start(dir.path(), &ports, &env).await;
+    progress(&publishers, BETWEEN_FAULTS).await;
+
+    cut_database_connections(&db).await;
     progress(&publishers, BETWEEN_FAULTS).await;
 
     // A graceful restart of Mosquitto keeps what it queued (sessions and

@@ -247,7 +247,9 @@ pub struct ServeSettings {
     pub mqtt_max_inflight: u16,
 
     /// Messages (readings and heartbeats) one device may send per second,
-    /// sustained; more are acknowledged and dropped (`rate_limited`).
+    /// sustained; the built-in broker slows a faster device, through
+    /// Mosquitto readings denser by their own times are dropped
+    /// (`rate_limited`).
     #[arg(long, env = "PLANTOPS_DEVICE_MESSAGES_PER_SEC", default_value = "10",
         value_parser = whole_number::<u32>("PLANTOPS_DEVICE_MESSAGES_PER_SEC", 1, 10_000_000))]
     pub device_messages_per_sec: u32,

@@ -77,6 +77,19 @@ pub enum Rate {
     ByReadingTime,
 }
 
+/// Judges committed readings against their plants' thresholds (alerting).
+/// The batcher calls it after each commit and before the batch's PUBACKs:
+/// a reading is acknowledged only once judged, so one whose judgement an
+/// instance's death interrupted is sent again by its device (or redelivered
+/// by Mosquitto) and judged then. Judging a reading twice changes nothing
+/// (a plant's state ignores readings no newer than its last change), and
+/// an in-memory event that is never seen loses no judgement.
+#[async_trait::async_trait]
+pub trait ReadingJudge: Send + Sync + 'static {
+    /// Judges readings that belong to plants; an error is retried.
+    async fn judge(&self, readings: &[Reading]) -> plantops_store::Result<()>;
+}
+
 /// Per-device token buckets on the wall clock, pruned now and then of
 /// devices that are full.
 struct DeviceRates {
@@ -488,6 +501,7 @@ impl Ingest {
         config: BatchConfig,
         rate: DeviceRateLimit,
         low_battery_percent: Option<f64>,
+        judge: Option<Arc<dyn ReadingJudge>>,
     ) -> (Ingest, IngestBatcher) {
         let (tx, rx) = mpsc::channel(config.queue);
         let stats = Arc::new(IngestStats::default());
@@ -509,6 +523,7 @@ impl Ingest {
         let batcher = Batcher {
             readings: store.clone(),
             devices: store.clone(),
+            judge,
             events,
             config,
             stats: stats.clone(),
@@ -730,6 +745,7 @@ struct Batcher {
     readings: Arc<dyn ReadingStore>,
     /// Which plant each device serves when its readings are stored.
     devices: Arc<dyn DeviceStore>,
+    judge: Option<Arc<dyn ReadingJudge>>,
     events: broadcast::Sender<Event>,
     config: BatchConfig,
     stats: Arc<IngestStats>,
@@ -793,6 +809,7 @@ impl Batcher {
                 .is_some_and(|held| held != values)
         };
         readings.retain(|r| !refused(r.device_id, r.time, &r.values));
+        self.judge(&readings).await;
         self.stats
             .stored
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
@@ -822,6 +839,26 @@ impl Batcher {
         }
         for reading in readings {
             let _ = self.events.send(Event::Reading(reading));
+        }
+    }
+
+    /// Judges the batch's readings of plants before they are acknowledged,
+    /// retrying with backoff until it succeeds (as the commit does).
+    async fn judge(&self, readings: &[Reading]) {
+        let Some(judge) = &self.judge else { return };
+        let of_plants: Vec<Reading> = readings
+            .iter()
+            .filter(|r| r.plant_id.is_some())
+            .cloned()
+            .collect();
+        if of_plants.is_empty() {
+            return;
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        while let Err(error) = judge.judge(&of_plants).await {
+            let wait = backoff.next_delay();
+            tracing::error!(%error, readings = of_plants.len(), retry_in_ms = wait.as_millis() as u64, "judging a committed batch failed");
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -14,7 +14,7 @@ use mqtt5_protocol::{ConnectOptions, FixedHeader, Packet, QoS, ReasonCode, WillM
 use plantops_core::credentials::{generate_password, hash_password};
 use plantops_core::{Device, DeviceStatus};
 use plantops_mqtt::builtin::{BuiltinBroker, BuiltinConfig, BuiltinLimits, Listener};
-use plantops_mqtt::ingest::{BatchConfig, DeviceRateLimit, Ingest, IngestBatcher};
+use plantops_mqtt::ingest::{BatchConfig, DeviceRateLimit, Ingest, IngestBatcher, ReadingJudge};
 use plantops_testkit::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,6 +49,14 @@ impl Rig {
     }
 
     async fn with(limits: BuiltinLimits, rate: DeviceRateLimit) -> Rig {
+        Rig::judged_by(limits, rate, None).await
+    }
+
+    async fn judged_by(
+        limits: BuiltinLimits,
+        rate: DeviceRateLimit,
+        judge: Option<std::sync::Arc<dyn ReadingJudge>>,
+    ) -> Rig {
         let db = TestDb::sqlite().await;
         let store = db.store().await;
         let password = generate_password();
@@ -71,7 +79,8 @@ impl Rig {
             .await
             .unwrap();
         let (events, _) = tokio::sync::broadcast::channel(64);
-        let (ingest, batcher) = Ingest::new(&store, events, BatchConfig::default(), rate, None);
+        let (ingest, batcher) =
+            Ingest::new(&store, events, BatchConfig::default(), rate, None, judge);
         let config = BuiltinConfig {
             plain: Some(Listener {
                 addr: SocketAddr::from(([127, 0, 0, 1], plantops_testkit::free_port())),
@@ -713,4 +722,100 @@ async fn a_reading_at_a_stored_time_is_kept_once_or_refused_never_lost_silently(
     assert_eq!(device.read_exact(40).await, expected);
     assert_eq!(store.count_readings().await.unwrap(), 11);
     assert_eq!(rig.ingest.stats().snapshot().stored, 12);
+}
+
+/// A judge that fails its first call, then waits for the test to let it
+/// judge, and keeps what it was given.
+struct GatedJudge {
+    calls: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+    judged: std::sync::Mutex<Vec<plantops_core::Reading>>,
+}
+
+impl GatedJudge {
+    fn closed() -> Self {
+        Self {
+            calls: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            judged: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadingJudge for GatedJudge {
+    async fn judge(&self, readings: &[plantops_core::Reading]) -> plantops_store::Result<()> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call == 0 {
+            return Err(plantops_store::StoreError::Corrupt(
+                "the first judgement fails".into(),
+            ));
+        }
+        let _ = self.gate.acquire().await;
+        self.judged.lock().unwrap().extend_from_slice(readings);
+        Ok(())
+    }
+}
+
+/// A committed reading of a plant is acknowledged only once judged (a
+/// failed judgement is retried): an instance that dies in between has not
+/// acknowledged it, so its device sends it again and it is judged then.
+#[tokio::test]
+async fn a_reading_is_acknowledged_only_once_judged() {
+    let judge = std::sync::Arc::new(GatedJudge::closed());
+    let mut rig = Rig::judged_by(
+        BuiltinLimits::default(),
+        DeviceRateLimit {
+            per_second: NonZeroU32::new(1000).unwrap(),
+            burst: NonZeroU32::new(1000).unwrap(),
+        },
+        Some(judge.clone()),
+    )
+    .await;
+    let store = rig.db.store().await;
+    let now = chrono::Utc::now();
+    let plant = plantops_core::Plant {
+        id: Uuid::new_v4(),
+        name: "Calathea".into(),
+        species: None,
+        thresholds: None,
+        alert_cooldown_minutes: 30,
+        low_battery_percent: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_plant(&plant).await.unwrap();
+    assert!(store
+        .assign_device(rig.device_id, Some(plant.id))
+        .await
+        .unwrap());
+    rig.run_batcher();
+    let mut device = connected_v311(&rig).await;
+    device
+        .write_all(&publish_qos1_v311(
+            &rig.telemetry(),
+            5,
+            r#"{"soil_moisture": 12}"#,
+        ))
+        .await
+        .unwrap();
+    // Stored (the first judgement failed, the second waits), not acknowledged.
+    let store_has_it = async {
+        while store.count_readings().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), store_has_it)
+        .await
+        .expect("the reading is committed");
+    let early = tokio::time::timeout(Duration::from_millis(200), device.read_exact(4)).await;
+    assert!(early.is_err(), "acknowledged before it was judged");
+
+    judge.gate.add_permits(1);
+    assert_eq!(device.read_exact(4).await, puback_v311(5));
+    let judged = judge.judged.lock().unwrap().clone();
+    assert_eq!(judged.len(), 1);
+    assert_eq!(judged[0].plant_id, Some(plant.id));
+    assert_eq!(judged[0].values.soil_moisture, Some(12.0));
+    assert!(judge.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }

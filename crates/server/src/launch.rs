@@ -456,15 +456,17 @@ impl Server {
         let (events, _) = broadcast::channel(4096);
         let mut tasks = Vec::new();
         let mut instance_record = None;
-        // Subscribed before anything can publish, so no reading goes unjudged.
         let outbox = Arc::new(tokio::sync::Notify::new());
         let task_health = Arc::new(TaskHealth::default());
+        // Judges committed readings for ingestion, and device status
+        // changes from the live events.
+        let evaluator = Arc::new(Evaluator::new(&store, events.clone(), outbox.clone()));
         tasks.push(supervise("evaluator", task_health.clone(), {
-            let (store, events, outbox) = (store.clone(), events.clone(), outbox.clone());
+            let (evaluator, events) = (evaluator.clone(), events.clone());
+            // Subscribed before anything can publish, so no status change
+            // goes unjudged.
             let first = subscribed_now(&events);
-            move || {
-                Evaluator::new(&store, events.clone(), outbox.clone()).run(first.receiver(&events))
-            }
+            move || evaluator.clone().run(first.receiver(&events))
         }));
         let secrets = secret_box(&config, &store).await?;
         let llm = plantops_advisor::LlmClient::new(config.llm.clone())
@@ -526,6 +528,7 @@ impl Server {
             BatchConfig::default(),
             config.device_rate,
             config.low_battery_percent,
+            Some(evaluator),
         );
         tasks.push(supervise("ingest", task_health.clone(), move || {
             batcher.clone().run()

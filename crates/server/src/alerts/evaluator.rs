@@ -1,6 +1,8 @@
-//! Evaluation on arrival: each committed reading is checked at once against
-//! its plant's thresholds through the per-(plant, metric) state machine;
-//! device status changes become offline / back-online alerts.
+//! Evaluation on commit: ingestion hands each committed batch to
+//! [`Evaluator`] (as its [`ReadingJudge`]) before acknowledging it, and the
+//! readings are checked against their plants' thresholds through the
+//! per-(plant, metric) state machine; device status changes, from the live
+//! events, become offline / back-online alerts.
 
 use std::sync::Arc;
 
@@ -9,15 +11,10 @@ use plantops_core::alert::{Alert, AlertKind, Transition};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::plant::BoundSide;
 use plantops_core::{DeviceStatus, Metric, Plant, Reading};
+use plantops_mqtt::ingest::ReadingJudge;
 use plantops_store::{DynStore, JudgedPlant, StateChange};
 use tokio::sync::{broadcast, Notify};
 use uuid::Uuid;
-
-/// Events judged in one transaction at most.
-const MAX_BATCH: usize = 512;
-/// Tries of one judgement before its readings are given up on (a
-/// deadlock or a dropped connection is worth another try).
-const JUDGE_TRIES: u32 = 3;
 
 pub struct Evaluator {
     /// Plants' thresholds and states, and the alerts (the outbox).
@@ -51,70 +48,23 @@ impl Evaluator {
         }
     }
 
-    pub async fn run(self, mut rx: broadcast::Receiver<Event>) {
+    /// Turns device status changes into alerts until the events end.
+    pub async fn run(self: Arc<Self>, mut rx: broadcast::Receiver<Event>) {
         loop {
-            let first = match rx.recv().await {
-                Ok(event) => event,
+            let change = match rx.recv().await {
+                Ok(Event::DeviceStatus(change)) => change,
+                Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "alert evaluation fell behind; events skipped");
+                    tracing::warn!(
+                        missed,
+                        "device status evaluation fell behind; events skipped"
+                    );
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            // What queued meanwhile is judged in the same transaction.
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "alert evaluation fell behind; events skipped");
-                    }
-                    Err(_) => break,
-                }
-            }
-            let mut readings = Vec::new();
-            let mut changes = Vec::new();
-            for event in batch {
-                match event {
-                    Event::Reading(reading) if reading.plant_id.is_some() => readings.push(reading),
-                    Event::DeviceStatus(change) => changes.push(change),
-                    _ => {}
-                }
-            }
-            if !readings.is_empty() {
-                self.judge(readings).await;
-            }
-            for change in changes {
-                if let Err(error) = self.device_status(&change).await {
-                    tracing::error!(%error, device_id = %change.device_id, "device status alert not stored");
-                }
-            }
-        }
-    }
-
-    /// Judges readings against their plants' thresholds in one
-    /// transaction that holds the plants: with several instances, each
-    /// breach is judged once, whichever instance its readings reached.
-    async fn judge(&self, mut readings: Vec<Reading>) {
-        readings.sort_by_key(|r| r.time);
-        let plant_ids: Vec<Uuid> = readings.iter().filter_map(|r| r.plant_id).collect();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let judge_readings = readings.clone();
-            let judge: plantops_store::Judge =
-                Box::new(move |plants| judge(plants, &judge_readings));
-            match self.store.judge_plants(&plant_ids, judge).await {
-                Ok(alerts) => return self.announce(alerts),
-                Err(error) if tries < JUDGE_TRIES => {
-                    tracing::warn!(%error, tries, "alert evaluation failed; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(tries)))
-                        .await;
-                }
-                Err(error) => {
-                    tracing::error!(%error, readings = readings.len(), "alert evaluation failed; these readings stay unjudged");
-                    return;
-                }
+            if let Err(error) = self.device_status(&change).await {
+                tracing::error!(%error, device_id = %change.device_id, "device status alert not stored");
             }
         }
     }
@@ -153,6 +103,19 @@ impl Evaluator {
         Ok(())
     }
 
+    /// Judges readings against their plants' thresholds in one transaction
+    /// that holds the plants: with several instances, each breach is judged
+    /// once, whichever instance its readings reached.
+    async fn judge_readings(&self, readings: &[Reading]) -> plantops_store::Result<()> {
+        let mut readings = readings.to_vec();
+        readings.sort_by_key(|r| r.time);
+        let plant_ids: Vec<Uuid> = readings.iter().filter_map(|r| r.plant_id).collect();
+        let judge: plantops_store::Judge = Box::new(move |plants| judge(plants, &readings));
+        let alerts = self.store.judge_plants(&plant_ids, judge).await?;
+        self.announce(alerts);
+        Ok(())
+    }
+
     fn announce(&self, alerts: Vec<Alert>) {
         if alerts.is_empty() {
             return;
@@ -163,6 +126,13 @@ impl Evaluator {
             let _ = self.events.send(Event::Alert(alert));
         }
         self.outbox.notify_one();
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadingJudge for Evaluator {
+    async fn judge(&self, readings: &[Reading]) -> plantops_store::Result<()> {
+        self.judge_readings(readings).await
     }
 }
 

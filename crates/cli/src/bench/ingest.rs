@@ -35,10 +35,46 @@ pub struct IngestArgs {
     /// as production devices do.
     #[arg(long)]
     pub tls: bool,
+    /// Give every device a plant of its own with soil-moisture thresholds,
+    /// so every reading is judged (alerting) before it is acknowledged.
+    #[arg(long)]
+    pub plants: bool,
 
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A plant with soil-moisture thresholds for every device (the bench's
+/// readings stay inside them: the judging costs, no alert is raised).
+async fn give_each_a_plant(
+    api: &crate::api_client::Api,
+    devices: &[api_client::DeviceCredentials],
+) -> anyhow::Result<()> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(devices)
+        .map(|device| async move {
+            let plant = api
+                .post(
+                    "/plants",
+                    serde_json::json!({
+                        "name": format!("Bench {}", device.mac_address),
+                        "thresholds": {"soil_moisture": {"min": 20, "max": 80}},
+                    }),
+                )
+                .await?;
+            let plant_id = plant["id"].as_str().context("plant without an id")?;
+            api.post(
+                &format!("/devices/{}/provision", device.device_id),
+                serde_json::json!({ "plant_id": plant_id }),
+            )
+            .await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }
 
 /// What one connection saw.
@@ -66,6 +102,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         server.backend, args.connections
     );
     let (devices, endpoint) = register_devices(&server.api, 0xbe00, args.connections).await?;
+    if args.plants {
+        give_each_a_plant(&server.api, &devices).await?;
+    }
     let (port, ca) = if args.tls {
         let port = endpoint
             .tls_port

@@ -349,6 +349,18 @@ pub(crate) const PLANT_METRIC_STATES: &str =
     "SELECT metric, breached, notified, last_notified_at, changed_at \
      FROM alert_states WHERE plant_id = $1";
 
+/// The states of several plants' metrics, read in one statement.
+pub(crate) const PLANTS_METRIC_STATES: &str =
+    "SELECT plant_id, metric, breached, notified, last_notified_at, changed_at \
+     FROM alert_states WHERE plant_id IN (";
+
+#[derive(FromRow)]
+pub(crate) struct PlantMetricStateRow {
+    pub(crate) plant_id: Uuid,
+    #[sqlx(flatten)]
+    pub(crate) state: MetricStateRow,
+}
+
 #[derive(FromRow)]
 pub(crate) struct MetricStateRow {
     metric: String,
@@ -1283,19 +1295,35 @@ macro_rules! shared_store {
                             .await?;
                         judged.extend(rows.into_iter().map(plantops_core::Plant::from));
                     }
-                    let mut plants = Vec::with_capacity(judged.len());
-                    for plant in judged {
-                        let rows: Vec<$crate::sql::MetricStateRow> =
-                            sqlx::query_as($crate::sql::PLANT_METRIC_STATES)
-                        .bind(plant.id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        let states = rows
-                            .into_iter()
-                            .map(TryInto::try_into)
-                            .collect::<$crate::Result<_>>()?;
-                        plants.push($crate::JudgedPlant { plant, states });
+                    let mut states: std::collections::HashMap<
+                        uuid::Uuid,
+                        std::collections::HashMap<plantops_core::Metric, plantops_core::alert::MetricState>,
+                    > = std::collections::HashMap::new();
+                    for chunk in plant_ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                        let mut query =
+                            sqlx::QueryBuilder::<$db>::new($crate::sql::PLANTS_METRIC_STATES);
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        query.push(")");
+                        let rows: Vec<$crate::sql::PlantMetricStateRow> = query
+                            .build_query_as()
+                            .persistent(false)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        for row in rows {
+                            let (metric, state) = row.state.try_into()?;
+                            states.entry(row.plant_id).or_default().insert(metric, state);
+                        }
                     }
+                    let plants = judged
+                        .into_iter()
+                        .map(|plant| $crate::JudgedPlant {
+                            states: states.remove(&plant.id).unwrap_or_default(),
+                            plant,
+                        })
+                        .collect();
                     let (states, alerts) = judge(plants);
                     Self::write_alerts(&mut tx, &states, &alerts).await?;
                     tx.commit().await?;

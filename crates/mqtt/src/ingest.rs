@@ -809,6 +809,20 @@ impl Batcher {
                 .is_some_and(|held| held != values)
         };
         readings.retain(|r| !refused(r.device_id, r.time, &r.values));
+        // Live events first, so that what follows the stream (the browser,
+        // Home Assistant) sees a reading before the alert it raises.
+        for (device_id, previous) in committed.came_online {
+            let _ = self.events.send(Event::DeviceStatus(DeviceStatusChange {
+                device_id,
+                plant_id: plants.get(&device_id).copied().flatten(),
+                status: DeviceStatus::Online,
+                previous,
+                last_seen_at: seen.get(&device_id).copied(),
+            }));
+        }
+        for reading in &readings {
+            let _ = self.events.send(Event::Reading(reading.clone()));
+        }
         self.judge(&readings).await;
         self.stats
             .stored
@@ -827,18 +841,6 @@ impl Batcher {
             if let Some(done) = envelope.committed {
                 let _ = done.send(outcome);
             }
-        }
-        for (device_id, previous) in committed.came_online {
-            let _ = self.events.send(Event::DeviceStatus(DeviceStatusChange {
-                device_id,
-                plant_id: plants.get(&device_id).copied().flatten(),
-                status: DeviceStatus::Online,
-                previous,
-                last_seen_at: seen.get(&device_id).copied(),
-            }));
-        }
-        for reading in readings {
-            let _ = self.events.send(Event::Reading(reading));
         }
     }
 

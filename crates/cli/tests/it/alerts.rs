@@ -200,7 +200,11 @@ async fn the_outbox_survives_a_restart_and_never_sends_twice() {
     // Discord is down: the alert is stored and stays pending.
     let alerts = s.alerts_until(|a| a["alerts"][0].is_object()).await;
     assert_eq!(alerts["alerts"][0]["delivery"], "pending", "{alerts}");
-    while discord.attempts() == 0 {
+    // Killed once a failed attempt is recorded: one killed mid-attempt
+    // would leave the alert leased for a minute (docs/scaling.md).
+    while !s.server.metrics().await.lines().any(|l| {
+        l.starts_with("plantops_notifications_total{result=\"failed\"} ") && !l.ends_with(" 0")
+    }) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s.server.kill().await;

@@ -86,7 +86,8 @@ pub enum Rate {
 /// an in-memory event that is never seen loses no judgement.
 #[async_trait::async_trait]
 pub trait ReadingJudge: Send + Sync + 'static {
-    /// Judges readings that belong to plants; an error is retried.
+    /// Judges the readings that belong to plants (the others are passed
+    /// over); an error is retried.
     async fn judge(&self, readings: &[Reading]) -> plantops_store::Result<()>;
 }
 
@@ -848,18 +849,13 @@ impl Batcher {
     /// retrying with backoff until it succeeds (as the commit does).
     async fn judge(&self, readings: &[Reading]) {
         let Some(judge) = &self.judge else { return };
-        let of_plants: Vec<Reading> = readings
-            .iter()
-            .filter(|r| r.plant_id.is_some())
-            .cloned()
-            .collect();
-        if of_plants.is_empty() {
+        if !readings.iter().any(|r| r.plant_id.is_some()) {
             return;
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while let Err(error) = judge.judge(&of_plants).await {
+        while let Err(error) = judge.judge(readings).await {
             let wait = backoff.next_delay();
-            tracing::error!(%error, readings = of_plants.len(), retry_in_ms = wait.as_millis() as u64, "judging a committed batch failed");
+            tracing::error!(%error, readings = readings.len(), retry_in_ms = wait.as_millis() as u64, "judging a committed batch failed");
             tokio::time::sleep(wait).await;
         }
     }

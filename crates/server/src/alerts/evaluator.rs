@@ -107,7 +107,11 @@ impl Evaluator {
     /// that holds the plants: with several instances, each breach is judged
     /// once, whichever instance its readings reached.
     async fn judge_readings(&self, readings: &[Reading]) -> plantops_store::Result<()> {
-        let mut readings = readings.to_vec();
+        let mut readings: Vec<Reading> = readings
+            .iter()
+            .filter(|r| r.plant_id.is_some())
+            .cloned()
+            .collect();
         readings.sort_by_key(|r| r.time);
         let plant_ids: Vec<Uuid> = readings.iter().filter_map(|r| r.plant_id).collect();
         let judge: plantops_store::Judge = Box::new(move |plants| judge(plants, &readings));

@@ -367,7 +367,7 @@ impl Connection<'_> {
                                 let with_will = self.version == V5
                                     && disconnect.reason_code
                                         == ReasonCode::DisconnectWithWillMessage;
-                                self.settle(&mut unacknowledged).await;
+                                self.settle(&mut unacknowledged, &mut inflight_ids).await;
                                 return End::Disconnected { with_will };
                             }
                             // A device only publishes and subscribes; it is
@@ -402,7 +402,7 @@ impl Connection<'_> {
                 biased;
                 reason = kick.kicked() => return End::Kicked(reason),
                 () = stopped(&mut stopping) => {
-                    self.settle(&mut unacknowledged).await;
+                    self.settle(&mut unacknowledged, &mut inflight_ids).await;
                     if !self.output.is_empty() {
                         let _ = send(stream, &self.output).await;
                     }
@@ -522,13 +522,15 @@ impl Connection<'_> {
 
     /// Waits for what the connection handed over to be stored (a closing
     /// connection's messages are committed all the same).
-    async fn settle<F>(&mut self, unacknowledged: &mut FuturesOrdered<F>)
-    where
+    async fn settle<F>(
+        &mut self,
+        unacknowledged: &mut FuturesOrdered<F>,
+        inflight_ids: &mut VecDeque<u16>,
+    ) where
         F: std::future::Future<Output = (Option<u16>, Outcome)>,
     {
-        let mut ids = VecDeque::new();
         while let Some((packet_id, outcome)) = unacknowledged.next().await {
-            self.acknowledge(packet_id, outcome, &mut ids);
+            self.acknowledge(packet_id, outcome, inflight_ids);
         }
     }
 

@@ -477,10 +477,16 @@ impl Server {
             let first = subscribed_now(&events);
             move || advisor.clone().run(first.receiver(&events))
         }));
-        let mut leader_jobs = vec![LeaderJob::new("weekly care plans", {
-            let advisor = advisor.clone();
-            move || advisor.clone().run_weekly()
-        })];
+        let mut leader_jobs = vec![
+            LeaderJob::new("weekly care plans", {
+                let advisor = advisor.clone();
+                move || advisor.clone().run_weekly()
+            }),
+            LeaderJob::new("judging catch-up", {
+                let evaluator = evaluator.clone();
+                move || evaluator.clone().catch_up_periodically()
+            }),
+        ];
         let home_assistant = Arc::new(crate::home_assistant::HomeAssistantSettings::new(
             store.clone(),
             secrets.clone(),

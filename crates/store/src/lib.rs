@@ -459,11 +459,21 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Alerts, newest first.
     async fn list_alerts(&self, filter: &AlertFilter, page: Page) -> Result<(Vec<Alert>, u64)>;
     async fn acknowledge_alert(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Alert>>;
-    /// Judges readings of `plant_ids` in one transaction: the plants are
-    /// locked (PostgreSQL: one instance at a time per plant), `judge` gets
-    /// their current settings and threshold states, and the changes and
-    /// alerts it returns are stored before the locks go. Returns the alerts.
-    async fn judge_plants(&self, plant_ids: &[Uuid], judge: Judge) -> Result<Vec<Alert>>;
+    /// Judges readings of plants in one transaction: the plants are locked
+    /// (PostgreSQL: one instance at a time per plant), `judge` gets their
+    /// current settings and threshold states, and the changes and alerts it
+    /// returns are stored before the locks go, with each plant's judged
+    /// high-water mark raised to the time of its newest reading judged
+    /// (`newest`: plant id and that time). Returns the alerts.
+    async fn judge_plants(
+        &self,
+        newest: &[(Uuid, DateTime<Utc>)],
+        judge: Judge,
+    ) -> Result<Vec<Alert>>;
+    /// Stored readings of plants with thresholds that are newer than the
+    /// plant's judged high-water mark and than `since`, oldest first, at
+    /// most `limit`: those an instance committed and did not judge.
+    async fn unjudged_readings(&self, since: DateTime<Utc>, limit: u32) -> Result<Vec<Reading>>;
     /// Claims up to `limit` pending alerts due at `now`, oldest first, for
     /// one delivery attempt: they are not due again before `lease_until`,
     /// so other notifiers pass them by (PostgreSQL: `SKIP LOCKED`), and an

@@ -103,6 +103,9 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, mac_address, mqtt_username, plant_i
                                          vitals_at";
 pub(crate) const READING_COLUMNS: &str =
     "time, device_id, plant_id, soil_moisture, temperature, humidity, light_level";
+/// [`READING_COLUMNS`] of a query that names the readings table `r`.
+pub(crate) const READING_COLUMNS_OF_R: &str =
+    "r.time, r.device_id, r.plant_id, r.soil_moisture, r.temperature, r.humidity, r.light_level";
 pub(crate) const ALERT_COLUMNS: &str = "id, plant_id, device_id, kind, metric, value, threshold, \
                                         direction, message, created_at, delivery, acknowledged_at";
 pub(crate) const CARE_PLAN_COLUMNS: &str =
@@ -1269,10 +1272,11 @@ macro_rules! shared_store {
 
             async fn judge_plants(
                 &self,
-                plant_ids: &[uuid::Uuid],
+                newest: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
                 judge: $crate::Judge,
             ) -> $crate::Result<Vec<plantops_core::alert::Alert>> {
-                let mut plant_ids = plant_ids.to_vec();
+                let newest = newest.to_vec();
+                let mut plant_ids: Vec<uuid::Uuid> = newest.iter().map(|(id, _)| *id).collect();
                 // One order for every instance: no two wait on each other.
                 plant_ids.sort_unstable();
                 plant_ids.dedup();
@@ -1326,10 +1330,39 @@ macro_rules! shared_store {
                         .collect();
                     let (states, alerts) = judge(plants);
                     Self::write_alerts(&mut tx, &states, &alerts).await?;
+                    for (plant_id, time) in &newest {
+                        sqlx::query(
+                            "UPDATE plants SET readings_judged_through = $2 WHERE id = $1 \
+                             AND (readings_judged_through IS NULL OR readings_judged_through < $2)",
+                        )
+                        .bind(plant_id)
+                        .bind($crate::sql::Timestamp(*time))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     tx.commit().await?;
                     Ok(alerts)
                 })
                 .await
+            }
+
+            async fn unjudged_readings(
+                &self,
+                since: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<plantops_core::Reading>> {
+                let rows: Vec<$crate::sql::ReadingRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM readings r JOIN plants p ON p.id = r.plant_id \
+                     WHERE p.thresholds IS NOT NULL AND r.time > $1 \
+                     AND r.time > COALESCE(p.readings_judged_through, $1) \
+                     ORDER BY r.time LIMIT $2",
+                    $crate::sql::READING_COLUMNS_OF_R
+                ))
+                .bind($crate::sql::Timestamp(since))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn list_alerts(

@@ -33,6 +33,7 @@ plantops_testkit::for_each_backend!(
     alerts_states_and_outbox,
     each_channel_has_its_own_outbox_from_its_severity_up,
     judging_a_plant_is_serialised,
+    readings_not_judged_are_found_past_the_high_water_mark,
     one_instance_leads_at_a_time,
     live_events_reach_every_instance,
     instances_are_known_until_forgotten,
@@ -695,6 +696,64 @@ async fn alerts_states_and_outbox(db: &TestDb) {
     );
 }
 
+/// What the evaluator's catch-up reads: readings of plants with thresholds
+/// stored after their plant's judged high-water mark, oldest first; the
+/// mark only rises.
+async fn readings_not_judged_are_found_past_the_high_water_mark(db: &TestDb) {
+    let store = db.store().await;
+    let watched = plant("Basil", t0());
+    let unwatched = Plant {
+        thresholds: None,
+        ..plant("Mint", t0())
+    };
+    store.insert_plant(&watched).await.unwrap();
+    store.insert_plant(&unwatched).await.unwrap();
+    let d = registered(&store, "aa:bb:cc:dd:ee:31").await;
+    let e = registered(&store, "aa:bb:cc:dd:ee:32").await;
+    let at = |minutes| t0() + Duration::minutes(minutes);
+    store
+        .commit_batch(
+            &[
+                reading(d.id, Some(watched.id), at(3), 10.0),
+                reading(d.id, Some(watched.id), at(1), 10.0),
+                reading(d.id, Some(watched.id), at(2), 10.0),
+                reading(e.id, Some(unwatched.id), at(1), 10.0),
+                reading(e.id, None, at(1), 10.0),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let unjudged = |since| {
+        let store = store.clone();
+        async move {
+            store
+                .unjudged_readings(since, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.time)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(unjudged(t0()).await, [at(1), at(2), at(3)]);
+    assert_eq!(store.unjudged_readings(t0(), 2).await.unwrap().len(), 2);
+    assert_eq!(unjudged(at(1)).await, [at(2), at(3)], "none before `since`");
+
+    let nothing: plantops_store::Judge = Box::new(|_| (Vec::new(), Vec::new()));
+    store
+        .judge_plants(&[(watched.id, at(2))], nothing)
+        .await
+        .unwrap();
+    assert_eq!(unjudged(t0()).await, [at(3)]);
+    let nothing: plantops_store::Judge = Box::new(|_| (Vec::new(), Vec::new()));
+    store
+        .judge_plants(&[(watched.id, at(1))], nothing)
+        .await
+        .unwrap();
+    assert_eq!(unjudged(t0()).await, [at(3)], "the mark never goes back");
+}
+
 /// Judging is serialised per plant: concurrent judges of one plant each
 /// see the state the previous one stored (on PostgreSQL through the
 /// plant's row lock; SQLite has one writer).
@@ -731,7 +790,7 @@ async fn judging_a_plant_is_serialised(db: &TestDb) {
                 )
             });
             store
-                .judge_plants(&[p.id, Uuid::new_v4()], judge)
+                .judge_plants(&[(p.id, t0()), (Uuid::new_v4(), t0())], judge)
                 .await
                 .unwrap()
         })

@@ -402,3 +402,73 @@ async fn rotate_key_reseals_every_stored_secret() {
         String::from_utf8_lossy(&stale.stderr)
     );
 }
+
+/// A reading committed by an instance that stopped before judging it (here
+/// written into the database while no server runs, as such an instance
+/// leaves it) raises its alert when a server starts; judged once, it raises
+/// nothing again, through further readings and another restart.
+#[tokio::test]
+async fn a_reading_stored_but_never_judged_raises_its_alert_at_the_next_start() {
+    use sqlx::Connection;
+    let db = plantops_testkit::TestDb::postgres().await;
+    let env = [
+        ("DATABASE_URL", db.url()),
+        ("ENCRYPTION_KEY", &"ab".repeat(32)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut setup = setup(dir.path(), &ports, &env).await;
+    setup.soil(50.0).await;
+    let threshold_alerts = |alerts: &Value| {
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "threshold")
+            .count()
+    };
+    setup.server.terminate().await;
+
+    let mut database = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let device_id: uuid::Uuid = setup.device.device_id.parse().unwrap();
+    let plant_id: uuid::Uuid = setup.plant_id.parse().unwrap();
+    let unjudged_at = chrono::Utc::now();
+    sqlx::query(
+        "INSERT INTO readings (time, device_id, plant_id, soil_moisture) VALUES ($1, $2, $3, 5)",
+    )
+    .bind(unjudged_at)
+    .bind(device_id)
+    .bind(plant_id)
+    .execute(&mut database)
+    .await
+    .unwrap();
+
+    setup.server = Server::start(dir.path(), &ports, &env).await;
+    let alerts = setup.alerts_until(|a| threshold_alerts(a) > 0).await;
+    assert_eq!(threshold_alerts(&alerts), 1);
+    assert_eq!(alerts["alerts"][0]["value"], 5.0);
+
+    // The breach goes on: no second alert, before or after a restart.
+    setup.server.terminate().await;
+    setup.server = Server::start(dir.path(), &ports, &env).await;
+    let (client, eventloop, _) = connect(device_options(
+        &setup.device,
+        setup.server.mqtt_port,
+        None,
+        &setup.device.device_id,
+    ))
+    .await;
+    (setup.client, setup.eventloop) = (client, eventloop);
+    setup.soil(6.0).await;
+    let (_, latest) = setup
+        .server
+        .get(&format!(
+            "/api/devices/{}/telemetry/latest",
+            setup.device.device_id
+        ))
+        .await;
+    assert_eq!(latest["soil_moisture"], 6.0);
+    let path = format!("/api/alerts?plant_id={}", setup.plant_id);
+    let (_, alerts) = setup.server.get(&path).await;
+    assert_eq!(threshold_alerts(&alerts), 1, "{alerts}");
+}

@@ -2,7 +2,9 @@
 //! cut, the server is stopped (SIGTERM), killed (SIGKILL) and started
 //! again, and on Mosquitto the broker restarts too.
 //! At the end every reading a broker acknowledged is stored, once (a
-//! reading's key is its device and time).
+//! reading's key is its device and time), and every breach of a plant's
+//! threshold among the stored readings raised one alert, and its recovery
+//! one more.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -76,7 +78,8 @@ async fn publish(
                 Phase::Stop => return,
                 Phase::Publish if handed.len() + written.len() < IN_FLIGHT => {
                     time += 200;
-                    let payload = json!({ "soil_moisture": 50, "timestamp": time }).to_string();
+                    let soil = soil_at(time);
+                    let payload = json!({ "soil_moisture": soil, "timestamp": time }).to_string();
                     if client
                         .try_publish(&topic, QoS::AtLeastOnce, false, payload)
                         .is_err()
@@ -115,6 +118,21 @@ async fn publish(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The soil moisture a device measures at `time` (ms): spells of
+/// [`BREACH_SPELL_MS`] below the plant's minimum of 30 % between spells as
+/// long at 50 %. Each spell holds 30 readings of a device, more than can
+/// arrive out of order, so each is judged as one breach.
+fn soil_at(time: i64) -> f64 {
+    if (time / BREACH_SPELL_MS) % 2 == 1 {
+        10.0
+    } else {
+        50.0
+    }
+}
+
+const BREACH_SPELL_MS: i64 = 6_000;
+const SOIL_MINIMUM: f64 = 30.0;
 
 /// Waits until every publisher has `more` acknowledged readings beyond
 /// what it had.
@@ -158,31 +176,48 @@ async fn cut_database_connections(db: &TestDb) {
     );
 }
 
-/// Every acknowledged reading of every device is in the plant's history.
-async fn every_acknowledged_reading_is_stored(
-    server: &Server,
-    plant_id: &str,
-    devices: &[Credentials],
-    publishers: Vec<Publisher>,
-) {
+/// A device and the plant it alone serves (so that the plant's readings
+/// are judged in the order the device took them).
+struct Watched {
+    plant_id: String,
+    device: Credentials,
+}
+
+/// The soil moisture of a plant's stored readings, oldest first (its
+/// device's reading times in ms).
+async fn stored_soil(server: &Server, plant_id: &str) -> Vec<(i64, f64)> {
     let (status, history) = server
         .get(&format!("/api/plants/{plant_id}/history?hours=2"))
         .await;
     assert_eq!(status, 200);
     let records = history["records"].as_array().unwrap();
     assert!(records.len() < 10_000, "the history is cut at 10,000 rows");
-    for (device, publisher) in devices.iter().zip(publishers) {
-        let stored: BTreeSet<i64> = records
-            .iter()
-            .filter(|r| r["device_id"] == device.device_id.as_str())
-            .map(|r| {
-                chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap())
-                    .unwrap()
-                    .timestamp_millis()
-            })
-            .collect();
+    let mut stored: Vec<(i64, f64)> = records
+        .iter()
+        .map(|r| {
+            let time = chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            (time, r["soil_moisture"].as_f64().unwrap())
+        })
+        .collect();
+    stored.sort_by_key(|(time, _)| *time);
+    stored
+}
+
+/// Every acknowledged reading of every device is in its plant's history,
+/// and the plant's alerts are those its stored readings call for: one per
+/// spell below the minimum, one per return above it.
+async fn every_acknowledged_reading_is_stored_and_judged(
+    server: &Server,
+    watched: &[Watched],
+    publishers: Vec<Publisher>,
+) {
+    for (Watched { plant_id, device }, publisher) in watched.iter().zip(publishers) {
+        let stored = stored_soil(server, plant_id).await;
+        let times: BTreeSet<i64> = stored.iter().map(|(time, _)| *time).collect();
         let acknowledged = publisher.acknowledged.lock().unwrap().clone();
-        let lost: Vec<&i64> = acknowledged.difference(&stored).collect();
+        let lost: Vec<&i64> = acknowledged.difference(&times).collect();
         assert!(
             lost.is_empty(),
             "device {}: {} of {} acknowledged readings lost: {lost:?}",
@@ -190,23 +225,56 @@ async fn every_acknowledged_reading_is_stored(
             lost.len(),
             acknowledged.len()
         );
+
+        let mut breaches = 0;
+        let mut recoveries = 0;
+        let mut breached = false;
+        for (_, soil) in &stored {
+            if *soil < SOIL_MINIMUM && !breached {
+                breaches += 1;
+            } else if *soil >= SOIL_MINIMUM && breached {
+                recoveries += 1;
+            }
+            breached = *soil < SOIL_MINIMUM;
+        }
+        assert!(breaches >= 1, "the readings crossed the minimum");
+        let alerts = |kind: &'static str| async move {
+            let (_, alerts) = server
+                .get(&format!("/api/alerts?plant_id={plant_id}&kind={kind}&limit=1"))
+                .await;
+            alerts["total"].as_u64().unwrap()
+        };
+        assert_eq!(
+            (alerts("threshold").await, alerts("recovered").await),
+            (breaches, recoveries),
+            "device {}: (breach, recovery) alerts for {} stored readings",
+            device.device_id,
+            stored.len()
+        );
     }
 }
 
-async fn plant_with_devices(server: &Server) -> (String, Vec<Credentials>) {
-    let (_, plant) = server
-        .post("/api/plants", json!({"name": "Monstera"}))
-        .await;
-    let plant_id = plant["id"].as_str().unwrap().to_string();
-    let mut devices = Vec::new();
+async fn plants_with_devices(server: &Server) -> Vec<Watched> {
+    let mut watched = Vec::new();
     for i in 0..DEVICES {
-        devices.push(
-            server
-                .register_for(&format!("cc:00:00:00:00:{i:02x}"), &plant_id)
-                .await,
-        );
+        let (status, plant) = server
+            .post(
+                "/api/plants",
+                json!({
+                    "name": format!("Monstera {i}"),
+                    "thresholds": {"soil_moisture": {"min": SOIL_MINIMUM, "max": null}},
+                    "alert_cooldown_minutes": 0,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{plant}");
+        let plant_id = plant["id"].as_str().unwrap().to_string();
+        let device = server
+            .register_for(&format!("cc:00:00:00:00:{i:02x}"), &plant_id)
+            .await;
+        watched.push(Watched { plant_id, device });
     }
-    (plant_id, devices)
+    watched
 }
 
 /// Waits until the backend has subscribed again after a Mosquitto restart:
@@ -268,11 +336,11 @@ async fn acknowledged_readings_survive_failed_commits_stops_and_kills_on_the_bui
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let mut server = Server::start(dir.path(), &ports, &env).await;
-    let (plant_id, devices) = plant_with_devices(&server).await;
+    let watched = plants_with_devices(&server).await;
     let (phase, phases) = watch::channel(Phase::Publish);
-    let mut publishers: Vec<Publisher> = devices
+    let mut publishers: Vec<Publisher> = watched
         .iter()
-        .map(|d| {
+        .map(|Watched { device: d, .. }| {
             let mut options = device_options(d, ports.mqtt, None, &d.device_id);
             options.set_keep_alive(Duration::from_secs(5));
             Publisher::start(options, d.device_id.clone(), phases.clone())
@@ -294,7 +362,7 @@ async fn acknowledged_readings_survive_failed_commits_stops_and_kills_on_the_bui
     progress(&publishers, BETWEEN_FAULTS).await;
 
     stop_publishers(phase, &mut publishers).await;
-    every_acknowledged_reading_is_stored(&server, &plant_id, &devices, publishers).await;
+    every_acknowledged_reading_is_stored_and_judged(&server, &watched, publishers).await;
 }
 
 /// PostgreSQL and Mosquitto: the one backend is stopped (SIGTERM) and
@@ -314,13 +382,13 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let mut server = Server::start(dir.path(), &ports, &env).await;
-    let (plant_id, devices) = plant_with_devices(&server).await;
+    let watched = plants_with_devices(&server).await;
     let probe = server.register("cc:00:00:00:00:ff").await;
     let ca = std::fs::read(&mosquitto.ca).unwrap();
     let (phase, phases) = watch::channel(Phase::Publish);
-    let mut publishers: Vec<Publisher> = devices
+    let mut publishers: Vec<Publisher> = watched
         .iter()
-        .map(|d| {
+        .map(|Watched { device: d, .. }| {
             let mut options = device_options(d, broker_port, Some(ca.clone()), &d.device_id);
             options.set_keep_alive(Duration::from_secs(5));
             Publisher::start(options, d.device_id.clone(), phases.clone())
@@ -357,10 +425,13 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     let expected: usize = publishers.iter().map(Publisher::count).sum();
     let mut stored = 0;
     for _ in 0..400 {
-        let (_, history) = server
-            .get(&format!("/api/plants/{plant_id}/history?hours=2"))
-            .await;
-        stored = history["count"].as_u64().unwrap() as usize;
+        stored = 0;
+        for Watched { plant_id, .. } in &watched {
+            let (_, history) = server
+                .get(&format!("/api/plants/{plant_id}/history?hours=2"))
+                .await;
+            stored += history["count"].as_u64().unwrap() as usize;
+        }
         if stored >= expected {
             break;
         }
@@ -370,6 +441,6 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
         stored >= expected,
         "{stored} stored of {expected} acknowledged"
     );
-    every_acknowledged_reading_is_stored(&server, &plant_id, &devices, publishers).await;
+    every_acknowledged_reading_is_stored_and_judged(&server, &watched, publishers).await;
     drop(mosquitto);
 }

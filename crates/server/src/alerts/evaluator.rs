@@ -4,9 +4,10 @@
 //! per-(plant, metric) state machine; device status changes, from the live
 //! events, become offline / back-online alerts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use plantops_core::alert::{Alert, AlertKind, Transition};
 use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::plant::BoundSide;
@@ -15,6 +16,13 @@ use plantops_mqtt::ingest::ReadingJudge;
 use plantops_store::{DynStore, JudgedPlant, StateChange};
 use tokio::sync::{broadcast, Notify};
 use uuid::Uuid;
+
+/// How far back the catch-up looks for unjudged readings: an alert about
+/// a value older than this would come too late to help.
+const CATCH_UP_WINDOW: Duration = Duration::hours(24);
+/// Readings judged per catch-up transaction.
+const CATCH_UP_PAGE: u32 = 2_000;
+const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct Evaluator {
     /// Plants' thresholds and states, and the alerts (the outbox).
@@ -113,11 +121,56 @@ impl Evaluator {
             .cloned()
             .collect();
         readings.sort_by_key(|r| r.time);
-        let plant_ids: Vec<Uuid> = readings.iter().filter_map(|r| r.plant_id).collect();
+        let mut newest: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        for reading in &readings {
+            if let Some(plant_id) = reading.plant_id {
+                newest.insert(plant_id, reading.time);
+            }
+        }
+        let newest: Vec<(Uuid, DateTime<Utc>)> = newest.into_iter().collect();
         let judge: plantops_store::Judge = Box::new(move |plants| judge(plants, &readings));
-        let alerts = self.store.judge_plants(&plant_ids, judge).await?;
+        let alerts = self.store.judge_plants(&newest, judge).await?;
         self.announce(alerts);
         Ok(())
+    }
+
+    /// Judges what was stored and not judged: readings newer than their
+    /// plant's judged high-water mark (and than [`CATCH_UP_WINDOW`]), as an
+    /// instance leaves them that committed a batch and stopped before its
+    /// evaluator saw it (QoS 0 readings, or a device that does not resend).
+    /// Judging a reading twice raises nothing twice: the state machine
+    /// ignores what it has seen, so this may overlap the live path.
+    pub async fn catch_up(&self) -> plantops_store::Result<usize> {
+        let mut judged = 0;
+        loop {
+            let since = plantops_core::now() - CATCH_UP_WINDOW;
+            let readings = self
+                .store
+                .unjudged_readings(since, CATCH_UP_PAGE)
+                .await?;
+            judged += readings.len();
+            let last_page = readings.len() < CATCH_UP_PAGE as usize;
+            if !readings.is_empty() {
+                self.judge_readings(&readings).await?;
+            }
+            if last_page {
+                return Ok(judged);
+            }
+        }
+    }
+
+    /// Runs [`Evaluator::catch_up`] now and then every
+    /// [`CATCH_UP_INTERVAL`] (a leader job: at start, after a takeover, and
+    /// for readings an instance that died left behind).
+    pub async fn catch_up_periodically(self: Arc<Self>) {
+        loop {
+            match self.catch_up().await {
+                Ok(0) => {}
+                Ok(judged) => tracing::info!(judged, "judged readings stored without judgement"),
+                Err(error) => tracing::error!(%error, "catching up on unjudged readings failed"),
+            }
+            tokio::time::sleep(CATCH_UP_INTERVAL).await;
+        }
     }
 
     fn announce(&self, alerts: Vec<Alert>) {

@@ -11,7 +11,7 @@ SANS ?=
 BACKUP_DIR ?= backups
 STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: esphome-check deb deb-check docker dockerfile-check fuzz-deps api-fuzz fuzz help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
+.PHONY: esphome-check deb deb-check docker dockerfile-check fuzz-deps api-fuzz fuzz soak help check fmt-check fmt clippy test ui ui-deps ui-check ui-types ui-types-check ui-test e2e run build release smoke \
 	deploy-check certs prod-env prod-build prod-up prod-down prod-logs prod-restart backup restore
 
 help: ## List the targets
@@ -113,6 +113,9 @@ api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the
 fuzz: fuzz-deps ## Long API fuzz run (2,000 requests per operation)
 	$(CARGO) build -p plantops
 	scripts/api-fuzz 2000
+
+soak: ## Faults under load for 30 min (PLANTOPS_SOAK_MINUTES, _DEVICES, _FAULT_SECS): checks nothing acknowledged is lost, prints the figures for docs/benchmarks.md
+	$(CARGO) test --profile smoke -p plantops --test it faults::soak -- --ignored --nocapture
 
 # The package's binary: the release build, or another (make check packages
 # the smoke build it already has).

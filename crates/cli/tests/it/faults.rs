@@ -44,10 +44,48 @@ struct Publisher {
 /// Publishes a device keeps waiting for their PUBACKs.
 const IN_FLIGHT: usize = 8;
 
+/// How a device publishes: a reading every `gap` (wall time) while it may,
+/// each taken `step_ms` after the one before, the first at `first_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    gap: Duration,
+    first_ms: i64,
+    step_ms: i64,
+    /// Soil moisture spells by reading time ([`soil_at`]).
+    spell_ms: i64,
+}
+
+impl Pace {
+    /// Twenty a second with readings 200 ms apart by their own times
+    /// (within the device rate of 10 a second however they arrive),
+    /// starting an hour ago: over the device rate once its burst is spent
+    /// (the built-in broker paces it), and few enough for the history to
+    /// hold them all.
+    fn fault_test() -> Pace {
+        Pace {
+            gap: Duration::from_millis(50),
+            first_ms: chrono::Utc::now().timestamp_millis() - 3_600_000,
+            step_ms: 200,
+            spell_ms: 6_000,
+        }
+    }
+}
+
 impl Publisher {
-    fn start(options: MqttOptions, device_id: String, phase: watch::Receiver<Phase>) -> Publisher {
+    fn start(
+        options: MqttOptions,
+        device_id: String,
+        phase: watch::Receiver<Phase>,
+        pace: Pace,
+    ) -> Publisher {
         let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
-        let task = tokio::spawn(publish(options, device_id, acknowledged.clone(), phase));
+        let task = tokio::spawn(publish(
+            options,
+            device_id,
+            acknowledged.clone(),
+            phase,
+            pace,
+        ));
         Publisher { acknowledged, task }
     }
 
@@ -61,12 +99,11 @@ async fn publish(
     device_id: String,
     acknowledged: Arc<Mutex<BTreeSet<i64>>>,
     mut phase: watch::Receiver<Phase>,
+    pace: Pace,
 ) {
     options.set_inflight(IN_FLIGHT as u16);
     let topic = format!("devices/{device_id}/telemetry");
-    // Readings 200 ms apart by their own times (within the device rate of
-    // 10 a second however they arrive), starting an hour ago.
-    let mut time = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let mut time = pace.first_ms - pace.step_ms;
     loop {
         let (client, mut eventloop) = AsyncClient::new(options.clone(), 2 * IN_FLIGHT);
         // Times handed to the client, not yet written; written ones by id.
@@ -77,8 +114,8 @@ async fn publish(
             match now {
                 Phase::Stop => return,
                 Phase::Publish if handed.len() + written.len() < IN_FLIGHT => {
-                    time += 200;
-                    let soil = soil_at(time);
+                    time += pace.step_ms;
+                    let soil = soil_at(time, pace.spell_ms);
                     let payload = json!({ "soil_moisture": soil, "timestamp": time }).to_string();
                     if client
                         .try_publish(&topic, QoS::AtLeastOnce, false, payload)
@@ -87,10 +124,7 @@ async fn publish(
                         break 'connection;
                     }
                     handed.push_back(time);
-                    // Twenty a second: over the device rate once its burst
-                    // is spent (the built-in broker paces it), and few
-                    // enough for the history to hold them all.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(pace.gap).await;
                     continue;
                 }
                 Phase::Publish | Phase::Pause => {}
@@ -120,18 +154,17 @@ async fn publish(
 }
 
 /// The soil moisture a device measures at `time` (ms): spells of
-/// [`BREACH_SPELL_MS`] below the plant's minimum of 30 % between spells as
-/// long at 50 %. Each spell holds 30 readings of a device, more than can
-/// arrive out of order, so each is judged as one breach.
-fn soil_at(time: i64) -> f64 {
-    if (time / BREACH_SPELL_MS) % 2 == 1 {
+/// `spell_ms` below the plant's minimum between spells as long above it.
+/// A spell holds more readings of a device than can arrive out of order,
+/// so each is judged as one breach.
+fn soil_at(time: i64, spell_ms: i64) -> f64 {
+    if (time / spell_ms) % 2 == 1 {
         10.0
     } else {
         50.0
     }
 }
 
-const BREACH_SPELL_MS: i64 = 6_000;
 const SOIL_MINIMUM: f64 = 30.0;
 
 /// Waits until every publisher has `more` acknowledged readings beyond
@@ -183,26 +216,33 @@ struct Watched {
     device: Credentials,
 }
 
-/// The soil moisture of a plant's stored readings, oldest first (its
-/// device's reading times in ms).
-async fn stored_soil(server: &Server, plant_id: &str) -> Vec<(i64, f64)> {
-    let (status, history) = server
-        .get(&format!("/api/plants/{plant_id}/history?hours=2"))
-        .await;
-    assert_eq!(status, 200);
-    let records = history["records"].as_array().unwrap();
-    assert!(records.len() < 10_000, "the history is cut at 10,000 rows");
-    let mut stored: Vec<(i64, f64)> = records
-        .iter()
-        .map(|r| {
-            let time = chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap())
-                .unwrap()
-                .timestamp_millis();
-            (time, r["soil_moisture"].as_f64().unwrap())
-        })
-        .collect();
-    stored.sort_by_key(|(time, _)| *time);
-    stored
+/// The soil moisture of a plant's stored readings, oldest first (reading
+/// times in ms), read from the database (the history API is capped).
+async fn stored_soil(db: &TestDb, plant_id: &str) -> Vec<(i64, f64)> {
+    use sqlx::Connection;
+    let mut database = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+        "SELECT time, soil_moisture FROM readings WHERE plant_id = $1 ORDER BY time",
+    )
+    .bind(plant_id.parse::<uuid::Uuid>().unwrap())
+    .fetch_all(&mut database)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(time, soil)| (time.timestamp_millis(), soil))
+        .collect()
+}
+
+/// What a run stored and judged, against what the brokers acknowledged.
+#[derive(Debug, Default)]
+struct Tally {
+    acknowledged: usize,
+    stored: usize,
+    /// Stored readings whose PUBACK never reached the device (in flight
+    /// when a connection dropped).
+    stored_unacknowledged: usize,
+    expected_alerts: u64,
+    raised_alerts: u64,
 }
 
 /// Every acknowledged reading of every device is in its plant's history,
@@ -210,11 +250,13 @@ async fn stored_soil(server: &Server, plant_id: &str) -> Vec<(i64, f64)> {
 /// spell below the minimum, one per return above it.
 async fn every_acknowledged_reading_is_stored_and_judged(
     server: &Server,
+    db: &TestDb,
     watched: &[Watched],
     publishers: Vec<Publisher>,
-) {
+) -> Tally {
+    let mut tally = Tally::default();
     for (Watched { plant_id, device }, publisher) in watched.iter().zip(publishers) {
-        let stored = stored_soil(server, plant_id).await;
+        let stored = stored_soil(db, plant_id).await;
         let times: BTreeSet<i64> = stored.iter().map(|(time, _)| *time).collect();
         let acknowledged = publisher.acknowledged.lock().unwrap().clone();
         let lost: Vec<&i64> = acknowledged.difference(&times).collect();
@@ -240,23 +282,32 @@ async fn every_acknowledged_reading_is_stored_and_judged(
         assert!(breaches >= 1, "the readings crossed the minimum");
         let alerts = |kind: &'static str| async move {
             let (_, alerts) = server
-                .get(&format!("/api/alerts?plant_id={plant_id}&kind={kind}&limit=1"))
+                .get(&format!(
+                    "/api/alerts?plant_id={plant_id}&kind={kind}&limit=1"
+                ))
                 .await;
             alerts["total"].as_u64().unwrap()
         };
+        let raised = (alerts("threshold").await, alerts("recovered").await);
         assert_eq!(
-            (alerts("threshold").await, alerts("recovered").await),
+            raised,
             (breaches, recoveries),
             "device {}: (breach, recovery) alerts for {} stored readings",
             device.device_id,
             stored.len()
         );
+        tally.acknowledged += acknowledged.len();
+        tally.stored += stored.len();
+        tally.stored_unacknowledged += times.difference(&acknowledged).count();
+        tally.expected_alerts += breaches + recoveries;
+        tally.raised_alerts += raised.0 + raised.1;
     }
+    tally
 }
 
-async fn plants_with_devices(server: &Server) -> Vec<Watched> {
+async fn plants_with_devices(server: &Server, devices: usize) -> Vec<Watched> {
     let mut watched = Vec::new();
-    for i in 0..DEVICES {
+    for i in 0..devices {
         let (status, plant) = server
             .post(
                 "/api/plants",
@@ -336,14 +387,15 @@ async fn acknowledged_readings_survive_failed_commits_stops_and_kills_on_the_bui
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let mut server = Server::start(dir.path(), &ports, &env).await;
-    let watched = plants_with_devices(&server).await;
+    let watched = plants_with_devices(&server, DEVICES).await;
     let (phase, phases) = watch::channel(Phase::Publish);
+    let pace = Pace::fault_test();
     let mut publishers: Vec<Publisher> = watched
         .iter()
         .map(|Watched { device: d, .. }| {
             let mut options = device_options(d, ports.mqtt, None, &d.device_id);
             options.set_keep_alive(Duration::from_secs(5));
-            Publisher::start(options, d.device_id.clone(), phases.clone())
+            Publisher::start(options, d.device_id.clone(), phases.clone(), pace)
         })
         .collect();
     progress(&publishers, BETWEEN_FAULTS).await;
@@ -362,7 +414,7 @@ async fn acknowledged_readings_survive_failed_commits_stops_and_kills_on_the_bui
     progress(&publishers, BETWEEN_FAULTS).await;
 
     stop_publishers(phase, &mut publishers).await;
-    every_acknowledged_reading_is_stored_and_judged(&server, &watched, publishers).await;
+    every_acknowledged_reading_is_stored_and_judged(&server, &db, &watched, publishers).await;
 }
 
 /// PostgreSQL and Mosquitto: the one backend is stopped (SIGTERM) and
@@ -382,16 +434,17 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let mut server = Server::start(dir.path(), &ports, &env).await;
-    let watched = plants_with_devices(&server).await;
+    let watched = plants_with_devices(&server, DEVICES).await;
     let probe = server.register("cc:00:00:00:00:ff").await;
     let ca = std::fs::read(&mosquitto.ca).unwrap();
     let (phase, phases) = watch::channel(Phase::Publish);
+    let pace = Pace::fault_test();
     let mut publishers: Vec<Publisher> = watched
         .iter()
         .map(|Watched { device: d, .. }| {
             let mut options = device_options(d, broker_port, Some(ca.clone()), &d.device_id);
             options.set_keep_alive(Duration::from_secs(5));
-            Publisher::start(options, d.device_id.clone(), phases.clone())
+            Publisher::start(options, d.device_id.clone(), phases.clone(), pace)
         })
         .collect();
     progress(&publishers, BETWEEN_FAULTS).await;
@@ -427,10 +480,7 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     for _ in 0..400 {
         stored = 0;
         for Watched { plant_id, .. } in &watched {
-            let (_, history) = server
-                .get(&format!("/api/plants/{plant_id}/history?hours=2"))
-                .await;
-            stored += history["count"].as_u64().unwrap() as usize;
+            stored += stored_soil(&db, plant_id).await.len();
         }
         if stored >= expected {
             break;
@@ -441,6 +491,144 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
         stored >= expected,
         "{stored} stored of {expected} acknowledged"
     );
-    every_acknowledged_reading_is_stored_and_judged(&server, &watched, publishers).await;
+    every_acknowledged_reading_is_stored_and_judged(&server, &db, &watched, publishers).await;
     drop(mosquitto);
+}
+
+/// The resident memory of a process, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// `make soak`: the built-in broker on PostgreSQL for
+/// `PLANTOPS_SOAK_MINUTES` (default 30), `PLANTOPS_SOAK_DEVICES` devices
+/// (default 20) publishing two readings a second each, one fault every
+/// `PLANTOPS_SOAK_FAULT_SECS` (default 300) in turn (database connections cut, SIGTERM and start, SIGKILL
+/// and start), the server's resident memory sampled every 10 s. Checks
+/// what the fault tests check and prints the figures for
+/// docs/benchmarks.md.
+#[tokio::test]
+#[ignore = "runs for half an hour: make soak"]
+async fn soak() {
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let minutes = setting("PLANTOPS_SOAK_MINUTES", 30);
+    let devices = setting("PLANTOPS_SOAK_DEVICES", 20) as usize;
+    let fault_every = Duration::from_secs(setting("PLANTOPS_SOAK_FAULT_SECS", 300));
+    const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+    let db = TestDb::postgres().await;
+    let env = [
+        ("DATABASE_URL", db.url()),
+        ("ENCRYPTION_KEY", &"5a".repeat(32)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut server = Server::start(dir.path(), &ports, &env).await;
+    let watched = plants_with_devices(&server, devices).await;
+    let (phase, phases) = watch::channel(Phase::Publish);
+    let pace = Pace {
+        gap: Duration::from_millis(500),
+        first_ms: chrono::Utc::now().timestamp_millis(),
+        step_ms: 500,
+        spell_ms: 60_000,
+    };
+    let mut publishers: Vec<Publisher> = watched
+        .iter()
+        .map(|Watched { device: d, .. }| {
+            let mut options = device_options(d, ports.mqtt, None, &d.device_id);
+            options.set_keep_alive(Duration::from_secs(30));
+            Publisher::start(options, d.device_id.clone(), phases.clone(), pace)
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    let end = started + Duration::from_secs(minutes * 60);
+    let mut next_fault = started + fault_every;
+    // Per server process: (seconds into the run, resident KiB).
+    let mut lives: Vec<Vec<(u64, u64)>> = vec![Vec::new()];
+    let mut faults = Vec::new();
+    let sample = |lives: &mut Vec<Vec<(u64, u64)>>, server: &Server| {
+        let kib = resident_kib(server.child.id().expect("plantops runs"));
+        lives
+            .last_mut()
+            .unwrap()
+            .push((started.elapsed().as_secs(), kib));
+    };
+    sample(&mut lives, &server);
+    while std::time::Instant::now() < end {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        sample(&mut lives, &server);
+        if std::time::Instant::now() < next_fault {
+            continue;
+        }
+        next_fault += fault_every;
+        match faults.len() % 3 {
+            0 => {
+                cut_database_connections(&db).await;
+                faults.push("database connections cut");
+            }
+            1 => {
+                server.terminate().await;
+                server = Server::start(dir.path(), &ports, &env).await;
+                faults.push("SIGTERM and start");
+                lives.push(Vec::new());
+            }
+            _ => {
+                server.kill().await;
+                server = Server::start(dir.path(), &ports, &env).await;
+                faults.push("SIGKILL and start");
+                lives.push(Vec::new());
+            }
+        }
+        sample(&mut lives, &server);
+    }
+    stop_publishers(phase, &mut publishers).await;
+    let tally =
+        every_acknowledged_reading_is_stored_and_judged(&server, &db, &watched, publishers).await;
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut report = format!(
+        "Soak: {minutes} min, built-in broker on PostgreSQL, {devices} devices at 2 readings/s, \
+         faults every {} s: {}.\n\n\
+         | readings acknowledged | stored | stored without their PUBACK | duplicated | alerts expected | raised |\n\
+         |---|---|---|---|---|---|\n\
+         | {} | {} | {} | 0 | {} | {} |\n\n\
+         | server process | RSS at start (MiB) | at end | peak |\n|---|---|---|---|\n",
+        fault_every.as_secs(),
+        faults.join(", "),
+        tally.acknowledged,
+        tally.stored,
+        tally.stored_unacknowledged,
+        tally.expected_alerts,
+        tally.raised_alerts,
+    );
+    for (n, life) in lives.iter().enumerate() {
+        let (Some(first), Some(last)) = (life.first(), life.last()) else {
+            continue;
+        };
+        let peak = life.iter().map(|(_, kib)| *kib).max().unwrap_or_default();
+        report += &format!(
+            "| {} ({} s to {} s) | {:.1} | {:.1} | {:.1} |\n",
+            n + 1,
+            first.0,
+            last.0,
+            mib(first.1),
+            mib(last.1),
+            mib(peak)
+        );
+    }
+    println!("{report}");
+    if let Ok(path) = std::env::var("PLANTOPS_SOAK_REPORT") {
+        std::fs::write(path, &report).unwrap();
+    }
 }

@@ -144,10 +144,7 @@ impl Evaluator {
         let mut judged = 0;
         loop {
             let since = plantops_core::now() - CATCH_UP_WINDOW;
-            let readings = self
-                .store
-                .unjudged_readings(since, CATCH_UP_PAGE)
-                .await?;
+            let readings = self.store.unjudged_readings(since, CATCH_UP_PAGE).await?;
             judged += readings.len();
             let last_page = readings.len() < CATCH_UP_PAGE as usize;
             if !readings.is_empty() {

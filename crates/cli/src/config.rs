@@ -233,8 +233,21 @@ pub struct ServeSettings {
         value_parser = whole_number::<usize>("PLANTOPS_MQTT_MAX_CONNECTIONS", 1, 1_000_000))]
     pub mqtt_max_connections: usize,
 
+    /// Connections to the built-in broker not yet logged in, at once; kept
+    /// apart from the device connections.
+    #[arg(long, env = "PLANTOPS_MQTT_MAX_PENDING_LOGINS", default_value = "512",
+        value_parser = whole_number::<usize>("PLANTOPS_MQTT_MAX_PENDING_LOGINS", 1, 1_000_000))]
+    pub mqtt_max_pending_logins: usize,
+
+    /// Connections to the built-in broker not yet logged in from one
+    /// address (IPv6: one /64), at once.
+    #[arg(long, env = "PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS", default_value = "32",
+        value_parser = whole_number::<usize>("PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS", 1, 1_000_000))]
+    pub mqtt_max_pending_logins_per_address: usize,
+
     /// Longest keep-alive (seconds) a device may ask the built-in broker
-    /// for; a longer one, or 0, is refused.
+    /// for; MQTT 5 clients asking for longer, or 0, are told this one,
+    /// MQTT 3.1.1 clients are refused.
     #[arg(long, env = "PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", default_value = "3600",
         value_parser = whole_number::<u16>("PLANTOPS_MQTT_MAX_KEEPALIVE_SECS", 10, 65535))]
     pub mqtt_max_keepalive_secs: u16,

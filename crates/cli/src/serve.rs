@@ -41,6 +41,9 @@ fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
                 max_connections: settings.mqtt_max_connections,
                 max_keep_alive_secs: settings.mqtt_max_keepalive_secs,
                 max_inflight: settings.mqtt_max_inflight,
+                max_pending_logins: settings.mqtt_max_pending_logins,
+                max_pending_logins_per_address: settings.mqtt_max_pending_logins_per_address,
+                partial_packet_deadline: plantops_mqtt::builtin::PARTIAL_PACKET_DEADLINE,
             },
         }),
     };

@@ -325,7 +325,7 @@ async fn start_builtin(
             tls,
             limits: builtin.limits,
         },
-        store,
+        Arc::new(store),
         ingest,
     )
     .await?;

@@ -49,7 +49,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
             let released = released.clone();
             async move { hold_open(options, released).await }
         })
-        .buffer_unordered(256)
+        // Logins in flight at once, below what the broker admits from one
+        // address (PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS, 32).
+        .buffer_unordered(16)
         .collect()
         .await;
     let open = accepted.iter().filter(|ok| **ok).count();

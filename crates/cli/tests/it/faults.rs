@@ -632,3 +632,90 @@ async fn soak() {
         std::fs::write(path, &report).unwrap();
     }
 }
+
+/// A database that stalls does not disconnect a busy device: its window
+/// fills while its messages wait for their commit, the built-in broker
+/// goes on answering its PINGREQs, and once the database moves everything
+/// it sent is acknowledged on the same connection. The stall lasts
+/// `PLANTOPS_TEST_STALL_SECS` (8 s, four keep-alive periods; docs/security.md
+/// reports 60).
+#[tokio::test]
+async fn a_busy_device_stays_connected_through_a_database_stall() {
+    use sqlx::Connection;
+    const SENT: usize = 100;
+    let stall = Duration::from_secs(
+        std::env::var("PLANTOPS_TEST_STALL_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or(8),
+    );
+    let db = TestDb::postgres().await;
+    let env = [
+        ("DATABASE_URL", db.url()),
+        ("ENCRYPTION_KEY", &"7e".repeat(32)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let server = Server::start(dir.path(), &ports, &env).await;
+    let device = server.register("cc:00:00:00:01:01").await;
+    let mut options = device_options(&device, ports.mqtt, None, &device.device_id);
+    options.set_keep_alive(Duration::from_secs(2));
+    options.set_inflight(SENT as u16);
+    let (client, mut eventloop, connack) = crate::common::connect(options).await;
+    assert_eq!(connack, crate::common::Connack::Accepted);
+
+    // Commits wait while another connection holds the readings table.
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE readings IN SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    let first = chrono::Utc::now().timestamp_millis() - 60_000;
+    for i in 0..SENT {
+        let payload = json!({"light_level": i, "timestamp": first + i as i64}).to_string();
+        client
+            .try_publish(&topic, QoS::AtLeastOnce, false, payload)
+            .unwrap();
+    }
+    let mut pongs = 0;
+    let mut acknowledged = 0;
+    let stalled = tokio::time::timeout(stall, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PingResp)) => pongs += 1,
+                Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged += 1,
+                Ok(_) => {}
+                Err(error) => return error.to_string(),
+            }
+        }
+    })
+    .await;
+    assert!(
+        stalled.is_err(),
+        "disconnected during the stall: {stalled:?}"
+    );
+    assert_eq!(acknowledged, 0, "nothing acknowledged before it is stored");
+    assert!(pongs >= 2, "PINGREQs answered during the stall: {pongs}");
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while acknowledged < SENT {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged += 1,
+                Ok(_) => {}
+                Err(error) => panic!("disconnected after the stall: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("every message acknowledged once the database moves");
+    let (_, latest) = server
+        .get(&format!(
+            "/api/devices/{}/telemetry/latest",
+            device.device_id
+        ))
+        .await;
+    assert_eq!(latest["light_level"], (SENT - 1) as f64);
+}

@@ -10,7 +10,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use mqtt5_protocol::packet::connack::ConnAckPacket;
-use mqtt5_protocol::packet::connect::ConnectPacket;
 use mqtt5_protocol::packet::disconnect::DisconnectPacket;
 use mqtt5_protocol::packet::publish::PublishPacket;
 use mqtt5_protocol::packet::suback::{SubAckPacket, SubAckReasonCode};
@@ -24,11 +23,29 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::auth::{Login, Will};
 use super::{stopped, Kick, Shared};
-use crate::ingest::{DropReason, Outcome, Rate, Submitted};
+use crate::ingest::{Checked, DropReason, Ingest, Outcome, Rate};
 
-/// How long a new connection may take to finish TLS and send CONNECT.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take from its accept to its CONNACK:
+/// TLS handshake, CONNECT and login together.
+pub(super) const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Largest CONNECT: a device's needs a few hundred bytes (client id,
+/// credentials, a small will). Bounded, with its properties, before the
+/// packet is kept, so an unauthenticated client cannot make the broker
+/// hold more than this.
+pub const MAX_CONNECT_SIZE: usize = 4 * 1024;
+/// MQTT 5 properties a CONNECT and its will may carry together.
+pub const MAX_CONNECT_PROPERTIES: usize = 32;
+/// Longest subscription filter (a device's own are under 100 bytes).
+pub const MAX_FILTER_LENGTH: usize = 256;
+/// A packet must be whole this long after its first byte arrived: a
+/// dribbling client does not hold a half-read packet for the keep-alive.
+pub const PARTIAL_PACKET_DEADLINE: Duration = Duration::from_secs(60);
+/// While the broker holds a connection's packets back (its window is full,
+/// it is paced), it reads on up to this much, to answer PINGREQs and to
+/// catch MQTT 5 clients over their receive maximum.
+const LOOKAHEAD: usize = MAX_PACKET_SIZE;
 /// How long a client may leave its acknowledgements unread before the
 /// connection is closed: it slows only itself, and not for ever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +59,12 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 32 * 1024;
 
 const V311: u8 = 4;
-const V5: u8 = 5;
+pub(super) const V5: u8 = 5;
+/// The PINGREQ packet, whole.
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
+/// MQTT 3.1's protocol name and level, as a CONNECT's variable header
+/// starts: such a client is told its version is not supported.
+const MQTT_3_1_HEADER: &[u8] = b"\x00\x06MQIsdp\x03";
 
 /// How far the bytes at the front of the buffer make a packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +102,18 @@ fn frame(buffer: &[u8]) -> Frame {
 struct Input {
     buffer: BytesMut,
     chunk: usize,
+    /// How far the buffer has been walked by [`Input::scan`]: whole packets
+    /// up to here.
+    scanned: usize,
+    /// QoS 1 publishes among the scanned packets, not yet taken.
+    buffered_qos1: usize,
+    /// Since when the packet at the end of the buffer has been partial.
+    partial_since: Option<Instant>,
+}
+
+/// Whether a packet's first byte makes it a QoS 1 PUBLISH.
+fn is_qos1_publish(first: u8) -> bool {
+    first >> 4 == 3 && (first >> 1) & 0b11 == 1
 }
 
 impl Input {
@@ -87,6 +121,9 @@ impl Input {
         Self {
             buffer: BytesMut::new(),
             chunk: MIN_READ,
+            scanned: 0,
+            buffered_qos1: 0,
+            partial_since: None,
         }
     }
 
@@ -106,6 +143,42 @@ impl Input {
         Ok(read)
     }
 
+    /// Walks the packets that arrived since the last walk: answers PINGREQs
+    /// at once, ahead of the packets before them (nothing orders a PINGRESP
+    /// among acknowledgements), and counts QoS 1 publishes waiting to be
+    /// taken. Returns how many whole packets arrived.
+    fn scan(&mut self, output: &mut BytesMut) -> Result<usize, ReasonCode> {
+        let mut whole = 0;
+        loop {
+            match frame(&self.buffer[self.scanned..]) {
+                Frame::Complete(length) => {
+                    whole += 1;
+                    let start = self.scanned;
+                    if self.buffer[start..start + length] == PINGREQ {
+                        output.put_slice(&[0xD0, 0x00]);
+                        let rest = self.buffer.split_off(start);
+                        self.buffer.extend_from_slice(&rest[PINGREQ.len()..]);
+                        continue;
+                    }
+                    if is_qos1_publish(self.buffer[start]) {
+                        self.buffered_qos1 += 1;
+                    }
+                    self.scanned += length;
+                }
+                Frame::Incomplete(_) => {
+                    if self.scanned == self.buffer.len() {
+                        self.partial_since = None;
+                    } else if whole > 0 || self.partial_since.is_none() {
+                        self.partial_since = Some(Instant::now());
+                    }
+                    return Ok(whole);
+                }
+                Frame::TooLarge => return Err(ReasonCode::PacketTooLarge),
+                Frame::Malformed => return Err(ReasonCode::MalformedPacket),
+            }
+        }
+    }
+
     /// The next whole packet's bytes, if they are all in.
     fn next_frame(&mut self) -> Result<Option<Bytes>, ReasonCode> {
         match frame(&self.buffer) {
@@ -116,7 +189,17 @@ impl Input {
                 }
                 Ok(None)
             }
-            Frame::Complete(length) => Ok(Some(self.buffer.split_to(length).freeze())),
+            Frame::Complete(length) => {
+                if self.scanned >= length {
+                    self.scanned -= length;
+                    if is_qos1_publish(self.buffer[0]) {
+                        self.buffered_qos1 -= 1;
+                    }
+                } else {
+                    self.scanned = 0;
+                }
+                Ok(Some(self.buffer.split_to(length).freeze()))
+            }
             Frame::TooLarge => Err(ReasonCode::PacketTooLarge),
             Frame::Malformed => Err(ReasonCode::MalformedPacket),
         }
@@ -146,45 +229,85 @@ enum End {
     Stopping,
 }
 
-/// Serves one connection until it ends.
-pub(super) async fn serve<S>(mut stream: S, peer: SocketAddr, shared: &Shared)
-where
+/// Serves one connection until it ends: from its accept (`pending`, with
+/// the `deadline` for its CONNACK) to its last PUBACK.
+pub(super) async fn serve<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+    pending: super::PendingLogin,
+    deadline: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut input = Input::new();
-    let connect =
-        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut input)).await {
-            Ok(Some(connect)) => connect,
-            Ok(None) | Err(_) => return,
-        };
-    let version = connect.protocol_version;
+    let login = match tokio::time::timeout_at(deadline, read_connect(&mut stream, &mut input)).await
+    {
+        Ok(Ok(login)) => login,
+        Ok(Err(Some(refusal))) => {
+            let _ = send(&mut stream, &refusal).await;
+            return;
+        }
+        Ok(Err(None)) | Err(_) => return,
+    };
+    let version = login.version;
     if version != V311 && version != V5 {
         let refusal = ConnAckPacket::new_v311(false, ReasonCode::UnsupportedProtocolVersion);
         let _ = send(&mut stream, &encode(&refusal)).await;
         return;
     }
-    let admitted = match shared.auth.authenticate(&connect, peer).await {
-        Ok(device_id) => check_will(&connect, device_id).map(|()| device_id),
-        Err(reason) => Err(reason),
+    let admitted = tokio::time::timeout_at(deadline, async {
+        let admitted = shared.auth.authenticate(&login, peer).await?;
+        check_will(&login, admitted.device_id)?;
+        Ok(admitted)
+    })
+    .await;
+    let admitted = match admitted {
+        Ok(Ok(admitted)) => admitted,
+        Ok(Err(reason)) => {
+            let _ = send(&mut stream, &encode(&connack(version, reason, 0, None))).await;
+            return;
+        }
+        Err(_) => return,
     };
-    let device_id = match admitted {
-        Ok(device_id) => device_id,
-        Err(reason) => {
-            let _ = send(&mut stream, &encode(&connack(version, reason, 0))).await;
+    let device_id = admitted.device_id;
+    let unavailable = encode(&connack(version, ReasonCode::ServerUnavailable, 0, None));
+    // Logged in: from here the connection holds one of the device slots,
+    // no longer one of the few for logins.
+    let permit = match shared.connections.clone().try_acquire_owned() {
+        Ok(permit) if !*shared.stopping.borrow() => permit,
+        Ok(_) => return,
+        Err(_) => {
+            shared.full.refused(peer, shared.limits.max_connections);
+            let _ = send(&mut stream, &unavailable).await;
             return;
         }
     };
-    // What the connection needs of its CONNECT from here on; the rest
-    // (password, properties) is not kept for the connection's lifetime.
-    let ConnectPacket {
+    drop(pending);
+    let Login {
         client_id,
         will,
-        keep_alive,
+        keep_alive: asked_keep_alive,
         ..
-    } = connect;
+    } = login;
+    let keep_alive = shared
+        .auth
+        .keep_alive(version, asked_keep_alive)
+        .unwrap_or(shared.limits.max_keep_alive_secs);
     let session = shared.sessions.open(&client_id, device_id);
+    if let Err(reason) = shared.auth.still_valid(&admitted).await {
+        tracing::info!(%device_id, %client_id, "device login revoked while it was checked");
+        let _ = send(&mut stream, &encode(&connack(version, reason, 0, None))).await;
+        return;
+    }
     tracing::debug!(%device_id, %client_id, "device connected");
-    let accepted = connack(version, ReasonCode::Success, shared.limits.max_inflight);
+    let told_keep_alive = (keep_alive != asked_keep_alive).then_some(keep_alive);
+    let accepted = connack(
+        version,
+        ReasonCode::Success,
+        shared.limits.max_inflight,
+        told_keep_alive,
+    );
     if send(&mut stream, &encode(&accepted)).await.is_err() {
         return;
     }
@@ -225,33 +348,80 @@ where
             .await;
         submitted.outcome().await;
     }
+    drop(permit);
     tracing::debug!(%device_id, %client_id, "device disconnected");
 }
 
+/// Reads the first packet, which must be a CONNECT of at most
+/// [`MAX_CONNECT_SIZE`] with at most [`MAX_CONNECT_PROPERTIES`]; keeps only
+/// what the login needs. `Err(Some(bytes))`: refused with an answer.
 async fn read_connect(
     stream: &mut (impl AsyncRead + Unpin),
     input: &mut Input,
-) -> Option<ConnectPacket> {
+) -> Result<Login, Option<BytesMut>> {
     loop {
-        match input.next_frame() {
-            Ok(Some(frame)) => {
-                return match decode(frame, V311) {
-                    Ok(Packet::Connect(connect)) => Some(*connect),
-                    _ => None,
-                };
-            }
-            Ok(None) => {}
-            Err(_) => return None,
+        if input.buffer.first().is_some_and(|&first| first != 0x10) {
+            return Err(None);
         }
-        if input.fill(stream).await.ok()? == 0 {
-            return None;
+        match frame(&input.buffer) {
+            Frame::Incomplete(Some(total)) | Frame::Complete(total) if total > MAX_CONNECT_SIZE => {
+                return Err(None)
+            }
+            Frame::Complete(_) => break,
+            Frame::Incomplete(_) => {}
+            Frame::TooLarge | Frame::Malformed => return Err(None),
+        }
+        if input.fill(stream).await.map_err(|_| None)? == 0 {
+            return Err(None);
         }
     }
+    let frame = input.next_frame().ok().flatten().ok_or(None)?;
+    let header_length = frame
+        .iter()
+        .skip(1)
+        .position(|b| b & 0x80 == 0)
+        .unwrap_or(0)
+        + 2;
+    if frame
+        .get(header_length..)
+        .is_some_and(|rest| rest.starts_with(MQTT_3_1_HEADER))
+    {
+        // 0x01: unacceptable protocol version, as 3.1 clients read it.
+        return Err(Some(BytesMut::from(&[0x20, 0x02, 0x00, 0x01][..])));
+    }
+    let connect = match decode(frame, V311) {
+        Ok(Packet::Connect(connect)) => *connect,
+        _ => return Err(None),
+    };
+    let properties = connect.properties.iter().count() + connect.will_properties.iter().count();
+    if properties > MAX_CONNECT_PROPERTIES {
+        let refusal = connack(
+            connect.protocol_version,
+            ReasonCode::ImplementationSpecificError,
+            0,
+            None,
+        );
+        return Err(Some(encode(&refusal)));
+    }
+    let authentication_method = connect.properties.get_authentication_method().is_some();
+    Ok(Login {
+        version: connect.protocol_version,
+        client_id: connect.client_id,
+        username: connect.username,
+        password: connect.password,
+        keep_alive: connect.keep_alive,
+        will: connect.will.map(|will| Will {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+        }),
+        authentication_method,
+    })
 }
 
 /// A will may only be what the device could publish itself.
-fn check_will(connect: &ConnectPacket, device_id: Uuid) -> Result<(), ReasonCode> {
-    let Some(will) = &connect.will else {
+fn check_will(login: &Login, device_id: Uuid) -> Result<(), ReasonCode> {
+    let Some(will) = &login.will else {
         return Ok(());
     };
     if will.qos == QoS::ExactlyOnce {
@@ -263,8 +433,13 @@ fn check_will(connect: &ConnectPacket, device_id: Uuid) -> Result<(), ReasonCode
     }
 }
 
-fn connack(version: u8, reason: ReasonCode, receive_maximum: u16) -> ConnAckPacket {
-    if version == V311 {
+fn connack(
+    version: u8,
+    reason: ReasonCode,
+    receive_maximum: u16,
+    server_keep_alive: Option<u16>,
+) -> ConnAckPacket {
+    if version != V5 {
         return ConnAckPacket::new_v311(false, reason);
     }
     let connack = ConnAckPacket::new(false, reason);
@@ -272,14 +447,20 @@ fn connack(version: u8, reason: ReasonCode, receive_maximum: u16) -> ConnAckPack
         return connack;
     }
     // Nothing is kept for a device between connections (nothing is ever
-    // queued for it), so its session ends with the connection.
-    connack
+    // queued for it), so its session ends with the connection; nothing is
+    // routed, so nothing is retained.
+    let connack = connack
         .with_session_expiry_interval(0)
         .with_receive_maximum(receive_maximum)
         .with_maximum_qos(1)
+        .with_retain_available(false)
         .with_maximum_packet_size(MAX_PACKET_SIZE as u32)
         .with_shared_subscription_available(false)
-        .with_subscription_identifier_available(false)
+        .with_subscription_identifier_available(false);
+    match server_keep_alive {
+        Some(keep_alive) => connack.with_server_keep_alive(keep_alive),
+        None => connack,
+    }
 }
 
 fn encode(packet: &impl MqttPacket) -> BytesMut {
@@ -309,7 +490,7 @@ struct Connection<'a> {
     output: BytesMut,
 }
 
-impl Connection<'_> {
+impl<'a> Connection<'a> {
     async fn run<S>(
         &mut self,
         stream: &mut S,
@@ -320,27 +501,36 @@ impl Connection<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // MQTT allows one and a half keep-alive periods of silence.
+        // MQTT allows one and a half keep-alive periods of silence; only a
+        // whole packet breaks it.
         let keep_alive = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
         let mut heard_at = Instant::now();
         let silence = tokio::time::sleep(keep_alive);
         tokio::pin!(silence);
+        let partial_allowed = self.shared.limits.partial_packet_deadline;
+        let partial_deadline = tokio::time::sleep(partial_allowed);
+        tokio::pin!(partial_deadline);
         let mut stopping = self.shared.stopping.clone();
         let max_inflight = usize::from(self.shared.limits.max_inflight);
+        let shared: &'a Shared = self.shared;
+        let ingest = &shared.ingest;
         let mut unacknowledged = FuturesOrdered::new();
         // The ids of the QoS 1 publishes waiting for their commit, oldest
         // first (acknowledgements go out in this order).
         let mut inflight_ids: VecDeque<u16> = VecDeque::new();
         // A publish read while its device was over its rate: checked again
-        // once the pause ends; nothing more is read meanwhile.
+        // once the pause ends; nothing more is taken meanwhile.
         let mut paced: Option<Box<PublishPacket>> = None;
         let mut pausing = false;
         let pause = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(pause);
+        // How the connection ends once what it handed over is settled
+        // (DISCONNECT, the broker stopping); nothing more is read.
+        let mut closing: Option<End> = None;
         loop {
             // The packets already read, while the window has room and the
             // device is within its rate.
-            while !pausing && unacknowledged.len() < max_inflight {
+            while closing.is_none() && !pausing && unacknowledged.len() < max_inflight {
                 let publish = match paced.take() {
                     Some(publish) => publish,
                     None => {
@@ -367,8 +557,8 @@ impl Connection<'_> {
                                 let with_will = self.version == V5
                                     && disconnect.reason_code
                                         == ReasonCode::DisconnectWithWillMessage;
-                                self.settle(&mut unacknowledged, &mut inflight_ids).await;
-                                return End::Disconnected { with_will };
+                                closing = Some(End::Disconnected { with_will });
+                                break;
                             }
                             // A device only publishes and subscribes; it is
                             // never sent a publish it could acknowledge.
@@ -377,19 +567,23 @@ impl Connection<'_> {
                         }
                     }
                 };
-                if let Some(wait) = self.shared.ingest.pace(self.device_id) {
+                if let Some(wait) = ingest.pace(self.device_id) {
                     paced = Some(publish);
                     pausing = true;
                     pause.as_mut().reset(Instant::now() + wait);
                     break;
                 }
-                match self.hand_over(&publish, &mut inflight_ids).await {
-                    Ok(Some((packet_id, submitted))) => {
-                        unacknowledged.push_back(settled(packet_id, submitted));
-                    }
+                match self.hand_over(ingest, &publish, &mut inflight_ids) {
+                    Ok(Some(handed)) => unacknowledged.push_back(handed),
                     Ok(None) => {}
                     Err(end) => return end,
                 }
+            }
+            if closing.is_some() && unacknowledged.is_empty() {
+                if !self.output.is_empty() {
+                    let _ = send(stream, &self.output).await;
+                }
+                return closing.unwrap_or(End::Lost);
             }
             if !self.output.is_empty() {
                 if send(stream, &self.output).await.is_err() {
@@ -397,17 +591,24 @@ impl Connection<'_> {
                 }
                 self.output.clear();
             }
-            let reading = !pausing && unacknowledged.len() < max_inflight;
+            let taking = !pausing && unacknowledged.len() < max_inflight;
+            // Held back, the connection still reads a little ahead.
+            let reading = closing.is_none() && (taking || input.buffer.len() < LOOKAHEAD);
+            if !reading {
+                // The client's packets wait unread because the broker holds
+                // back: that is neither silence nor a dribble.
+                heard_at = Instant::now();
+                if input.partial_since.is_some() {
+                    input.partial_since = Some(heard_at);
+                }
+            }
+            if let Some(since) = input.partial_since {
+                partial_deadline.as_mut().reset(since + partial_allowed);
+            }
             tokio::select! {
                 biased;
                 reason = kick.kicked() => return End::Kicked(reason),
-                () = stopped(&mut stopping) => {
-                    self.settle(&mut unacknowledged, &mut inflight_ids).await;
-                    if !self.output.is_empty() {
-                        let _ = send(stream, &self.output).await;
-                    }
-                    return End::Stopping;
-                }
+                () = stopped(&mut stopping), if closing.is_none() => closing = Some(End::Stopping),
                 Some((packet_id, outcome)) = unacknowledged.next(), if !unacknowledged.is_empty() => {
                     if !self.acknowledge(packet_id, outcome, &mut inflight_ids) {
                         return End::Lost;
@@ -421,18 +622,26 @@ impl Connection<'_> {
                 }
                 () = &mut pause, if pausing => pausing = false,
                 read = input.fill(stream), if reading => {
-                    match read {
-                        Ok(0) | Err(_) => return End::Lost,
+                    if matches!(read, Ok(0) | Err(_)) {
+                        return End::Lost;
+                    }
+                    match input.scan(&mut self.output) {
+                        Ok(0) => {}
                         Ok(_) => heard_at = Instant::now(),
+                        Err(reason) => return End::Refused(reason),
+                    }
+                    // An MQTT 5 client was told how many QoS 1 publishes it
+                    // may have unacknowledged; it keeps to it or is told.
+                    let held = paced.as_ref().is_some_and(|p| p.qos == QoS::AtLeastOnce);
+                    let outstanding = inflight_ids.len() + input.buffered_qos1 + usize::from(held);
+                    if self.version == V5 && outstanding > max_inflight {
+                        return End::Refused(ReasonCode::ReceiveMaximumExceeded);
                     }
                 }
-                () = &mut silence => {
-                    // While the broker itself holds back (the window is
-                    // full, the device is paced), the client's packets wait
-                    // unread: that is not the client's silence.
-                    if !reading {
-                        heard_at = Instant::now();
-                    }
+                () = &mut partial_deadline, if reading && input.partial_since.is_some() => {
+                    return End::Refused(ReasonCode::KeepAliveTimeout);
+                }
+                () = &mut silence, if closing.is_none() => {
                     if heard_at.elapsed() >= keep_alive {
                         return End::KeepAliveExpired;
                     }
@@ -442,16 +651,18 @@ impl Connection<'_> {
         }
     }
 
-    /// Hands a publish to ingestion. A QoS 1 publish whose packet id is
-    /// still waiting for its commit is the client sending it again: it is
-    /// not handed over twice, and the original's PUBACK answers both (a
-    /// second PUBACK could be taken for that of a newer message reusing
-    /// the id before that one is stored).
-    async fn hand_over(
-        &mut self,
+    /// Checks a publish and hands it to ingestion: what resolves, without
+    /// the connection waiting on it, once its message is durable. A QoS 1
+    /// publish whose packet id is still waiting for its commit is the
+    /// client sending it again: it is not handed over twice, and the
+    /// original's PUBACK answers both (a second PUBACK could be taken for
+    /// that of a newer message reusing the id before that one is stored).
+    fn hand_over(
+        &self,
+        ingest: &'a Ingest,
         publish: &PublishPacket,
         inflight_ids: &mut VecDeque<u16>,
-    ) -> Result<Option<(Option<u16>, Submitted)>, End> {
+    ) -> Result<Option<impl std::future::Future<Output = (Option<u16>, Outcome)> + 'a>, End> {
         let packet_id = self.check_publish(publish)?;
         if let Some(id) = packet_id {
             if inflight_ids.contains(&id) {
@@ -459,18 +670,13 @@ impl Connection<'_> {
             }
             inflight_ids.push_back(id);
         }
-        let submitted = self
-            .shared
-            .ingest
-            .submit(
-                self.device_id,
-                &publish.topic_name,
-                &publish.payload,
-                packet_id.is_some(),
-                Rate::Paced,
-            )
-            .await;
-        Ok(Some((packet_id, submitted)))
+        let checked = ingest.check(
+            self.device_id,
+            &publish.topic_name,
+            &publish.payload,
+            Rate::Paced,
+        );
+        Ok(Some(settled(ingest, checked, packet_id)))
     }
 
     /// The packet id to acknowledge, or why the publish ends the connection.
@@ -520,20 +726,6 @@ impl Connection<'_> {
         true
     }
 
-    /// Waits for what the connection handed over to be stored (a closing
-    /// connection's messages are committed all the same).
-    async fn settle<F>(
-        &mut self,
-        unacknowledged: &mut FuturesOrdered<F>,
-        inflight_ids: &mut VecDeque<u16>,
-    ) where
-        F: std::future::Future<Output = (Option<u16>, Outcome)>,
-    {
-        while let Some((packet_id, outcome)) = unacknowledged.next().await {
-            self.acknowledge(packet_id, outcome, inflight_ids);
-        }
-    }
-
     fn subscribe(&mut self, subscribe: &SubscribePacket) {
         let mut ack = if self.version == V5 {
             SubAckPacket::new(subscribe.packet_id)
@@ -542,7 +734,9 @@ impl Connection<'_> {
         };
         let device = self.device_id.to_string();
         for filter in &subscribe.filters {
-            let code = if !mqtt5_protocol::is_valid_topic_filter(&filter.filter) {
+            let code = if filter.filter.len() > MAX_FILTER_LENGTH
+                || !mqtt5_protocol::is_valid_topic_filter(&filter.filter)
+            {
                 SubAckReasonCode::TopicFilterInvalid
             } else if !topic::is_own_filter(&device, &filter.filter) {
                 SubAckReasonCode::NotAuthorized
@@ -583,8 +777,14 @@ impl Connection<'_> {
     }
 }
 
-/// A message's outcome once it is stored, with the id to acknowledge.
-async fn settled(packet_id: Option<u16>, submitted: Submitted) -> (Option<u16>, Outcome) {
+/// A checked message queued for ingestion (waiting, if need be, for room)
+/// and its outcome once it is stored, with the id to acknowledge.
+async fn settled(
+    ingest: &Ingest,
+    checked: Checked,
+    packet_id: Option<u16>,
+) -> (Option<u16>, Outcome) {
+    let submitted = ingest.queue(checked, packet_id.is_some()).await;
     (packet_id, submitted.outcome().await)
 }
 

@@ -10,6 +10,11 @@
 mod auth;
 mod connection;
 
+pub use auth::CredentialLookup;
+pub use connection::{
+    MAX_CONNECT_PROPERTIES, MAX_CONNECT_SIZE, MAX_FILTER_LENGTH, PARTIAL_PACKET_DEADLINE,
+};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,6 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use plantops_store::DynStore;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -25,7 +29,7 @@ use uuid::Uuid;
 
 use crate::ingest::Ingest;
 use crate::{Broker, BrokerError, LinkState};
-use auth::{DeviceAuth, FailedLogins};
+use auth::{AddressKey, DeviceAuth, FailedLogins};
 
 /// A listener address together with the setting that chose it, so a port
 /// already in use can be reported in the user's terms.
@@ -59,9 +63,21 @@ pub struct BuiltinLimits {
     /// (PLANTOPS_MQTT_MAX_KEEPALIVE_SECS).
     pub max_keep_alive_secs: u16,
     /// QoS 1 messages one connection may have unacknowledged; MQTT 5
-    /// clients are told (receive maximum), from others the broker stops
-    /// reading until one is committed (PLANTOPS_MQTT_MAX_INFLIGHT).
+    /// clients are told (receive maximum) and disconnected past it (0x93),
+    /// from others the broker takes no more until one is committed
+    /// (PLANTOPS_MQTT_MAX_INFLIGHT).
     pub max_inflight: u16,
+    /// Connections not yet logged in, at once: kept apart from the device
+    /// slots, so clients that never log in cannot take them
+    /// (PLANTOPS_MQTT_MAX_PENDING_LOGINS).
+    pub max_pending_logins: usize,
+    /// Connections not yet logged in from one address (IPv6: one /64), so
+    /// one host cannot take every login slot
+    /// (PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS).
+    pub max_pending_logins_per_address: usize,
+    /// How long a packet may take to arrive whole after its first byte
+    /// ([`PARTIAL_PACKET_DEADLINE`]; shorter in tests).
+    pub partial_packet_deadline: std::time::Duration,
 }
 
 impl Default for BuiltinLimits {
@@ -70,6 +86,9 @@ impl Default for BuiltinLimits {
             max_connections: 10_000,
             max_keep_alive_secs: 3600,
             max_inflight: 64,
+            max_pending_logins: 512,
+            max_pending_logins_per_address: 32,
+            partial_packet_deadline: PARTIAL_PACKET_DEADLINE,
         }
     }
 }
@@ -254,10 +273,104 @@ struct Shared {
     ingest: Ingest,
     sessions: Arc<Sessions>,
     limits: BuiltinLimits,
-    /// One permit per connection (PLANTOPS_MQTT_MAX_CONNECTIONS).
+    /// One permit per logged-in connection (PLANTOPS_MQTT_MAX_CONNECTIONS).
     connections: Arc<Semaphore>,
+    /// Logins refused because every device slot was taken.
+    full: RefusalLog,
     /// Becomes true when the broker stops.
     stopping: watch::Receiver<bool>,
+}
+
+/// Logs a recurring refusal once a minute, not once per connection.
+struct RefusalLog {
+    what: &'static str,
+    setting: &'static str,
+    last: Mutex<OncePer>,
+}
+
+impl RefusalLog {
+    fn new(what: &'static str, setting: &'static str) -> Self {
+        Self {
+            what,
+            setting,
+            last: Mutex::new(OncePer::minute()),
+        }
+    }
+
+    fn refused(&self, peer: SocketAddr, limit: usize) {
+        let due = self.last.lock().unwrap_or_else(|e| e.into_inner()).due();
+        if due {
+            tracing::warn!(%peer, limit, "{} refused: {} reached (logged once a minute)", self.what, self.setting);
+        }
+    }
+}
+
+/// Connections accepted and not yet logged in: at most so many in all and
+/// so many per address.
+struct PendingLogins {
+    slots: Arc<Semaphore>,
+    by_address: Mutex<HashMap<AddressKey, usize>>,
+    per_address: usize,
+}
+
+/// A connection's place among the pending logins, given back on drop.
+pub(crate) struct PendingLogin {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    logins: Arc<PendingLogins>,
+    address: AddressKey,
+}
+
+/// Why a connection was not taken in.
+#[derive(Debug, PartialEq, Eq)]
+enum NotAdmitted {
+    AllSlots,
+    Address,
+}
+
+impl PendingLogins {
+    fn new(limits: &BuiltinLimits) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(limits.max_pending_logins)),
+            by_address: Mutex::default(),
+            per_address: limits.max_pending_logins_per_address,
+        })
+    }
+
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Result<PendingLogin, NotAdmitted> {
+        let address = AddressKey::from(address);
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NotAdmitted::AllSlots)?;
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = by_address.entry(address).or_insert(0);
+        if *pending >= self.per_address {
+            return Err(NotAdmitted::Address);
+        }
+        *pending += 1;
+        Ok(PendingLogin {
+            _slot: slot,
+            logins: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for PendingLogin {
+    fn drop(&mut self) {
+        let mut by_address = self
+            .logins
+            .by_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(pending) = by_address.get_mut(&self.address) {
+            *pending -= 1;
+            if *pending == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 pub struct BuiltinBroker {
@@ -276,9 +389,11 @@ pub struct BuiltinBroker {
 }
 
 impl BuiltinBroker {
+    /// Starts the listeners; logins are checked against `credentials`
+    /// (the store).
     pub async fn start(
         config: BuiltinConfig,
-        store: DynStore,
+        credentials: Arc<dyn CredentialLookup>,
         ingest: Ingest,
     ) -> Result<Arc<Self>, StartError> {
         if config.plain.is_none() && config.tls.is_none() {
@@ -301,7 +416,7 @@ impl BuiltinBroker {
         let kept_ingest = ingest.clone();
         let shared = Arc::new(Shared {
             auth: DeviceAuth {
-                store,
+                store: credentials,
                 failures: FailedLogins::default(),
                 max_keep_alive_secs: config.limits.max_keep_alive_secs,
             },
@@ -309,6 +424,7 @@ impl BuiltinBroker {
             sessions: sessions.clone(),
             limits: config.limits,
             connections: connections.clone(),
+            full: RefusalLog::new("device logins", "PLANTOPS_MQTT_MAX_CONNECTIONS"),
             stopping,
         });
         let mut listeners = Vec::new();
@@ -383,7 +499,12 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 /// Accepts connections until the broker stops; each runs in its own task.
 async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let mut stopping = shared.stopping.clone();
-    let mut refusals = OncePer::minute();
+    let logins = PendingLogins::new(&shared.limits);
+    let all_slots = RefusalLog::new("connections", "PLANTOPS_MQTT_MAX_PENDING_LOGINS");
+    let per_address = RefusalLog::new(
+        "connections from one address",
+        "PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS",
+    );
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -397,11 +518,17 @@ async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Sha
             },
             () = stopped(&mut stopping) => return,
         };
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            if refusals.due() {
-                tracing::warn!(%peer, limit = shared.limits.max_connections, "connections refused: PLANTOPS_MQTT_MAX_CONNECTIONS reached (logged once a minute)");
+        let deadline = tokio::time::Instant::now() + connection::LOGIN_DEADLINE;
+        let pending = match logins.admit(peer.ip()) {
+            Ok(pending) => pending,
+            Err(NotAdmitted::AllSlots) => {
+                all_slots.refused(peer, shared.limits.max_pending_logins);
+                continue;
             }
-            continue;
+            Err(NotAdmitted::Address) => {
+                per_address.refused(peer, shared.limits.max_pending_logins_per_address);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
@@ -409,15 +536,13 @@ async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Sha
         // not carry room for a TLS session in its future.
         match tls.clone() {
             None => tokio::spawn(async move {
-                let _permit = permit;
-                connection::serve(stream, peer, &shared).await;
+                connection::serve(stream, peer, &shared, pending, deadline).await;
             }),
             Some(acceptor) => tokio::spawn(async move {
-                let _permit = permit;
-                let handshake =
-                    tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream));
-                match handshake.await {
-                    Ok(Ok(stream)) => connection::serve(stream, peer, &shared).await,
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        connection::serve(stream, peer, &shared, pending, deadline).await
+                    }
                     Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }

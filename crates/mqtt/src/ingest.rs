@@ -16,7 +16,10 @@ use plantops_core::event::{DeviceStatusChange, Event};
 use plantops_core::telemetry::{self, PayloadError, Telemetry};
 use plantops_core::topic::{self, TopicKind};
 use plantops_core::{DeviceStatus, DeviceVitals, Measurements, Reading};
-use plantops_store::{CommittedBatch, DeviceStore, DynStore, Presence, ReadingStore};
+use plantops_store::{
+    AlertStore, BatteryLow, CommittedBatch, DeviceStore, DynStore, Presence, ReadingStore,
+    VitalsSeen,
+};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
@@ -89,6 +92,9 @@ pub trait ReadingJudge: Send + Sync + 'static {
     /// Judges the readings that belong to plants (the others are passed
     /// over); an error is retried.
     async fn judge(&self, readings: &[Reading]) -> plantops_store::Result<()>;
+    /// Stores and announces alerts a batch raised besides its readings'
+    /// (a battery newly low).
+    async fn raise(&self, alerts: Vec<Alert>) -> plantops_store::Result<()>;
 }
 
 /// Per-device token buckets on the wall clock, pruned now and then of
@@ -324,6 +330,8 @@ struct Envelope {
     device_id: Uuid,
     /// `None` for a heartbeat: it only marks the device seen.
     telemetry: Option<Telemetry>,
+    /// Battery and signal, stored in the batch's transaction.
+    vitals: Option<DeviceVitals>,
     received_at: DateTime<Utc>,
     /// Resolved once the message's batch is committed: stored, or refused
     /// as a duplicate time.
@@ -339,62 +347,6 @@ pub struct Ingest {
     rates: Arc<DeviceRates>,
     reading_time_rates: Arc<ReadingTimeRates>,
     arrival_times: Arc<ArrivalTimes>,
-    vitals: Arc<Vitals>,
-}
-
-/// Battery and signal: stored per device as they come, and a battery
-/// falling below the limit raised as an alert, once per discharge.
-struct Vitals {
-    store: DynStore,
-    events: broadcast::Sender<Event>,
-    /// `PLANTOPS_LOW_BATTERY_PERCENT`; `None`: no alert.
-    low_below: Option<f64>,
-}
-
-impl Vitals {
-    async fn record(&self, device_id: Uuid, vitals: &DeviceVitals, at: DateTime<Utc>) {
-        let recorded = self
-            .store
-            .record_vitals(device_id, vitals, at, self.low_below)
-            .await;
-        let recorded = match recorded {
-            Ok(Some(recorded)) => recorded,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(%error, %device_id, "cannot store a device's battery and signal");
-                return;
-            }
-        };
-        let (Some(percent), Some(limit), true) =
-            (vitals.battery_percent, recorded.limit, recorded.became_low)
-        else {
-            return;
-        };
-        let message =
-            format!("Battery low: {percent:.0} % (below {limit:.0} %); recharge or replace it");
-        let alert = Alert {
-            value: Some(percent),
-            threshold: Some(limit),
-            ..Alert::pending(
-                recorded.plant_id,
-                Some(device_id),
-                AlertKind::LowBattery,
-                message,
-            )
-        };
-        match self
-            .store
-            .record_alerts(&[], std::slice::from_ref(&alert))
-            .await
-        {
-            Ok(()) => {
-                metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str())
-                    .increment(1);
-                let _ = self.events.send(Event::Alert(alert));
-            }
-            Err(error) => tracing::warn!(%error, %device_id, "cannot store a low-battery alert"),
-        }
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -432,11 +384,7 @@ pub struct Submitted(Step);
 
 enum Step {
     Done(Outcome),
-    Queued {
-        commit: Commit,
-        /// Battery and signal, recorded once the message is stored.
-        vitals: Option<VitalsToRecord>,
-    },
+    Queued(Commit),
 }
 
 enum Commit {
@@ -461,13 +409,6 @@ impl Queued<'_> {
     }
 }
 
-struct VitalsToRecord {
-    to: Arc<Vitals>,
-    device_id: Uuid,
-    vitals: DeviceVitals,
-    at: DateTime<Utc>,
-}
-
 impl From<Outcome> for Submitted {
     fn from(outcome: Outcome) -> Self {
         Submitted(Step::Done(outcome))
@@ -476,19 +417,12 @@ impl From<Outcome> for Submitted {
 
 impl Submitted {
     pub async fn outcome(self) -> Outcome {
-        let (commit, vitals) = match self.0 {
-            Step::Done(outcome) => return outcome,
-            Step::Queued { commit, vitals } => (commit, vitals),
-        };
-        let outcome = match commit {
-            Commit::Refused => Outcome::ShuttingDown,
-            Commit::Queued => Outcome::Stored,
-            Commit::Waiting(done) => done.await.unwrap_or(Outcome::ShuttingDown),
-        };
-        if let (Outcome::Stored, Some(v)) = (&outcome, vitals) {
-            v.to.record(v.device_id, &v.vitals, v.at).await;
+        match self.0 {
+            Step::Done(outcome) => outcome,
+            Step::Queued(Commit::Refused) => Outcome::ShuttingDown,
+            Step::Queued(Commit::Queued) => Outcome::Stored,
+            Step::Queued(Commit::Waiting(done)) => done.await.unwrap_or(Outcome::ShuttingDown),
         }
-        outcome
     }
 }
 
@@ -516,14 +450,11 @@ impl Ingest {
             metrics::counter!("plantops_ingest_messages_total", "kind" => kind).increment(0);
         }
         metrics::counter!("plantops_readings_committed_total").increment(0);
-        let vitals = Arc::new(Vitals {
-            store: store.clone(),
-            events: events.clone(),
-            low_below: low_battery_percent,
-        });
         let batcher = Batcher {
             readings: store.clone(),
             devices: store.clone(),
+            alerts: store.clone(),
+            low_battery_percent,
             judge,
             events,
             config,
@@ -540,7 +471,6 @@ impl Ingest {
             rates: Arc::new(DeviceRates::new(rate)),
             reading_time_rates: Arc::new(ReadingTimeRates::new(rate)),
             arrival_times: Arc::default(),
-            vitals,
         };
         (ingest, batcher)
     }
@@ -654,7 +584,7 @@ impl Ingest {
                 dropped,
             } => {
                 // The device is alive even when its payload is not.
-                self.enqueue(device_id, None, received_at, false)
+                self.enqueue(device_id, None, None, received_at, false)
                     .wait()
                     .await;
                 return dropped.into();
@@ -667,18 +597,10 @@ impl Ingest {
             } => (device_id, telemetry, vitals, received_at),
         };
         let commit = self
-            .enqueue(device_id, telemetry, received_at, wait_for_commit)
+            .enqueue(device_id, telemetry, vitals, received_at, wait_for_commit)
             .wait()
             .await;
-        Submitted(Step::Queued {
-            commit,
-            vitals: vitals.map(|vitals| VitalsToRecord {
-                to: self.vitals.clone(),
-                device_id,
-                vitals,
-                at: received_at,
-            }),
-        })
+        Submitted(Step::Queued(commit))
     }
 
     /// Queues a message for the batcher: at once when the queue has room,
@@ -688,6 +610,7 @@ impl Ingest {
         &self,
         device_id: Uuid,
         telemetry: Option<Telemetry>,
+        vitals: Option<DeviceVitals>,
         received_at: DateTime<Utc>,
         wait_for_commit: bool,
     ) -> Queued<'_> {
@@ -700,6 +623,7 @@ impl Ingest {
         let envelope = Envelope {
             device_id,
             telemetry,
+            vitals,
             received_at,
             committed,
         };
@@ -746,6 +670,10 @@ struct Batcher {
     readings: Arc<dyn ReadingStore>,
     /// Which plant each device serves when its readings are stored.
     devices: Arc<dyn DeviceStore>,
+    /// Where low-battery alerts go when no judge raises them.
+    alerts: Arc<dyn AlertStore>,
+    /// `PLANTOPS_LOW_BATTERY_PERCENT`; `None`: no alert.
+    low_battery_percent: Option<f64>,
     judge: Option<Arc<dyn ReadingJudge>>,
     events: broadcast::Sender<Event>,
     config: BatchConfig,
@@ -825,6 +753,7 @@ impl Batcher {
             let _ = self.events.send(Event::Reading(reading.clone()));
         }
         self.judge(&readings).await;
+        self.raise_low_batteries(&committed.low_battery).await;
         self.stats
             .stored
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
@@ -860,6 +789,44 @@ impl Batcher {
         }
     }
 
+    /// Raises one alert per battery the batch found newly low.
+    async fn raise_low_batteries(&self, low: &[BatteryLow]) {
+        if low.is_empty() {
+            return;
+        }
+        let alerts: Vec<Alert> = low
+            .iter()
+            .map(|low| Alert {
+                value: Some(low.percent),
+                threshold: Some(low.limit),
+                ..Alert::pending(
+                    low.plant_id,
+                    Some(low.device_id),
+                    AlertKind::LowBattery,
+                    format!(
+                        "Battery low: {:.0} % (below {:.0} %); recharge or replace it",
+                        low.percent, low.limit
+                    ),
+                )
+            })
+            .collect();
+        let raised = match &self.judge {
+            Some(judge) => judge.raise(alerts).await,
+            None => {
+                let stored = self.alerts.record_alerts(&[], &alerts).await;
+                if stored.is_ok() {
+                    for alert in alerts {
+                        let _ = self.events.send(Event::Alert(alert));
+                    }
+                }
+                stored
+            }
+        };
+        if let Err(error) = raised {
+            tracing::warn!(%error, devices = low.len(), "cannot store low-battery alerts");
+        }
+    }
+
     /// What the table holds for the batch's (device, time) keys, once
     /// the batch inserted fewer rows than it had: a reading resent with the
     /// same values is stored (once); one with other values is refused, not
@@ -891,6 +858,7 @@ impl Batcher {
         let plants = self.devices.device_plants(ids).await?;
         let mut readings = Vec::with_capacity(batch.len());
         let mut last_seen: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        let mut vitals: HashMap<Uuid, VitalsSeen> = HashMap::new();
         let mut unknown = 0;
         for envelope in batch {
             let Some(plant_id) = plants.get(&envelope.device_id) else {
@@ -901,6 +869,21 @@ impl Batcher {
                 .entry(envelope.device_id)
                 .or_insert(envelope.received_at);
             *seen = (*seen).max(envelope.received_at);
+            if let Some(brought) = envelope.vitals {
+                let newest = VitalsSeen {
+                    vitals: brought,
+                    at: envelope.received_at,
+                    low_below: self.low_battery_percent,
+                };
+                vitals
+                    .entry(envelope.device_id)
+                    .and_modify(|held| {
+                        if held.at <= newest.at {
+                            *held = newest;
+                        }
+                    })
+                    .or_insert(newest);
+            }
             if let Some(t) = envelope.telemetry {
                 readings.push(Reading {
                     time: t.time,
@@ -912,7 +895,11 @@ impl Batcher {
         }
         let seen: Vec<Presence> = last_seen
             .iter()
-            .map(|(&device_id, &seen_at)| Presence { device_id, seen_at })
+            .map(|(&device_id, &seen_at)| Presence {
+                device_id,
+                seen_at,
+                vitals: vitals.get(&device_id).copied(),
+            })
             .collect();
         let committed = self.readings.commit_batch(&readings, &seen).await?;
         Ok((readings, committed, last_seen, plants, unknown))

@@ -1070,6 +1070,10 @@ impl ReadingJudge for GatedJudge {
         self.judged.lock().unwrap().extend_from_slice(readings);
         Ok(())
     }
+
+    async fn raise(&self, _: Vec<plantops_core::alert::Alert>) -> plantops_store::Result<()> {
+        Ok(())
+    }
 }
 
 /// A committed reading of a plant is acknowledged only once judged (a

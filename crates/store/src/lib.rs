@@ -123,6 +123,8 @@ pub struct CommittedBatch {
     /// Decided under the devices' row locks, so with several instances
     /// each change is reported by exactly one of them.
     pub came_online: Vec<(Uuid, DeviceStatus)>,
+    /// Batteries the batch's vitals found newly low.
+    pub low_battery: Vec<BatteryLow>,
 }
 
 /// A device the offline check found silent and marked offline.
@@ -161,6 +163,29 @@ pub type LiveFeed = std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>
 pub struct Presence {
     pub device_id: Uuid,
     pub seen_at: DateTime<Utc>,
+    /// The newest battery and signal the batch brought for the device,
+    /// stored in the batch's transaction.
+    pub vitals: Option<VitalsSeen>,
+}
+
+/// A device's battery and signal as a message brought them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VitalsSeen {
+    pub vitals: plantops_core::DeviceVitals,
+    /// When the message carrying them arrived.
+    pub at: DateTime<Utc>,
+    /// The low-battery limit (percent) when the device's plant sets none
+    /// (`PLANTOPS_LOW_BATTERY_PERCENT`).
+    pub low_below: Option<f64>,
+}
+
+/// A battery that fell below its limit with a committed batch: alert once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatteryLow {
+    pub device_id: Uuid,
+    pub plant_id: Option<Uuid>,
+    pub percent: f64,
+    pub limit: f64,
 }
 
 /// `[from, to)` widened to whole hours (UTC).
@@ -173,9 +198,10 @@ pub fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, Da
     (start, end)
 }
 
-/// A device's battery and signal, stored.
+/// A device's battery and signal, stored (values it did not send keep
+/// their last ones; older than the stored ones, nothing changes).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VitalsRecorded {
+pub(crate) struct VitalsRecorded {
     pub plant_id: Option<Uuid>,
     /// The battery fell below the limit with this message: alert once.
     pub became_low: bool,
@@ -406,16 +432,6 @@ pub trait ReadingStore: Send + Sync + 'static {
     ) -> Result<Vec<SeriesPoint>>;
     /// Deletes rollups of hours before `before`.
     async fn prune_rollups(&self, before: DateTime<Utc>) -> Result<u64>;
-    /// Stores a device's battery and signal as of `at` (values it did not
-    /// send keep their last ones) and judges the battery against its
-    /// plant's limit, else `low_below` percent. `None`: no such device.
-    async fn record_vitals(
-        &self,
-        device_id: Uuid,
-        vitals: &plantops_core::DeviceVitals,
-        at: DateTime<Utc>,
-        low_below: Option<f64>,
-    ) -> Result<Option<VitalsRecorded>>;
     async fn latest_device_reading(&self, device_id: Uuid) -> Result<Option<Reading>>;
     async fn latest_plant_readings(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>>;
     /// Readings of a plant since `since`, newest first.

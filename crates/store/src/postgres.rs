@@ -203,10 +203,12 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            let low_battery = Self::write_batch_vitals(&mut tx, &seen).await?;
             tx.commit().await?;
             Ok(CommittedBatch {
                 inserted,
                 came_online,
+                low_battery,
             })
         })
         .await

@@ -501,6 +501,106 @@ where
 macro_rules! shared_store {
     ($store:ty, $db:ty, $backend:expr, $migrator:expr) => {
         impl $store {
+            /// Stores a device's battery and signal as of `at` and judges
+            /// the battery against its plant's limit, else `low_below`.
+            async fn write_vitals(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                device_id: uuid::Uuid,
+                vitals: &plantops_core::DeviceVitals,
+                at: chrono::DateTime<chrono::Utc>,
+                low_below: Option<f64>,
+            ) -> $crate::Result<Option<$crate::VitalsRecorded>> {
+                let row: Option<(Option<uuid::Uuid>, bool, Option<$crate::sql::Timestamp>)> =
+                    sqlx::query_as(&format!(
+                        "SELECT plant_id, battery_low, vitals_at FROM devices WHERE id = $1{}",
+                        Self::LOCK_FOR_UPDATE
+                    ))
+                    .bind(device_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some((plant_id, was_low, last)) = row else {
+                    return Ok(None);
+                };
+                if last.is_some_and(|last| last.0 > at) {
+                    // An older message, arriving late: the newer values stay.
+                    return Ok(Some($crate::VitalsRecorded {
+                        plant_id,
+                        became_low: false,
+                        limit: None,
+                    }));
+                }
+                // The plant's own limit, when it has one (0: never).
+                let plant_limit: Option<i32> = match plant_id {
+                    Some(plant) => sqlx::query_scalar(
+                        "SELECT low_battery_percent FROM plants WHERE id = $1",
+                    )
+                    .bind(plant)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .flatten(),
+                    None => None,
+                };
+                let low_below = match plant_limit {
+                    Some(0) => None,
+                    Some(percent) => Some(f64::from(percent)),
+                    None => low_below,
+                };
+                let low = match (vitals.battery_percent, low_below) {
+                    (Some(percent), Some(limit)) if percent < limit => true,
+                    (Some(percent), Some(limit)) if percent >= limit + $crate::BATTERY_RECOVERY_MARGIN => false,
+                    (_, None) => false,
+                    _ => was_low,
+                };
+                sqlx::query(
+                    "UPDATE devices SET battery_percent = COALESCE($1, battery_percent), \
+                     battery_volts = COALESCE($2, battery_volts), rssi_dbm = COALESCE($3, rssi_dbm), \
+                     vitals_at = $4, battery_low = $5 WHERE id = $6",
+                )
+                .bind(vitals.battery_percent)
+                .bind(vitals.battery_volts)
+                .bind(vitals.rssi_dbm)
+                .bind($crate::sql::Timestamp(at))
+                .bind(low)
+                .bind(device_id)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Some($crate::VitalsRecorded {
+                    plant_id,
+                    became_low: low && !was_low,
+                    limit: low_below,
+                }))
+            }
+
+            /// Stores the vitals a batch brought, in its transaction; returns
+            /// the batteries that became low.
+            async fn write_batch_vitals(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                seen: &[$crate::Presence],
+            ) -> $crate::Result<Vec<$crate::BatteryLow>> {
+                let mut low = Vec::new();
+                for presence in seen {
+                    let Some(seen) = &presence.vitals else {
+                        continue;
+                    };
+                    let recorded =
+                        Self::write_vitals(tx, presence.device_id, &seen.vitals, seen.at, seen.low_below)
+                            .await?;
+                    if let (
+                        Some($crate::VitalsRecorded { plant_id, became_low: true, limit: Some(limit) }),
+                        Some(percent),
+                    ) = (recorded, seen.vitals.battery_percent)
+                    {
+                        low.push($crate::BatteryLow {
+                            device_id: presence.device_id,
+                            plant_id,
+                            percent,
+                            limit,
+                        });
+                    }
+                }
+                Ok(low)
+            }
+
             /// Saves threshold state changes and the alerts they caused.
             async fn write_alerts(
                 tx: &mut sqlx::Transaction<'static, $db>,
@@ -997,76 +1097,6 @@ macro_rules! shared_store {
                 seen: &[$crate::Presence],
             ) -> $crate::Result<$crate::CommittedBatch> {
                 self.insert_batch(readings, seen).await
-            }
-
-            async fn record_vitals(
-                &self,
-                device_id: uuid::Uuid,
-                vitals: &plantops_core::DeviceVitals,
-                at: chrono::DateTime<chrono::Utc>,
-                low_below: Option<f64>,
-            ) -> $crate::Result<Option<$crate::VitalsRecorded>> {
-                let mut tx = Self::begin_write(&self.pool).await?;
-                let row: Option<(Option<uuid::Uuid>, bool, Option<$crate::sql::Timestamp>)> =
-                    sqlx::query_as(&format!(
-                        "SELECT plant_id, battery_low, vitals_at FROM devices WHERE id = $1{}",
-                        Self::LOCK_FOR_UPDATE
-                    ))
-                    .bind(device_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some((plant_id, was_low, last)) = row else {
-                    return Ok(None);
-                };
-                if last.is_some_and(|last| last.0 > at) {
-                    // An older message, arriving late: the newer values stay.
-                    return Ok(Some($crate::VitalsRecorded {
-                        plant_id,
-                        became_low: false,
-                        limit: None,
-                    }));
-                }
-                // The plant's own limit, when it has one (0: never).
-                let plant_limit: Option<i32> = match plant_id {
-                    Some(plant) => sqlx::query_scalar(
-                        "SELECT low_battery_percent FROM plants WHERE id = $1",
-                    )
-                    .bind(plant)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten(),
-                    None => None,
-                };
-                let low_below = match plant_limit {
-                    Some(0) => None,
-                    Some(percent) => Some(f64::from(percent)),
-                    None => low_below,
-                };
-                let low = match (vitals.battery_percent, low_below) {
-                    (Some(percent), Some(limit)) if percent < limit => true,
-                    (Some(percent), Some(limit)) if percent >= limit + $crate::BATTERY_RECOVERY_MARGIN => false,
-                    (_, None) => false,
-                    _ => was_low,
-                };
-                sqlx::query(
-                    "UPDATE devices SET battery_percent = COALESCE($1, battery_percent), \
-                     battery_volts = COALESCE($2, battery_volts), rssi_dbm = COALESCE($3, rssi_dbm), \
-                     vitals_at = $4, battery_low = $5 WHERE id = $6",
-                )
-                .bind(vitals.battery_percent)
-                .bind(vitals.battery_volts)
-                .bind(vitals.rssi_dbm)
-                .bind($crate::sql::Timestamp(at))
-                .bind(low)
-                .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(Some($crate::VitalsRecorded {
-                    plant_id,
-                    became_low: low && !was_low,
-                    limit: low_below,
-                }))
             }
 
             async fn refresh_rollups(

@@ -149,10 +149,12 @@ impl SqliteStore {
             );
             query.build().persistent(false).execute(&mut *tx).await?;
         }
+        let low_battery = Self::write_batch_vitals(&mut tx, seen).await?;
         tx.commit().await?;
         Ok(CommittedBatch {
             inserted,
             came_online,
+            low_battery,
         })
     }
 

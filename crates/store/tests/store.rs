@@ -9,8 +9,8 @@ use plantops_core::{
     Bounds, Device, DeviceStatus, DeviceVitals, Measurements, Plant, Reading, Thresholds,
 };
 use plantops_store::{
-    AccountChange, AlertFilter, Backend, DeliveryUpdate, DynStore, Page, PlantOverview, Presence,
-    Registration, StateChange, StoredChannel, VitalsRecorded,
+    AccountChange, AlertFilter, Backend, BatteryLow, DeliveryUpdate, DynStore, Page, PlantOverview,
+    Presence, Registration, StateChange, StoredChannel, VitalsSeen,
 };
 use plantops_testkit::TestDb;
 use uuid::Uuid;
@@ -311,6 +311,7 @@ async fn devices_filter_by_status_and_paginate(db: &TestDb) {
         .map(|&device_id| Presence {
             device_id,
             seen_at: t0(),
+            vitals: None,
         })
         .collect();
     store.commit_batch(&[], &seen).await.unwrap();
@@ -378,6 +379,7 @@ async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
     let seen = [Presence {
         device_id: d.id,
         seen_at: t0() + Duration::seconds(2),
+        vitals: None,
     }];
     let first = store.commit_batch(&batch, &seen).await.unwrap();
     assert_eq!(first.inserted, 3);
@@ -407,6 +409,7 @@ async fn batches_are_idempotent_and_mark_devices_seen(db: &TestDb) {
     let older = [Presence {
         device_id: d.id,
         seen_at: t0(),
+        vitals: None,
     }];
     store.commit_batch(&[], &older).await.unwrap();
     let stored = store.get_device(d.id).await.unwrap().unwrap();
@@ -1250,6 +1253,8 @@ async fn cancelled_transactions_never_swallow_later_writes() {
     assert_eq!(visible, written, "writes stuck in a stale transaction");
 }
 
+/// Battery and signal travel with a batch's presences and are stored in
+/// its transaction; a battery falling below its limit is reported once.
 async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) {
     let store = db.store().await;
     let pot = plant("Pothos", t0());
@@ -1259,26 +1264,27 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
     let limit = Some(15.0);
     let at = |minutes: i64| t0() + Duration::minutes(minutes);
     let battery = |percent: f64| DeviceVitals::new(Some(percent), None, None).unwrap();
-    let became_low = |recorded: Option<VitalsRecorded>| recorded.unwrap().became_low;
+    // Commits a batch that brings `vitals` for `device_id`; returns the
+    // batteries it found newly low.
+    let record = |device_id: Uuid, vitals: DeviceVitals, minute: i64| {
+        let store = store.clone();
+        async move {
+            let seen = [Presence {
+                device_id,
+                seen_at: at(minute),
+                vitals: Some(VitalsSeen {
+                    vitals,
+                    at: at(minute),
+                    low_below: limit,
+                }),
+            }];
+            store.commit_batch(&[], &seen).await.unwrap().low_battery
+        }
+    };
 
-    let unknown = store
-        .record_vitals(Uuid::new_v4(), &battery(50.0), at(0), limit)
-        .await
-        .unwrap();
-    assert_eq!(unknown, None);
+    assert_eq!(record(Uuid::new_v4(), battery(5.0), 0).await, []);
     let full = DeviceVitals::new(Some(50.0), Some(3.8), Some(-61.0)).unwrap();
-    let recorded = store
-        .record_vitals(device.id, &full, at(1), limit)
-        .await
-        .unwrap();
-    assert_eq!(
-        recorded,
-        Some(VitalsRecorded {
-            plant_id: Some(pot.id),
-            became_low: false,
-            limit: Some(15.0),
-        })
-    );
+    assert_eq!(record(device.id, full, 1).await, []);
     let stored = store.get_device(device.id).await.unwrap().unwrap();
     assert_eq!(stored.vitals, Some(full));
     assert_eq!(stored.vitals_at, Some(at(1)));
@@ -1293,23 +1299,25 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
         (9.0, true),
     ];
     for (minute, (percent, expected)) in (2..).zip(steps) {
-        let recorded = store
-            .record_vitals(device.id, &battery(percent), at(minute), limit)
-            .await
-            .unwrap();
-        assert_eq!(became_low(recorded), expected, "{percent} %");
+        let low = record(device.id, battery(percent), minute).await;
+        assert_eq!(!low.is_empty(), expected, "{percent} %");
+        if expected {
+            assert_eq!(
+                low,
+                [BatteryLow {
+                    device_id: device.id,
+                    plant_id: Some(pot.id),
+                    percent,
+                    limit: 15.0
+                }]
+            );
+        }
     }
     // Only the signal: the battery keeps its last value.
     let signal = DeviceVitals::new(None, None, Some(-80.0)).unwrap();
-    store
-        .record_vitals(device.id, &signal, at(20), limit)
-        .await
-        .unwrap();
+    record(device.id, signal, 20).await;
     // A late message from before: ignored.
-    store
-        .record_vitals(device.id, &battery(99.0), at(10), limit)
-        .await
-        .unwrap();
+    record(device.id, battery(99.0), 10).await;
     let vitals = store
         .get_device(device.id)
         .await
@@ -1334,28 +1342,13 @@ async fn battery_and_signal_are_kept_and_a_low_battery_judged_once(db: &TestDb) 
             .low_battery_percent,
         Some(50)
     );
-    store
-        .record_vitals(device.id, &battery(90.0), at(30), limit)
-        .await
-        .unwrap();
-    let recorded = store
-        .record_vitals(device.id, &battery(40.0), at(31), limit)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((recorded.became_low, recorded.limit), (true, Some(50.0)));
+    record(device.id, battery(90.0), 30).await;
+    let low = record(device.id, battery(40.0), 31).await;
+    assert_eq!(low.iter().map(|l| l.limit).collect::<Vec<_>>(), [50.0]);
     own.low_battery_percent = Some(0);
     store.update_plant(&own).await.unwrap();
-    store
-        .record_vitals(device.id, &battery(90.0), at(32), limit)
-        .await
-        .unwrap();
-    let recorded = store
-        .record_vitals(device.id, &battery(1.0), at(33), limit)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((recorded.became_low, recorded.limit), (false, None));
+    record(device.id, battery(90.0), 32).await;
+    assert_eq!(record(device.id, battery(1.0), 33).await, []);
 }
 
 async fn hourly_rollups_answer_like_the_readings_and_outlive_them(db: &TestDb) {

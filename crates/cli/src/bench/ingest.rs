@@ -39,6 +39,10 @@ pub struct IngestArgs {
     /// so every reading is judged (alerting) before it is acknowledged.
     #[arg(long)]
     pub plants: bool,
+    /// Send battery and signal with every reading, as the ESPHome
+    /// configuration does.
+    #[arg(long)]
+    pub vitals: bool,
 
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
@@ -140,6 +144,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             options,
             plantops_core::topic::telemetry(&device.device_id.to_string()),
             base_ms,
+            args.vitals,
             clock.clone(),
             connected.clone(),
         ));
@@ -191,6 +196,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let result = json!({
         "backend": server.backend,
         "instances": server.instances(),
+        "vitals": args.vitals,
         "connections": args.connections,
         "inflight": args.inflight,
         "duration_secs": args.duration,
@@ -253,6 +259,7 @@ async fn publish_until(
     options: rumqttc::MqttOptions,
     topic: String,
     base_ms: i64,
+    vitals: bool,
     clock: Arc<Clock>,
     connected: Arc<AtomicU64>,
 ) -> ConnectionResult {
@@ -268,8 +275,13 @@ async fn publish_until(
         tokio::spawn(async move {
             let mut sequence = 0i64;
             while Instant::now() < until {
+                let vitals = if vitals {
+                    format!(r#","battery":{},"rssi":-61"#, 90 - sequence % 20)
+                } else {
+                    String::new()
+                };
                 let payload = format!(
-                    r#"{{"timestamp":{},"soil_moisture":{:.1},"temperature":21.5,"humidity":55.0,"light_level":{}}}"#,
+                    r#"{{"timestamp":{},"soil_moisture":{:.1},"temperature":21.5,"humidity":55.0,"light_level":{}{vitals}}}"#,
                     base_ms + sequence,
                     30.0 + (sequence % 400) as f64 / 10.0,
                     sequence % 20_000,

@@ -71,6 +71,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         seen.extend(ids.into_iter().map(|device_id| Presence {
             device_id,
             seen_at: plantops_core::now(),
+            vitals: None,
         }));
         written += store.commit_batch(&batch, &seen).await?.inserted;
     }

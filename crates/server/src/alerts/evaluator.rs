@@ -188,6 +188,12 @@ impl ReadingJudge for Evaluator {
     async fn judge(&self, readings: &[Reading]) -> plantops_store::Result<()> {
         self.judge_readings(readings).await
     }
+
+    async fn raise(&self, alerts: Vec<Alert>) -> plantops_store::Result<()> {
+        self.store.record_alerts(&[], &alerts).await?;
+        self.announce(alerts);
+        Ok(())
+    }
 }
 
 /// Runs each reading (oldest first) through its plant's per-metric state

@@ -110,9 +110,10 @@ api-fuzz: fuzz-deps ## Bounded API fuzz run (~30 s): requests generated from the
 	$(CARGO) build -p plantops
 	scripts/api-fuzz 100
 
-fuzz: fuzz-deps ## Long API fuzz run (2,000 requests per operation)
+fuzz: fuzz-deps ## Long fuzz runs: the API (2,000 requests per operation) and the built-in broker (20,000 byte streams and packet sequences)
 	$(CARGO) build -p plantops
 	scripts/api-fuzz 2000
+	PLANTOPS_FUZZ_CASES=20000 $(CARGO) test -p plantops-mqtt --lib --test fuzz_broker -- fuzz arbitrary pings
 
 soak: ## Faults under load for 30 min (PLANTOPS_SOAK_MINUTES, _DEVICES, _FAULT_SECS): checks nothing acknowledged is lost, prints the figures for docs/benchmarks.md
 	$(CARGO) test --profile smoke -p plantops --test it faults::soak -- --ignored --nocapture

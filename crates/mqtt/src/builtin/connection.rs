@@ -791,6 +791,84 @@ async fn settled(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The packets and PINGRESPs `Input` makes of `bytes` arriving in
+    /// pieces cut at `cuts`, or the reason it refused them.
+    fn taken(bytes: &[u8], cuts: &[usize]) -> (Vec<Bytes>, usize, Option<ReasonCode>) {
+        let mut input = Input::new();
+        let mut output = BytesMut::new();
+        let mut packets = Vec::new();
+        let mut start = 0;
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        for end in ends {
+            input.buffer.extend_from_slice(&bytes[start..end]);
+            start = end;
+            if let Err(reason) = input.scan(&mut output) {
+                return (packets, output.len() / 2, Some(reason));
+            }
+            while let Ok(Some(packet)) = input.next_frame() {
+                packets.push(packet);
+            }
+            assert_eq!(input.buffered_qos1, 0, "every counted publish was taken");
+            assert_eq!(input.scanned, 0);
+        }
+        (packets, output.len() / 2, None)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PLANTOPS_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+        ))]
+
+        /// Whatever bytes a client sends, framing and decoding answer
+        /// without panicking, and how the bytes are split across reads
+        /// changes nothing about the packets taken or the PINGs answered.
+        #[test]
+        fn arbitrary_bytes_frame_and_decode_the_same_however_they_arrive(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let whole = taken(&bytes, &[]);
+            let pieces = taken(&bytes, &cuts);
+            // A refusal ends the connection at once, so what was taken
+            // before it may differ; the reason may not.
+            prop_assert_eq!(whole.2, pieces.2);
+            if whole.2.is_none() {
+                prop_assert_eq!(&whole, &pieces);
+            }
+            for packet in whole.0 {
+                for version in [V311, V5] {
+                    let _ = decode(packet.clone(), version);
+                }
+            }
+        }
+
+        /// Well-formed packets among arbitrary ones: each PINGREQ is
+        /// answered once, ahead of its turn, and never taken as a packet.
+        #[test]
+        fn pings_are_answered_once_and_taken_out(
+            packets in proptest::collection::vec(
+                prop_oneof![
+                    Just(PINGREQ.to_vec()),
+                    Just(vec![0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x07]),
+                    Just(vec![0x30, 0x03, 0x00, 0x01, b't']),
+                    proptest::collection::vec(any::<u8>(), 2..3).prop_map(|b| vec![0xE0 | (b[0] & 0x0F), 0x00]),
+                ],
+                0..40,
+            ),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let bytes: Vec<u8> = packets.concat();
+            let pings = packets.iter().filter(|p| p[..] == PINGREQ).count();
+            let (taken_packets, answered, refused) = taken(&bytes, &cuts);
+            prop_assert_eq!(refused, None);
+            prop_assert_eq!(answered, pings);
+            prop_assert_eq!(taken_packets.len(), packets.len() - pings);
+        }
+    }
 
     #[test]
     fn frames_are_cut_at_their_length_and_bounded() {

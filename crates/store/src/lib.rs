@@ -198,17 +198,6 @@ pub fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, Da
     (start, end)
 }
 
-/// A device's battery and signal, stored (values it did not send keep
-/// their last ones; older than the stored ones, nothing changes).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct VitalsRecorded {
-    pub plant_id: Option<Uuid>,
-    /// The battery fell below the limit with this message: alert once.
-    pub became_low: bool,
-    /// The limit it was judged against: the plant's, else the global one.
-    pub limit: Option<f64>,
-}
-
 /// Percentage points above the low-battery limit a battery must reach
 /// before a new discharge can alert again (a voltage wobbling around the
 /// limit alerts once).

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::sql::{shared_store, ReadingRow, SeriesRow, SeriesSource, READING_COLUMNS};
+use crate::sql::{shared_store, ReadingRow, SeriesRow, SeriesSource, VitalsWrite, READING_COLUMNS};
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
 /// The advisory lock key of the lead ("plantops" in ASCII).
@@ -134,6 +134,37 @@ impl PostgresStore {
             .connect(url)
             .await?;
         Ok(Self { pool })
+    }
+
+    /// Writes a batch's vitals in one statement: columns travel as arrays.
+    async fn update_vitals(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        writes: &[VitalsWrite],
+    ) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&VitalsWrite) -> Option<f64>| writes.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "UPDATE devices AS d SET \
+             battery_percent = COALESCE(v.battery_percent, d.battery_percent), \
+             battery_volts = COALESCE(v.battery_volts, d.battery_volts), \
+             rssi_dbm = COALESCE(v.rssi_dbm, d.rssi_dbm), \
+             vitals_at = v.vitals_at, battery_low = v.battery_low \
+             FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], \
+             $5::timestamptz[], $6::bool[]) \
+             AS v(id, battery_percent, battery_volts, rssi_dbm, vitals_at, battery_low) \
+             WHERE d.id = v.id",
+        )
+        .bind(writes.iter().map(|w| w.device_id).collect::<Vec<_>>())
+        .bind(column(|w| w.vitals.battery_percent))
+        .bind(column(|w| w.vitals.battery_volts))
+        .bind(column(|w| w.vitals.rssi_dbm))
+        .bind(writes.iter().map(|w| w.at).collect::<Vec<_>>())
+        .bind(writes.iter().map(|w| w.low).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     async fn insert_batch(

@@ -5,6 +5,8 @@
 //! and JSON columns as [`sqlx::types::Json`] (text on SQLite, `jsonb` on
 //! PostgreSQL).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, TimeZone, Utc};
 use plantops_core::account::Enrollment;
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
@@ -498,106 +500,120 @@ where
 /// differ are the backend's own inherent methods, which the generated impls
 /// call: `insert_batch`, `latest_per_plant`, `history`, `series_rows` and
 /// `prune`.
+/// A device's stored battery state, as a batch's vitals are judged
+/// against it.
+#[derive(FromRow)]
+pub(crate) struct StoredVitals {
+    id: Uuid,
+    plant_id: Option<Uuid>,
+    battery_low: bool,
+    vitals_at: Option<Timestamp>,
+    /// The plant's own low-battery limit (0: never).
+    plant_limit: Option<i32>,
+}
+
+/// One device's vitals as a batch writes them.
+pub(crate) struct VitalsWrite {
+    pub(crate) device_id: Uuid,
+    pub(crate) vitals: plantops_core::DeviceVitals,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) low: bool,
+}
+
+/// Judges each device's newest vitals against its stored state: what to
+/// write (nothing for a device deleted meanwhile, or for vitals older than
+/// the stored ones) and which batteries became low. A battery is low below
+/// the plant's limit, else the batch's; it stays low until it is back
+/// [`crate::BATTERY_RECOVERY_MARGIN`] above.
+pub(crate) fn judge_vitals(
+    stored: &[StoredVitals],
+    seen: &[crate::Presence],
+) -> (Vec<VitalsWrite>, Vec<crate::BatteryLow>) {
+    let stored: HashMap<Uuid, &StoredVitals> = stored.iter().map(|s| (s.id, s)).collect();
+    let mut writes = Vec::new();
+    let mut became_low = Vec::new();
+    for presence in seen {
+        let (Some(seen), Some(device)) = (&presence.vitals, stored.get(&presence.device_id)) else {
+            continue;
+        };
+        if device.vitals_at.is_some_and(|last| last.0 > seen.at) {
+            // An older message, arriving late: the newer values stay.
+            continue;
+        }
+        let limit = match device.plant_limit {
+            Some(0) => None,
+            Some(percent) => Some(f64::from(percent)),
+            None => seen.low_below,
+        };
+        let low = match (seen.vitals.battery_percent, limit) {
+            (Some(percent), Some(limit)) if percent < limit => true,
+            (Some(percent), Some(limit)) if percent >= limit + crate::BATTERY_RECOVERY_MARGIN => {
+                false
+            }
+            (_, None) => false,
+            _ => device.battery_low,
+        };
+        if let (true, false, Some(percent), Some(limit)) =
+            (low, device.battery_low, seen.vitals.battery_percent, limit)
+        {
+            became_low.push(crate::BatteryLow {
+                device_id: presence.device_id,
+                plant_id: device.plant_id,
+                percent,
+                limit,
+            });
+        }
+        writes.push(VitalsWrite {
+            device_id: presence.device_id,
+            vitals: seen.vitals,
+            at: seen.at,
+            low,
+        });
+    }
+    (writes, became_low)
+}
+
 macro_rules! shared_store {
     ($store:ty, $db:ty, $backend:expr, $migrator:expr) => {
         impl $store {
-            /// Stores a device's battery and signal as of `at` and judges
-            /// the battery against its plant's limit, else `low_below`.
-            async fn write_vitals(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                device_id: uuid::Uuid,
-                vitals: &plantops_core::DeviceVitals,
-                at: chrono::DateTime<chrono::Utc>,
-                low_below: Option<f64>,
-            ) -> $crate::Result<Option<$crate::VitalsRecorded>> {
-                let row: Option<(Option<uuid::Uuid>, bool, Option<$crate::sql::Timestamp>)> =
-                    sqlx::query_as(&format!(
-                        "SELECT plant_id, battery_low, vitals_at FROM devices WHERE id = $1{}",
-                        Self::LOCK_FOR_UPDATE
-                    ))
-                    .bind(device_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                let Some((plant_id, was_low, last)) = row else {
-                    return Ok(None);
-                };
-                if last.is_some_and(|last| last.0 > at) {
-                    // An older message, arriving late: the newer values stay.
-                    return Ok(Some($crate::VitalsRecorded {
-                        plant_id,
-                        became_low: false,
-                        limit: None,
-                    }));
-                }
-                // The plant's own limit, when it has one (0: never).
-                let plant_limit: Option<i32> = match plant_id {
-                    Some(plant) => sqlx::query_scalar(
-                        "SELECT low_battery_percent FROM plants WHERE id = $1",
-                    )
-                    .bind(plant)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .flatten(),
-                    None => None,
-                };
-                let low_below = match plant_limit {
-                    Some(0) => None,
-                    Some(percent) => Some(f64::from(percent)),
-                    None => low_below,
-                };
-                let low = match (vitals.battery_percent, low_below) {
-                    (Some(percent), Some(limit)) if percent < limit => true,
-                    (Some(percent), Some(limit)) if percent >= limit + $crate::BATTERY_RECOVERY_MARGIN => false,
-                    (_, None) => false,
-                    _ => was_low,
-                };
-                sqlx::query(
-                    "UPDATE devices SET battery_percent = COALESCE($1, battery_percent), \
-                     battery_volts = COALESCE($2, battery_volts), rssi_dbm = COALESCE($3, rssi_dbm), \
-                     vitals_at = $4, battery_low = $5 WHERE id = $6",
-                )
-                .bind(vitals.battery_percent)
-                .bind(vitals.battery_volts)
-                .bind(vitals.rssi_dbm)
-                .bind($crate::sql::Timestamp(at))
-                .bind(low)
-                .bind(device_id)
-                .execute(&mut **tx)
-                .await?;
-                Ok(Some($crate::VitalsRecorded {
-                    plant_id,
-                    became_low: low && !was_low,
-                    limit: low_below,
-                }))
-            }
-
-            /// Stores the vitals a batch brought, in its transaction; returns
-            /// the batteries that became low.
+            /// Stores the vitals a batch brought, in its transaction (two
+            /// statements however many devices); returns the batteries
+            /// that became low. On PostgreSQL the batch holds the devices'
+            /// rows already.
             async fn write_batch_vitals(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 seen: &[$crate::Presence],
             ) -> $crate::Result<Vec<$crate::BatteryLow>> {
-                let mut low = Vec::new();
-                for presence in seen {
-                    let Some(seen) = &presence.vitals else {
-                        continue;
-                    };
-                    let recorded =
-                        Self::write_vitals(tx, presence.device_id, &seen.vitals, seen.at, seen.low_below)
-                            .await?;
-                    if let (
-                        Some($crate::VitalsRecorded { plant_id, became_low: true, limit: Some(limit) }),
-                        Some(percent),
-                    ) = (recorded, seen.vitals.battery_percent)
-                    {
-                        low.push($crate::BatteryLow {
-                            device_id: presence.device_id,
-                            plant_id,
-                            percent,
-                            limit,
-                        });
-                    }
+                let ids: Vec<uuid::Uuid> = seen
+                    .iter()
+                    .filter(|p| p.vitals.is_some())
+                    .map(|p| p.device_id)
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let mut stored: Vec<$crate::sql::StoredVitals> = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks($crate::sql::IDS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT d.id, d.plant_id, d.battery_low, d.vitals_at, \
+                         p.low_battery_percent AS plant_limit \
+                         FROM devices d LEFT JOIN plants p ON p.id = d.plant_id WHERE d.id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    stored.extend(
+                        query
+                            .build_query_as::<$crate::sql::StoredVitals>()
+                            .persistent(false)
+                            .fetch_all(&mut **tx)
+                            .await?,
+                    );
+                }
+                let (writes, low) = $crate::sql::judge_vitals(&stored, seen);
+                Self::update_vitals(tx, &writes).await?;
                 Ok(low)
             }
 

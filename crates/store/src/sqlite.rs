@@ -13,7 +13,8 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::sql::{
-    from_millis, shared_store, ReadingRow, SeriesRow, SeriesSource, Timestamp, READING_COLUMNS,
+    from_millis, shared_store, ReadingRow, SeriesRow, SeriesSource, Timestamp, VitalsWrite,
+    READING_COLUMNS,
 };
 use crate::{Backend, CommittedBatch, Lead, LiveFeed, Presence, Result, StoreError};
 
@@ -156,6 +157,36 @@ impl SqliteStore {
             came_online,
             low_battery,
         })
+    }
+
+    /// Writes a batch's vitals in one statement per chunk of devices.
+    async fn update_vitals(
+        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        writes: &[VitalsWrite],
+    ) -> Result<()> {
+        for chunk in writes.chunks(MAX_BINDS / 6) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH v (id, battery_percent, battery_volts, rssi_dbm, vitals_at, battery_low) AS (",
+            );
+            query.push_values(chunk, |mut row, write| {
+                row.push_bind(write.device_id)
+                    .push_bind(write.vitals.battery_percent)
+                    .push_bind(write.vitals.battery_volts)
+                    .push_bind(write.vitals.rssi_dbm)
+                    .push_bind(Timestamp(write.at))
+                    .push_bind(write.low);
+            });
+            query.push(
+                ") UPDATE devices SET \
+                 battery_percent = COALESCE(v.battery_percent, devices.battery_percent), \
+                 battery_volts = COALESCE(v.battery_volts, devices.battery_volts), \
+                 rssi_dbm = COALESCE(v.rssi_dbm, devices.rssi_dbm), \
+                 vitals_at = v.vitals_at, battery_low = v.battery_low \
+                 FROM v WHERE devices.id = v.id",
+            );
+            query.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     async fn latest_per_plant(&self, plant_ids: &[Uuid]) -> Result<HashMap<Uuid, Reading>> {

@@ -227,6 +227,8 @@ fn spawn_serve(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Ch
         // bench measures the server, not the limit.
         .env("PLANTOPS_DEVICE_MESSAGES_PER_SEC", "10000000")
         .env("PLANTOPS_DEVICE_MESSAGE_BURST", "10000000")
+        // Every benchmark device logs in from this one host.
+        .env("PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS", "1000000")
         .env(
             "LOG_LEVEL",
             std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),

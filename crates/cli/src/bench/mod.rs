@@ -3,6 +3,7 @@
 pub mod api;
 pub mod connections;
 pub mod ingest;
+pub mod logins;
 pub mod server;
 pub mod store;
 
@@ -16,6 +17,9 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// Server memory while holding many idle device connections.
     Connections(connections::ConnectionsArgs),
+    /// One host opening connections with the largest CONNECT as fast as it
+    /// can while a device on another address logs in and publishes.
+    Logins(logins::LoginsArgs),
     /// The database's raw insert rate in ingestion's batch shape.
     Store(store::StoreArgs),
 }
@@ -25,6 +29,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
+        BenchCommand::Logins(args) => logins::run(args).await,
         BenchCommand::Store(args) => store::run(args).await,
     }
 }

@@ -59,6 +59,11 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl ServerUnderTest {
     pub async fn start(options: &ServerOptions) -> anyhow::Result<Self> {
+        Self::start_with(options, &[]).await
+    }
+
+    /// Starts the server with settings of its own (`env`) over the bench's.
+    pub async fn start_with(options: &ServerOptions, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut others = Vec::new();
         let mut ports = Vec::new();
         let (api, child, temporary, database_url) = match &options.url {
@@ -97,7 +102,7 @@ impl ServerUnderTest {
                             path
                         }
                     };
-                    let (child, http_port) = spawn_serve(&data_dir)?;
+                    let (child, http_port) = spawn_serve(&data_dir, env)?;
                     children.push(child);
                     ports.push(http_port);
                     first_dir.get_or_insert(data_dir);
@@ -209,7 +214,10 @@ impl ServerUnderTest {
 
 /// Starts `plantops serve` on `data_dir` with free local ports and this
 /// process's environment; returns it and its HTTP port.
-fn spawn_serve(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, u16)> {
+fn spawn_serve(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(tokio::process::Child, u16)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let http_port = free_port()?;
@@ -236,6 +244,7 @@ fn spawn_serve(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Ch
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    command.envs(env.iter().copied());
     let child = command.spawn().context("cannot start plantops serve")?;
     Ok((child, http_port))
 }

@@ -677,9 +677,24 @@ mod properties {
         #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
-        fn numbers_outside_their_range_are_refused(raw in "\\PC{0,24}") {
-            if let Ok(n) = whole_number::<u64>("X", 1, 3600)(&raw) {
-                prop_assert!((1..=3600).contains(&n));
+        fn numbers_outside_their_range_are_refused(
+            n in prop_oneof![0u64..=0, 3601u64..=u64::MAX, 1u64..=3600],
+            pad in " {0,2}",
+        ) {
+            let answer = whole_number::<u64>("X", 1, 3600)(&format!("{pad}{n}{pad}"));
+            if (1..=3600).contains(&n) {
+                prop_assert_eq!(answer, Ok(n));
+            } else {
+                prop_assert_eq!(answer, Err("X must be a whole number from 1 to 3600".to_string()));
+            }
+        }
+
+        #[test]
+        fn what_is_not_a_whole_number_is_refused(raw in "[-+.eE0-9a-z ]{0,12}") {
+            let answer = whole_number::<u64>("X", 1, 3600)(&raw);
+            match raw.trim().parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => prop_assert_eq!(answer, Ok(n)),
+                _ => prop_assert!(answer.is_err(), "{raw:?} was taken"),
             }
         }
 

@@ -514,15 +514,18 @@ impl Server {
                 )
             }
         }));
-        let notifications = Arc::new(NotificationSettings::new(
-            &store,
-            secrets,
-            config.discord_webhook_url.clone().map(WebhookUrl),
-            WebhookDestinations::new(&config.discord_webhook_prefixes)
-                .map_err(anyhow::Error::msg)
-                .context("PLANTOPS_DISCORD_WEBHOOK_PREFIXES")?,
-            config.notification_services.clone(),
-        ));
+        let notifications = Arc::new(
+            NotificationSettings::new(
+                &store,
+                secrets,
+                config.discord_webhook_url.clone().map(WebhookUrl),
+                WebhookDestinations::new(&config.discord_webhook_prefixes)
+                    .map_err(anyhow::Error::msg)
+                    .context("PLANTOPS_DISCORD_WEBHOOK_PREFIXES")?,
+                config.notification_services.clone(),
+            )
+            .context("cannot set up the HTTP client that sends notifications")?,
+        );
         tasks.push(supervise("notifier", task_health.clone(), {
             let (store, notifications, outbox) =
                 (store.clone(), notifications.clone(), outbox.clone());

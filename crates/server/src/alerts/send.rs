@@ -166,15 +166,17 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(settings: SendSettings) -> Self {
+    /// Fails only when no HTTP client can be built (no TLS backend): then
+    /// nothing could be sent, and a default client would follow redirects
+    /// and wait for ever.
+    pub fn new(settings: SendSettings) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             // A webhook URL is a credential; a redirect would send alerts
             // elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { http, settings }
+            .build()?;
+        Ok(Self { http, settings })
     }
 
     pub async fn send(&self, config: &ChannelConfig, notice: &Notice<'_>) -> Attempt {

@@ -93,15 +93,15 @@ impl NotificationSettings {
         from_env: Option<WebhookUrl>,
         destinations: WebhookDestinations,
         send: SendSettings,
-    ) -> Self {
-        Self {
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
             store: store.clone(),
             channels: Channels::new(store.clone(), secrets.clone()),
             secrets,
             from_env,
             destinations,
-            sender: Sender::new(send),
-        }
+            sender: Sender::new(send)?,
+        })
     }
 
     pub async fn discord_webhook(&self) -> Result<Option<WebhookUrl>, SettingsError> {

@@ -85,7 +85,9 @@ impl Mosquitto {
         ]
     }
 
-    /// Runs `mosquitto_ctrl dynsec …` as the admin; returns stdout.
+    /// Runs `mosquitto_ctrl dynsec …` as the admin; returns stdout. A
+    /// failed command fails the test (an empty answer would pass for "no
+    /// such client").
     pub async fn ctrl(&self, args: &[&str]) -> String {
         let output = Command::new("mosquitto_ctrl")
             .args(["-h", "localhost", "-p", &self.port.to_string(), "--cafile"])
@@ -95,6 +97,11 @@ impl Mosquitto {
             .output()
             .await
             .unwrap();
+        assert!(
+            output.status.success(),
+            "mosquitto_ctrl dynsec {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).to_string()
     }
 }

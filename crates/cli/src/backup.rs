@@ -124,11 +124,15 @@ async fn scheduled(database: &DatabaseSettings, settings: &BackupSettings) -> an
     };
     let store = crate::serve::open_database(database).await?;
     tracing::info!(schedule = %plan.schedule, dir = %plan.dir.display(), keep = plan.keep, "scheduled backups");
-    // The server's notifier delivers the alert from the database.
-    let on_alert: plantops_server::backups::OnAlert = std::sync::Arc::new(|_| {});
+    // Nobody here listens for live events or delivers notices: the
+    // server's notifier delivers the alert from the database.
+    let announcer = plantops_server::alerts::Announcer::new(
+        tokio::sync::broadcast::channel(1).0,
+        std::sync::Arc::default(),
+    );
     let url = database.url();
     tokio::select! {
-        () = plantops_server::backups::run_scheduled(store, url, plan, on_alert) => Ok(()),
+        () = plantops_server::backups::run_scheduled(store, url, plan, announcer) => Ok(()),
         () = crate::serve::shutdown_signal() => Ok(()),
     }
 }

@@ -460,7 +460,8 @@ impl Server {
         let task_health = Arc::new(TaskHealth::default());
         // Judges committed readings for ingestion, and device status
         // changes from the live events.
-        let evaluator = Arc::new(Evaluator::new(&store, events.clone(), outbox.clone()));
+        let announcer = crate::alerts::Announcer::new(events.clone(), outbox.clone());
+        let evaluator = Arc::new(Evaluator::new(&store, announcer.clone()));
         tasks.push(supervise("evaluator", task_health.clone(), {
             let (evaluator, events) = (evaluator.clone(), events.clone());
             // Subscribed before anything can publish, so no status change
@@ -559,19 +560,9 @@ impl Server {
         };
         let certificates = certificate_ends(&setup);
         if !certificates.is_empty() {
-            let (store, ends, events, outbox) = (
-                store.clone(),
-                certificates.clone(),
-                events.clone(),
-                outbox.clone(),
-            );
+            let (store, ends, announcer) = (store.clone(), certificates.clone(), announcer.clone());
             leader_jobs.push(LeaderJob::new("certificate watch", move || {
-                crate::alerts::certificates::watch(
-                    store.clone(),
-                    ends.clone(),
-                    events.clone(),
-                    outbox.clone(),
-                )
+                crate::alerts::certificates::watch(store.clone(), ends.clone(), announcer.clone())
             }));
         }
         tasks.extend(setup.provisioning);
@@ -603,25 +594,18 @@ impl Server {
             }));
         }
         if let Some(plan) = config.backups.clone() {
-            let (store, url, events, outbox) = (
+            let (store, url, announcer) = (
                 store.clone(),
                 config.database_url.clone(),
-                events.clone(),
-                outbox.clone(),
+                announcer.clone(),
             );
-            let on_alert: crate::backups::OnAlert = Arc::new(move |alert| {
-                metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str())
-                    .increment(1);
-                let _ = events.send(plantops_core::event::Event::Alert(alert));
-                outbox.notify_one();
-            });
             tracing::info!(schedule = %plan.schedule, dir = %plan.dir.display(), keep = plan.keep, "scheduled backups");
             leader_jobs.push(LeaderJob::new("scheduled backups", move || {
                 crate::backups::run_scheduled(
                     store.clone(),
                     url.clone(),
                     plan.clone(),
-                    on_alert.clone(),
+                    announcer.clone(),
                 )
             }));
         }

@@ -4,15 +4,12 @@
 //! connecting, silently, on the day it ends. One alert per certificate and
 //! end date, whichever instance leads and however often it restarts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plantops_core::alert::{Alert, AlertKind};
-use plantops_core::event::Event;
 use plantops_mqtt::certs::RENEW_BEFORE_DAYS;
 use plantops_store::DynStore;
-use tokio::sync::{broadcast, Notify};
 
 /// Where the end date of the last warned-about certificate is kept.
 fn warned_key(name: &str) -> String {
@@ -70,23 +67,13 @@ pub async fn check(
 pub async fn watch(
     store: DynStore,
     certificates: Vec<(&'static str, DateTime<Utc>)>,
-    events: broadcast::Sender<Event>,
-    outbox: Arc<Notify>,
+    announcer: super::Announcer,
 ) {
     let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         daily.tick().await;
         match check(&store, &certificates, Utc::now()).await {
-            Ok(raised) if raised.is_empty() => {}
-            Ok(raised) => {
-                for alert in raised {
-                    tracing::warn!(message = %alert.message, "certificate alert raised");
-                    metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str())
-                        .increment(1);
-                    let _ = events.send(Event::Alert(alert));
-                }
-                outbox.notify_one();
-            }
+            Ok(raised) => announcer.announce(raised),
             Err(error) => tracing::warn!(%error, "cannot check certificate ends"),
         }
     }

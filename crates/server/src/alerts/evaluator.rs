@@ -14,7 +14,9 @@ use plantops_core::plant::BoundSide;
 use plantops_core::{DeviceStatus, Metric, Plant, Reading};
 use plantops_mqtt::ingest::ReadingJudge;
 use plantops_store::{DynStore, JudgedPlant, StateChange};
-use tokio::sync::{broadcast, Notify};
+
+use super::Announcer;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// How far back the catch-up looks for unjudged readings: an alert about
@@ -27,9 +29,7 @@ const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60
 pub struct Evaluator {
     /// Plants' thresholds and states, and the alerts (the outbox).
     store: DynStore,
-    events: broadcast::Sender<Event>,
-    /// Wakes the notifier when alerts are stored.
-    outbox: Arc<Notify>,
+    announcer: Announcer,
 }
 
 fn format_value(metric: Metric, value: f64) -> String {
@@ -48,11 +48,10 @@ fn label(metric: Metric) -> &'static str {
 }
 
 impl Evaluator {
-    pub fn new(store: &DynStore, events: broadcast::Sender<Event>, outbox: Arc<Notify>) -> Self {
+    pub fn new(store: &DynStore, announcer: Announcer) -> Self {
         Self {
             store: store.clone(),
-            events,
-            outbox,
+            announcer,
         }
     }
 
@@ -171,15 +170,7 @@ impl Evaluator {
     }
 
     fn announce(&self, alerts: Vec<Alert>) {
-        if alerts.is_empty() {
-            return;
-        }
-        for alert in alerts {
-            tracing::info!(plant_id = ?alert.plant_id, device_id = ?alert.device_id, kind = alert.kind.as_str(), "alert raised");
-            metrics::counter!("plantops_alerts_total", "kind" => alert.kind.as_str()).increment(1);
-            let _ = self.events.send(Event::Alert(alert));
-        }
-        self.outbox.notify_one();
+        self.announcer.announce(alerts);
     }
 }
 

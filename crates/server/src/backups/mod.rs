@@ -10,7 +10,6 @@ pub mod database;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -372,10 +371,6 @@ pub async fn run_once(
     }
 }
 
-/// Called with each alert a failed backup raises (to show it live and
-/// wake the notifier in this process).
-pub type OnAlert = Arc<dyn Fn(Alert) + Send + Sync>;
-
 /// Takes backups by the plan until stopped. A backup the schedule called
 /// for while nothing ran (the machine was off, the leader changed) is
 /// taken at start.
@@ -383,7 +378,7 @@ pub async fn run_scheduled(
     store: DynStore,
     database_url: String,
     plan: BackupPlan,
-    on_alert: OnAlert,
+    announcer: crate::alerts::Announcer,
 ) {
     let missed = match BackupStatus::read(&store).await {
         Ok(status) => match (
@@ -403,7 +398,7 @@ pub async fn run_scheduled(
     loop {
         if due {
             match run_once(&store, &database_url, &plan).await {
-                Ok(Some(alert)) => on_alert(alert),
+                Ok(Some(alert)) => announcer.announce(vec![alert]),
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "cannot record the backup's outcome"),
             }

@@ -136,6 +136,28 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// Raises each plant's judged high-water mark to the time given (never
+    /// lowers it), in one statement.
+    async fn raise_judged_marks(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        newest: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<()> {
+        if newest.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE plants AS p SET readings_judged_through = v.judged \
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, judged) \
+             WHERE p.id = v.id AND (p.readings_judged_through IS NULL \
+             OR p.readings_judged_through < v.judged)",
+        )
+        .bind(newest.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(newest.iter().map(|(_, time)| *time).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// Writes a batch's vitals in one statement: columns travel as arrays.
     async fn update_vitals(
         tx: &mut sqlx::Transaction<'static, Postgres>,

@@ -1376,16 +1376,7 @@ macro_rules! shared_store {
                         .collect();
                     let (states, alerts) = judge(plants);
                     Self::write_alerts(&mut tx, &states, &alerts).await?;
-                    for (plant_id, time) in &newest {
-                        sqlx::query(
-                            "UPDATE plants SET readings_judged_through = $2 WHERE id = $1 \
-                             AND (readings_judged_through IS NULL OR readings_judged_through < $2)",
-                        )
-                        .bind(plant_id)
-                        .bind($crate::sql::Timestamp(*time))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                    Self::raise_judged_marks(&mut tx, &newest).await?;
                     tx.commit().await?;
                     Ok(alerts)
                 })

@@ -159,6 +159,27 @@ impl SqliteStore {
         })
     }
 
+    /// Raises each plant's judged high-water mark to the time given (never
+    /// lowers it), one statement per chunk of plants.
+    async fn raise_judged_marks(
+        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        newest: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<()> {
+        for chunk in newest.chunks(MAX_BINDS / 2) {
+            let mut query = QueryBuilder::<Sqlite>::new("WITH v (id, judged) AS (");
+            query.push_values(chunk, |mut row, (id, time)| {
+                row.push_bind(*id).push_bind(Timestamp(*time));
+            });
+            query.push(
+                ") UPDATE plants SET readings_judged_through = v.judged FROM v \
+                 WHERE plants.id = v.id AND (plants.readings_judged_through IS NULL \
+                 OR plants.readings_judged_through < v.judged)",
+            );
+            query.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// Writes a batch's vitals in one statement per chunk of devices.
     async fn update_vitals(
         tx: &mut sqlx::Transaction<'static, Sqlite>,

@@ -568,7 +568,8 @@ async fn soak() {
     while std::time::Instant::now() < end {
         tokio::time::sleep(SAMPLE_EVERY).await;
         sample(&mut lives, &server);
-        if std::time::Instant::now() < next_fault {
+        let now = std::time::Instant::now();
+        if now < next_fault || now >= end {
             continue;
         }
         next_fault += fault_every;

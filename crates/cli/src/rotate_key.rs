@@ -54,7 +54,7 @@ pub async fn run(args: RotateKeyArgs) -> anyhow::Result<()> {
         .then(|| data_dir.join(KEY_FILE));
     if key_file.is_some() {
         let next = data_dir.join(NEXT_KEY_FILE);
-        plantops_server::launch::write_private(&next, new_hex.as_bytes())
+        plantops_mqtt::certs::write_private(&next, new_hex.as_bytes())
             .with_context(|| format!("cannot write {}", next.display()))?;
     }
     let resealed = reseal(store.as_ref(), &old, &new, Reseal::All)

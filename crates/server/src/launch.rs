@@ -176,7 +176,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<DynStore> {
 }
 
 /// Files only their owner may read (keys, credentials, the setup token).
-pub use plantops_mqtt::certs::write_private;
+use plantops_mqtt::certs::write_private;
 
 /// Where PlantOps keeps a generated key for stored secrets (SQLite).
 pub const KEY_FILE: &str = "encryption.key";

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod advisor;
 pub mod alerts;
 pub mod auth;

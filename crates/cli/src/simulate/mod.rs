@@ -383,7 +383,7 @@ fn load_credentials(path: &Path) -> anyhow::Result<HashMap<String, DeviceCredent
 
 fn save_credentials(path: &Path, devices: &[DeviceCredentials]) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(devices)?;
-    plantops_server::launch::write_private(path, text.as_bytes())
+    plantops_mqtt::certs::write_private(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -249,7 +249,7 @@ impl Auth {
     pub fn open_setup(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
         let token = issue_secret("").plain;
         let file = data_dir.join(SETUP_TOKEN_FILE);
-        crate::launch::write_private(&file, format!("{token}\n").as_bytes())?;
+        plantops_mqtt::certs::write_private(&file, format!("{token}\n").as_bytes())?;
         *self.setup_token() = Some(SetupToken { plain: token, file });
         Ok(())
     }

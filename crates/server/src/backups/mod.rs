@@ -193,7 +193,7 @@ fn copy_broker_file(source: &Path, dir: &Path, stamp: &str) -> anyhow::Result<Pa
         .unwrap_or("broker");
     let copy = dir.join(format!("{stem}-{stamp}.json"));
     let partial = sibling(&copy, ".partial");
-    crate::launch::write_private(&partial, &content)
+    plantops_mqtt::certs::write_private(&partial, &content)
         .and_then(|()| std::fs::rename(&partial, &copy))
         .with_context(|| format!("cannot write {}", copy.display()))?;
     Ok(copy)

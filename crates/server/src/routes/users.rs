@@ -5,8 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use plantops_core::account::{
-    issue_secret, validate_credentials, validate_name, validate_password, ApiToken, Role, Scope,
-    User, API_TOKEN_PREFIX,
+    validate_credentials, validate_name, validate_password, ApiToken, Role, Scope, User,
 };
 use plantops_core::validation::Collector;
 use plantops_store::AccountChange;
@@ -17,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::hash_password;
+use crate::accounts::{create_api_token, IssuedToken};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
 use crate::extract::ApiJson;
@@ -162,15 +162,6 @@ pub struct NewToken {
     pub scope: Scope,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct IssuedToken {
-    #[serde(flatten)]
-    pub token: ApiToken,
-    /// Shown once: send it as `Authorization: Bearer <token>`.
-    #[serde(rename = "token")]
-    pub secret: String,
-}
-
 fn owner(principal: &Principal) -> ApiResult<&User> {
     principal.account().ok_or(ApiError::Conflict(
         "Authentication is off (PLANTOPS_AUTH=off): there is no account to own tokens",
@@ -205,30 +196,6 @@ async fn create_token(
     errors.finish()?;
     let issued = create_api_token(&state.store, user.id, name, request.scope).await?;
     Ok((StatusCode::CREATED, Json(issued)))
-}
-
-/// Stores a new token for `user_id` (also used by `plantops token create`).
-pub async fn create_api_token(
-    store: &plantops_store::DynStore,
-    user_id: Uuid,
-    name: String,
-    scope: Scope,
-) -> Result<IssuedToken, plantops_store::StoreError> {
-    let secret = issue_secret(API_TOKEN_PREFIX);
-    let token = ApiToken {
-        id: Uuid::new_v4(),
-        user_id,
-        name,
-        scope,
-        created_at: plantops_core::now(),
-        last_used_at: None,
-    };
-    store.insert_api_token(&token, &secret.digest).await?;
-    tracing::info!(token_id = %token.id, scope = scope.as_str(), "API token created");
-    Ok(IssuedToken {
-        token,
-        secret: secret.plain,
-    })
 }
 
 /// Revoke one of the signed-in user's tokens; it stops working at once.

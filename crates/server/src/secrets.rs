@@ -20,6 +20,12 @@ pub const LLM_SETTING: &str = "llm";
 pub const LLM_API_KEY: &str = "llm.api_key";
 const LLM_SEALED_FIELD: &str = "api_key_sealed";
 
+/// The purpose a notification channel's configuration is sealed for: it
+/// opens for that channel only.
+pub fn channel_purpose(id: uuid::Uuid) -> String {
+    format!("notification_channel.{id}")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error(transparent)]
@@ -91,7 +97,7 @@ pub async fn reseal(
     let mut channels = Vec::new();
     for channel in store.list_channels().await? {
         if wanted(&channel.config_sealed) {
-            let purpose = crate::alerts::channels::purpose(channel.id);
+            let purpose = channel_purpose(channel.id);
             let plain = old.open(&purpose, &channel.config_sealed)?;
             channels.push((channel.id, new.seal(&purpose, &plain)));
         }

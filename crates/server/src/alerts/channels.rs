@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::settings::WebhookDestinations;
+use crate::secrets::channel_purpose;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -221,12 +222,6 @@ pub enum ChannelError {
     Corrupt(String),
 }
 
-/// The purpose a channel's configuration is sealed for: it opens for that
-/// channel only.
-pub fn purpose(id: Uuid) -> String {
-    format!("notification_channel.{id}")
-}
-
 /// The channels in the database, sealed and opened.
 pub struct Channels {
     store: Arc<dyn ChannelStore>,
@@ -241,7 +236,7 @@ impl Channels {
     pub fn open(&self, stored: &StoredChannel) -> Result<Channel, ChannelError> {
         let json = self
             .secrets
-            .open(&purpose(stored.id), &stored.config_sealed)?;
+            .open(&channel_purpose(stored.id), &stored.config_sealed)?;
         let config: ChannelConfig =
             serde_json::from_str(&json).map_err(|e| ChannelError::Corrupt(e.to_string()))?;
         Ok(Channel {
@@ -288,7 +283,7 @@ impl Channels {
             kind: channel.config.kind().as_str().to_string(),
             name: channel.name.clone(),
             min_severity: channel.min_severity,
-            config_sealed: self.secrets.seal(&purpose(channel.id), &json),
+            config_sealed: self.secrets.seal(&channel_purpose(channel.id), &json),
             created_at,
             updated_at: Utc::now(),
             last_error: None,

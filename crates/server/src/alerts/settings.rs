@@ -19,7 +19,7 @@ impl std::fmt::Debug for WebhookUrl {
     }
 }
 
-pub use crate::secrets::SettingsError;
+use crate::secrets::SettingsError;
 use crate::secrets::DISCORD_WEBHOOK;
 
 pub struct NotificationSettings {

@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 
 use crate::alerts::channels::ChannelConfig;
 use crate::alerts::send::{Attempt, Notice};
-use crate::alerts::settings::SettingsError;
 use crate::error::{ApiError, ApiResult, ValidationProblem};
 use crate::extract::ApiJson;
+use crate::secrets::SettingsError;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -72,6 +72,51 @@ fn one_of(
     }
 }
 
+/// One of an enum's values, named as in the docs (case and surrounding
+/// blanks aside); else an error naming the variable and the choices.
+fn choice<T: clap::ValueEnum>(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |raw: &str| {
+        T::from_str(raw.trim(), true).map_err(|_| {
+            let allowed: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(clap::ValueEnum::to_possible_value)
+                .map(|value| value.get_name().to_string())
+                .collect();
+            format!("{variable} must be one of {}", allowed.join(", "))
+        })
+    }
+}
+
+/// `PLANTOPS_ENV`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// `PLANTOPS_AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    On,
+    Off,
+}
+
+/// `PLANTOPS_ENROLLMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Enrollment {
+    Keys,
+    Open,
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Console,
+    Json,
+}
+
 fn webhook_url(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
     if raw.starts_with("https://") || raw.starts_with("http://") {
@@ -134,8 +179,8 @@ pub struct LogSettings {
 
     /// Log format: `console` (readable) or `json` (one object per line).
     #[arg(long, env = "LOG_FORMAT", default_value = "console",
-        value_parser = one_of("LOG_FORMAT", &["console", "json"]))]
-    pub log_format: String,
+        value_parser = choice::<LogFormat>("LOG_FORMAT"))]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -164,8 +209,8 @@ pub struct ServeSettings {
     /// stack must not run without (see `check_production`); `development`
     /// fills in local defaults.
     #[arg(long = "env", env = "PLANTOPS_ENV", default_value = "development",
-        value_parser = one_of("PLANTOPS_ENV", &["development", "production"]))]
-    pub environment: String,
+        value_parser = choice::<Environment>("PLANTOPS_ENV"))]
+    pub environment: Environment,
 
     #[command(flatten)]
     pub database: DatabaseSettings,
@@ -481,15 +526,15 @@ pub struct AccessSettings {
     /// can reach the server can do anything (a trusted network, or the
     /// original's unmodified scripts); refused with PLANTOPS_ENV=production.
     #[arg(long = "auth", env = "PLANTOPS_AUTH", default_value = "on",
-        value_parser = one_of("PLANTOPS_AUTH", &["on", "off"]))]
-    pub auth: String,
+        value_parser = choice::<Auth>("PLANTOPS_AUTH"))]
+    pub auth: Auth,
 
     /// `keys`: devices register with an enrollment key or while the
     /// enrollment window is open. `open`: any device may register (original
     /// firmware that cannot send a key); refused with PLANTOPS_ENV=production.
     #[arg(long = "enrollment", env = "PLANTOPS_ENROLLMENT", default_value = "keys",
-        value_parser = one_of("PLANTOPS_ENROLLMENT", &["keys", "open"]))]
-    pub enrollment: String,
+        value_parser = choice::<Enrollment>("PLANTOPS_ENROLLMENT"))]
+    pub enrollment: Enrollment,
 
     /// Hours a signed-in browser may stay idle before its session ends.
     #[arg(long, env = "PLANTOPS_SESSION_IDLE_HOURS", default_value = "168",
@@ -512,8 +557,8 @@ pub struct AccessSettings {
 impl AccessSettings {
     pub fn auth_settings(&self) -> plantops_server::auth::AuthSettings {
         plantops_server::auth::AuthSettings {
-            required: self.auth == "on",
-            enrollment_open: self.enrollment == "open",
+            required: self.auth == Auth::On,
+            enrollment_open: self.enrollment == Enrollment::Open,
             session_idle: std::time::Duration::from_secs(self.session_idle_hours * 3600),
             session_lifetime: std::time::Duration::from_secs(self.session_lifetime_hours * 3600),
             trust_proxy: self.trust_proxy,
@@ -558,7 +603,7 @@ impl ServeSettings {
     /// missing or too weak, as one line naming the variable. Malformed values
     /// were already refused by the parsers above.
     pub fn check_production(&self) -> Result<(), String> {
-        if self.environment != "production" {
+        if self.environment != Environment::Production {
             return Ok(());
         }
         let missing = |variable: &str, hint: &str| {
@@ -566,10 +611,10 @@ impl ServeSettings {
                 "PLANTOPS_ENV=production requires {variable} ({hint})"
             ))
         };
-        if self.access.auth == "off" {
+        if self.access.auth == Auth::Off {
             return Err("PLANTOPS_ENV=production refuses PLANTOPS_AUTH=off: create an admin (plantops user add) instead".into());
         }
-        if self.access.enrollment == "open" {
+        if self.access.enrollment == Enrollment::Open {
             return Err("PLANTOPS_ENV=production refuses PLANTOPS_ENROLLMENT=open: give devices an enrollment key".into());
         }
         let external = &self.external;
@@ -673,6 +718,23 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn choices_are_typed_and_refusals_name_the_variable_and_the_values() {
+        assert_eq!(
+            choice::<Environment>("PLANTOPS_ENV")(" Production "),
+            Ok(Environment::Production)
+        );
+        assert_eq!(choice::<Auth>("PLANTOPS_AUTH")("OFF"), Ok(Auth::Off));
+        assert_eq!(
+            choice::<Enrollment>("PLANTOPS_ENROLLMENT")("opened"),
+            Err("PLANTOPS_ENROLLMENT must be one of keys, open".to_string())
+        );
+        assert_eq!(
+            choice::<LogFormat>("LOG_FORMAT")("yaml"),
+            Err("LOG_FORMAT must be one of console, json".to_string())
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -707,7 +769,7 @@ mod properties {
         #[test]
         fn the_other_parsers_answer_everything_without_panicking(raw in "\\PC{0,80}") {
             let _ = boolean("X")(&raw);
-            let _ = one_of("X", &["keys", "open"])(&raw);
+            let _ = choice::<Enrollment>("X")(&raw);
             let _ = webhook_url(&raw);
             let _ = encryption_key(&raw);
             let _ = database_url(&raw);

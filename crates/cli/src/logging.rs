@@ -5,7 +5,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogSettings;
+use crate::config::{LogFormat, LogSettings};
 
 pub fn init(settings: &LogSettings) {
     // Our crates log at the chosen level; chatty dependencies one step up.
@@ -14,7 +14,7 @@ pub fn init(settings: &LogSettings) {
         level = settings.log_level
     ));
     let registry = tracing_subscriber::registry().with(filter);
-    let result = if settings.log_format == "json" {
+    let result = if settings.log_format == LogFormat::Json {
         registry
             .with(
                 fmt::layer()
@@ -37,6 +37,6 @@ pub fn init(settings: &LogSettings) {
 pub fn init_for_tool() {
     init(&LogSettings {
         log_level: "warn".into(),
-        log_format: "console".into(),
+        log_format: LogFormat::Console,
     });
 }

@@ -9,8 +9,14 @@
 #![deny(unsafe_code)]
 
 mod accounts;
+mod alerts;
+mod care_plans;
 mod channels;
+mod devices;
+mod plants;
 mod postgres;
+mod readings;
+mod settings;
 mod sql;
 mod sqlite;
 

@@ -53,6 +53,8 @@ pub(super) struct Will {
 /// against (checked again once the connection is registered).
 pub(super) struct Admitted {
     pub(super) device_id: Uuid,
+    /// The keep-alive the connection runs with (seconds).
+    pub(super) keep_alive: u16,
     username: String,
     password_hash: String,
 }
@@ -71,7 +73,7 @@ impl DeviceAuth {
     /// clients asking for none or too long a one are told the server's
     /// (Server Keep Alive); MQTT 3.1.1 has no way to tell them, so they are
     /// refused as Mosquitto's `max_keepalive` does.
-    pub(super) fn keep_alive(&self, version: u8, asked: u16) -> Result<u16, ReasonCode> {
+    fn keep_alive(&self, version: u8, asked: u16) -> Result<u16, ReasonCode> {
         if asked != 0 && asked <= self.max_keep_alive_secs {
             return Ok(asked);
         }
@@ -87,10 +89,10 @@ impl DeviceAuth {
         login: &Login,
         client_addr: SocketAddr,
     ) -> Result<Admitted, ReasonCode> {
-        if self.keep_alive(login.version, login.keep_alive).is_err() {
+        let Ok(keep_alive) = self.keep_alive(login.version, login.keep_alive) else {
             tracing::info!(%client_addr, keep_alive = login.keep_alive, max = self.max_keep_alive_secs, "MQTT 3.1.1 keep-alive of 0 or over PLANTOPS_MQTT_MAX_KEEPALIVE_SECS refused");
             return Err(ReasonCode::ClientIdentifierNotValid);
-        }
+        };
         if login.authentication_method {
             // MQTT 5 enhanced authentication: devices log in with a password.
             return Err(ReasonCode::BadAuthenticationMethod);
@@ -111,6 +113,7 @@ impl DeviceAuth {
                 }
                 Ok(Admitted {
                     device_id: creds.device_id,
+                    keep_alive,
                     username: username.clone(),
                     password_hash: creds.password_hash,
                 })

@@ -290,10 +290,7 @@ pub(super) async fn serve<S>(
         keep_alive: asked_keep_alive,
         ..
     } = login;
-    let keep_alive = shared
-        .auth
-        .keep_alive(version, asked_keep_alive)
-        .unwrap_or(shared.limits.max_keep_alive_secs);
+    let keep_alive = admitted.keep_alive;
     let session = shared.sessions.open(&client_id, device_id);
     if let Err(reason) = shared.auth.still_valid(&admitted).await {
         tracing::info!(%device_id, %client_id, "device login revoked while it was checked");

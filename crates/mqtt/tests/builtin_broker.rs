@@ -2,6 +2,9 @@
 //! packets a device sends written and read byte for byte (MQTT 3.1.1) or
 //! with the protocol crate's codec (MQTT 5).
 
+mod wire;
+use wire::{packet, string};
+
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -188,29 +191,6 @@ impl Rig {
             )
         });
     }
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
 }
 
 /// CONNECT, MQTT 3.1.1, as a small device would write it.
@@ -545,7 +525,7 @@ async fn logins_are_bounded_before_they_are_checked() {
     body.push(3);
     body.push(0b1100_0010);
     body.extend_from_slice(&60u16.to_be_bytes());
-    string(&mut body, &rig.device_id.to_string());
+    string(&mut body, rig.device_id.to_string());
     string(&mut body, &rig.username);
     string(&mut body, &rig.password);
     let mut old = rig.connect().await;

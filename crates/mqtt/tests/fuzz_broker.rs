@@ -4,6 +4,9 @@
 //! well-behaved device after each sequence. `PLANTOPS_FUZZ_CASES` sets how
 //! many sequences (`make fuzz` runs many more than `make check`).
 
+mod wire;
+use wire::{packet, string};
+
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,29 +106,6 @@ fn target() -> &'static Target {
             _db: db,
         }
     })
-}
-
-fn string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
 }
 
 fn connect(target: &Target, version: u8) -> Vec<u8> {

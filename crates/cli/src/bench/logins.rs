@@ -203,44 +203,22 @@ async fn attempt(from: IpAddr, broker: SocketAddr, connect: &[u8], answers: &Ans
 /// An MQTT 5 CONNECT of just under 4 KiB with 32 user properties and a
 /// wrong password: the most a client may make the broker read before login.
 fn largest_connect() -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        out.extend_from_slice(s);
-    }
-    let mut properties = Vec::new();
+    use mqtt5_protocol::packet::connect::ConnectPacket;
+    use mqtt5_protocol::packet::MqttPacket;
+    use mqtt5_protocol::{ConnectOptions, PropertyId, PropertyValue};
+    let options = ConnectOptions::new("flood")
+        .with_credentials("nobody", "wrong-password")
+        .with_keep_alive(Duration::from_secs(60));
+    let mut connect = ConnectPacket::new(options);
     for i in 0..32 {
-        properties.push(0x26);
-        string(&mut properties, format!("key-{i:03}").as_bytes());
-        string(&mut properties, &[b'v'; 112]);
+        let pair = PropertyValue::Utf8StringPair(format!("key-{i:03}"), "v".repeat(112));
+        // 32 are within the protocol's limits: adding cannot fail.
+        let _ = connect.properties.add(PropertyId::UserProperty, pair);
     }
-    let mut body = Vec::new();
-    string(&mut body, b"MQTT");
-    body.push(5);
-    body.push(0b1100_0010);
-    body.extend_from_slice(&60u16.to_be_bytes());
-    // The properties' length as a variable byte integer (under 16,384).
-    let length = properties.len();
-    body.push((length % 128) as u8 | 0x80);
-    body.push((length / 128) as u8);
-    body.extend_from_slice(&properties);
-    string(&mut body, b"flood");
-    string(&mut body, b"nobody");
-    string(&mut body, b"wrong-password");
-    let mut packet = vec![0x10];
-    let mut remaining = body.len();
-    loop {
-        let mut byte = (remaining % 128) as u8;
-        remaining /= 128;
-        if remaining > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if remaining == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
+    let mut out = Vec::new();
+    // Our own packet, well-formed: encoding cannot fail.
+    let _ = connect.encode(&mut out);
+    out
 }
 
 #[cfg(test)]

@@ -218,19 +218,23 @@ struct Watched {
 
 /// The soil moisture of a plant's stored readings, oldest first (reading
 /// times in ms), read from the database (the history API is capped).
-async fn stored_soil(db: &TestDb, plant_id: &str) -> Vec<(i64, f64)> {
-    use sqlx::Connection;
-    let mut database = sqlx::PgConnection::connect(db.url()).await.unwrap();
+async fn stored_soil(database: &mut sqlx::PgConnection, plant_id: &str) -> Vec<(i64, f64)> {
     let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
         "SELECT time, soil_moisture FROM readings WHERE plant_id = $1 ORDER BY time",
     )
     .bind(plant_id.parse::<uuid::Uuid>().unwrap())
-    .fetch_all(&mut database)
+    .fetch_all(database)
     .await
     .unwrap();
     rows.into_iter()
         .map(|(time, soil)| (time.timestamp_millis(), soil))
         .collect()
+}
+
+/// A connection of the test's own to the server's database.
+async fn database(db: &TestDb) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(db.url()).await.unwrap()
 }
 
 /// What a run stored and judged, against what the brokers acknowledged.
@@ -255,8 +259,9 @@ async fn every_acknowledged_reading_is_stored_and_judged(
     publishers: Vec<Publisher>,
 ) -> Tally {
     let mut tally = Tally::default();
+    let mut database = database(db).await;
     for (Watched { plant_id, device }, publisher) in watched.iter().zip(publishers) {
-        let stored = stored_soil(db, plant_id).await;
+        let stored = stored_soil(&mut database, plant_id).await;
         let times: BTreeSet<i64> = stored.iter().map(|(time, _)| *time).collect();
         let acknowledged = publisher.acknowledged.lock().unwrap().clone();
         let lost: Vec<&i64> = acknowledged.difference(&times).collect();
@@ -477,10 +482,11 @@ async fn acknowledged_readings_survive_stops_kills_and_a_broker_restart_on_mosqu
     // Stored asynchronously to Mosquitto's PUBACKs: wait for the last.
     let expected: usize = publishers.iter().map(Publisher::count).sum();
     let mut stored = 0;
+    let mut database = database(&db).await;
     for _ in 0..400 {
         stored = 0;
         for Watched { plant_id, .. } in &watched {
-            stored += stored_soil(&db, plant_id).await.len();
+            stored += stored_soil(&mut database, plant_id).await.len();
         }
         if stored >= expected {
             break;
@@ -642,7 +648,6 @@ async fn soak() {
 /// reports 60).
 #[tokio::test]
 async fn a_busy_device_stays_connected_through_a_database_stall() {
-    use sqlx::Connection;
     const SENT: usize = 100;
     let stall = Duration::from_secs(
         std::env::var("PLANTOPS_TEST_STALL_SECS")
@@ -666,7 +671,7 @@ async fn a_busy_device_stays_connected_through_a_database_stall() {
     assert_eq!(connack, crate::common::Connack::Accepted);
 
     // Commits wait while another connection holds the readings table.
-    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut holder = database(&db).await;
     sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
     sqlx::query("LOCK TABLE readings IN SHARE MODE")
         .execute(&mut holder)

@@ -277,6 +277,12 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// Logins refused because every device slot was taken.
     full: RefusalLog,
+    /// Connections not yet logged in, on every listener together.
+    logins: Arc<PendingLogins>,
+    /// Connections refused for want of a login place, in all or for their
+    /// address.
+    no_login_place: RefusalLog,
+    no_login_place_for_address: RefusalLog,
     /// Becomes true when the broker stops.
     stopping: watch::Receiver<bool>,
 }
@@ -425,6 +431,12 @@ impl BuiltinBroker {
             limits: config.limits,
             connections: connections.clone(),
             full: RefusalLog::new("device logins", "PLANTOPS_MQTT_MAX_CONNECTIONS"),
+            logins: PendingLogins::new(&config.limits),
+            no_login_place: RefusalLog::new("connections", "PLANTOPS_MQTT_MAX_PENDING_LOGINS"),
+            no_login_place_for_address: RefusalLog::new(
+                "connections from one address",
+                "PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS",
+            ),
             stopping,
         });
         let mut listeners = Vec::new();
@@ -499,12 +511,6 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 /// Accepts connections until the broker stops; each runs in its own task.
 async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let mut stopping = shared.stopping.clone();
-    let logins = PendingLogins::new(&shared.limits);
-    let all_slots = RefusalLog::new("connections", "PLANTOPS_MQTT_MAX_PENDING_LOGINS");
-    let per_address = RefusalLog::new(
-        "connections from one address",
-        "PLANTOPS_MQTT_MAX_PENDING_LOGINS_PER_ADDRESS",
-    );
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -519,14 +525,16 @@ async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Sha
             () = stopped(&mut stopping) => return,
         };
         let deadline = tokio::time::Instant::now() + connection::LOGIN_DEADLINE;
-        let pending = match logins.admit(peer.ip()) {
+        let pending = match shared.logins.admit(peer.ip()) {
             Ok(pending) => pending,
             Err(NotAdmitted::AllSlots) => {
-                all_slots.refused(peer, shared.limits.max_pending_logins);
+                let limit = shared.limits.max_pending_logins;
+                shared.no_login_place.refused(peer, limit);
                 continue;
             }
             Err(NotAdmitted::Address) => {
-                per_address.refused(peer, shared.limits.max_pending_logins_per_address);
+                let limit = shared.limits.max_pending_logins_per_address;
+                shared.no_login_place_for_address.refused(peer, limit);
                 continue;
             }
         };

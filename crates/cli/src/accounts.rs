@@ -182,7 +182,8 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
             let store = open(&database).await?;
             let owner = find(&store, &user).await?;
             let issued =
-                plantops_server::accounts::create_api_token(&store, owner.id, name, scope).await?;
+                plantops_services::accounts::create_api_token(&store, owner.id, name, scope)
+                    .await?;
             println!("{}", issued.secret);
         }
     }

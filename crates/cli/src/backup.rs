@@ -1,13 +1,13 @@
 //! `plantops backup` and `plantops restore`: the server crate's backup
-//! engine (`plantops_server::backups`) on the command line, and the
+//! engine (`plantops_services::ops::backups`) on the command line, and the
 //! production stack's backup service (`plantops backup --scheduled`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use plantops_server::backups::database::{sibling, Target};
-use plantops_server::backups::BackupStatus;
+use plantops_services::ops::backups::database::{sibling, Target};
+use plantops_services::ops::backups::BackupStatus;
 
 use crate::config::{BackupSettings, DatabaseSettings};
 
@@ -126,13 +126,13 @@ async fn scheduled(database: &DatabaseSettings, settings: &BackupSettings) -> an
     tracing::info!(schedule = %plan.schedule, dir = %plan.dir.display(), keep = plan.keep, "scheduled backups");
     // Nobody here listens for live events or delivers notices: the
     // server's notifier delivers the alert from the database.
-    let announcer = plantops_server::alerts::Announcer::new(
+    let announcer = plantops_services::alerts::Announcer::new(
         tokio::sync::broadcast::channel(1).0,
         std::sync::Arc::default(),
     );
     let url = database.url();
     tokio::select! {
-        () = plantops_server::backups::run_scheduled(store, url, plan, announcer) => Ok(()),
+        () = plantops_services::ops::backups::run_scheduled(store, url, plan, announcer) => Ok(()),
         () = crate::serve::shutdown_signal() => Ok(()),
     }
 }

@@ -421,7 +421,7 @@ pub struct ServeSettings {
 
 /// A backup schedule that an empty value turns off.
 #[derive(Debug, Clone)]
-pub struct OptionalSchedule(pub Option<plantops_server::backups::Schedule>);
+pub struct OptionalSchedule(pub Option<plantops_services::ops::backups::Schedule>);
 
 fn backup_schedule(raw: &str) -> Result<OptionalSchedule, String> {
     let raw = raw.trim();
@@ -462,9 +462,9 @@ pub struct BackupSettings {
 
 impl BackupSettings {
     /// The plan, when a schedule is set.
-    pub fn plan(&self, data_dir: &Path) -> Option<plantops_server::backups::BackupPlan> {
+    pub fn plan(&self, data_dir: &Path) -> Option<plantops_services::ops::backups::BackupPlan> {
         let schedule = self.backup_schedule.0.clone()?;
-        Some(plantops_server::backups::BackupPlan {
+        Some(plantops_services::ops::backups::BackupPlan {
             schedule,
             keep: self.backup_keep,
             dir: self
@@ -485,14 +485,14 @@ fn home_assistant_url(raw: &str) -> Result<OptionalUrl, String> {
     if raw.is_empty() {
         return Ok(OptionalUrl(None));
     }
-    plantops_server::home_assistant::parse_link(raw, "homeassistant", None)
+    plantops_services::home_assistant::parse_link(raw, "homeassistant", None)
         .map(|_| OptionalUrl(Some(raw.to_string())))
         .map_err(|error| format!("PLANTOPS_HA_MQTT_URL {error}"))
 }
 
 fn discovery_prefix(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
-    plantops_server::home_assistant::check_prefix(raw)
+    plantops_services::home_assistant::check_prefix(raw)
         .map(|()| raw.to_string())
         .map_err(|error| format!("PLANTOPS_HA_DISCOVERY_PREFIX {error}"))
 }

@@ -7,8 +7,8 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Args;
 use plantops_core::secret::{generate_key, SecretBox};
-use plantops_server::launch::{installation_key, KEY_FILE, NEXT_KEY_FILE};
-use plantops_server::secrets::{check_key, reseal, Reseal};
+use plantops_services::keys::{check_key, reseal, Reseal};
+use plantops_services::keys::{installation_key, KEY_FILE, NEXT_KEY_FILE};
 
 use crate::config::DatabaseSettings;
 

@@ -1,13 +1,15 @@
 //! `plantops serve` and `plantops migrate`: settings into the server
-//! crate's [`ServerConfig`]; start-up itself is `plantops_server::launch`.
+//! crate's [`ServerConfig`] (the services' part in [`ServicesConfig`]);
+//! start-up itself is `plantops_server::launch`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context;
 use plantops_mqtt::mosquitto::MosquittoConfig;
-use plantops_server::alerts::send::SendSettings;
-use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, ServerConfig};
+use plantops_server::launch::ServerConfig;
+use plantops_services::alerts::send::SendSettings;
+use plantops_services::start::{BrokerConfig, BuiltinBrokerConfig, ServicesConfig};
 
 use crate::config::{DatabaseSettings, ServeSettings};
 
@@ -48,21 +50,45 @@ fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
         }),
     };
     Ok(ServerConfig {
-        data_dir: settings.database.data_dir.clone(),
-        database_url: settings.database.url(),
-        encryption_key: settings.encryption_key.clone(),
-        broker,
-        mqtt_public_host: settings.mqtt_public_host.clone(),
-        heartbeat_interval_secs: settings.heartbeat_interval_secs,
-        max_event_streams: settings.max_event_streams,
-        instance_id: settings.instance_id.clone(),
-        instance_timeout: Duration::from_secs(settings.instance_timeout_secs),
-        mqtt_auth_secret: settings.external.mqtt_auth_secret.clone(),
-        device_rate: plantops_mqtt::ingest::DeviceRateLimit {
-            per_second: NonZeroU32::new(settings.device_messages_per_sec)
-                .unwrap_or(NonZeroU32::MIN),
-            burst: NonZeroU32::new(settings.device_message_burst).unwrap_or(NonZeroU32::MIN),
+        services: ServicesConfig {
+            data_dir: settings.database.data_dir.clone(),
+            database_url: settings.database.url(),
+            encryption_key: settings.encryption_key.clone(),
+            broker,
+            mqtt_public_host: settings.mqtt_public_host.clone(),
+            heartbeat_interval_secs: settings.heartbeat_interval_secs,
+            instance_id: settings.instance_id.clone(),
+            instance_timeout: Duration::from_secs(settings.instance_timeout_secs),
+            device_rate: plantops_mqtt::ingest::DeviceRateLimit {
+                per_second: NonZeroU32::new(settings.device_messages_per_sec)
+                    .unwrap_or(NonZeroU32::MIN),
+                burst: NonZeroU32::new(settings.device_message_burst).unwrap_or(NonZeroU32::MIN),
+            },
+            retention_days: settings.retention_days,
+            rollup_retention_days: settings.rollup_retention_days,
+            low_battery_percent: (settings.low_battery_percent > 0)
+                .then_some(f64::from(settings.low_battery_percent)),
+            discord_webhook_url: settings.discord_webhook_url.clone(),
+            discord_webhook_prefixes: settings.discord_webhook_prefixes.clone(),
+            notification_services: SendSettings::new(
+                &settings.telegram_api_url,
+                settings.smtp_ca.as_deref(),
+            )?,
+            llm: plantops_advisor::Endpoints {
+                anthropic_base_url: settings.anthropic_base_url.clone(),
+                openai_base_url: settings.openai_base_url.clone(),
+                timeout: Duration::from_secs(settings.llm_timeout_secs),
+                ..Default::default()
+            },
+            backups: settings.backups.plan(&settings.database.data_dir),
+            home_assistant: plantops_services::start::HomeAssistantConfig {
+                url: settings.home_assistant.ha_mqtt_url.0.clone(),
+                prefix: settings.home_assistant.ha_discovery_prefix.clone(),
+                ca: settings.home_assistant.ha_mqtt_ca.clone(),
+            },
         },
+        max_event_streams: settings.max_event_streams,
+        mqtt_auth_secret: settings.external.mqtt_auth_secret.clone(),
         http: plantops_server::http::HttpLimits {
             header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
             max_connections: settings.http_max_connections,
@@ -74,29 +100,7 @@ fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
                 .filter(|h| !h.is_empty())
                 .collect(),
         },
-        retention_days: settings.retention_days,
-        rollup_retention_days: settings.rollup_retention_days,
-        low_battery_percent: (settings.low_battery_percent > 0)
-            .then_some(f64::from(settings.low_battery_percent)),
-        discord_webhook_url: settings.discord_webhook_url.clone(),
-        discord_webhook_prefixes: settings.discord_webhook_prefixes.clone(),
-        notification_services: SendSettings::new(
-            &settings.telegram_api_url,
-            settings.smtp_ca.as_deref(),
-        )?,
-        llm: plantops_advisor::Endpoints {
-            anthropic_base_url: settings.anthropic_base_url.clone(),
-            openai_base_url: settings.openai_base_url.clone(),
-            timeout: Duration::from_secs(settings.llm_timeout_secs),
-            ..Default::default()
-        },
         auth: settings.access.auth_settings(),
-        backups: settings.backups.plan(&settings.database.data_dir),
-        home_assistant: plantops_server::launch::HomeAssistantConfig {
-            url: settings.home_assistant.ha_mqtt_url.0.clone(),
-            prefix: settings.home_assistant.ha_discovery_prefix.clone(),
-            ca: settings.home_assistant.ha_mqtt_ca.clone(),
-        },
     })
 }
 
@@ -118,7 +122,7 @@ pub async fn open_database(
             )
         })?;
     }
-    plantops_server::launch::open_store(&settings.url()).await
+    plantops_services::start::open_store(&settings.url()).await
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {

@@ -55,7 +55,6 @@ pub trait Broker: Send + Sync + 'static {
 
 pub mod builtin;
 pub mod certs;
-pub mod home_assistant;
 pub mod ingest;
 pub mod mosquitto;
 pub mod presence;
@@ -64,7 +63,7 @@ pub mod presence;
 /// rustls; without one chosen, the first TLS handshake would panic).
 /// A TLS transport trusting `ca` (PEM), or the system's roots without one;
 /// `setting` names the file's setting in the error.
-pub(crate) fn tls_transport(
+pub fn tls_transport(
     ca: Option<&std::path::Path>,
     setting: &str,
 ) -> Result<rumqttc::Transport, BrokerError> {

@@ -3,25 +3,16 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accounts;
-pub mod advisor;
-pub mod alerts;
 pub mod auth;
-pub mod backups;
-pub mod cluster;
 pub mod error;
 pub mod export;
 pub mod extract;
-pub mod home_assistant;
 pub mod http;
 pub mod launch;
 pub mod live;
 pub mod observe;
-pub mod rollups;
 pub mod routes;
-pub mod secrets;
 pub mod state;
-pub mod supervise;
 pub mod ui;
 
 use axum::extract::State;
@@ -32,7 +23,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use state::{ApiConfig, AppState, BrokerEndpoint};
+pub use state::{ApiConfig, AppState};
 
 #[derive(OpenApi)]
 #[openapi(

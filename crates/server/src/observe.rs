@@ -74,7 +74,7 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// backup service's last backup, alerts any instance queued) and this
 /// process's resident memory.
 pub async fn refresh_gauges(state: &crate::AppState) {
-    match crate::backups::BackupStatus::read(&state.store).await {
+    match plantops_services::ops::backups::BackupStatus::read(&state.store).await {
         Ok(status) => status.publish_gauges(),
         Err(error) => tracing::warn!(%error, "cannot read the backup status"),
     }

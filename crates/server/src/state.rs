@@ -5,17 +5,9 @@ use std::sync::Arc;
 use plantops_core::event::Event;
 use plantops_mqtt::ingest::IngestStats;
 use plantops_mqtt::Broker;
+use plantops_services::start::BrokerEndpoint;
 use plantops_store::DynStore;
 use tokio::sync::broadcast;
-
-/// Where devices reach the broker; returned at registration.
-#[derive(Debug, Clone)]
-pub struct BrokerEndpoint {
-    /// Host name devices use; `None` = the host the device used for HTTP.
-    pub public_host: Option<String>,
-    pub port: Option<u16>,
-    pub tls_port: Option<u16>,
-}
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -40,19 +32,19 @@ pub struct AppState {
     /// Numbered, replayable copy of `events` for the SSE stream.
     pub live: crate::live::LiveHub,
     pub ingest: Arc<IngestStats>,
-    pub notifications: Arc<crate::alerts::settings::NotificationSettings>,
+    pub notifications: Arc<plantops_services::alerts::settings::NotificationSettings>,
     /// Wakes this instance's notifier (new alerts, channels added or removed).
     pub notifier_wake: Arc<tokio::sync::Notify>,
-    pub home_assistant: Arc<crate::home_assistant::HomeAssistantSettings>,
-    pub advisor: Arc<crate::advisor::CareAdvisor>,
+    pub home_assistant: Arc<plantops_services::home_assistant::HomeAssistantSettings>,
+    pub advisor: Arc<plantops_services::care::advisor::CareAdvisor>,
     pub config: Arc<ApiConfig>,
     pub auth: Arc<crate::auth::Auth>,
     /// Background tasks that failed and were restarted.
-    pub tasks: Arc<crate::supervise::TaskHealth>,
+    pub tasks: Arc<plantops_services::ops::supervise::TaskHealth>,
     /// One permit per open `/api/events` stream.
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// This instance's id and whether it leads.
-    pub instance: Arc<crate::cluster::Instance>,
+    pub instance: Arc<plantops_services::ops::cluster::Instance>,
 }
 
 impl AppState {

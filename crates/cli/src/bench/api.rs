@@ -141,7 +141,7 @@ async fn seed(server: &ServerUnderTest, args: &ApiArgs) -> anyhow::Result<Vec<Uu
     rows += server.store.commit_batch(&batch, &[]).await?.inserted;
     // Written behind the server's back: roll the hours up as the server
     // would have while the readings came in over MQTT.
-    plantops_server::rollups::refresh_all(
+    plantops_services::ops::rollups::refresh_all(
         &server.store,
         now - chrono::Duration::minutes(minutes),
         now,

@@ -307,7 +307,7 @@ async fn own_admin_token(store: &DynStore) -> anyhow::Result<crate::api_client::
         tokio::task::spawn_blocking(move || plantops_core::account::hash_user_password(&password))
             .await?;
     store.insert_user(&admin, &hash, false).await?;
-    let issued = plantops_server::accounts::create_api_token(
+    let issued = plantops_services::accounts::create_api_token(
         store,
         admin.id,
         "plantops bench".into(),

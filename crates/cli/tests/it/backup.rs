@@ -9,7 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use plantops_core::alert::AlertKind;
 use plantops_core::{Bounds, Device, DeviceStatus, Measurements, Plant, Reading, Thresholds};
-use plantops_server::backups::{self, BackupPlan, BackupStatus};
+use plantops_services::ops::backups::{self, BackupPlan, BackupStatus};
 use plantops_store::{AlertFilter, DynStore, Page, Registration};
 use plantops_testkit::TestDb;
 use uuid::Uuid;

@@ -17,10 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::advisor::{CarePlanError, LlmConfig, Reason};
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
 use crate::extract::{ApiJson, ApiQuery, PlantId, PLANT_NOT_FOUND};
 use crate::state::AppState;
+use plantops_services::care::advisor::{CarePlanError, LlmConfig, Reason};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -45,7 +45,7 @@ pub struct Components {
     pub instance: InstanceComponent,
     /// The last verified backup and the last failed one, whichever process
     /// took them (scheduled backups, `plantops backup`).
-    pub backup: crate::backups::BackupStatus,
+    pub backup: plantops_services::ops::backups::BackupStatus,
 }
 
 /// This instance among those sharing the database (docs/scaling.md).
@@ -147,7 +147,7 @@ async fn health(
     };
     let backend = state.store.backend().as_str();
     let backup = match &principal {
-        Some(_) => crate::backups::BackupStatus::read(&state.store)
+        Some(_) => plantops_services::ops::backups::BackupStatus::read(&state.store)
             .await
             .unwrap_or_default(),
         None => Default::default(),

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ValidationProblem};
 use crate::extract::ApiJson;
-use crate::home_assistant::{check_prefix, masked, parse_link, Source};
 use crate::state::AppState;
+use plantops_services::home_assistant::{check_prefix, masked, parse_link, Source};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_home_assistant, put_home_assistant))
@@ -56,7 +56,7 @@ async fn view(state: &AppState) -> ApiResult<HomeAssistantView> {
         url: current.as_ref().map(|c| masked(&c.url)),
         discovery_prefix: current
             .map(|c| c.prefix)
-            .unwrap_or_else(|| crate::home_assistant::DEFAULT_PREFIX.into()),
+            .unwrap_or_else(|| plantops_services::home_assistant::DEFAULT_PREFIX.into()),
     })
 }
 
@@ -93,7 +93,7 @@ async fn put_home_assistant(
     if let Some(url) = url {
         let checked = parse_link(
             url,
-            prefix.unwrap_or(crate::home_assistant::DEFAULT_PREFIX),
+            prefix.unwrap_or(plantops_services::home_assistant::DEFAULT_PREFIX),
             None,
         );
         if let Err(message) = checked.and_then(|_| {

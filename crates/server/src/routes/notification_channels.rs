@@ -14,11 +14,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::settings::TestResult;
-use crate::alerts::channels::{ChannelError, ChannelInput, ChannelView};
-use crate::alerts::send::Notice;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
 use crate::extract::{ApiJson, ChannelId, CHANNEL_NOT_FOUND};
 use crate::state::AppState;
+use plantops_services::alerts::channels::{ChannelError, ChannelInput, ChannelView};
+use plantops_services::alerts::send::Notice;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -320,8 +320,16 @@ async fn plant_series(
     let bucket_seconds = plantops_core::series_bucket_seconds(hours * 3600, points as u32);
     let retention = state.config.retention_days;
     let raw_since = (retention > 0).then(|| to - Duration::days(i64::from(retention)));
-    let points =
-        crate::rollups::series(&state.store, id, from, to, bucket_seconds, raw_since, to).await?;
+    let points = plantops_services::ops::rollups::series(
+        &state.store,
+        id,
+        from,
+        to,
+        bucket_seconds,
+        raw_since,
+        to,
+    )
+    .await?;
     Ok(Json(Series {
         plant_id: id,
         from,

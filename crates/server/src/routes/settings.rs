@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::alerts::channels::ChannelConfig;
-use crate::alerts::send::{Attempt, Notice};
 use crate::error::{ApiError, ApiResult, ValidationProblem};
 use crate::extract::ApiJson;
-use crate::secrets::SettingsError;
 use crate::state::AppState;
+use plantops_services::alerts::channels::ChannelConfig;
+use plantops_services::alerts::send::{Attempt, Notice};
+use plantops_services::keys::SettingsError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

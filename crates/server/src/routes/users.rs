@@ -16,11 +16,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::hash_password;
-use crate::accounts::{create_api_token, IssuedToken};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
 use crate::extract::ApiJson;
 use crate::state::AppState;
+use plantops_services::accounts::{create_api_token, IssuedToken};
 
 pub const USER_NOT_FOUND: &str = "User not found";
 pub const TOKEN_NOT_FOUND: &str = "API token not found";

@@ -10,9 +10,10 @@ use chrono::Utc;
 use http_body_util::BodyExt;
 use plantops_core::account::{hash_user_password, Role, Scope, User};
 use plantops_core::{Measurements, Reading};
-use plantops_server::accounts::create_api_token;
 use plantops_server::auth::AuthSettings;
-use plantops_server::launch::{BrokerConfig, BuiltinBrokerConfig, Server, ServerConfig};
+use plantops_server::launch::{Server, ServerConfig};
+use plantops_services::accounts::create_api_token;
+use plantops_services::start::{BrokerConfig, BuiltinBrokerConfig, ServicesConfig};
 use plantops_store::DynStore;
 use plantops_testkit::TestDb;
 use serde_json::{json, Value};
@@ -41,35 +42,38 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let plain = format!("127.0.0.1:{}", plantops_testkit::free_port());
         let server = Server::start(ServerConfig {
-            data_dir: data_dir.path().to_path_buf(),
-            database_url: db.url().to_string(),
-            encryption_key: Some("ab".repeat(32)),
-            broker: BrokerConfig::Builtin(BuiltinBrokerConfig {
-                plain: Some(plain.parse().unwrap()),
-                tls: None,
-                certificate: None,
-                tls_sans: Vec::new(),
-                limits: Default::default(),
-            }),
-            mqtt_public_host: None,
-            heartbeat_interval_secs: 60,
+            services: ServicesConfig {
+                data_dir: data_dir.path().to_path_buf(),
+                database_url: db.url().to_string(),
+                encryption_key: Some("ab".repeat(32)),
+                broker: BrokerConfig::Builtin(BuiltinBrokerConfig {
+                    plain: Some(plain.parse().unwrap()),
+                    tls: None,
+                    certificate: None,
+                    tls_sans: Vec::new(),
+                    limits: Default::default(),
+                }),
+                mqtt_public_host: None,
+                heartbeat_interval_secs: 60,
+                device_rate: Default::default(),
+                instance_id: None,
+                instance_timeout: std::time::Duration::from_secs(90),
+                backups: None,
+                home_assistant: Default::default(),
+                low_battery_percent: Some(15.0),
+                rollup_retention_days: 0,
+                discord_webhook_prefixes:
+                    plantops_services::alerts::settings::DISCORD_WEBHOOK_PREFIXES
+                        .map(String::from)
+                        .to_vec(),
+                retention_days: 0,
+                discord_webhook_url: None,
+                notification_services: Default::default(),
+                llm: plantops_advisor::Endpoints::default(),
+            },
             max_event_streams: 3,
             http: Default::default(),
-            device_rate: Default::default(),
-            instance_id: None,
-            instance_timeout: std::time::Duration::from_secs(90),
             mqtt_auth_secret: None,
-            backups: None,
-            home_assistant: Default::default(),
-            low_battery_percent: Some(15.0),
-            rollup_retention_days: 0,
-            discord_webhook_prefixes: plantops_server::alerts::settings::DISCORD_WEBHOOK_PREFIXES
-                .map(String::from)
-                .to_vec(),
-            retention_days: 0,
-            discord_webhook_url: None,
-            notification_services: Default::default(),
-            llm: plantops_advisor::Endpoints::default(),
             auth: AuthSettings::default(),
         })
         .await

@@ -19,8 +19,8 @@ impl std::fmt::Debug for WebhookUrl {
     }
 }
 
-use crate::secrets::SettingsError;
-use crate::secrets::DISCORD_WEBHOOK;
+use crate::keys::SettingsError;
+use crate::keys::DISCORD_WEBHOOK;
 
 pub struct NotificationSettings {
     store: Arc<dyn SettingStore>,

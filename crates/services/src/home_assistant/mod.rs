@@ -1,19 +1,22 @@
 //! Where Home Assistant's broker is: `PLANTOPS_HA_MQTT_URL` and
 //! `PLANTOPS_HA_DISCOVERY_PREFIX`, or a URL and prefix set through the API
 //! (the URL, with its password, stored sealed), which take precedence. The
-//! bridge itself is `plantops_mqtt::home_assistant`; it follows a change at
-//! once on this instance and within [`REFRESH`] on the others.
+//! bridge itself is [`bridge`]; it follows a change at once on this
+//! instance and within [`REFRESH`] on the others.
+
+pub mod bridge;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use plantops_core::secret::SecretBox;
-use plantops_mqtt::home_assistant::HomeAssistantLink;
+
+use self::bridge::HomeAssistantLink;
 use plantops_store::SettingStore;
 use tokio::sync::watch;
 
-use crate::secrets::{SettingsError, HOME_ASSISTANT_URL};
+use crate::keys::{SettingsError, HOME_ASSISTANT_URL};
 
 pub const DEFAULT_PREFIX: &str = "homeassistant";
 const PREFIX_SETTING: &str = "home_assistant.prefix";

@@ -4,8 +4,12 @@
 //! re-seals values from before purpose binding; `plantops rotate-key`
 //! re-seals them all under a new key in one transaction.
 
-use plantops_core::secret::{is_unbound, SecretBox, SecretError};
-use plantops_store::{SettingStore, Store, StoreError};
+use std::path::Path;
+
+use anyhow::Context;
+use plantops_core::secret::{generate_key, is_unbound, SecretBox, SecretError};
+use plantops_mqtt::certs::write_private;
+use plantops_store::{Backend, DynStore, SettingStore, Store, StoreError};
 
 /// The setting holding a fixed text sealed under the installation's key.
 pub const KEY_CHECK: &str = "encryption_key_check";
@@ -110,4 +114,90 @@ pub async fn reseal(
         store.put_sealed(&batch, &channels).await?;
     }
     Ok(batch.len() + channels.len())
+}
+
+/// Where PlantOps keeps a generated key for stored secrets (SQLite).
+pub const KEY_FILE: &str = "encryption.key";
+/// A new key written by `plantops rotate-key` before it re-seals; it
+/// replaces [`KEY_FILE`] once the database holds secrets sealed with it.
+pub const NEXT_KEY_FILE: &str = "encryption.key.next";
+
+/// The key sealing stored secrets: ENCRYPTION_KEY, or with SQLite a key
+/// generated once into the data directory (mode 0600).
+pub fn installation_key(
+    configured: Option<&str>,
+    data_dir: &Path,
+    backend: Backend,
+) -> anyhow::Result<SecretBox> {
+    let key = match configured {
+        Some(key) => key.to_string(),
+        None if backend == Backend::Postgres => anyhow::bail!(
+            "ENCRYPTION_KEY is required with PostgreSQL (generate one with: openssl rand -hex 32)"
+        ),
+        None => {
+            let path = data_dir.join(KEY_FILE);
+            if !path.exists() {
+                write_private(&path, generate_key().as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the key for stored secrets; back it up with the database");
+            }
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
+    };
+    SecretBox::from_hex(&key).context("ENCRYPTION_KEY")
+}
+
+/// The installation's key, checked against the database: a key that does
+/// not open its secrets stops start-up. A key rotation interrupted after
+/// its commit is completed here; values sealed before purpose binding are
+/// re-sealed.
+pub async fn open_secrets(
+    configured: Option<&str>,
+    data_dir: &Path,
+    store: &DynStore,
+) -> anyhow::Result<SecretBox> {
+    let secrets = installation_key(configured, data_dir, store.backend())?;
+    let secrets = match check_key(store.as_ref(), &secrets).await {
+        Ok(()) => secrets,
+        Err(error) => match finish_rotation(configured, data_dir, store).await? {
+            Some(rotated) => rotated,
+            None => return Err(error).context(
+                "ENCRYPTION_KEY does not match the key this database's secrets were sealed with",
+            ),
+        },
+    };
+    let resealed = reseal(store.as_ref(), &secrets, &secrets, Reseal::Unbound)
+        .await
+        .context("cannot re-seal stored secrets")?;
+    if resealed > 0 {
+        tracing::info!(resealed, "stored secrets bound to their purpose");
+    }
+    Ok(secrets)
+}
+
+/// The key of a rotation interrupted after its commit (SQLite's key file
+/// only): the new key, if it opens the database, now made the key file.
+async fn finish_rotation(
+    configured: Option<&str>,
+    data_dir: &Path,
+    store: &DynStore,
+) -> anyhow::Result<Option<SecretBox>> {
+    if configured.is_some() {
+        return Ok(None);
+    }
+    let next = data_dir.join(NEXT_KEY_FILE);
+    let Some(rotated) = std::fs::read_to_string(&next)
+        .ok()
+        .and_then(|key| SecretBox::from_hex(&key).ok())
+    else {
+        return Ok(None);
+    };
+    if check_key(store.as_ref(), &rotated).await.is_err() {
+        return Ok(None);
+    }
+    std::fs::rename(&next, data_dir.join(KEY_FILE))
+        .context("cannot finish the interrupted key rotation")?;
+    tracing::info!("finished an interrupted key rotation");
+    Ok(Some(rotated))
 }

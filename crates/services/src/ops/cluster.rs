@@ -13,7 +13,7 @@ use anyhow::Context;
 use plantops_store::DynStore;
 use tokio::task::JoinHandle;
 
-use crate::supervise::{supervise, TaskHealth};
+use crate::ops::supervise::{supervise, TaskHealth};
 
 /// Where an instance keeps its generated id.
 pub const INSTANCE_ID_FILE: &str = "instance-id";

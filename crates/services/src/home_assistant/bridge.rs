@@ -229,7 +229,7 @@ fn options(config: &HomeAssistantLink, client_id: &str) -> MqttOptions {
     options.set_clean_session(true);
     if config.tls {
         // An unreadable CA file is named, and the system's roots tried.
-        let transport = crate::tls_transport(config.ca.as_deref(), "PLANTOPS_HA_MQTT_CA")
+        let transport = plantops_mqtt::tls_transport(config.ca.as_deref(), "PLANTOPS_HA_MQTT_CA")
             .unwrap_or_else(|error| {
                 tracing::warn!(%error, "Home Assistant broker: trusting the system's CAs only");
                 Transport::Tls(TlsConfiguration::default())

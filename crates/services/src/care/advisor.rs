@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use uuid::Uuid;
 
-use crate::secrets::{LLM_API_KEY, LLM_SETTING};
+use crate::keys::{LLM_API_KEY, LLM_SETTING};
 /// The most a health check waits for the model's note (less when
 /// PLANTOPS_LLM_TIMEOUT_SECS is shorter).
 pub const HEALTH_NOTE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1141,6 +1141,11 @@ export interface components {
                 [key: string]: components["schemas"]["TaskComponent"];
             };
         };
+        /** @description Each provider's default model: the UI's placeholder, never a copy. */
+        DefaultModels: {
+            anthropic: string;
+            openai: string;
+        };
         /** @enum {string} */
         Delivery: "pending" | "sent" | "failed" | "disabled";
         /** @description A device as the API shows it. The password hash lives only in the store. */
@@ -1339,6 +1344,8 @@ export interface components {
             /** @description `"..."` and the last four characters. */
             api_key_masked?: string | null;
             api_key_set: boolean;
+            /** @description The model each provider uses when none is given. */
+            default_models: components["schemas"]["DefaultModels"];
             model: string;
             provider: components["schemas"]["Provider"];
             /** Format: date-time */

@@ -14,11 +14,6 @@ import {
 import { formatTime, timeAgo } from "../lib/format";
 import { useSession } from "../lib/session";
 
-const DEFAULT_MODEL: Record<Provider, string> = {
-  anthropic: "claude-sonnet-4-20250514",
-  openai: "gpt-4o",
-};
-
 function Outcome({ result }: { result: TestResult | undefined }) {
   if (!result) return null;
   return (
@@ -66,7 +61,7 @@ function LlmForm({ current }: { current: LlmSettings }) {
             onChange={(e) => {
               const next = e.target.value as Provider;
               setProvider(next);
-              if (model === DEFAULT_MODEL[provider]) setModel(DEFAULT_MODEL[next]);
+              if (model === current.default_models[provider]) setModel(current.default_models[next]);
             }}
           >
             <option value="anthropic">Anthropic</option>
@@ -75,7 +70,7 @@ function LlmForm({ current }: { current: LlmSettings }) {
         </label>
         <label>
           Model
-          <input value={model} onChange={(e) => setModel(e.target.value)} placeholder={DEFAULT_MODEL[provider]} />
+          <input value={model} onChange={(e) => setModel(e.target.value)} placeholder={current.default_models[provider]} />
         </label>
         <label>
           API key

@@ -55,6 +55,15 @@ pub struct LlmSettingsView {
     /// `"..."` and the last four characters.
     pub api_key_masked: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The model each provider uses when none is given.
+    pub default_models: DefaultModels,
+}
+
+/// Each provider's default model: the UI's placeholder, never a copy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DefaultModels {
+    pub anthropic: String,
+    pub openai: String,
 }
 
 impl From<LlmConfig> for LlmSettingsView {
@@ -65,6 +74,10 @@ impl From<LlmConfig> for LlmSettingsView {
             api_key_set: config.api_key.is_some(),
             api_key_masked: config.api_key.as_deref().map(mask),
             updated_at: config.updated_at,
+            default_models: DefaultModels {
+                anthropic: Provider::Anthropic.default_model().into(),
+                openai: Provider::OpenAi.default_model().into(),
+            },
         }
     }
 }

@@ -345,6 +345,12 @@ pub struct ServeSettings {
         value_parser = whole_number::<u8>("PLANTOPS_LOW_BATTERY_PERCENT", 0, 100))]
     pub low_battery_percent: u8,
 
+    /// Soil-moisture points a plant's moisture must rise within an hour to
+    /// be recorded as a watering in its care journal; 0 turns detection off.
+    #[arg(long, env = "PLANTOPS_WATERING_RISE", default_value = "10",
+        value_parser = whole_number::<u8>("PLANTOPS_WATERING_RISE", 0, 100))]
+    pub watering_rise: u8,
+
     /// Days of readings to keep; older ones are deleted hourly (TimescaleDB:
     /// whole chunks dropped). 0 keeps everything.
     #[arg(long, env = "PLANTOPS_RETENTION_DAYS", default_value = "0",

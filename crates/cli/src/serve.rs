@@ -81,6 +81,9 @@ fn server_config(settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
                 ..Default::default()
             },
             backups: settings.backups.plan(&settings.database.data_dir),
+            watering_detection: plantops_services::care::journal::Detection {
+                rise: f64::from(settings.watering_rise),
+            },
             home_assistant: plantops_services::start::HomeAssistantConfig {
                 url: settings.home_assistant.ha_mqtt_url.0.clone(),
                 prefix: settings.home_assistant.ha_discovery_prefix.clone(),

@@ -24,6 +24,8 @@ pub enum AlertKind {
     BackupFailed,
     /// A device's battery fell below PLANTOPS_LOW_BATTERY_PERCENT.
     LowBattery,
+    /// A task of a plant's care schedule is due (docs/care.md).
+    CareDue,
 }
 
 impl AlertKind {
@@ -36,6 +38,7 @@ impl AlertKind {
             AlertKind::CertificateExpiring => "certificate_expiring",
             AlertKind::BackupFailed => "backup_failed",
             AlertKind::LowBattery => "low_battery",
+            AlertKind::CareDue => "care_due",
         }
     }
 
@@ -45,7 +48,7 @@ impl AlertKind {
             AlertKind::DeviceOffline | AlertKind::CertificateExpiring | AlertKind::LowBattery => {
                 Severity::Warning
             }
-            AlertKind::Recovered | AlertKind::DeviceOnline => Severity::Info,
+            AlertKind::Recovered | AlertKind::DeviceOnline | AlertKind::CareDue => Severity::Info,
         }
     }
 
@@ -58,6 +61,7 @@ impl AlertKind {
             AlertKind::CertificateExpiring,
             AlertKind::BackupFailed,
             AlertKind::LowBattery,
+            AlertKind::CareDue,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

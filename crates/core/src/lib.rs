@@ -10,6 +10,7 @@ pub mod care;
 pub mod credentials;
 pub mod device;
 pub mod event;
+pub mod journal;
 pub mod metric;
 pub mod plant;
 pub mod reading;

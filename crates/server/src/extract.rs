@@ -110,12 +110,34 @@ id_path!(PlantId, PLANT_NOT_FOUND);
 id_path!(DeviceId, DEVICE_NOT_FOUND);
 id_path!(AlertId, ALERT_NOT_FOUND);
 id_path!(ChannelId, CHANNEL_NOT_FOUND);
+id_path!(TaskId, TASK_NOT_FOUND);
+
+/// A plant's id and the id of one of its care events
+/// (`/plants/{id}/care-events/{event_id}`).
+pub struct PlantCareEventIds(pub Uuid, pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PlantCareEventIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((plant, event)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::NotFound(PLANT_NOT_FOUND))?;
+        let plant = Uuid::parse_str(&plant).map_err(|_| ApiError::NotFound(PLANT_NOT_FOUND))?;
+        let event =
+            Uuid::parse_str(&event).map_err(|_| ApiError::NotFound(CARE_EVENT_NOT_FOUND))?;
+        Ok(Self(plant, event))
+    }
+}
 
 /// What a malformed or unknown id in a path or body answers.
 pub const PLANT_NOT_FOUND: &str = "Plant not found";
 pub const DEVICE_NOT_FOUND: &str = "Device not found";
 pub const ALERT_NOT_FOUND: &str = "Alert not found";
 pub const CHANNEL_NOT_FOUND: &str = "Notification channel not found";
+pub const TASK_NOT_FOUND: &str = "Task not found";
+pub const CARE_EVENT_NOT_FOUND: &str = "Care event not found";
 
 /// Builds the location of a deserialisation error. serde reports a missing
 /// field at its parent, naming the field only in the message.

@@ -98,6 +98,8 @@ impl Server {
             notifier_wake: services.notifier_wake.clone(),
             home_assistant: services.home_assistant.clone(),
             advisor: services.advisor.clone(),
+            journal: services.journal.clone(),
+            care_tasks: services.care_tasks.clone(),
             config: Arc::new(ApiConfig {
                 heartbeat_interval_secs: config.services.heartbeat_interval_secs,
                 broker_endpoint: services.broker_endpoint.clone(),

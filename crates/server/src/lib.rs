@@ -29,7 +29,7 @@ pub use state::{ApiConfig, AppState};
 #[openapi(
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
-    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "advisor"), (name = "auth"), (name = "users"), (name = "integrations")),
+    tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "care"), (name = "advisor"), (name = "auth"), (name = "users"), (name = "integrations")),
     modifiers(&BearerSecurity)
 )]
 struct ApiDoc;
@@ -60,6 +60,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::plants::router())
+        .merge(routes::care::router())
         .merge(routes::devices::router())
         .merge(routes::events::router())
         .merge(routes::alerts::router())

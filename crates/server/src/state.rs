@@ -37,6 +37,8 @@ pub struct AppState {
     pub notifier_wake: Arc<tokio::sync::Notify>,
     pub home_assistant: Arc<plantops_services::home_assistant::HomeAssistantSettings>,
     pub advisor: Arc<plantops_services::care::advisor::CareAdvisor>,
+    pub journal: plantops_services::care::journal::Journal,
+    pub care_tasks: plantops_services::care::tasks::Tasks,
     pub config: Arc<ApiConfig>,
     pub auth: Arc<crate::auth::Auth>,
     /// Background tasks that failed and were restarted.

@@ -27,6 +27,8 @@ use crate::alerts::notifier::Notifier;
 use crate::alerts::settings::{NotificationSettings, WebhookDestinations, WebhookUrl};
 use crate::alerts::Announcer;
 use crate::care::advisor::CareAdvisor;
+use crate::care::journal::Journal;
+use crate::care::tasks::Tasks;
 use crate::home_assistant::HomeAssistantSettings;
 use crate::ops::cluster::{Instance, InstanceLock, InstanceRecord, LeaderJob};
 use crate::ops::supervise::{supervise, TaskHealth};
@@ -90,6 +92,8 @@ pub struct ServicesConfig {
     /// Scheduled backups (`PLANTOPS_BACKUP_SCHEDULE`), taken by the leader.
     pub backups: Option<crate::ops::backups::BackupPlan>,
     pub home_assistant: HomeAssistantConfig,
+    /// How waterings are read from the soil moisture.
+    pub watering_detection: crate::care::journal::Detection,
 }
 
 /// Home Assistant's broker from the environment; the API's setting, when
@@ -350,6 +354,8 @@ pub struct Services {
     pub notifier_wake: Arc<Notify>,
     pub home_assistant: Arc<HomeAssistantSettings>,
     pub advisor: Arc<CareAdvisor>,
+    pub journal: Journal,
+    pub care_tasks: Tasks,
     /// Background tasks that failed and were restarted.
     pub task_health: Arc<TaskHealth>,
     /// This instance's id and whether it leads.
@@ -444,6 +450,16 @@ impl Services {
         workers.lead("weekly care plans", {
             let advisor = advisor.clone();
             move || advisor.clone().run_weekly()
+        });
+        let journal = Journal::new(store.clone(), config.watering_detection);
+        let care_tasks = Tasks::new(store.clone(), journal.clone(), announcer.clone());
+        workers.lead("watering detection", {
+            let journal = journal.clone();
+            move || journal.clone().detect_periodically()
+        });
+        workers.lead("care reminders", {
+            let tasks = care_tasks.clone();
+            move || tasks.clone().remind_periodically()
         });
         let home_assistant = start_home_assistant(
             config,
@@ -550,6 +566,8 @@ impl Services {
             notifier_wake: outbox,
             home_assistant,
             advisor,
+            journal,
+            care_tasks,
             task_health: health,
             instance: Arc::new(Instance {
                 id: instance_id,

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod alerts;
+mod care;
 mod care_plans;
 mod channels;
 mod devices;
@@ -28,6 +29,8 @@ use chrono::{DateTime, Utc};
 use plantops_core::account::{ApiToken, EnrollmentKey, Role, StoredUser, User};
 use plantops_core::alert::{Alert, AlertKind, Delivery, MetricState};
 use plantops_core::care::CarePlan;
+
+pub use care::{CareStore, LastCare, StoredCareTask};
 use plantops_core::{Device, DeviceStatus, Metric, Plant, Reading};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -292,6 +295,7 @@ pub trait Store:
     + ReadingStore
     + AlertStore
     + CarePlanStore
+    + CareStore
     + SettingStore
     + AccountStore
     + ChannelStore

@@ -698,6 +698,7 @@ macro_rules! shared_store {
         $crate::readings::reading_store!($store, $db);
         $crate::alerts::alert_store!($store, $db);
         $crate::care_plans::care_plan_store!($store, $db);
+        $crate::care::care_store!($store, $db);
         $crate::settings::setting_store!($store, $db);
     };
 }

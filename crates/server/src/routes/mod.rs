@@ -2,6 +2,7 @@ pub mod advisor;
 pub mod alerts;
 pub mod auth;
 pub mod broker_auth;
+pub mod care;
 pub mod devices;
 pub mod enrollment;
 pub mod events;

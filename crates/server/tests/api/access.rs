@@ -138,6 +138,21 @@ async fn viewers_and_read_tokens_only_read(db: &TestDb) {
             json!({"name": "Nope"}),
         ),
         (Method::PUT, plant_uri.clone(), json!({"thresholds": null})),
+        (
+            Method::POST,
+            format!("{plant_uri}/care-events"),
+            json!({"kind": "note", "text": "viewer was here"}),
+        ),
+        (
+            Method::PUT,
+            format!("{plant_uri}/care-schedule"),
+            json!({"tasks": []}),
+        ),
+        (
+            Method::POST,
+            format!("/api/tasks/{}/done", Uuid::new_v4()),
+            json!({}),
+        ),
         (Method::DELETE, plant_uri.clone(), json!({})),
         (
             Method::PUT,
@@ -182,6 +197,17 @@ async fn viewers_and_read_tokens_only_read(db: &TestDb) {
         );
         assert!(problem["detail"].is_string());
     }
+    // Viewers read the care journal; what they tried to write is not there.
+    let (status, _, journal) = app
+        .call_with(
+            Method::GET,
+            &format!("{plant_uri}/care-events"),
+            None,
+            &as_viewer,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{journal}");
+    assert_eq!(journal["events"], json!([]));
     // A viewer manages its own tokens; even a `full` one stays a viewer's.
     let full = app.token_for(&cookie, "full").await;
     let (status, _) = app
@@ -552,7 +578,7 @@ async fn sessions_expire_when_idle_or_too_old() {
     let now = plantops_core::now();
     // The database is changed behind the server's back, as another process
     // would: the server's few seconds of credential cache are dropped.
-    let forget = || app._server.state().auth.forget_credentials();
+    let forget = || app.server.state().auth.forget_credentials();
     app.store
         .touch_session(&digest, now - idle + chrono::Duration::minutes(5))
         .await

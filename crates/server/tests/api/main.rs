@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 mod access;
+mod care;
 mod devices;
 mod plants;
 mod platform;
@@ -31,7 +32,7 @@ struct TestApp {
     events: tokio::sync::broadcast::Sender<plantops_core::event::Event>,
     /// The admin's API token, sent unless a call brings its own credentials.
     token: String,
-    _server: Server,
+    server: Server,
     _data_dir: tempfile::TempDir,
 }
 
@@ -60,6 +61,7 @@ impl TestApp {
                 instance_timeout: std::time::Duration::from_secs(90),
                 backups: None,
                 home_assistant: Default::default(),
+                watering_detection: Default::default(),
                 low_battery_percent: Some(15.0),
                 rollup_retention_days: 0,
                 discord_webhook_prefixes:
@@ -83,7 +85,7 @@ impl TestApp {
             store: server.state().store.clone(),
             events: server.state().events.clone(),
             token: String::new(),
-            _server: server,
+            server,
             _data_dir: data_dir,
         }
     }

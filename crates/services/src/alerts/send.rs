@@ -54,6 +54,7 @@ impl Notice<'_> {
             AlertKind::CertificateExpiring => "Certificate expiring".to_string(),
             AlertKind::BackupFailed => "Backup failed".to_string(),
             AlertKind::LowBattery => format!("Battery low: {plant}"),
+            AlertKind::CareDue => format!("Care due: {plant}"),
         }
     }
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 mod accounts;
 mod alerts;
+mod care;
 mod cluster;
 mod devices;
 mod plants;

@@ -69,7 +69,14 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut chunks = std::pin::pin!(export::readings(store, args.plant, from, to, args.format));
+    let mut chunks = std::pin::pin!(export::readings(
+        store,
+        args.plant,
+        from,
+        to,
+        args.format,
+        None
+    ));
     while let Some(chunk) = chunks.next().await {
         out.write_all(&chunk?).context("cannot write the export")?;
     }

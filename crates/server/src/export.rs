@@ -1,14 +1,17 @@
 //! Readings out, as CSV or JSON Lines: a plant's readings in a time range,
 //! read in keyset pages and written as they come, so an export of millions
 //! of rows holds one page in memory. The HTTP route and `plantops export`
-//! share it.
+//! share it. With the care journal included (`?include=care`), its entries
+//! of the range are merged in by time.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
+use plantops_core::journal::CareEvent;
 use plantops_core::Reading;
 use plantops_store::{ReadingStore, StoreError};
 use serde::Deserialize;
@@ -47,13 +50,58 @@ impl ExportFormat {
 
 const CSV_HEADER: &[u8] =
     b"time,device_id,plant_id,soil_moisture,temperature,humidity,light_level\n";
+/// With the care journal: four more columns, empty on readings; a journal
+/// row has its time and these only.
+const CSV_HEADER_WITH_CARE: &[u8] = b"time,device_id,plant_id,soil_moisture,temperature,humidity,light_level,care_kind,care_amount,care_unit,care_text\n";
 
-fn write_csv(out: &mut Vec<u8>, reading: &Reading) {
+/// A field as CSV writes it: quoted when it holds a comma, quote or line
+/// break; a leading `=`, `+`, `-` or `@` is prefixed with `'` so that a
+/// spreadsheet never reads a note as a formula.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+fn write_care_csv(out: &mut Vec<u8>, event: &CareEvent) {
+    let _ = writeln!(
+        out,
+        "{},,{},,,,,{},{},{},{}",
+        event.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        event.plant_id,
+        event.kind.as_str(),
+        event.amount.map(|a| a.to_string()).unwrap_or_default(),
+        event.unit.map(|u| u.as_str()).unwrap_or_default(),
+        csv_field(event.text.as_deref().unwrap_or_default()),
+    );
+}
+
+fn write_care_jsonl(out: &mut Vec<u8>, event: &CareEvent) {
+    if serde_json::to_writer(&mut *out, &serde_json::json!({ "care_event": event })).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+fn write_care(out: &mut Vec<u8>, event: &CareEvent, format: ExportFormat) {
+    match format {
+        ExportFormat::Csv => write_care_csv(out, event),
+        ExportFormat::Jsonl => write_care_jsonl(out, event),
+    }
+}
+
+fn write_csv(out: &mut Vec<u8>, reading: &Reading, with_care: bool) {
     let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     // Writing into a Vec cannot fail.
     let _ = writeln!(
         out,
-        "{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{}{}",
         reading.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
         reading.device_id,
         reading.plant_id.map(|p| p.to_string()).unwrap_or_default(),
@@ -61,6 +109,7 @@ fn write_csv(out: &mut Vec<u8>, reading: &Reading) {
         value(reading.values.temperature),
         value(reading.values.humidity),
         value(reading.values.light_level),
+        if with_care { ",,,," } else { "" },
     );
 }
 
@@ -72,20 +121,26 @@ fn write_jsonl(out: &mut Vec<u8>, reading: &Reading) {
 
 struct Cursor {
     after: Option<(DateTime<Utc>, Uuid)>,
+    /// Journal entries not written yet, oldest first.
+    care: VecDeque<CareEvent>,
     header_sent: bool,
     done: bool,
 }
 
 /// The export as a stream of chunks, one per page (the CSV header first).
+/// `care`: the journal entries of the range, oldest first, when included.
 pub fn readings(
     store: Arc<dyn ReadingStore>,
     plant_id: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     format: ExportFormat,
+    care: Option<Vec<CareEvent>>,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    let with_care = care.is_some();
     let start = Cursor {
         after: None,
+        care: care.unwrap_or_default().into(),
         header_sent: format != ExportFormat::Csv,
         done: false,
     };
@@ -94,7 +149,12 @@ pub fn readings(
         async move {
             if !cursor.header_sent {
                 cursor.header_sent = true;
-                return Some((Ok(Bytes::from_static(CSV_HEADER)), cursor));
+                let header = if with_care {
+                    CSV_HEADER_WITH_CARE
+                } else {
+                    CSV_HEADER
+                };
+                return Some((Ok(Bytes::from_static(header)), cursor));
             }
             if cursor.done {
                 return None;
@@ -109,14 +169,27 @@ pub fn readings(
                     return Some((Err(error), cursor));
                 }
             };
-            let last = page.last()?;
-            cursor.after = Some((last.time, last.device_id));
-            cursor.done = page.len() < PAGE as usize;
             let mut chunk = Vec::with_capacity(page.len() * 96);
             for reading in &page {
+                while cursor.care.front().is_some_and(|e| e.at <= reading.time) {
+                    if let Some(event) = cursor.care.pop_front() {
+                        write_care(&mut chunk, &event, format);
+                    }
+                }
                 match format {
-                    ExportFormat::Csv => write_csv(&mut chunk, reading),
+                    ExportFormat::Csv => write_csv(&mut chunk, reading, with_care),
                     ExportFormat::Jsonl => write_jsonl(&mut chunk, reading),
+                }
+            }
+            cursor.done = page.len() < PAGE as usize;
+            match page.last() {
+                Some(last) => cursor.after = Some((last.time, last.device_id)),
+                None if cursor.care.is_empty() => return None,
+                None => {}
+            }
+            if cursor.done {
+                for event in cursor.care.drain(..) {
+                    write_care(&mut chunk, &event, format);
                 }
             }
             Some((Ok(Bytes::from(chunk)), cursor))

@@ -349,6 +349,16 @@ pub struct ExportQuery {
     pub from: Option<String>,
     /// First moment no longer included, in the same forms. Default: now.
     pub to: Option<String>,
+    /// `care`: the plant's care journal of the range too, merged in by time.
+    #[param(inline)]
+    pub include: Option<ExportInclude>,
+}
+
+/// What an export adds to the readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportInclude {
+    Care,
 }
 
 /// An RFC 3339 time or a plain date; a field error otherwise.
@@ -395,7 +405,11 @@ async fn export_readings(
     errors.finish()?;
     let plant = find(&state, id).await?;
     let format = query.format.unwrap_or_default();
-    let chunks = crate::export::readings(state.store.clone(), id, from, to, format);
+    let care = match query.include {
+        Some(ExportInclude::Care) => Some(state.store.care_events_between(id, from, to).await?),
+        None => None,
+    };
+    let chunks = crate::export::readings(state.store.clone(), id, from, to, format, care);
     let body = axum::body::Body::from_stream(futures::StreamExt::inspect(chunks, |chunk| {
         if let Err(error) = chunk {
             // The status is sent already: the download ends short.

@@ -415,8 +415,54 @@ async fn exports_stream_every_reading_of_the_range(db: &TestDb) {
     assert_eq!(lines[0]["soil_moisture"], 40.5);
     assert_eq!(lines[0]["plant_id"], plant_id.to_string());
 
+    // The care journal merged in by time: in the middle of a page, and
+    // after the last reading.
+    let journal = format!("/api/plants/{plant_id}/care-events");
+    for (seconds, text) in [(150, "=SUM(A1), \"tap\" water"), (EACH + 10, "after")] {
+        let at = (t0 + chrono::Duration::milliseconds(seconds * 1000 + 500)).to_rfc3339();
+        let body = json!({"kind": "watered", "amount": 250, "unit": "ml", "text": text, "at": at});
+        let (status, event) = app.call(Method::POST, &journal, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{event}");
+    }
+    let (status, _, csv) = app
+        .get_text(&format!("/api/plants/{plant_id}/export?include=care"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].ends_with(",light_level,care_kind,care_amount,care_unit,care_text"));
+    assert_eq!(lines.len() as i64, 1 + 2 * EACH + 2);
+    // Header, 151 seconds of two devices, then the entry.
+    let care_row = lines[1 + 2 * 151];
+    assert!(
+        care_row.ends_with(",watered,250,ml,\"'=SUM(A1), \"\"tap\"\" water\""),
+        "quoted, never a formula: {care_row}"
+    );
+    assert!(
+        lines[1].ends_with(",,,,"),
+        "readings leave the care columns empty"
+    );
+    assert!(lines.last().unwrap().ends_with(",watered,250,ml,after"));
+    let (_, _, jsonl) = app
+        .get_text(&format!(
+            "/api/plants/{plant_id}/export?format=jsonl&include=care&from={}&to={}",
+            urlencode(&from),
+            urlencode(&to)
+        ))
+        .await;
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 201);
+    assert_eq!(
+        lines[102]["care_event"]["kind"], "watered",
+        "{}",
+        lines[102]
+    );
+
     for bad in [
         "format=xml",
+        "include=photos",
         "from=yesterday",
         "from=2026-12-02&to=2026-12-01",
     ] {

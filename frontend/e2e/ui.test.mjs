@@ -258,6 +258,34 @@ test("a threshold edit is validated and persists after reload", async () => {
   await page.context().close();
 });
 
+test("on a phone, a due task is marked done from Today and a note joins the journal", async () => {
+  const { plants } = await api("GET", "/plants");
+  const plant = plants[1];
+  await api("PUT", `/plants/${plant.id}/care-schedule`, { tasks: [{ task: "water", every_days: 3 }] });
+  const longAgo = new Date(Date.now() - 5 * 86_400_000).toISOString();
+  await api("POST", `/plants/${plant.id}/care-events`, { kind: "watered", at: longAgo });
+  const page = await newPage(adminState, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  await page.goto(base);
+  const today = page.getByTestId("today-tasks");
+  await today.getByText(plant.name).waitFor();
+  await today.getByRole("button", { name: "Done" }).first().click();
+  await page.getByTestId("today-empty").waitFor();
+  const { tasks } = await api("GET", "/tasks");
+  assert.equal(tasks.length, 0, "nothing due once done");
+  const journal = await api("GET", `/plants/${plant.id}/care-events`);
+  assert.equal(journal.events[0].kind, "watered");
+  assert.equal(journal.events[0].source, "user", "recorded with the page's session");
+
+  await page.goto(`${base}/plants/${plant.id}`);
+  await page.locator("select[name=kind]").selectOption("note");
+  await page.locator("textarea[name=text]").fill("New leaf unfurling");
+  await page.getByRole("button", { name: "Add to journal" }).click();
+  await page.getByTestId("journal").getByText("New leaf unfurling").waitFor();
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  assert.equal(wide, false, "no horizontal scroll at 390 px");
+  await page.context().close();
+});
+
 test("registering a device shows its credentials once", async () => {
   const page = await newPage();
   await page.goto(`${base}/devices`);
@@ -389,6 +417,10 @@ test("a viewer sees everything and no edit controls", async () => {
   await page.locator(".chart canvas").first().waitFor();
   assert.equal(await page.getByRole("button", { name: "Delete plant" }).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Save thresholds" }).count(), 0);
+  await page.getByRole("heading", { name: "Care journal" }).waitFor();
+  for (const name of ["Add to journal", "Save schedule", "Remove"]) {
+    assert.equal(await page.getByRole("button", { name }).count(), 0, `viewer sees ${name}`);
+  }
   await page.goto(`${base}/devices`);
   await page.getByTestId("device-row").first().waitFor();
   for (const name of ["Register device", "Delete", "Open enrollment window", "Create key"]) {

@@ -565,6 +565,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/plants/{id}/care-events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A plant's care journal, newest first, a page at a time. */
+        get: operations["list_care_events"];
+        put?: never;
+        /** Record what was done to a plant (watered, fertilized, a note, …). */
+        post: operations["record_care_event"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plants/{id}/care-events/{event_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove a journal entry. */
+        delete: operations["delete_care_event"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/plants/{id}/care-plan": {
         parameters: {
             query?: never;
@@ -592,6 +627,27 @@ export interface paths {
         /** The plant's care plans, newest first. */
         get: operations["care_plans"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plants/{id}/care-schedule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A plant's care schedule. */
+        get: operations["get_care_schedule"];
+        /**
+         * Replace a plant's care schedule; tasks kept by name keep their
+         *     snooze and reminders.
+         */
+        put: operations["put_care_schedule"];
         post?: never;
         delete?: never;
         options?: never;
@@ -801,6 +857,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Due and overdue care tasks across plants. */
+        get: operations["list_tasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}/done": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark a task done: its journal entry is recorded, its snooze ends. */
+        post: operations["task_done"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}/snooze": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Put a task off; it is not due, and not reminded of, until then. */
+        post: operations["snooze_task"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tokens": {
         parameters: {
             query?: never;
@@ -924,12 +1031,17 @@ export interface components {
             value?: number | null;
         };
         /** @enum {string} */
-        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed" | "low_battery";
+        AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed" | "low_battery" | "care_due";
         AlertList: {
             alerts: components["schemas"]["Alert"][];
             /** Format: int64 */
             total: number;
         };
+        /**
+         * @description The unit of an amount.
+         * @enum {string}
+         */
+        AmountUnit: "ml" | "g";
         /** @description A long-lived API token; the secret itself is shown once, at creation. */
         ApiToken: {
             /** Format: date-time */
@@ -1001,6 +1113,44 @@ export interface components {
             /** @description EMQX: `allow` or `deny`. */
             result: string;
         };
+        /** @description One entry of a plant's care journal. */
+        CareEvent: {
+            /** Format: double */
+            amount?: number | null;
+            /**
+             * Format: date-time
+             * @description When it was done.
+             */
+            at: string;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            kind: components["schemas"]["CareEventKind"];
+            /** Format: uuid */
+            plant_id: string;
+            /** @description The user or token name that recorded it; `None` for PlantOps itself. */
+            recorded_by?: string | null;
+            source: components["schemas"]["CareSource"];
+            /** @description The custom task this event completed, when it did. */
+            task?: string | null;
+            text?: string | null;
+            unit?: null | components["schemas"]["AmountUnit"];
+        };
+        /**
+         * @description What was done.
+         * @enum {string}
+         */
+        CareEventKind: "watered" | "fertilized" | "repotted" | "pruned" | "treated" | "note";
+        CareEventList: {
+            /** @description Newest first. */
+            events: components["schemas"]["CareEvent"][];
+            /**
+             * Format: date-time
+             * @description `before` for the next page; `null` on the last.
+             */
+            next_before?: string | null;
+        };
         CarePlan: {
             alerts: string[];
             /** Format: date-time */
@@ -1027,6 +1177,44 @@ export interface components {
             plant_id: string;
             plant_name: string;
             species?: string | null;
+        };
+        /** @description A plant's whole schedule. */
+        CareSchedule: {
+            tasks: components["schemas"]["CareTaskRule"][];
+        };
+        /** @description A plant's care schedule and when each task is due. */
+        CareScheduleView: {
+            /** @description Each task with its due date, soonest first. */
+            due: components["schemas"]["TaskView"][];
+            tasks: components["schemas"]["CareTaskRule"][];
+        };
+        /**
+         * @description Who recorded an event.
+         * @enum {string}
+         */
+        CareSource: "user" | "token" | "automation" | "detected";
+        /** @description One task of a plant's care schedule, as the API shows and takes it. */
+        CareTaskRule: {
+            /**
+             * Format: int32
+             * @description Due this many days (1–730) after the last time it was done.
+             */
+            every_days: number;
+            /** @description `water`, `fertilize`, `repot`, or a custom name (up to 60 characters). */
+            task: string;
+            /**
+             * Format: int32
+             * @description `water` only: also due once the soil moisture has stayed below the
+             *     plant's minimum this many minutes (5–10080).
+             */
+            when_soil_below_min_minutes?: number | null;
+            /**
+             * Format: double
+             * @description 1–10; required with `winter_months`.
+             */
+            winter_factor?: number | null;
+            /** @description Months (1–12) in which the interval is multiplied by `winter_factor`. */
+            winter_months?: number[];
         };
         /**
          * @description When a certificate ends. `status`: `ok`, `expiring` (within 30 days:
@@ -1200,6 +1388,11 @@ export interface components {
         };
         /** @enum {string} */
         Direction: "rising" | "falling" | "stable";
+        /**
+         * @description Why a task is due when it is.
+         * @enum {string}
+         */
+        DueReason: "interval" | "soil_below_min";
         /**
          * @description How a device came to be registered.
          * @enum {string}
@@ -1408,6 +1601,23 @@ export interface components {
             /** Format: double */
             min_24h: number;
             summary: string;
+        };
+        /** @description A journal entry as the API takes it. */
+        NewCareEvent: {
+            /**
+             * Format: double
+             * @description 0–1,000,000, with `unit`.
+             */
+            amount?: number | null;
+            /**
+             * Format: date-time
+             * @description Default: now; never in the future.
+             */
+            at?: string | null;
+            kind: components["schemas"]["CareEventKind"];
+            /** @description Up to 2,000 characters. */
+            text?: string | null;
+            unit?: null | components["schemas"]["AmountUnit"];
         };
         NewEnrollmentKey: {
             /**
@@ -1641,6 +1851,17 @@ export interface components {
          * @enum {string}
          */
         SmtpSecurity: "starttls" | "tls" | "none";
+        Snooze: {
+            /**
+             * Format: int32
+             * @description 1–336 (two weeks).
+             */
+            hours: number;
+        };
+        Snoozed: {
+            /** Format: date-time */
+            snoozed_until: string;
+        };
         /** @description A care plan as kept: the plan and who wrote it, when and why. */
         StoredCarePlan: {
             /** Format: date-time */
@@ -1679,6 +1900,35 @@ export interface components {
             reason: string;
             /** Format: int64 */
             restarts: number;
+        };
+        TaskList: {
+            /** @description Soonest first. */
+            tasks: components["schemas"]["TaskView"][];
+        };
+        /** @description A scheduled task with when it is due. */
+        TaskView: {
+            /**
+             * Format: date-time
+             * @description When it is due (after a snooze, when the snooze ends).
+             */
+            due_at: string;
+            /** Format: int32 */
+            every_days: number;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: date-time
+             * @description When it was last done, from the journal.
+             */
+            last_done_at?: string | null;
+            overdue: boolean;
+            /** Format: uuid */
+            plant_id: string;
+            plant_name: string;
+            reason: components["schemas"]["DueReason"];
+            /** Format: date-time */
+            snoozed_until?: string | null;
+            task: string;
         };
         TestResult: {
             message: string;
@@ -3000,6 +3250,120 @@ export interface operations {
             };
         };
     };
+    list_care_events: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Entries before this time (the `at` of the last entry of the page
+                 *     before); default: the newest.
+                 */
+                before?: string;
+                /** @description 1–200, default 50. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CareEventList"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    record_care_event: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewCareEvent"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CareEvent"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    delete_care_event: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                event_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     care_plan: {
         parameters: {
             query?: never;
@@ -3068,6 +3432,76 @@ export interface operations {
             };
         };
     };
+    get_care_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CareScheduleView"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_care_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CareSchedule"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CareScheduleView"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
     plant_devices: {
         parameters: {
             query?: never;
@@ -3112,6 +3546,8 @@ export interface operations {
                 from: string | null;
                 /** @description First moment no longer included, in the same forms. Default: now. */
                 to: string | null;
+                /** @description `care`: the plant's care journal of the range too, merged in by time. */
+                include: null | "care";
             };
             cookie?: never;
         };
@@ -3480,6 +3916,106 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TestResult"];
+                };
+            };
+        };
+    };
+    list_tasks: {
+        parameters: {
+            query?: {
+                /** @description Tasks due before this time; default: now (due and overdue). */
+                due_before?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskList"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    task_done: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CareEvent"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    snooze_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Snooze"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Snoozed"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationProblem"];
                 };
             };
         };

@@ -59,7 +59,7 @@ export function onUnauthorized(listener: (() => void) | null) {
   unauthorized = listener;
 }
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response: Response;
   try {
     response = await fetch(`/api${path}`, {

@@ -66,3 +66,11 @@ export type IssuedToken = Schema<"IssuedToken">;
 export type EnrollmentKey = Schema<"EnrollmentKey">;
 export type IssuedEnrollmentKey = Schema<"IssuedEnrollmentKey">;
 export type EnrollmentWindow = Schema<"EnrollmentWindow">;
+
+export type CareEvent = Schema<"CareEvent">;
+export type CareEventKind = Schema<"CareEventKind">;
+export type AmountUnit = Schema<"AmountUnit">;
+export type NewCareEvent = components["schemas"]["NewCareEvent"];
+export type CareTaskRule = components["schemas"]["CareTaskRule"];
+export type CareScheduleView = Schema<"CareScheduleView">;
+export type CareTask = Schema<"TaskView">;

@@ -16,6 +16,7 @@ const KIND_LABEL: Record<AlertKind, string> = {
   certificate_expiring: "Certificate expiring",
   backup_failed: "Backup failed",
   low_battery: "Battery low",
+  care_due: "Care due",
 };
 
 const PERIODS: { label: string; hours: number | null }[] = [

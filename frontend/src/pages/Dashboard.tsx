@@ -7,6 +7,7 @@ import { METRIC_LABEL, formatValue, timeAgo } from "../lib/format";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
 import { devicesQuery, keys, plantsQuery, recentAlertsQuery } from "../lib/queries";
 import { useSession } from "../lib/session";
+import { Today } from "../features/care/Today";
 
 function openAlertsByPlant(alerts: Alert[] | undefined): Map<string, number> {
   const counts = new Map<string, number>();
@@ -119,6 +120,7 @@ export function Dashboard() {
           {offline === 0 ? "no devices offline" : `${offline} ${offline === 1 ? "device" : "devices"} offline`}
         </p>
       </div>
+      {list.length > 0 && <Today />}
       {list.length === 0 ? (
         <EmptyState title="No plants yet">
           <p>

@@ -8,6 +8,8 @@ import { Chart } from "../components/Chart";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
 import { keys, plantAlertsQuery, plantDevicesQuery, plantQuery, seriesQuery } from "../lib/queries";
 import { useSession } from "../lib/session";
+import { Journal } from "../features/care/Journal";
+import { CareSchedule } from "../features/care/ScheduleEditor";
 
 const RANGES: { label: string; hours: number }[] = [
   { label: "1 h", hours: 1 },
@@ -373,6 +375,8 @@ export function PlantDetail() {
         )}
       </section>
       <Charts plant={data} />
+      <CareSchedule plantId={id} />
+      <Journal plantId={id} />
       {canEdit && <ThresholdEditor key={data.id} plant={data} />}
       <AssignedDevices plant={data} />
       <PlantAlerts plantId={id} />

@@ -54,6 +54,21 @@ pub(crate) async fn setup(dir: &std::path::Path, ports: &Ports, env: &[(&str, &s
 }
 
 impl Setup {
+    pub(crate) fn plant_id(&self) -> &str {
+        &self.plant_id
+    }
+
+    /// Connects the device again (after the server restarted).
+    pub(crate) async fn reconnect(&mut self) {
+        let options = device_options(
+            &self.device,
+            self.server.mqtt_port,
+            None,
+            &self.device.device_id,
+        );
+        (self.client, self.eventloop, _) = connect(options).await;
+    }
+
     pub(crate) async fn soil(&mut self, value: f64) {
         self.publish(json!({"soil_moisture": value})).await;
     }

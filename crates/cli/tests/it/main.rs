@@ -7,6 +7,7 @@ mod advisor;
 mod alerts;
 mod backup;
 mod broker_auth;
+mod care;
 mod channels;
 mod cluster;
 mod common;

@@ -30,7 +30,15 @@ pub use state::{ApiConfig, AppState};
     info(title = "PlantOps API", description = "Plants, devices, readings and alerts."),
     servers((url = "/api")),
     tags((name = "plants"), (name = "devices"), (name = "health"), (name = "live"), (name = "alerts"), (name = "care"), (name = "advisor"), (name = "auth"), (name = "users"), (name = "integrations")),
-    modifiers(&BearerSecurity)
+    modifiers(&BearerSecurity),
+    // Each notification channel kind's fields, which the UI's form is built from.
+    components(schemas(
+        plantops_services::alerts::channels::DiscordChannel,
+        plantops_services::alerts::channels::NtfyChannel,
+        plantops_services::alerts::channels::TelegramChannel,
+        plantops_services::alerts::channels::WebhookChannel,
+        plantops_services::alerts::channels::EmailChannel,
+    ))
 )]
 struct ApiDoc;
 

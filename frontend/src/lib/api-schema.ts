@@ -989,12 +989,12 @@ export interface components {
          *     `subscribe`).
          */
         AclRequest: {
+            username: string;
+            clientid?: string | null;
+            topic: string;
             /** Format: int32 */
             acc?: number | null;
             action?: string | null;
-            clientid?: string | null;
-            topic: string;
-            username: string;
         };
         Advice: {
             current: string;
@@ -1003,32 +1003,32 @@ export interface components {
         };
         Aggregate: {
             /** Format: double */
+            min: number;
+            /** Format: double */
             avg: number;
             /** Format: double */
             max: number;
-            /** Format: double */
-            min: number;
         };
         Alert: {
-            /** Format: date-time */
-            acknowledged_at?: string | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            plant_id?: string | null;
+            /** Format: uuid */
+            device_id?: string | null;
+            kind: components["schemas"]["AlertKind"];
+            metric?: null | components["schemas"]["Metric"];
+            /** Format: double */
+            value?: number | null;
+            /** Format: double */
+            threshold?: number | null;
+            direction?: null | components["schemas"]["BoundSide"];
+            message: string;
             /** Format: date-time */
             created_at: string;
             delivery: components["schemas"]["Delivery"];
-            /** Format: uuid */
-            device_id?: string | null;
-            direction?: null | components["schemas"]["BoundSide"];
-            /** Format: uuid */
-            id: string;
-            kind: components["schemas"]["AlertKind"];
-            message: string;
-            metric?: null | components["schemas"]["Metric"];
-            /** Format: uuid */
-            plant_id?: string | null;
-            /** Format: double */
-            threshold?: number | null;
-            /** Format: double */
-            value?: number | null;
+            /** Format: date-time */
+            acknowledged_at?: string | null;
         };
         /** @enum {string} */
         AlertKind: "threshold" | "recovered" | "device_offline" | "device_online" | "certificate_expiring" | "backup_failed" | "low_battery" | "care_due";
@@ -1044,30 +1044,30 @@ export interface components {
         AmountUnit: "ml" | "g";
         /** @description A long-lived API token; the secret itself is shown once, at creation. */
         ApiToken: {
-            /** Format: date-time */
-            created_at: string;
             /** Format: uuid */
             id: string;
-            /** Format: date-time */
-            last_used_at?: string | null;
-            name: string;
-            scope: components["schemas"]["Scope"];
             /** Format: uuid */
             user_id: string;
+            name: string;
+            scope: components["schemas"]["Scope"];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            last_used_at?: string | null;
         };
         /** @description A connection attempt, as EMQX and go-auth describe it. */
         AuthRequest: {
-            clientid?: string | null;
-            password?: string;
             username: string;
+            password?: string;
+            clientid?: string | null;
         };
         AuthStatus: {
+            /** @description No account exists yet: the setup page creates the first admin. */
+            setup_required: boolean;
             /** @description `false` with `PLANTOPS_AUTH=off`: nobody needs to sign in. */
             auth: boolean;
             /** @description `PLANTOPS_ENROLLMENT=open`: devices register without a key. */
             enrollment_open: boolean;
-            /** @description No account exists yet: the setup page creates the first admin. */
-            setup_required: boolean;
         };
         /** @description The last backup that failed or did not verify. */
         BackupFailure: {
@@ -1079,10 +1079,10 @@ export interface components {
         BackupRecord: {
             /** Format: date-time */
             at: string;
-            /** Format: int64 */
-            bytes: number;
             /** @description File name in the backup directory. */
             file: string;
+            /** Format: int64 */
+            bytes: number;
             /**
              * Format: int64
              * @description Rows it holds, all tables together, checked by a restore.
@@ -1091,51 +1091,51 @@ export interface components {
         };
         /** @description What the database records of backups. */
         BackupStatus: {
-            last_failure: null | components["schemas"]["BackupFailure"];
             last_success: null | components["schemas"]["BackupRecord"];
+            last_failure: null | components["schemas"]["BackupFailure"];
         };
         /** @enum {string} */
         BoundSide: "min" | "max";
         /** @description Acceptable range of one metric; either side may be open. */
         Bounds: {
             /** Format: double */
-            max: number | null;
-            /** Format: double */
             min: number | null;
+            /** Format: double */
+            max: number | null;
         };
         /** @description The decision, in both dialects, always with status 200. */
         BrokerDecision: {
+            /** @description EMQX: `allow` or `deny`. */
+            result: string;
+            /** @description mosquitto-go-auth (`http_response_mode json`). */
+            ok: boolean;
             /** @description Why it was denied (empty when allowed). */
             error: string;
             is_superuser: boolean;
-            /** @description mosquitto-go-auth (`http_response_mode json`). */
-            ok: boolean;
-            /** @description EMQX: `allow` or `deny`. */
-            result: string;
         };
         /** @description One entry of a plant's care journal. */
         CareEvent: {
-            /** Format: double */
-            amount?: number | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            plant_id: string;
+            kind: components["schemas"]["CareEventKind"];
             /**
              * Format: date-time
              * @description When it was done.
              */
             at: string;
-            /** Format: date-time */
-            created_at: string;
-            /** Format: uuid */
-            id: string;
-            kind: components["schemas"]["CareEventKind"];
-            /** Format: uuid */
-            plant_id: string;
-            /** @description The user or token name that recorded it; `None` for PlantOps itself. */
-            recorded_by?: string | null;
-            source: components["schemas"]["CareSource"];
+            /** Format: double */
+            amount?: number | null;
+            unit?: null | components["schemas"]["AmountUnit"];
+            text?: string | null;
             /** @description The custom task this event completed, when it did. */
             task?: string | null;
-            text?: string | null;
-            unit?: null | components["schemas"]["AmountUnit"];
+            source: components["schemas"]["CareSource"];
+            /** @description The user or token name that recorded it; `None` for PlantOps itself. */
+            recorded_by?: string | null;
+            /** Format: date-time */
+            created_at: string;
         };
         /**
          * @description What was done.
@@ -1152,31 +1152,31 @@ export interface components {
             next_before?: string | null;
         };
         CarePlan: {
+            summary: string;
+            watering: components["schemas"]["Watering"];
+            light: components["schemas"]["Advice"];
+            humidity: components["schemas"]["Advice"];
+            temperature?: null | components["schemas"]["Advice"];
             alerts: string[];
+            tips: string[];
             /** Format: date-time */
             generated_at: string;
-            humidity: components["schemas"]["Advice"];
-            light: components["schemas"]["Advice"];
-            summary: string;
-            temperature?: null | components["schemas"]["Advice"];
-            tips: string[];
-            watering: components["schemas"]["Watering"];
         };
         CarePlanHistory: {
-            /** @description Newest first. */
-            care_plans: components["schemas"]["StoredCarePlan"][];
             /** Format: uuid */
             plant_id: string;
+            /** @description Newest first. */
+            care_plans: components["schemas"]["StoredCarePlan"][];
         };
         /** @description docs/api.md's care-plan answer; `care_plan` is null until one is written. */
         CarePlanResponse: {
-            care_plan?: null | components["schemas"]["CarePlan"];
-            /** Format: date-time */
-            last_generated?: string | null;
             /** Format: uuid */
             plant_id: string;
             plant_name: string;
             species?: string | null;
+            care_plan?: null | components["schemas"]["CarePlan"];
+            /** Format: date-time */
+            last_generated?: string | null;
         };
         /** @description A plant's whole schedule. */
         CareSchedule: {
@@ -1184,9 +1184,9 @@ export interface components {
         };
         /** @description A plant's care schedule and when each task is due. */
         CareScheduleView: {
+            tasks: components["schemas"]["CareTaskRule"][];
             /** @description Each task with its due date, soonest first. */
             due: components["schemas"]["TaskView"][];
-            tasks: components["schemas"]["CareTaskRule"][];
         };
         /**
          * @description Who recorded an event.
@@ -1195,37 +1195,37 @@ export interface components {
         CareSource: "user" | "token" | "automation" | "detected";
         /** @description One task of a plant's care schedule, as the API shows and takes it. */
         CareTaskRule: {
+            /** @description `water`, `fertilize`, `repot`, or a custom name (up to 60 characters). */
+            task: string;
             /**
              * Format: int32
              * @description Due this many days (1–730) after the last time it was done.
              */
             every_days: number;
-            /** @description `water`, `fertilize`, `repot`, or a custom name (up to 60 characters). */
-            task: string;
             /**
              * Format: int32
              * @description `water` only: also due once the soil moisture has stayed below the
              *     plant's minimum this many minutes (5–10080).
              */
             when_soil_below_min_minutes?: number | null;
+            /** @description Months (1–12) in which the interval is multiplied by `winter_factor`. */
+            winter_months?: number[];
             /**
              * Format: double
              * @description 1–10; required with `winter_months`.
              */
             winter_factor?: number | null;
-            /** @description Months (1–12) in which the interval is multiplied by `winter_factor`. */
-            winter_months?: number[];
         };
         /**
          * @description When a certificate ends. `status`: `ok`, `expiring` (within 30 days:
          *     renew it, docs/deployment.md) or `expired`.
          */
         CertificateComponent: {
-            /** Format: int64 */
-            days_left: number;
+            status: string;
             /** Format: date-time */
             not_after: string;
-            status: string;
+            /** Format: int64 */
+            days_left: number;
         };
         /**
          * @description A channel as the API takes it: `kind`, `name`, `min_severity` and the
@@ -1233,6 +1233,17 @@ export interface components {
          *     (the UI never sees the secrets it would have to send back).
          */
         ChannelInput: {
+            kind: components["schemas"]["ChannelKind"];
+            /** @description 1–100 characters. */
+            name: string;
+            min_severity?: null | components["schemas"]["Severity"];
+            /**
+             * @description discord: the webhook URL; ntfy: server and topic as ntfy publishes
+             *     to them (`https://ntfy.sh/my-plants`); webhook: where to POST.
+             */
+            url?: string | null;
+            /** @description ntfy: an access token (optional). */
+            token?: string | null;
             /** @description telegram: the bot's token from BotFather. */
             bot_token?: string | null;
             /**
@@ -1240,12 +1251,6 @@ export interface components {
              *     `@channelname`.
              */
             chat_id?: string | null;
-            /** @description email: the sender address (`PlantOps <plants@example.com>`). */
-            from?: string | null;
-            kind: components["schemas"]["ChannelKind"];
-            min_severity?: null | components["schemas"]["Severity"];
-            /** @description 1–100 characters. */
-            name: string;
             /**
              * @description webhook: the HMAC-SHA256 key for `X-PlantOps-Signature` (16–256
              *     characters).
@@ -1253,7 +1258,6 @@ export interface components {
             secret?: string | null;
             /** @description email: the SMTP server's host name. */
             smtp_host?: string | null;
-            smtp_password?: string | null;
             /**
              * Format: int32
              * @description email: default 587 (starttls), 465 (tls) or 25 (none).
@@ -1261,15 +1265,11 @@ export interface components {
             smtp_port?: number | null;
             smtp_security?: null | components["schemas"]["SmtpSecurity"];
             smtp_username?: string | null;
+            smtp_password?: string | null;
+            /** @description email: the sender address (`PlantOps <plants@example.com>`). */
+            from?: string | null;
             /** @description email: 1–10 recipient addresses. */
             to?: string[] | null;
-            /** @description ntfy: an access token (optional). */
-            token?: string | null;
-            /**
-             * @description discord: the webhook URL; ntfy: server and topic as ntfy publishes
-             *     to them (`https://ntfy.sh/my-plants`); webhook: where to POST.
-             */
-            url?: string | null;
         };
         /** @enum {string} */
         ChannelKind: "discord" | "ntfy" | "telegram" | "webhook" | "email";
@@ -1278,49 +1278,36 @@ export interface components {
         };
         /** @description A channel as the API shows it. */
         ChannelView: {
-            /** Format: date-time */
-            created_at: string;
             /** Format: uuid */
             id: string;
             kind: components["schemas"]["ChannelKind"];
-            /** @description Why the last attempt failed, until a delivery succeeds. */
-            last_error?: string | null;
-            /** Format: date-time */
-            last_error_at?: string | null;
-            min_severity: components["schemas"]["Severity"];
             name: string;
+            min_severity: components["schemas"]["Severity"];
+            /** @description Where notices go, secrets masked. */
+            target: string;
             /**
              * Format: int64
              * @description Notices waiting for this channel.
              */
             pending: number;
-            /** @description Where notices go, secrets masked. */
-            target: string;
+            /** @description Why the last attempt failed, until a delivery succeeds. */
+            last_error?: string | null;
+            /** Format: date-time */
+            last_error_at?: string | null;
+            /** Format: date-time */
+            created_at: string;
             /** Format: date-time */
             updated_at: string;
         };
         Component: {
-            message: string;
             /** @description `connected` or `disconnected`. */
             status: string;
+            message: string;
         };
         Components: {
-            /**
-             * @description The last verified backup and the last failed one, whichever process
-             *     took them (scheduled backups, `plantops backup`).
-             */
-            backup: components["schemas"]["BackupStatus"];
-            /**
-             * @description The TLS certificates this server knows (`broker`: the built-in
-             *     broker's server certificate; `ca`: the CA devices trust), by name.
-             */
-            certificates: {
-                [key: string]: components["schemas"]["CertificateComponent"];
-            };
             database: components["schemas"]["Component"];
-            ingest: components["schemas"]["IngestComponent"];
-            instance: components["schemas"]["InstanceComponent"];
             mqtt: components["schemas"]["Component"];
+            ingest: components["schemas"]["IngestComponent"];
             /**
              * @description Background tasks that failed and were restarted in the last 30
              *     minutes, by name; empty when all is well.
@@ -1328,6 +1315,19 @@ export interface components {
             tasks: {
                 [key: string]: components["schemas"]["TaskComponent"];
             };
+            /**
+             * @description The TLS certificates this server knows (`broker`: the built-in
+             *     broker's server certificate; `ca`: the CA devices trust), by name.
+             */
+            certificates: {
+                [key: string]: components["schemas"]["CertificateComponent"];
+            };
+            instance: components["schemas"]["InstanceComponent"];
+            /**
+             * @description The last verified backup and the last failed one, whichever process
+             *     took them (scheduled backups, `plantops backup`).
+             */
+            backup: components["schemas"]["BackupStatus"];
         };
         /** @description Each provider's default model: the UI's placeholder, never a copy. */
         DefaultModels: {
@@ -1338,20 +1338,20 @@ export interface components {
         Delivery: "pending" | "sent" | "failed" | "disabled";
         /** @description A device as the API shows it. The password hash lives only in the store. */
         Device: {
-            /** Format: date-time */
-            created_at: string;
-            enrollment?: null | components["schemas"]["Enrollment"];
-            firmware_version?: string | null;
             /** Format: uuid */
             id: string;
-            /** Format: date-time */
-            last_seen_at?: string | null;
             mac_address: string;
             mqtt_username: string;
             /** Format: uuid */
             plant_id?: string | null;
-            sensor_types?: string[] | null;
             status: components["schemas"]["DeviceStatus"];
+            firmware_version?: string | null;
+            sensor_types?: string[] | null;
+            /** Format: date-time */
+            last_seen_at?: string | null;
+            /** Format: date-time */
+            created_at: string;
+            enrollment?: null | components["schemas"]["Enrollment"];
             vitals?: null | components["schemas"]["DeviceVitals"];
             /**
              * Format: date-time
@@ -1389,10 +1389,55 @@ export interface components {
         /** @enum {string} */
         Direction: "rising" | "falling" | "stable";
         /**
+         * @description A Discord webhook's fields. Each kind's fields are described once, here:
+         *     the API's validation takes their names and which are required from these
+         *     schemas, and the UI builds its form from them in the OpenAPI document
+         *     (a field's description up to its first full stop is its label, its
+         *     example the placeholder, `writeOnly` a secret).
+         */
+        DiscordChannel: {
+            /**
+             * @description Webhook URL. Held to `PLANTOPS_DISCORD_WEBHOOK_PREFIXES`.
+             * @example https://discord.com/api/webhooks/…
+             */
+            url: string;
+        };
+        /**
          * @description Why a task is due when it is.
          * @enum {string}
          */
         DueReason: "interval" | "soil_below_min";
+        EmailChannel: {
+            /**
+             * @description SMTP server. Its host name.
+             * @example smtp.example.com
+             */
+            smtp_host: string;
+            /** @description Security. Default `starttls`. */
+            smtp_security?: components["schemas"]["SmtpSecurity"];
+            /**
+             * Format: int32
+             * @description Port. Default 587 (starttls), 465 (tls) or 25 (none).
+             * @example 587
+             */
+            smtp_port?: number;
+            /** @description User name. */
+            smtp_username?: string | null;
+            /** @description Password. Never sent unencrypted. */
+            smtp_password?: string | null;
+            /**
+             * @description From. The sender address.
+             * @example PlantOps <plants@example.com>
+             */
+            from: string;
+            /**
+             * @description To (comma-separated). 1–10 recipient addresses.
+             * @example [
+             *       "me@example.com"
+             *     ]
+             */
+            to: string[];
+        };
         /**
          * @description How a device came to be registered.
          * @enum {string}
@@ -1400,6 +1445,9 @@ export interface components {
         Enrollment: "admin" | "key" | "window" | "open";
         /** @description A credential devices present to register themselves. */
         EnrollmentKey: {
+            /** Format: uuid */
+            id: string;
+            name: string;
             /** Format: date-time */
             created_at: string;
             /**
@@ -1407,18 +1455,15 @@ export interface components {
              * @description The key stops working at this time; never when absent.
              */
             expires_at?: string | null;
-            /** Format: uuid */
-            id: string;
             /**
              * Format: int32
              * @description How many devices the key may register; unlimited when absent.
              */
             max_uses?: number | null;
-            name: string;
-            /** Format: date-time */
-            revoked_at?: string | null;
             /** Format: int32 */
             uses: number;
+            /** Format: date-time */
+            revoked_at?: string | null;
         };
         EnrollmentKeyList: {
             keys: components["schemas"]["EnrollmentKey"][];
@@ -1438,53 +1483,52 @@ export interface components {
             type: string;
         };
         Health: {
-            components?: null | components["schemas"]["Components"];
             /** @description `healthy`, `degraded` or `unhealthy`. */
             status: string;
             /** Format: date-time */
             timestamp: string;
             version: string;
+            components?: null | components["schemas"]["Components"];
         };
         HealthCheck: {
-            /** Format: double */
-            care_plan_age_hours?: number | null;
-            /** Format: date-time */
-            checked_at: string;
-            has_care_plan: boolean;
-            issues: components["schemas"]["HealthIssue"][];
             /** Format: uuid */
             plant_id: string;
             plant_name: string;
-            recommendations: components["schemas"]["Recommendation"][];
             status: components["schemas"]["HealthStatus"];
+            issues: components["schemas"]["HealthIssue"][];
+            recommendations: components["schemas"]["Recommendation"][];
             trends: components["schemas"]["MetricTrend"][];
+            /** Format: date-time */
+            checked_at: string;
+            has_care_plan: boolean;
+            /** Format: double */
+            care_plan_age_hours?: number | null;
         };
         HealthIssue: {
-            /** Format: double */
-            current_value: number;
-            message: string;
             metric: components["schemas"]["Metric"];
             severity: components["schemas"]["Severity"];
+            /** Format: double */
+            current_value: number;
             threshold_violated: components["schemas"]["BoundSide"];
+            message: string;
         };
         /** @enum {string} */
         HealthStatus: "optimal" | "warning" | "critical";
         History: {
-            count: number;
             records: components["schemas"]["Reading"][];
+            count: number;
         };
         HomeAssistantUpdate: {
-            /** @description Home Assistant's discovery prefix; `homeassistant` when omitted. */
-            discovery_prefix: string | null;
             /**
              * @description `mqtt://user:password@host:1883` or `mqtts://…` (the Mosquitto
              *     add-on: a Home Assistant user); `null` removes the setting (then
              *     `PLANTOPS_HA_MQTT_URL`, if set, applies).
              */
             url: string | null;
+            /** @description Home Assistant's discovery prefix; `homeassistant` when omitted. */
+            discovery_prefix: string | null;
         };
         HomeAssistantView: {
-            discovery_prefix: string;
             /** @description Whether PlantOps publishes to Home Assistant's broker. */
             enabled: boolean;
             /**
@@ -1494,19 +1538,20 @@ export interface components {
             source?: string | null;
             /** @description The broker URL with its password shown as `***`. */
             url?: string | null;
+            discovery_prefix: string;
         };
         /**
          * @description Messages received from devices, readings stored, and messages dropped
          *     by reason (malformed, too large, unknown device, ...).
          */
         IngestComponent: {
-            dropped: {
-                [key: string]: number;
-            };
             /** Format: int64 */
             received: number;
             /** Format: int64 */
             stored: number;
+            dropped: {
+                [key: string]: number;
+            };
         };
         /** @description This instance among those sharing the database (docs/scaling.md). */
         InstanceComponent: {
@@ -1527,45 +1572,35 @@ export interface components {
             token: string;
         };
         LlmSettingsUpdate: {
+            provider: components["schemas"]["Provider"];
             /** @description Omitted: the stored key is kept. */
             api_key?: string | null;
             /** @description Omitted: the provider's default (or the stored model of the same provider). */
             model?: string | null;
-            provider: components["schemas"]["Provider"];
         };
         LlmSettingsView: {
+            provider: components["schemas"]["Provider"];
+            model: string;
+            api_key_set: boolean;
             /** @description `"..."` and the last four characters. */
             api_key_masked?: string | null;
-            api_key_set: boolean;
-            /** @description The model each provider uses when none is given. */
-            default_models: components["schemas"]["DefaultModels"];
-            model: string;
-            provider: components["schemas"]["Provider"];
             /** Format: date-time */
             updated_at?: string | null;
+            /** @description The model each provider uses when none is given. */
+            default_models: components["schemas"]["DefaultModels"];
         };
         LlmTestResult: {
+            success: boolean;
+            message: string;
             /** Format: int64 */
             latency_ms?: number | null;
-            message: string;
-            success: boolean;
         };
         LoginRequest: {
-            password: string;
             username: string;
+            password: string;
         };
         /** @description The measured values of one message; each is optional. */
         Measurements: {
-            /**
-             * Format: double
-             * @description Relative humidity, %.
-             */
-            humidity: number | null;
-            /**
-             * Format: double
-             * @description Illuminance, lux.
-             */
-            light_level: number | null;
             /**
              * Format: double
              * @description Soil moisture, % (0–100).
@@ -1576,6 +1611,16 @@ export interface components {
              * @description Air temperature, °C.
              */
             temperature: number | null;
+            /**
+             * Format: double
+             * @description Relative humidity, %.
+             */
+            humidity: number | null;
+            /**
+             * Format: double
+             * @description Illuminance, lux.
+             */
+            light_level: number | null;
         };
         /** @description `{"message": "..."}`. */
         Message: {
@@ -1585,6 +1630,8 @@ export interface components {
         Metric: "soil_moisture" | "temperature" | "humidity" | "light_level";
         /** @description One metric over a window: what the prompt and the health check report. */
         MetricTrend: {
+            metric: components["schemas"]["Metric"];
+            direction: components["schemas"]["Direction"];
             /**
              * Format: double
              * @description Change of the last quarter's mean against the first quarter's, %.
@@ -1592,34 +1639,33 @@ export interface components {
             change_percent: number;
             /** Format: double */
             current: number;
-            direction: components["schemas"]["Direction"];
+            /** Format: double */
+            min_24h: number;
             /** Format: double */
             max_24h: number;
             /** Format: double */
             mean_24h: number;
-            metric: components["schemas"]["Metric"];
-            /** Format: double */
-            min_24h: number;
             summary: string;
         };
         /** @description A journal entry as the API takes it. */
         NewCareEvent: {
-            /**
-             * Format: double
-             * @description 0–1,000,000, with `unit`.
-             */
-            amount?: number | null;
+            kind: components["schemas"]["CareEventKind"];
             /**
              * Format: date-time
              * @description Default: now; never in the future.
              */
             at?: string | null;
-            kind: components["schemas"]["CareEventKind"];
+            /**
+             * Format: double
+             * @description 0–1,000,000, with `unit`.
+             */
+            amount?: number | null;
+            unit?: null | components["schemas"]["AmountUnit"];
             /** @description Up to 2,000 characters. */
             text?: string | null;
-            unit?: null | components["schemas"]["AmountUnit"];
         };
         NewEnrollmentKey: {
+            name: string;
             /**
              * Format: date-time
              * @description The key stops working at this time (RFC 3339); never when absent.
@@ -1630,9 +1676,11 @@ export interface components {
              * @description How many devices it may register; unlimited when absent.
              */
             max_uses?: number | null;
-            name: string;
         };
         NewPlant: {
+            name: string;
+            species?: string | null;
+            thresholds?: null | components["schemas"]["Thresholds"];
             /** Format: int32 */
             alert_cooldown_minutes?: number | null;
             /**
@@ -1641,9 +1689,6 @@ export interface components {
              *     the server's PLANTOPS_LOW_BATTERY_PERCENT.
              */
             low_battery_percent?: number | null;
-            name: string;
-            species?: string | null;
-            thresholds?: null | components["schemas"]["Thresholds"];
         };
         NewToken: {
             name: string;
@@ -1651,10 +1696,10 @@ export interface components {
             scope: components["schemas"]["Scope"];
         };
         NewUser: {
+            username: string;
             /** @description At least 8 characters. */
             password: string;
             role: components["schemas"]["Role"];
-            username: string;
         };
         NotificationSettingsUpdate: {
             /**
@@ -1664,9 +1709,19 @@ export interface components {
             discord_webhook_url: string | null;
         };
         NotificationSettingsView: {
+            discord_webhook_set: boolean;
             /** @description `"..."` and the last four characters. */
             discord_webhook_masked?: string | null;
-            discord_webhook_set: boolean;
+        };
+        NtfyChannel: {
+            /**
+             * @description Server and topic. As ntfy publishes to them; the topic is letters,
+             *     digits, `-` and `_`.
+             * @example https://ntfy.sh/my-plants
+             */
+            url: string;
+            /** @description Access token. Sent as `Authorization: Bearer`. */
+            token?: string | null;
         };
         OpenWindow: {
             /**
@@ -1682,21 +1737,21 @@ export interface components {
         };
         /** @description A plant as stored. */
         Plant: {
-            /** Format: int32 */
-            alert_cooldown_minutes: number;
-            /** Format: date-time */
-            created_at: string;
             /** Format: uuid */
             id: string;
+            name: string;
+            species?: string | null;
+            thresholds?: null | components["schemas"]["Thresholds"];
+            /** Format: int32 */
+            alert_cooldown_minutes: number;
             /**
              * Format: int32
              * @description Below this battery percentage a device of the plant raises a
              *     `low_battery` alert; 0: never; `null`: PLANTOPS_LOW_BATTERY_PERCENT.
              */
             low_battery_percent?: number | null;
-            name: string;
-            species?: string | null;
-            thresholds?: null | components["schemas"]["Thresholds"];
+            /** Format: date-time */
+            created_at: string;
             /** Format: date-time */
             updated_at: string;
         };
@@ -1710,6 +1765,9 @@ export interface components {
          *     from `null` (clear), hence the double option.
          */
         PlantPatch: {
+            name: string | null;
+            species: string | null;
+            thresholds: null | components["schemas"]["Thresholds"];
             /** Format: int32 */
             alert_cooldown_minutes: number | null;
             /**
@@ -1717,17 +1775,14 @@ export interface components {
              * @description `null` returns the plant to PLANTOPS_LOW_BATTERY_PERCENT.
              */
             low_battery_percent: number | null;
-            name: string | null;
-            species: string | null;
-            thresholds: null | components["schemas"]["Thresholds"];
         };
         /** @enum {string} */
         PlantStatus: "healthy" | "warning" | "critical" | "offline" | "unknown";
         /** @description A plant with what the dashboard needs to judge it. */
         PlantView: components["schemas"]["Plant"] & {
+            latest_telemetry?: null | components["schemas"]["Reading"];
             /** Format: int64 */
             device_count: number;
-            latest_telemetry?: null | components["schemas"]["Reading"];
             status: components["schemas"]["PlantStatus"];
         };
         /** @enum {string} */
@@ -1745,12 +1800,14 @@ export interface components {
         Provisioned: {
             /** Format: uuid */
             id: string;
-            message: string;
             /** Format: uuid */
             plant_id: string;
             status: components["schemas"]["DeviceStatus"];
+            message: string;
         };
         Reading: components["schemas"]["Measurements"] & {
+            /** Format: date-time */
+            time: string;
             /** Format: uuid */
             device_id: string;
             /**
@@ -1758,20 +1815,18 @@ export interface components {
              * @description The plant the device served when the reading arrived.
              */
             plant_id?: string | null;
-            /** Format: date-time */
-            time: string;
         };
         Ready: {
-            checks: components["schemas"]["ReadyChecks"];
             ready: boolean;
+            checks: components["schemas"]["ReadyChecks"];
         };
         ReadyChecks: {
             database: boolean;
             mqtt: boolean;
         };
         Recommendation: {
-            action: string;
             priority: components["schemas"]["Priority"];
+            action: string;
             source: components["schemas"]["RecommendationSource"];
         };
         /**
@@ -1781,22 +1836,22 @@ export interface components {
          */
         RecommendationSource: "rules" | "model";
         RegisterDevice: {
-            firmware_version?: string | null;
             /** @description Six hex octets, `:` or `-` separated. */
             mac_address: string;
+            firmware_version?: string | null;
             sensor_types?: string[] | null;
         };
         Registered: {
             /** Format: uuid */
             device_id: string;
-            mqtt_host: string;
+            mqtt_username: string;
             /** @description Shown once; `<stored_securely>` when the MAC was registered before. */
             mqtt_password: string;
+            mqtt_host: string;
             /** Format: int32 */
             mqtt_port?: number | null;
             /** Format: int32 */
             mqtt_tls_port?: number | null;
-            mqtt_username: string;
         };
         /**
          * @description What an account may do: `admin` everything, `viewer` read everything
@@ -1810,35 +1865,35 @@ export interface components {
          */
         Scope: "read" | "full";
         Series: {
-            /** Format: int64 */
-            bucket_seconds: number;
-            /** Format: date-time */
-            from: string;
             /** Format: uuid */
             plant_id: string;
-            points: components["schemas"]["SeriesPoint"][];
+            /** Format: date-time */
+            from: string;
             /** Format: date-time */
             to: string;
+            /** Format: int64 */
+            bucket_seconds: number;
+            points: components["schemas"]["SeriesPoint"][];
         };
         SeriesPoint: {
-            /** Format: int64 */
-            count: number;
-            humidity?: null | components["schemas"]["Aggregate"];
-            light_level?: null | components["schemas"]["Aggregate"];
-            soil_moisture?: null | components["schemas"]["Aggregate"];
-            temperature?: null | components["schemas"]["Aggregate"];
             /**
              * Format: date-time
              * @description Start of the bucket.
              */
             time: string;
+            /** Format: int64 */
+            count: number;
+            soil_moisture?: null | components["schemas"]["Aggregate"];
+            temperature?: null | components["schemas"]["Aggregate"];
+            humidity?: null | components["schemas"]["Aggregate"];
+            light_level?: null | components["schemas"]["Aggregate"];
         };
         SetupRequest: {
-            /** @description At least 8 characters. */
-            password: string;
             /** @description The token from the setup link (or `<data dir>/setup-token`). */
             token: string;
             username: string;
+            /** @description At least 8 characters. */
+            password: string;
         };
         /**
          * @description How urgent an alert is; a notification channel takes alerts from its
@@ -1864,42 +1919,42 @@ export interface components {
         };
         /** @description A care plan as kept: the plan and who wrote it, when and why. */
         StoredCarePlan: {
-            /** Format: date-time */
-            created_at: string;
-            /**
-             * Format: int64
-             * @description How long writing the plan took, in milliseconds.
-             */
-            duration_ms?: number | null;
             /** Format: uuid */
             id: string;
+            /** Format: uuid */
+            plant_id: string;
+            plan: components["schemas"]["CarePlan"];
+            /** @description `anthropic` or `openai`. */
+            provider: string;
+            model: string;
+            /** @description `request`, `weekly` or `critical_alert`. */
+            reason: string;
+            /** Format: date-time */
+            created_at: string;
             /**
              * Format: int32
              * @description Tokens the provider billed for the plan (every call, the corrective
              *     retry included), when it reports them.
              */
             input_tokens?: number | null;
-            model: string;
             /** Format: int32 */
             output_tokens?: number | null;
-            plan: components["schemas"]["CarePlan"];
-            /** Format: uuid */
-            plant_id: string;
-            /** @description `anthropic` or `openai`. */
-            provider: string;
-            /** @description `request`, `weekly` or `critical_alert`. */
-            reason: string;
+            /**
+             * Format: int64
+             * @description How long writing the plan took, in milliseconds.
+             */
+            duration_ms?: number | null;
         };
         /** @description go-auth's superuser check: nobody is one. */
         SuperuserRequest: {
             username: string;
         };
         TaskComponent: {
+            /** Format: int64 */
+            restarts: number;
             /** Format: date-time */
             last_failure: string;
             reason: string;
-            /** Format: int64 */
-            restarts: number;
         };
         TaskList: {
             /** @description Soonest first. */
@@ -1907,67 +1962,91 @@ export interface components {
         };
         /** @description A scheduled task with when it is due. */
         TaskView: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            plant_id: string;
+            plant_name: string;
+            task: string;
             /**
              * Format: date-time
              * @description When it is due (after a snooze, when the snooze ends).
              */
             due_at: string;
-            /** Format: int32 */
-            every_days: number;
-            /** Format: uuid */
-            id: string;
+            reason: components["schemas"]["DueReason"];
+            overdue: boolean;
+            /** Format: date-time */
+            snoozed_until?: string | null;
             /**
              * Format: date-time
              * @description When it was last done, from the journal.
              */
             last_done_at?: string | null;
-            overdue: boolean;
-            /** Format: uuid */
-            plant_id: string;
-            plant_name: string;
-            reason: components["schemas"]["DueReason"];
-            /** Format: date-time */
-            snoozed_until?: string | null;
-            task: string;
+            /** Format: int32 */
+            every_days: number;
+        };
+        TelegramChannel: {
+            /**
+             * @description Bot token. From BotFather.
+             * @example 123456:ABC…
+             */
+            bot_token: string;
+            /**
+             * @description Chat id. A number (negative for groups) or `@channelname`.
+             * @example -1001234567890 or @channel
+             */
+            chat_id: string;
         };
         TestResult: {
-            message: string;
             success: boolean;
+            message: string;
         };
         Thresholds: {
-            humidity: null | components["schemas"]["Bounds"];
-            light_level: null | components["schemas"]["Bounds"];
             soil_moisture: null | components["schemas"]["Bounds"];
             temperature: null | components["schemas"]["Bounds"];
+            humidity: null | components["schemas"]["Bounds"];
+            light_level: null | components["schemas"]["Bounds"];
         };
         TokenList: {
             tokens: components["schemas"]["ApiToken"][];
         };
         User: {
-            /** Format: date-time */
-            created_at: string;
             /** Format: uuid */
             id: string;
-            role: components["schemas"]["Role"];
             username: string;
+            role: components["schemas"]["Role"];
+            /** Format: date-time */
+            created_at: string;
         };
         UserList: {
             users: components["schemas"]["User"][];
         };
         UserUpdate: {
+            role: null | components["schemas"]["Role"];
             /** @description A new password (ends the user's sessions). */
             password: string | null;
-            role: null | components["schemas"]["Role"];
         };
         /** @description `{"detail": [{"loc", "msg", "type"}]}`. */
         ValidationProblem: {
             detail: components["schemas"]["FieldError"][];
         };
         Watering: {
-            amount: string;
             frequency: string;
+            amount: string;
             /** @description The next suggested watering day (YYYY-MM-DD), when the model names one. */
             next_date?: string | null;
+        };
+        WebhookChannel: {
+            /**
+             * @description URL. Where to POST (http or https, no credentials in it).
+             * @example https://automation.example.com/plantops
+             */
+            url: string;
+            /**
+             * @description Signing secret (16+ characters). The HMAC-SHA256 key of
+             *     `X-PlantOps-Signature`, 16–256 characters.
+             */
+            secret: string;
         };
     };
     responses: never;

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ApiResult, ValidationProblem};
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use plantops_services::alerts::channels::ChannelConfig;
+use plantops_services::alerts::channels::{ChannelConfig, DiscordChannel};
 use plantops_services::alerts::send::{Attempt, Notice};
 use plantops_services::keys::SettingsError;
 
@@ -112,7 +112,7 @@ async fn test_notification(State(state): State<AppState>) -> ApiResult<Json<Test
             message: "No Discord webhook is configured".into(),
         }));
     };
-    let config = ChannelConfig::Discord { url: webhook.0 };
+    let config = ChannelConfig::Discord(DiscordChannel { url: webhook.0 });
     let attempt = state
         .notifications
         .sender

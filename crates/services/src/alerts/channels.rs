@@ -13,7 +13,8 @@ use plantops_core::ValidationErrors;
 use plantops_store::{ChannelStore, StoredChannel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::settings::WebhookDestinations;
@@ -64,34 +65,83 @@ impl SmtpSecurity {
     }
 }
 
+/// A Discord webhook's fields. Each kind's fields are described once, here:
+/// the API's validation takes their names and which are required from these
+/// schemas, and the UI builds its form from them in the OpenAPI document
+/// (a field's description up to its first full stop is its label, its
+/// example the placeholder, `writeOnly` a secret).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiscordChannel {
+    /// Webhook URL. Held to `PLANTOPS_DISCORD_WEBHOOK_PREFIXES`.
+    #[schema(example = "https://discord.com/api/webhooks/…", write_only)]
+    pub url: String,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NtfyChannel {
+    /// Server and topic. As ntfy publishes to them; the topic is letters,
+    /// digits, `-` and `_`.
+    #[schema(example = "https://ntfy.sh/my-plants")]
+    pub url: String,
+    /// Access token. Sent as `Authorization: Bearer`.
+    #[schema(write_only)]
+    pub token: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TelegramChannel {
+    /// Bot token. From BotFather.
+    #[schema(example = "123456:ABC…", write_only)]
+    pub bot_token: String,
+    /// Chat id. A number (negative for groups) or `@channelname`.
+    #[schema(example = "-1001234567890 or @channel")]
+    pub chat_id: String,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookChannel {
+    /// URL. Where to POST (http or https, no credentials in it).
+    #[schema(example = "https://automation.example.com/plantops")]
+    pub url: String,
+    /// Signing secret (16+ characters). The HMAC-SHA256 key of
+    /// `X-PlantOps-Signature`, 16–256 characters.
+    #[schema(write_only)]
+    pub secret: String,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmailChannel {
+    /// SMTP server. Its host name.
+    #[schema(example = "smtp.example.com")]
+    pub smtp_host: String,
+    /// Security. Default `starttls`.
+    #[schema(required = false)]
+    pub smtp_security: SmtpSecurity,
+    /// Port. Default 587 (starttls), 465 (tls) or 25 (none).
+    #[schema(example = 587, required = false)]
+    pub smtp_port: u16,
+    /// User name.
+    pub smtp_username: Option<String>,
+    /// Password. Never sent unencrypted.
+    #[schema(write_only)]
+    pub smtp_password: Option<String>,
+    /// From. The sender address.
+    #[schema(example = "PlantOps <plants@example.com>")]
+    pub from: String,
+    /// To (comma-separated). 1–10 recipient addresses.
+    #[schema(example = json!(["me@example.com"]))]
+    pub to: Vec<String>,
+}
+
 /// A channel's own fields, as sealed.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChannelConfig {
-    Discord {
-        url: String,
-    },
-    Ntfy {
-        url: String,
-        token: Option<String>,
-    },
-    Telegram {
-        bot_token: String,
-        chat_id: String,
-    },
-    Webhook {
-        url: String,
-        secret: String,
-    },
-    Email {
-        smtp_host: String,
-        smtp_port: u16,
-        smtp_security: SmtpSecurity,
-        smtp_username: Option<String>,
-        smtp_password: Option<String>,
-        from: String,
-        to: Vec<String>,
-    },
+    Discord(DiscordChannel),
+    Ntfy(NtfyChannel),
+    Telegram(TelegramChannel),
+    Webhook(WebhookChannel),
+    Email(EmailChannel),
 }
 
 /// Secrets stay out of logs: only the kind shows.
@@ -104,19 +154,21 @@ impl std::fmt::Debug for ChannelConfig {
 impl ChannelConfig {
     pub fn kind(&self) -> ChannelKind {
         match self {
-            ChannelConfig::Discord { .. } => ChannelKind::Discord,
-            ChannelConfig::Ntfy { .. } => ChannelKind::Ntfy,
-            ChannelConfig::Telegram { .. } => ChannelKind::Telegram,
-            ChannelConfig::Webhook { .. } => ChannelKind::Webhook,
-            ChannelConfig::Email { .. } => ChannelKind::Email,
+            ChannelConfig::Discord(DiscordChannel { .. }) => ChannelKind::Discord,
+            ChannelConfig::Ntfy(NtfyChannel { .. }) => ChannelKind::Ntfy,
+            ChannelConfig::Telegram(TelegramChannel { .. }) => ChannelKind::Telegram,
+            ChannelConfig::Webhook(WebhookChannel { .. }) => ChannelKind::Webhook,
+            ChannelConfig::Email(EmailChannel { .. }) => ChannelKind::Email,
         }
     }
 
     /// Where notices go, without secrets: for the API and the UI.
     pub fn summary(&self) -> String {
         match self {
-            ChannelConfig::Discord { url } => format!("Discord webhook {}", mask(url)),
-            ChannelConfig::Ntfy { url, token } => {
+            ChannelConfig::Discord(DiscordChannel { url }) => {
+                format!("Discord webhook {}", mask(url))
+            }
+            ChannelConfig::Ntfy(NtfyChannel { url, token }) => {
                 // A topic on a public server is as good as a password.
                 let host = host_of(url);
                 let auth = if token.is_some() {
@@ -126,16 +178,18 @@ impl ChannelConfig {
                 };
                 format!("ntfy on {host}, topic {}{auth}", mask(url))
             }
-            ChannelConfig::Telegram { chat_id, .. } => format!("Telegram chat {chat_id}"),
-            ChannelConfig::Webhook { url, .. } => {
+            ChannelConfig::Telegram(TelegramChannel { chat_id, .. }) => {
+                format!("Telegram chat {chat_id}")
+            }
+            ChannelConfig::Webhook(WebhookChannel { url, .. }) => {
                 format!("POST to {} (signed)", host_of(url))
             }
-            ChannelConfig::Email {
+            ChannelConfig::Email(EmailChannel {
                 smtp_host,
                 smtp_port,
                 to,
                 ..
-            } => format!("email to {} via {smtp_host}:{smtp_port}", to.join(", ")),
+            }) => format!("email to {} via {smtp_host}:{smtp_port}", to.join(", ")),
         }
     }
 }
@@ -376,14 +430,14 @@ impl ChannelInput {
         };
         for (field, value) in given {
             let Some(value) = value else { continue };
-            match fields.iter().find(|(name, _)| *name == field) {
+            match fields.iter().find(|(name, _, _)| name == field) {
                 None => errors.push(field_error(
                     field,
                     format!("{field} is not a field of a {} channel", kind.as_str()),
                     "value_error.extra",
                 )),
                 // An empty optional field removes it.
-                Some((_, false)) if value.as_str() == Some("") => {
+                Some((_, false, _)) if value.as_str() == Some("") => {
                     merged.remove(field);
                 }
                 Some(_) => {
@@ -400,8 +454,9 @@ impl ChannelInput {
                 .map_or(587, SmtpSecurity::default_port);
             merged.entry("smtp_port").or_insert_with(|| port.into());
         }
-        for (field, required) in fields {
-            let empty = match merged.get(*field) {
+        let mut missing = Vec::new();
+        for (field, required, list) in &fields {
+            let empty = match merged.get(field.as_str()) {
                 None | Some(Value::Null) => true,
                 Some(Value::String(s)) => s.is_empty(),
                 Some(Value::Array(list)) => list.is_empty(),
@@ -413,120 +468,174 @@ impl ChannelInput {
                     format!("{field} is required"),
                     "value_error.missing",
                 ));
-            } else if !empty {
-                check_field(kind, field, &merged[*field], discord, errors);
+                // Empty for now, so the fields that are there are checked too.
+                let empty = if *list {
+                    Value::Array(Vec::new())
+                } else {
+                    Value::from("")
+                };
+                merged.insert(field.clone(), empty);
+                missing.push(field.clone());
             }
         }
         merged.insert("kind".into(), kind.as_str().into());
         let config: ChannelConfig = serde_json::from_value(Value::Object(merged)).ok()?;
-        if let ChannelConfig::Email {
-            smtp_security,
-            smtp_username,
-            smtp_password,
-            ..
-        } = &config
-        {
-            if smtp_username.is_some() != smtp_password.is_some() {
-                errors.push(field_error(
-                    "smtp_password",
-                    "smtp_username and smtp_password go together",
-                    "value_error",
-                ));
+        let mut problems = Collector::default();
+        config.check(discord, &mut problems);
+        for problem in problems.into_errors().0 {
+            // A missing field is named once, as missing.
+            if !problem
+                .loc
+                .get(1)
+                .is_some_and(|field| missing.contains(field))
+            {
+                errors.push(problem);
             }
-            if *smtp_security == SmtpSecurity::None && smtp_password.is_some() {
-                errors.push(field_error(
-                    "smtp_security",
-                    "a password is never sent unencrypted: use starttls or tls",
-                    "value_error",
-                ));
-            }
+        }
+        if !missing.is_empty() {
+            return None;
         }
         Some(config)
     }
 }
 
 impl ChannelKind {
-    /// The kind's own fields, and whether each must be set.
-    fn fields(self) -> &'static [(&'static str, bool)] {
-        match self {
-            ChannelKind::Discord => &[("url", true)],
-            ChannelKind::Ntfy => &[("url", true), ("token", false)],
-            ChannelKind::Telegram => &[("bot_token", true), ("chat_id", true)],
-            ChannelKind::Webhook => &[("url", true), ("secret", true)],
-            ChannelKind::Email => &[
-                ("smtp_host", true),
-                ("smtp_port", false),
-                ("smtp_security", false),
-                ("smtp_username", false),
-                ("smtp_password", false),
-                ("from", true),
-                ("to", true),
-            ],
+    /// The kind's own fields, whether each must be set and whether it is a
+    /// list: read from the kind's schema, the one description of its fields.
+    fn fields(self) -> Vec<(String, bool, bool)> {
+        let schema = match self {
+            ChannelKind::Discord => DiscordChannel::schema(),
+            ChannelKind::Ntfy => NtfyChannel::schema(),
+            ChannelKind::Telegram => TelegramChannel::schema(),
+            ChannelKind::Webhook => WebhookChannel::schema(),
+            ChannelKind::Email => EmailChannel::schema(),
+        };
+        match schema {
+            RefOr::T(Schema::Object(object)) => object
+                .properties
+                .iter()
+                .map(|(name, property)| {
+                    let list = matches!(property, RefOr::T(Schema::Array(_)));
+                    (name.clone(), object.required.contains(name), list)
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
 
-/// One field of a channel of `kind`, as merged; every problem is named.
-fn check_field(
-    kind: ChannelKind,
-    field: &str,
-    value: &Value,
-    discord: &WebhookDestinations,
-    errors: &mut Collector,
-) {
-    let text = value.as_str().unwrap_or_default();
-    let problem = match (kind, field) {
-        (ChannelKind::Discord, "url") => {
-            (text.len() > MAX_URL || !discord.allows(text)).then(|| {
-                format!(
-                    "url must be a Discord webhook URL (starting with one of: {})",
-                    discord.describe()
-                )
-            })
-        }
-        (ChannelKind::Ntfy, "url") => ntfy_topic_url(text).err(),
-        (_, "url") => http_url(text).err(),
-        (_, "token") => (text.len() > MAX_SECRET || !is_printable(text))
-            .then(|| "token must be up to 256 printable characters".to_string()),
-        (_, "bot_token") => (!is_bot_token(text))
-            .then(|| "bot_token must look like 123456:ABC-DEF… (from BotFather)".to_string()),
-        (_, "chat_id") => (!is_chat_id(text))
-            .then(|| "chat_id must be a number (negative for groups) or @channelname".to_string()),
-        (_, "secret") => (text.chars().count() < MIN_WEBHOOK_SECRET || text.len() > MAX_SECRET)
-            .then(|| "secret must be 16–256 characters".to_string()),
-        (_, "smtp_host") => (text.len() > 253 || text.contains(char::is_whitespace))
-            .then(|| "smtp_host must be a host name".to_string()),
-        (_, "smtp_port") => {
-            (value.as_u64() == Some(0)).then(|| "smtp_port must be 1–65535".to_string())
-        }
-        (_, "from") => text
-            .parse::<lettre::message::Mailbox>()
-            .is_err()
-            .then(|| "from must be an email address".to_string()),
-        (_, "to") => {
-            let addresses = value.as_array().map(Vec::as_slice).unwrap_or_default();
-            for (n, address) in addresses.iter().enumerate() {
-                let address = address.as_str().unwrap_or_default();
-                if address.parse::<lettre::message::Mailbox>().is_err() {
-                    errors.push(FieldError::new(
-                        &["body", "to", &n.to_string()],
-                        format!("{address:?} is not an email address"),
-                        "value_error.email",
-                    ));
-                }
+impl ChannelConfig {
+    /// Checks every field of the channel; every problem is named.
+    fn check(&self, discord: &WebhookDestinations, errors: &mut Collector) {
+        let mut problem = |field: &str, message: Option<String>, kind: &str| {
+            if let Some(message) = message {
+                errors.push(field_error(field, message, kind));
             }
-            (addresses.len() > MAX_RECIPIENTS)
-                .then(|| "to must list 1–10 email addresses".to_string())
-        }
-        _ => None,
-    };
-    if let Some(message) = problem {
-        let kind = match field {
-            "url" => "value_error.url",
-            "from" => "value_error.email",
-            _ => "value_error",
         };
-        errors.push(field_error(field, message, kind));
+        match self {
+            ChannelConfig::Discord(DiscordChannel { url }) => problem(
+                "url",
+                (url.len() > MAX_URL || !discord.allows(url)).then(|| {
+                    format!(
+                        "url must be a Discord webhook URL (starting with one of: {})",
+                        discord.describe()
+                    )
+                }),
+                "value_error.url",
+            ),
+            ChannelConfig::Ntfy(NtfyChannel { url, token }) => {
+                problem("url", ntfy_topic_url(url).err(), "value_error.url");
+                problem(
+                    "token",
+                    token
+                        .as_deref()
+                        .is_some_and(|t| t.len() > MAX_SECRET || !is_printable(t))
+                        .then(|| "token must be up to 256 printable characters".to_string()),
+                    "value_error",
+                );
+            }
+            ChannelConfig::Telegram(TelegramChannel { bot_token, chat_id }) => {
+                problem(
+                    "bot_token",
+                    (!is_bot_token(bot_token)).then(|| {
+                        "bot_token must look like 123456:ABC-DEF… (from BotFather)".to_string()
+                    }),
+                    "value_error",
+                );
+                problem(
+                    "chat_id",
+                    (!is_chat_id(chat_id)).then(|| {
+                        "chat_id must be a number (negative for groups) or @channelname".to_string()
+                    }),
+                    "value_error",
+                );
+            }
+            ChannelConfig::Webhook(WebhookChannel { url, secret }) => {
+                problem("url", http_url(url).err(), "value_error.url");
+                problem(
+                    "secret",
+                    (secret.chars().count() < MIN_WEBHOOK_SECRET || secret.len() > MAX_SECRET)
+                        .then(|| "secret must be 16–256 characters".to_string()),
+                    "value_error",
+                );
+            }
+            ChannelConfig::Email(email) => email.check(errors),
+        }
+    }
+}
+
+impl EmailChannel {
+    fn check(&self, errors: &mut Collector) {
+        let mut problem = |field: &str, message: Option<&str>, kind: &str| {
+            if let Some(message) = message {
+                errors.push(field_error(field, message, kind));
+            }
+        };
+        problem(
+            "smtp_host",
+            (self.smtp_host.len() > 253 || self.smtp_host.contains(char::is_whitespace))
+                .then_some("smtp_host must be a host name"),
+            "value_error",
+        );
+        problem(
+            "smtp_port",
+            (self.smtp_port == 0).then_some("smtp_port must be 1–65535"),
+            "value_error",
+        );
+        problem(
+            "from",
+            self.from
+                .parse::<lettre::message::Mailbox>()
+                .is_err()
+                .then_some("from must be an email address"),
+            "value_error.email",
+        );
+        problem(
+            "to",
+            (self.to.len() > MAX_RECIPIENTS).then_some("to must list 1–10 email addresses"),
+            "value_error",
+        );
+        problem(
+            "smtp_password",
+            (self.smtp_username.is_some() != self.smtp_password.is_some())
+                .then_some("smtp_username and smtp_password go together"),
+            "value_error",
+        );
+        problem(
+            "smtp_security",
+            (self.smtp_security == SmtpSecurity::None && self.smtp_password.is_some())
+                .then_some("a password is never sent unencrypted: use starttls or tls"),
+            "value_error",
+        );
+        for (n, address) in self.to.iter().enumerate() {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                errors.push(FieldError::new(
+                    &["body", "to", &n.to_string()],
+                    format!("{address:?} is not an email address"),
+                    "value_error.email",
+                ));
+            }
+        }
     }
 }
 
@@ -665,7 +774,7 @@ mod tests {
                 .into_channel(Uuid::nil(), None, &discord)
                 .unwrap_err(),
         );
-        assert_eq!(errors, ["body.url", "body.bot_token", "body.chat_id"]);
+        assert_eq!(errors, ["body.url", "body.chat_id", "body.bot_token"]);
 
         let mut email = input(ChannelKind::Email);
         email.smtp_host = Some("smtp.example.com".into());
@@ -675,7 +784,7 @@ mod tests {
         email.from = Some("plants@example.com".into());
         email.to = Some(vec!["me@example.com".into(), "nobody".into()]);
         let errors = fields(email.into_channel(Uuid::nil(), None, &discord).unwrap_err());
-        assert_eq!(errors, ["body.to.1", "body.smtp_security"]);
+        assert_eq!(errors, ["body.smtp_security", "body.to.1"]);
 
         let mut hook = input(ChannelKind::Webhook);
         hook.url = Some("https://hooks.example.com/plants".into());
@@ -716,10 +825,10 @@ mod tests {
         assert_eq!(updated.min_severity, Severity::Warning);
         assert_eq!(
             updated.config,
-            ChannelConfig::Telegram {
+            ChannelConfig::Telegram(TelegramChannel {
                 bot_token: "123456:ABC-def_1".into(),
                 chat_id: "@plant_family".into()
-            }
+            })
         );
         // Another kind starts afresh.
         let mut ntfy = input(ChannelKind::Ntfy);
@@ -746,7 +855,7 @@ mod tests {
         let stored = email.into_channel(Uuid::nil(), None, &discord).unwrap();
         assert_eq!(
             stored.config,
-            ChannelConfig::Email {
+            ChannelConfig::Email(EmailChannel {
                 smtp_host: "smtp.example.com".into(),
                 smtp_port: 465,
                 smtp_security: SmtpSecurity::Tls,
@@ -754,7 +863,7 @@ mod tests {
                 smtp_password: Some(" pass word ".into()),
                 from: "plants@example.com".into(),
                 to: vec!["me@example.com".into()],
-            }
+            })
         );
 
         let mut ntfy = input(ChannelKind::Ntfy);
@@ -768,19 +877,19 @@ mod tests {
             .unwrap();
         assert_eq!(
             updated.config,
-            ChannelConfig::Ntfy {
+            ChannelConfig::Ntfy(NtfyChannel {
                 url: "https://ntfy.sh/plants".into(),
                 token: None
-            }
+            })
         );
     }
 
     #[test]
     fn summaries_and_debug_output_hide_secrets() {
-        let config = ChannelConfig::Ntfy {
+        let config = ChannelConfig::Ntfy(NtfyChannel {
             url: "https://ntfy.sh/secret-topic-abcd".into(),
             token: Some("tk_secret".into()),
-        };
+        });
         let summary = config.summary();
         assert!(
             summary.contains("ntfy.sh") && summary.ends_with("with a token"),
@@ -788,10 +897,10 @@ mod tests {
         );
         assert!(!summary.contains("secret"), "{summary}");
         assert!(!format!("{config:?}").contains("secret"));
-        let hook = ChannelConfig::Webhook {
+        let hook = ChannelConfig::Webhook(WebhookChannel {
             url: "https://hooks.example.com/T0/secret".into(),
             secret: "0123456789abcdef".into(),
-        };
+        });
         assert_eq!(hook.summary(), "POST to hooks.example.com (signed)");
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::channels::ChannelConfig;
+use super::channels::{ChannelConfig, DiscordChannel};
 pub use super::send::Attempt;
 use super::send::Notice;
 use super::settings::NotificationSettings;
@@ -218,7 +218,9 @@ impl LaneWorker {
         match self.lane {
             Lane::Settings => match self.settings.discord_webhook().await {
                 Ok(Some(webhook)) => {
-                    Some(Destination::Send(ChannelConfig::Discord { url: webhook.0 }))
+                    Some(Destination::Send(ChannelConfig::Discord(DiscordChannel {
+                        url: webhook.0,
+                    })))
                 }
                 Ok(None) => Some(Destination::Nowhere),
                 Err(error) => {

@@ -15,7 +15,10 @@ use plantops_core::alert::{Alert, AlertKind, Severity};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::channels::{ntfy_topic_url, ChannelConfig, SmtpSecurity};
+use super::channels::{
+    ntfy_topic_url, ChannelConfig, DiscordChannel, EmailChannel, NtfyChannel, SmtpSecurity,
+    TelegramChannel, WebhookChannel,
+};
 use super::discord;
 
 /// Every send gives up after this long; the outbox retries.
@@ -182,7 +185,7 @@ impl Sender {
 
     pub async fn send(&self, config: &ChannelConfig, notice: &Notice<'_>) -> Attempt {
         match config {
-            ChannelConfig::Discord { url } => {
+            ChannelConfig::Discord(DiscordChannel { url }) => {
                 let body = match notice {
                     Notice::Alert { alert, plant_name } => discord::message(alert, *plant_name),
                     Notice::Test => json!({
@@ -193,7 +196,7 @@ impl Sender {
                 };
                 self.post("Discord", self.http.post(url).json(&body)).await
             }
-            ChannelConfig::Ntfy { url, token } => {
+            ChannelConfig::Ntfy(NtfyChannel { url, token }) => {
                 let Ok((server, topic)) = ntfy_topic_url(url) else {
                     return Attempt::Failed("the ntfy URL is not a server and topic".into());
                 };
@@ -217,7 +220,7 @@ impl Sender {
                 }
                 self.post("ntfy", request).await
             }
-            ChannelConfig::Telegram { bot_token, chat_id } => {
+            ChannelConfig::Telegram(TelegramChannel { bot_token, chat_id }) => {
                 let base = self.settings.telegram_api.as_str().trim_end_matches('/');
                 let url = format!("{base}/bot{bot_token}/sendMessage");
                 let body = json!({
@@ -227,7 +230,7 @@ impl Sender {
                 });
                 self.post("Telegram", self.http.post(url).json(&body)).await
             }
-            ChannelConfig::Webhook { url, secret } => {
+            ChannelConfig::Webhook(WebhookChannel { url, secret }) => {
                 let body = notice.webhook_body().to_string();
                 let request = self
                     .http
@@ -246,7 +249,7 @@ impl Sender {
                     .body(body);
                 self.post("the webhook", request).await
             }
-            ChannelConfig::Email { .. } => self.email(config, notice).await,
+            ChannelConfig::Email(EmailChannel { .. }) => self.email(config, notice).await,
         }
     }
 
@@ -301,7 +304,7 @@ impl Sender {
     }
 
     async fn email(&self, config: &ChannelConfig, notice: &Notice<'_>) -> Attempt {
-        let ChannelConfig::Email {
+        let ChannelConfig::Email(EmailChannel {
             smtp_host,
             smtp_port,
             smtp_security,
@@ -309,7 +312,7 @@ impl Sender {
             smtp_password,
             from,
             to,
-        } = config
+        }) = config
         else {
             return Attempt::Failed("not an email channel".into());
         };

@@ -49,8 +49,8 @@ ui-deps: frontend/node_modules ## Install the web UI's packages
 ui: ui-deps ## Build the web UI into frontend/dist (embedded by release builds)
 	cd frontend && $(NPM) run build
 
-ui-check: ui-deps ## UI type-check, lint and unit tests (Vitest)
-	cd frontend && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
+ui-check: ui-deps ## UI format check (Prettier), type-check, lint and unit tests (Vitest)
+	cd frontend && $(NPM) run format:check && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
 
 # The UI's API types come from the server's OpenAPI document.
 ui-types: ui-deps ## Regenerate frontend/openapi.json and src/lib/api-schema.ts from the server

@@ -184,12 +184,28 @@ test("the setup link creates the first admin, who signs out and in again", async
   // Tools get their credentials from the CLI and the API.
   adminToken = execFileSync(binary, ["token", "create", "--user", ADMIN.username, "--name", "e2e", "--scope", "full"], {
     env: { ...cleanEnv(), PLANTOPS_DATA_DIR: dataDir },
-  }).toString().trim();
+  })
+    .toString()
+    .trim();
   const key = await api("POST", "/enrollment-keys", { name: "simulator" });
   simulator = spawn(
     binary,
-    ["simulate", "--url", base, "--devices", "3", "--interval", "0.5", "--breach-rate", "0",
-     "--create-plants", "--credentials", join(dataDir, "sim.json"), "--seed", "7"],
+    [
+      "simulate",
+      "--url",
+      base,
+      "--devices",
+      "3",
+      "--interval",
+      "0.5",
+      "--breach-rate",
+      "0",
+      "--create-plants",
+      "--credentials",
+      join(dataDir, "sim.json"),
+      "--seed",
+      "7",
+    ],
     {
       env: { ...cleanEnv(), PLANTOPS_TOKEN: adminToken, PLANTOPS_ENROLLMENT_KEY: key.key },
       stdio: ["ignore", "ignore", "ignore"],
@@ -323,9 +339,22 @@ test("an alert appears when a breaching reading arrives", async () => {
   const device = await api("POST", "/devices/register", { mac_address: "aa:bb:cc:00:33:44" });
   await api("POST", `/devices/${device.device_id}/provision`, { plant_id: plant.id });
   execFileSync("mosquitto_pub", [
-    "-h", "127.0.0.1", "-p", String(ports.mqtt), "-q", "1",
-    "-i", device.device_id, "-u", device.mqtt_username, "-P", device.mqtt_password,
-    "-t", `devices/${device.device_id}/telemetry`, "-m", JSON.stringify({ soil_moisture: 2 }),
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(ports.mqtt),
+    "-q",
+    "1",
+    "-i",
+    device.device_id,
+    "-u",
+    device.mqtt_username,
+    "-P",
+    device.mqtt_password,
+    "-t",
+    `devices/${device.device_id}/telemetry`,
+    "-m",
+    JSON.stringify({ soil_moisture: 2 }),
   ]);
   // The threshold alert: the simulator's next reading adds a "recovered" one above it.
   const row = page.getByTestId("alert-row").filter({ hasText: plant.name }).filter({ hasText: "Threshold" });
@@ -360,8 +389,11 @@ async function startNginx() {
        uwsgi_temp_path ${prefix}/u; scgi_temp_path ${prefix}/s; include ${prefix}/site.conf; }`,
   );
   // One process (no workers), so killing it leaves nothing behind.
-  const nginx = spawn("nginx", ["-p", prefix, "-e", `${prefix}/error.log`, "-c", `${prefix}/nginx.conf`,
-    "-g", "daemon off; master_process off;"], { stdio: ["ignore", "ignore", "inherit"] });
+  const nginx = spawn(
+    "nginx",
+    ["-p", prefix, "-e", `${prefix}/error.log`, "-c", `${prefix}/nginx.conf`, "-g", "daemon off; master_process off;"],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
   const url = `https://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
@@ -452,7 +484,10 @@ test("admins manage users, API tokens, enrollment keys and the window", async ()
 
   await page.goto(`${base}/devices`);
   await page.getByRole("button", { name: "Open enrollment window" }).click();
-  await page.getByTestId("enrollment-window").getByText(/for 4:5\d|for 5:00/).waitFor();
+  await page
+    .getByTestId("enrollment-window")
+    .getByText(/for 4:5\d|for 5:00/)
+    .waitFor();
   await page.getByLabel("Name").fill("greenhouse");
   await page.getByRole("button", { name: "Create key" }).click();
   assert.match(await page.getByTestId("secret").textContent(), /^pek_/);

@@ -35,8 +35,8 @@ export function Chart({ metric, points, bounds, from, to }: Props) {
       hooks: {
         drawClear: (u) => {
           if (!bounds || (bounds.min === null && bounds.max === null)) return;
-          const top = u.valToPos(bounds.max ?? (u.scales.y?.max ?? 0), "y", true);
-          const bottom = u.valToPos(bounds.min ?? (u.scales.y?.min ?? 0), "y", true);
+          const top = u.valToPos(bounds.max ?? u.scales.y?.max ?? 0, "y", true);
+          const bottom = u.valToPos(bounds.min ?? u.scales.y?.min ?? 0, "y", true);
           const ctx = u.ctx;
           ctx.save();
           ctx.fillStyle = band;
@@ -54,9 +54,7 @@ export function Chart({ metric, points, bounds, from, to }: Props) {
         x: { time: true, range: () => [new Date(from).getTime() / 1000, new Date(to).getTime() / 1000] },
         y: {
           range: (_u, low, high) => {
-            const values = [low, high, bounds?.min, bounds?.max].filter(
-              (v): v is number => typeof v === "number",
-            );
+            const values = [low, high, bounds?.min, bounds?.max].filter((v): v is number => typeof v === "number");
             const lo = Math.min(...values);
             const hi = Math.max(...values);
             const pad = (hi - lo) * 0.1 || 1;

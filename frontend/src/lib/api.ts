@@ -109,8 +109,7 @@ export interface PlantInput {
 export const api = {
   authStatus: () => request<AuthStatus>("GET", "/auth/status"),
   me: () => request<User>("GET", "/auth/me"),
-  login: (username: string, password: string) =>
-    request<User>("POST", "/auth/login", { username, password }),
+  login: (username: string, password: string) => request<User>("POST", "/auth/login", { username, password }),
   logout: () => request<void>("POST", "/auth/logout"),
   setup: (token: string, username: string, password: string) =>
     request<User>("POST", "/auth/setup", { token, username, password }),
@@ -118,10 +117,8 @@ export const api = {
     request<void>("PUT", "/auth/password", { current_password, new_password }),
 
   users: () => request<{ users: User[] }>("GET", "/users"),
-  createUser: (input: { username: string; password: string; role: Role }) =>
-    request<User>("POST", "/users", input),
-  updateUser: (id: string, input: { role?: Role; password?: string }) =>
-    request<User>("PUT", `/users/${id}`, input),
+  createUser: (input: { username: string; password: string; role: Role }) => request<User>("POST", "/users", input),
+  updateUser: (id: string, input: { role?: Role; password?: string }) => request<User>("PUT", `/users/${id}`, input),
   deleteUser: (id: string) => request<void>("DELETE", `/users/${id}`),
 
   tokens: () => request<{ tokens: ApiToken[] }>("GET", "/tokens"),
@@ -133,8 +130,7 @@ export const api = {
     request<IssuedEnrollmentKey>("POST", "/enrollment-keys", input),
   revokeEnrollmentKey: (id: string) => request<void>("DELETE", `/enrollment-keys/${id}`),
   enrollmentWindow: () => request<EnrollmentWindow>("GET", "/enrollment/window"),
-  openEnrollmentWindow: (minutes: number) =>
-    request<EnrollmentWindow>("POST", "/enrollment/window", { minutes }),
+  openEnrollmentWindow: (minutes: number) => request<EnrollmentWindow>("POST", "/enrollment/window", { minutes }),
   closeEnrollmentWindow: () => request<EnrollmentWindow>("DELETE", "/enrollment/window"),
 
   plants: () => request<{ plants: Plant[]; total: number }>("GET", "/plants?limit=1000"),
@@ -142,20 +138,14 @@ export const api = {
   createPlant: (input: PlantInput) => request<Plant>("POST", "/plants", input),
   updatePlant: (id: string, input: PlantInput) => request<Plant>("PUT", `/plants/${id}`, input),
   deletePlant: (id: string) => request<void>("DELETE", `/plants/${id}`),
-  plantDevices: (id: string) =>
-    request<{ devices: Device[]; total: number }>("GET", `/plants/${id}/devices`),
+  plantDevices: (id: string) => request<{ devices: Device[]; total: number }>("GET", `/plants/${id}/devices`),
   series: (id: string, hours: number, points = 500) =>
     request<Series>("GET", `/plants/${id}/series?hours=${hours}&points=${points}`),
-  latestHistory: (id: string) =>
-    request<{ records: Reading[]; count: number }>("GET", `/plants/${id}/history?hours=1`),
+  latestHistory: (id: string) => request<{ records: Reading[]; count: number }>("GET", `/plants/${id}/history?hours=1`),
 
   devices: (status?: DeviceStatus) =>
-    request<{ devices: Device[]; total: number }>(
-      "GET",
-      `/devices?limit=1000${status ? `&status=${status}` : ""}`,
-    ),
-  register: (mac_address: string) =>
-    request<Registration>("POST", "/devices/register", { mac_address }),
+    request<{ devices: Device[]; total: number }>("GET", `/devices?limit=1000${status ? `&status=${status}` : ""}`),
+  register: (mac_address: string) => request<Registration>("POST", "/devices/register", { mac_address }),
   assign: (deviceId: string, plantId: string) =>
     request<unknown>("POST", `/devices/${deviceId}/provision`, { plant_id: plantId }),
   unassign: (deviceId: string) => request<unknown>("POST", `/devices/${deviceId}/unassign`),

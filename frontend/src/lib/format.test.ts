@@ -34,9 +34,9 @@ describe("formatting", () => {
 
 describe("planCost", () => {
   it("names the model, the time and the tokens the provider billed", () => {
-    expect(
-      planCost({ model: "claude-sonnet-4", duration_ms: 4200, input_tokens: 1234, output_tokens: 456 }),
-    ).toBe("claude-sonnet-4 · 4.2 s · 1,234 + 456 tokens");
+    expect(planCost({ model: "claude-sonnet-4", duration_ms: 4200, input_tokens: 1234, output_tokens: 456 })).toBe(
+      "claude-sonnet-4 · 4.2 s · 1,234 + 456 tokens",
+    );
   });
   it("leaves out what the provider did not report", () => {
     expect(planCost({ model: "llama3.1", duration_ms: 950, input_tokens: null, output_tokens: null })).toBe(
@@ -49,7 +49,14 @@ describe("safeNext", () => {
   it("returns only paths on this site after sign-in", async () => {
     const { safeNext } = await import("./session");
     expect(safeNext("/plants/1?x=2")).toBe("/plants/1?x=2");
-    for (const hostile of [null, "", "https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)"]) {
+    for (const hostile of [
+      null,
+      "",
+      "https://evil.example",
+      "//evil.example",
+      "/\\evil.example",
+      "javascript:alert(1)",
+    ]) {
       expect(safeNext(hostile)).toBe("/");
     }
   });

@@ -63,11 +63,7 @@ export const DEVICE_STATUS_LABEL: Record<DeviceStatus, string> = {
 };
 
 /** Threshold validation as the server does it; messages per field. */
-export function thresholdErrors(
-  metric: Metric,
-  min: number | null,
-  max: number | null,
-): string | null {
+export function thresholdErrors(metric: Metric, min: number | null, max: number | null): string | null {
   const [low, high] = METRIC_RANGE[metric];
   for (const value of [min, max]) {
     if (value !== null && (Number.isNaN(value) || value < low || value > high)) {
@@ -92,9 +88,7 @@ export function planCost(stored: {
     parts.push(`${(stored.duration_ms / 1000).toLocaleString("en", { maximumFractionDigits: 1 })} s`);
   }
   if (stored.input_tokens !== null && stored.output_tokens !== null) {
-    parts.push(
-      `${stored.input_tokens.toLocaleString("en")} + ${stored.output_tokens.toLocaleString("en")} tokens`,
-    );
+    parts.push(`${stored.input_tokens.toLocaleString("en")} + ${stored.output_tokens.toLocaleString("en")} tokens`);
   }
   return parts.join(" · ");
 }

@@ -56,8 +56,8 @@ describe("applyEvent", () => {
       last_seen_at: null,
       created_at: "2026-01-01T00:00:00Z",
       enrollment: "key",
-    vitals: null,
-    vitals_at: null,
+      vitals: null,
+      vitals_at: null,
     };
     client.setQueryData(["devices", "all"], { devices: [device], total: 1 });
     applyEvent(client, "device_status", {

@@ -44,16 +44,13 @@ export function applyEvent(client: QueryClient, type: string, data: unknown): vo
       const reading = data as Reading;
       if (!reading.plant_id) break;
       const update = (plant: Plant): Plant =>
-        plant.id === reading.plant_id &&
-        (!plant.latest_telemetry || plant.latest_telemetry.time <= reading.time)
+        plant.id === reading.plant_id && (!plant.latest_telemetry || plant.latest_telemetry.time <= reading.time)
           ? { ...plant, latest_telemetry: reading }
           : plant;
       client.setQueryData<PlantList>(keys.plants, (list) =>
         list ? { ...list, plants: list.plants.map(update) } : list,
       );
-      client.setQueryData<Plant>(keys.plant(reading.plant_id), (plant) =>
-        plant ? update(plant) : plant,
-      );
+      client.setQueryData<Plant>(keys.plant(reading.plant_id), (plant) => (plant ? update(plant) : plant));
       // The status is judged on the server: refresh it, at most every few seconds.
       refreshStatusSoon(client, reading.plant_id);
       break;

@@ -29,8 +29,7 @@ export const keys = {
 
 export const plantsQuery = () => queryOptions({ queryKey: keys.plants, queryFn: api.plants });
 
-export const plantQuery = (id: string) =>
-  queryOptions({ queryKey: keys.plant(id), queryFn: () => api.plant(id) });
+export const plantQuery = (id: string) => queryOptions({ queryKey: keys.plant(id), queryFn: () => api.plant(id) });
 
 export const seriesQuery = (plantId: string, hours: number) =>
   queryOptions({
@@ -72,11 +71,9 @@ export const filteredAlertsQuery = (kind: AlertKind | "", plantId: string, hours
     },
   });
 
-export const llmSettingsQuery = () =>
-  queryOptions({ queryKey: keys.llmSettings, queryFn: api.llmSettings });
+export const llmSettingsQuery = () => queryOptions({ queryKey: keys.llmSettings, queryFn: api.llmSettings });
 
-export const homeAssistantQuery = () =>
-  queryOptions({ queryKey: keys.homeAssistant, queryFn: api.homeAssistant });
+export const homeAssistantQuery = () => queryOptions({ queryKey: keys.homeAssistant, queryFn: api.homeAssistant });
 
 export const channelsQuery = () => queryOptions({ queryKey: keys.channels, queryFn: api.channels });
 
@@ -100,8 +97,7 @@ export const usersQuery = () => queryOptions({ queryKey: keys.users, queryFn: ap
 
 export const tokensQuery = () => queryOptions({ queryKey: keys.tokens, queryFn: api.tokens });
 
-export const enrollmentKeysQuery = () =>
-  queryOptions({ queryKey: keys.enrollmentKeys, queryFn: api.enrollmentKeys });
+export const enrollmentKeysQuery = () => queryOptions({ queryKey: keys.enrollmentKeys, queryFn: api.enrollmentKeys });
 
 export const enrollmentWindowQuery = () =>
   queryOptions({ queryKey: keys.enrollmentWindow, queryFn: api.enrollmentWindow });

@@ -68,10 +68,7 @@ export function Alerts() {
         </label>
         <label>
           Period
-          <select
-            value={hours ?? ""}
-            onChange={(e) => setHours(e.target.value ? Number(e.target.value) : null)}
-          >
+          <select value={hours ?? ""} onChange={(e) => setHours(e.target.value ? Number(e.target.value) : null)}>
             {PERIODS.map((period) => (
               <option key={period.label} value={period.hours ?? ""}>
                 {period.label}

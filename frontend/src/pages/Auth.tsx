@@ -39,7 +39,13 @@ export function Login() {
       <form className="stack" onSubmit={submit} aria-label="Sign in">
         <label>
           Username
-          <input name="username" autoComplete="username" value={username} onChange={(e) => setUsername(e.target.value)} required />
+          <input
+            name="username"
+            autoComplete="username"
+            value={username}
+            onChange={(e) => setUsername(e.target.value)}
+            required
+          />
         </label>
         <label>
           Password
@@ -103,7 +109,13 @@ export function Setup() {
         )}
         <label>
           Username
-          <input name="username" autoComplete="username" value={username} onChange={(e) => setUsername(e.target.value)} required />
+          <input
+            name="username"
+            autoComplete="username"
+            value={username}
+            onChange={(e) => setUsername(e.target.value)}
+            required
+          />
         </label>
         <label>
           Password
@@ -132,7 +144,10 @@ export function Setup() {
             {problem ?? setup.error?.message}
           </p>
         )}
-        <button type="submit" disabled={setup.isPending || !!problem || !token.trim() || !password || confirm !== password}>
+        <button
+          type="submit"
+          disabled={setup.isPending || !!problem || !token.trim() || !password || confirm !== password}
+        >
           Create admin
         </button>
       </form>

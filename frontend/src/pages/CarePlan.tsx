@@ -95,11 +95,7 @@ export function CarePlanPage() {
         <div className="row">
           <Link to={`/plants/${id}`}>Back to the plant</Link>
           {canEdit && (
-            <button
-              type="button"
-              disabled={!configured || regenerate.isPending}
-              onClick={() => regenerate.mutate()}
-            >
+            <button type="button" disabled={!configured || regenerate.isPending} onClick={() => regenerate.mutate()}>
               {regenerate.isPending ? "Writing…" : data.care_plan ? "Regenerate" : "Write a care plan"}
             </button>
           )}
@@ -125,7 +121,8 @@ export function CarePlanPage() {
           {history.data.care_plans.slice(1).map((stored) => (
             <details key={stored.id}>
               <summary>
-                {formatTime(stored.created_at)} · {stored.provider} {planCost(stored)} · {stored.reason.replace("_", " ")}
+                {formatTime(stored.created_at)} · {stored.provider} {planCost(stored)} ·{" "}
+                {stored.reason.replace("_", " ")}
               </summary>
               <Plan plan={stored.plan} />
             </details>

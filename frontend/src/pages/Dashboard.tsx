@@ -115,7 +115,9 @@ export function Dashboard() {
       <div className="row spread">
         <h1>Dashboard</h1>
         <p className="muted flush" data-testid="summary">
-          {attention === 0 ? "All plants fine" : `${attention} ${attention === 1 ? "plant needs" : "plants need"} attention`}
+          {attention === 0
+            ? "All plants fine"
+            : `${attention} ${attention === 1 ? "plant needs" : "plants need"} attention`}
           {" · "}
           {offline === 0 ? "no devices offline" : `${offline} ${offline === 1 ? "device" : "devices"} offline`}
         </p>

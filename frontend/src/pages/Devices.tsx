@@ -10,7 +10,15 @@ import { useSession } from "../lib/session";
 
 const MAC = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
 
-function Credentials({ registration, ca, onDone }: { registration: Registration; ca: string | null; onDone: () => void }) {
+function Credentials({
+  registration,
+  ca,
+  onDone,
+}: {
+  registration: Registration;
+  ca: string | null;
+  onDone: () => void;
+}) {
   const rows: [string, string][] = [
     ["Device id", registration.device_id],
     ["MQTT username", registration.mqtt_username],
@@ -87,8 +95,8 @@ function Register() {
     if (shown.registration.mqtt_password === "<stored_securely>") {
       return (
         <div className="notice warning row" role="alert">
-          This MAC address is already registered as {shown.registration.mqtt_username}; its password is not shown
-          again. Rotate its credentials to get a new one.
+          This MAC address is already registered as {shown.registration.mqtt_username}; its password is not shown again.
+          Rotate its credentials to get a new one.
           <button type="button" className="secondary" onClick={() => setShown(null)}>
             OK
           </button>
@@ -155,9 +163,7 @@ function DeviceRow({ device, plants }: { device: Device; plants: Plant[] }) {
         {!canEdit && (plants.find((plant) => plant.id === device.plant_id)?.name ?? "Not assigned")}
         {canEdit && (
           <label className="small">
-            <span className="sr-only">
-              Plant of {device.mac_address}
-            </span>
+            <span className="sr-only">Plant of {device.mac_address}</span>
             <select
               value={device.plant_id ?? ""}
               disabled={assign.isPending}
@@ -251,7 +257,13 @@ function EnrollmentWindowControl() {
         <>
           <label>
             Minutes
-            <input type="number" min={1} max={60} value={minutes} onChange={(e) => setMinutes(Number(e.target.value))} />
+            <input
+              type="number"
+              min={1}
+              max={60}
+              value={minutes}
+              onChange={(e) => setMinutes(Number(e.target.value))}
+            />
           </label>
           <button type="button" disabled={open.isPending || minutes < 1 || minutes > 60} onClick={() => open.mutate()}>
             Open enrollment window
@@ -279,8 +291,7 @@ function EnrollmentKeys() {
   const [issued, setIssued] = useState<string | null>(null);
   const refresh = () => client.invalidateQueries({ queryKey: keys.enrollmentKeys });
   const create = useMutation({
-    mutationFn: () =>
-      api.createEnrollmentKey({ name: name.trim(), max_uses: maxUses ? Number(maxUses) : undefined }),
+    mutationFn: () => api.createEnrollmentKey({ name: name.trim(), max_uses: maxUses ? Number(maxUses) : undefined }),
     onSuccess: (key) => {
       setName("");
       setMaxUses("");
@@ -297,8 +308,8 @@ function EnrollmentKeys() {
     <section className="stack" aria-labelledby="keys-title">
       <h2 id="keys-title">Enrollment keys</h2>
       <p className="muted">
-        Devices register with a key sent as <code>Authorization: Bearer pek_…</code>{" "}
-        (<code>plantops simulate --enrollment-key</code>).
+        Devices register with a key sent as <code>Authorization: Bearer pek_…</code> (
+        <code>plantops simulate --enrollment-key</code>).
       </p>
       {issued ? (
         <OneTimeSecret title="New enrollment key" secret={issued} onDone={() => setIssued(null)} />
@@ -306,7 +317,12 @@ function EnrollmentKeys() {
         <form className="card row align-end" onSubmit={submit} aria-label="Create an enrollment key">
           <label>
             Name
-            <input name="key-name" value={name} placeholder="greenhouse sensors" onChange={(e) => setName(e.target.value)} />
+            <input
+              name="key-name"
+              value={name}
+              placeholder="greenhouse sensors"
+              onChange={(e) => setName(e.target.value)}
+            />
           </label>
           <label>
             Devices (empty: unlimited)

@@ -213,9 +213,7 @@ function Charts({ plant }: { plant: Plant }) {
       <ExportLinks plantId={plant.id} hours={hours} />
       {series.isPending && <Skeleton lines={4} label="Loading charts" />}
       {series.isError && <ErrorState error={series.error} retry={() => series.refetch()} />}
-      {series.data && series.data.points.length === 0 && (
-        <p className="muted">No readings in this period.</p>
-      )}
+      {series.data && series.data.points.length === 0 && <p className="muted">No readings in this period.</p>}
       {series.data && series.data.points.length > 0 && (
         <div className="grid charts">
           {METRICS.filter((m) => series.data.points.some((p) => p[m])).map((metric) => (
@@ -366,9 +364,7 @@ export function PlantDetail() {
                 </div>
               ))}
             </dl>
-            <p className="muted small flush">
-              Measured {timeAgo(latest.time)}
-            </p>
+            <p className="muted small flush">Measured {timeAgo(latest.time)}</p>
           </>
         ) : (
           <p className="muted">No readings yet.</p>

@@ -75,7 +75,11 @@ function UserRow({ user, self, canEdit }: { user: User; self: boolean; canEdit: 
         {canEdit ? (
           <label className="small">
             <span className="sr-only">Role of {user.username}</span>
-            <select value={user.role} disabled={change.isPending} onChange={(e) => change.mutate(e.target.value as Role)}>
+            <select
+              value={user.role}
+              disabled={change.isPending}
+              onChange={(e) => change.mutate(e.target.value as Role)}
+            >
               <option value="admin">Admin</option>
               <option value="viewer">Viewer</option>
             </select>
@@ -152,7 +156,12 @@ function ChangePassword() {
       <div className="row align-end">
         <label>
           Current password
-          <input type="password" autoComplete="current-password" value={current} onChange={(e) => setCurrent(e.target.value)} />
+          <input
+            type="password"
+            autoComplete="current-password"
+            value={current}
+            onChange={(e) => setCurrent(e.target.value)}
+          />
         </label>
         <label>
           New password

@@ -102,7 +102,9 @@ function Editor({ plantId, schedule }: { plantId: string; schedule: CareSchedule
         <button
           type="button"
           className="secondary"
-          onClick={() => setDrafts([...drafts, { task: drafts.length ? "" : "water", every_days: "7", soil_minutes: "" }])}
+          onClick={() =>
+            setDrafts([...drafts, { task: drafts.length ? "" : "water", every_days: "7", soil_minutes: "" }])
+          }
         >
           Add task
         </button>
@@ -132,7 +134,9 @@ export function CareSchedule({ plantId }: { plantId: string }) {
                 <li key={task.id}>
                   <strong>{taskLabel(task.task)}</strong>{" "}
                   <span className={task.overdue ? "field-error" : "muted"}>
-                    {task.overdue ? `due ${timeAgo(task.due_at)}` : `next ${new Date(task.due_at).toLocaleDateString()}`}
+                    {task.overdue
+                      ? `due ${timeAgo(task.due_at)}`
+                      : `next ${new Date(task.due_at).toLocaleDateString()}`}
                   </span>
                 </li>
               ))}

@@ -29,8 +29,7 @@ export function Today() {
           {due.map((task) => (
             <li key={task.id} className="row spread">
               <div>
-                <strong>{taskLabel(task.task)}</strong>{" "}
-                <Link to={`/plants/${task.plant_id}`}>{task.plant_name}</Link>
+                <strong>{taskLabel(task.task)}</strong> <Link to={`/plants/${task.plant_id}`}>{task.plant_name}</Link>
                 <div className="muted small">
                   {task.reason === "soil_below_min" ? "Soil dry since " : "Due "}
                   {timeAgo(task.due_at)}

@@ -21,10 +21,7 @@ export const journalQuery = (plantId: string) =>
   queryOptions({
     queryKey: careKeys.journal(plantId),
     queryFn: () =>
-      request<{ events: CareEvent[]; next_before: string | null }>(
-        "GET",
-        `/plants/${plantId}/care-events?limit=50`,
-      ),
+      request<{ events: CareEvent[]; next_before: string | null }>("GET", `/plants/${plantId}/care-events?limit=50`),
   });
 
 export const scheduleQuery = (plantId: string) =>

@@ -33,8 +33,8 @@ export function Backups() {
       {health.isError && <ErrorState error={health.error} retry={() => health.refetch()} />}
       {backup && <BackupState backup={backup} />}
       <p className="small muted flush">
-        Scheduled with <code>PLANTOPS_BACKUP_SCHEDULE</code> (cron, e.g. <code>0 3 * * *</code>); each backup
-        is restored into a scratch database and checked before it counts.
+        Scheduled with <code>PLANTOPS_BACKUP_SCHEDULE</code> (cron, e.g. <code>0 3 * * *</code>); each backup is
+        restored into a scratch database and checked before it counts.
       </p>
     </section>
   );

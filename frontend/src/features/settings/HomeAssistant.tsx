@@ -19,8 +19,8 @@ export function HomeAssistantForm() {
     <form className="card stack" onSubmit={submit} aria-labelledby="ha-title">
       <h2 id="ha-title">Home Assistant</h2>
       <p className="muted small flush">
-        Plants appear in Home Assistant through MQTT discovery: give the broker it uses (the Mosquitto add-on:
-        a Home Assistant user). The URL is stored encrypted.
+        Plants appear in Home Assistant through MQTT discovery: give the broker it uses (the Mosquitto add-on: a Home
+        Assistant user). The URL is stored encrypted.
       </p>
       {current.isPending && <Skeleton lines={1} label="Loading the Home Assistant settings" />}
       {current.isError && <ErrorState error={current.error} retry={() => current.refetch()} />}

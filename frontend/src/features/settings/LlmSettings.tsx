@@ -42,7 +42,11 @@ export function LlmSettingsForm({ current }: { current: LlmSettings }) {
         </label>
         <label>
           Model
-          <input value={model} onChange={(e) => setModel(e.target.value)} placeholder={current.default_models[provider]} />
+          <input
+            value={model}
+            onChange={(e) => setModel(e.target.value)}
+            placeholder={current.default_models[provider]}
+          />
         </label>
         <label>
           API key

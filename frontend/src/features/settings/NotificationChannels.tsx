@@ -27,7 +27,11 @@ function channelInput(
   for (const { field, list, number } of fields) {
     const value = values[field]?.trim();
     if (!value) continue;
-    if (list) input[field] = value.split(",").map((a) => a.trim()).filter(Boolean);
+    if (list)
+      input[field] = value
+        .split(",")
+        .map((a) => a.trim())
+        .filter(Boolean);
     else if (number) input[field] = Number(value);
     else input[field] = value;
   }
@@ -99,15 +103,15 @@ function AddChannel({ doc }: { doc: OpenApiDocument }) {
                 ))}
               </select>
             ) : (
-            <input
-              name={`channel-${field}`}
-              type={secret ? "password" : "text"}
-              autoComplete="off"
-              value={values[field] ?? ""}
-              placeholder={placeholder}
-              aria-invalid={fieldErrors?.[field] ? true : undefined}
-              onChange={(e) => setValues({ ...values, [field]: e.target.value })}
-            />
+              <input
+                name={`channel-${field}`}
+                type={secret ? "password" : "text"}
+                autoComplete="off"
+                value={values[field] ?? ""}
+                placeholder={placeholder}
+                aria-invalid={fieldErrors?.[field] ? true : undefined}
+                onChange={(e) => setValues({ ...values, [field]: e.target.value })}
+              />
             )}
           </label>
         ))}
@@ -165,8 +169,8 @@ export function NotificationChannels() {
     <section className="card stack" aria-labelledby="channels-title">
       <h2 id="channels-title">Notification channels</h2>
       <p className="muted small flush">
-        Alerts also go to these, each from the severity you choose: critical (a threshold breached, a backup
-        failed), warning (offline, battery, certificate), info (back to normal). Secrets are stored encrypted.
+        Alerts also go to these, each from the severity you choose: critical (a threshold breached, a backup failed),
+        warning (offline, battery, certificate), info (back to normal). Secrets are stored encrypted.
       </p>
       {channels.isPending && <Skeleton lines={2} label="Loading notification channels" />}
       {channels.isError && <ErrorState error={channels.error} retry={() => channels.refetch()} />}

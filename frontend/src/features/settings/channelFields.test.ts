@@ -35,6 +35,9 @@ describe("channel forms come from the OpenAPI document", () => {
       ["bot_token", true],
       ["chat_id", false],
     ]);
-    expect(channelFields(doc, "webhook")[1]).toMatchObject({ field: "secret", label: "Signing secret (16+ characters)" });
+    expect(channelFields(doc, "webhook")[1]).toMatchObject({
+      field: "secret",
+      label: "Signing secret (16+ characters)",
+    });
   });
 });

@@ -56,9 +56,7 @@ export function channelFields(doc: OpenApiDocument, kind: ChannelKind): FieldSpe
   return Object.entries(schema?.properties ?? {}).map(([field, property]) => {
     // The description's first sentence is the label.
     const label = (property.description ?? field).split(/\.(\s|$)/)[0] ?? field;
-    const choices = property.$ref
-      ? doc.components.schemas[property.$ref.split("/").pop() ?? ""]?.enum
-      : undefined;
+    const choices = property.$ref ? doc.components.schemas[property.$ref.split("/").pop() ?? ""]?.enum : undefined;
     const example = property.example;
     return {
       field,

@@ -293,6 +293,8 @@ test("on a phone, a due task is marked done from Today and a note joins the jour
   assert.equal(journal.events[0].source, "user", "recorded with the page's session");
 
   await page.goto(`${base}/plants/${plant.id}`);
+  // The watering just recorded is marked on the soil-moisture chart.
+  assert.match(await page.getByTestId("care-markers").textContent(), /1 watered/);
   await page.locator("select[name=kind]").selectOption("note");
   await page.locator("textarea[name=text]").fill("New leaf unfurling");
   await page.getByRole("button", { name: "Add to journal" }).click();

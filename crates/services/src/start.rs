@@ -461,9 +461,14 @@ impl Services {
             let tasks = care_tasks.clone();
             move || tasks.clone().remind_periodically()
         });
+        let care = crate::home_assistant::bridge::CareLink {
+            journal: journal.clone(),
+            tasks: care_tasks.clone(),
+        };
         let home_assistant = start_home_assistant(
             config,
             &store,
+            care,
             &secrets,
             &events,
             &instance_id,
@@ -621,6 +626,7 @@ impl Drop for Services {
 async fn start_home_assistant(
     config: &ServicesConfig,
     store: &DynStore,
+    care: crate::home_assistant::bridge::CareLink,
     secrets: &plantops_core::secret::SecretBox,
     events: &broadcast::Sender<Event>,
     instance_id: &str,
@@ -647,6 +653,7 @@ async fn start_home_assistant(
         move || {
             crate::home_assistant::bridge::run(
                 store.clone(),
+                care.clone(),
                 events.clone(),
                 link.clone(),
                 client_id.clone(),

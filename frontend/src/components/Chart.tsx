@@ -12,6 +12,8 @@ interface Props {
   /** The period shown (RFC 3339), so one point does not stretch the axis. */
   from: string;
   to: string;
+  /** Moments drawn as vertical lines (care journal entries). */
+  markers?: { time: string; color: string }[];
 }
 
 function cssVar(name: string, fallback: string): string {
@@ -19,7 +21,7 @@ function cssVar(name: string, fallback: string): string {
   return value || fallback;
 }
 
-export function Chart({ metric, points, bounds, from, to }: Props) {
+export function Chart({ metric, points, bounds, from, to, markers = [] }: Props) {
   const container = useRef<HTMLDivElement>(null);
 
   useEffect(() => {
@@ -45,10 +47,30 @@ export function Chart({ metric, points, bounds, from, to }: Props) {
         },
       },
     };
+    const markerLines: uPlot.Plugin = {
+      hooks: {
+        draw: (u) => {
+          const ctx = u.ctx;
+          ctx.save();
+          ctx.setLineDash([3, 3]);
+          ctx.lineWidth = 2;
+          for (const marker of markers) {
+            const x = u.valToPos(new Date(marker.time).getTime() / 1000, "x", true);
+            if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+            ctx.strokeStyle = marker.color;
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+          }
+          ctx.restore();
+        },
+      },
+    };
     const options: uPlot.Options = {
       width: element.clientWidth || 600,
       height: 220,
-      plugins: [thresholdBand],
+      plugins: [thresholdBand, markerLines],
       legend: { show: false },
       scales: {
         x: { time: true, range: () => [new Date(from).getTime() / 1000, new Date(to).getTime() / 1000] },
@@ -79,7 +101,7 @@ export function Chart({ metric, points, bounds, from, to }: Props) {
       resize.disconnect();
       plot.destroy();
     };
-  }, [metric, points, bounds, from, to]);
+  }, [metric, points, bounds, from, to, markers]);
 
   const label = `${METRIC_LABEL[metric]} chart${
     bounds ? `, healthy range ${bounds.min ?? "none"} to ${bounds.max ?? "none"} ${METRIC_UNIT[metric]}` : ""

@@ -8,6 +8,7 @@ import { Chart } from "../components/Chart";
 import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui";
 import { keys, plantAlertsQuery, plantDevicesQuery, plantQuery, seriesQuery } from "../lib/queries";
 import { useSession } from "../lib/session";
+import { useJournal } from "../features/care/api";
 import { Journal } from "../features/care/Journal";
 import { CareSchedule } from "../features/care/ScheduleEditor";
 
@@ -190,9 +191,25 @@ function ExportLinks({ plantId, hours }: { plantId: string; hours: number }) {
   );
 }
 
+function cssColor(name: string, fallback: string): string {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+}
+
 function Charts({ plant }: { plant: Plant }) {
   const [hours, setHours] = useState(24);
   const series = useQuery(seriesQuery(plant.id, hours));
+  const journal = useJournal(plant.id);
+  const cared = (journal.data?.events ?? []).filter(
+    (e) =>
+      (e.kind === "watered" || e.kind === "fertilized") &&
+      series.data !== undefined &&
+      e.at >= series.data.from &&
+      e.at <= series.data.to,
+  );
+  const markers = cared.map((e) => ({
+    time: e.at,
+    color: e.kind === "watered" ? cssColor("--chart-water", "#2b7bd6") : cssColor("--chart-feed", "#b8860b"),
+  }));
   return (
     <section className="card stack" aria-labelledby="charts-title">
       <div className="row spread">
@@ -225,7 +242,14 @@ function Charts({ plant }: { plant: Plant }) {
                 bounds={plant.thresholds?.[metric]}
                 from={series.data.from}
                 to={series.data.to}
+                markers={metric === "soil_moisture" ? markers : undefined}
               />
+              {metric === "soil_moisture" && cared.length > 0 && (
+                <p className="muted small flush" data-testid="care-markers">
+                  Dashed lines: {cared.filter((e) => e.kind === "watered").length} watered (blue),{" "}
+                  {cared.filter((e) => e.kind === "fertilized").length} fertilized (gold)
+                </p>
+              )}
             </div>
           ))}
         </div>

@@ -98,14 +98,12 @@ async fn plants_appear_in_home_assistant_and_follow_their_changes() {
     assert_eq!(config["dev"]["name"], "Fern");
     assert_eq!(config["dev"]["ids"], json!([object_id]));
     assert_eq!(config["o"]["name"], "PlantOps");
+    let mut names: Vec<&String> = config["cmps"].as_object().unwrap().keys().collect();
+    names.sort();
     assert_eq!(
-        config["cmps"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        ["problem"],
-        "no sensor before the plant reports"
+        names,
+        ["last_watered", "mark_watered", "next_watering", "problem"],
+        "no measurement before the plant reports; its care from the start"
     );
     let availability = next_on(&mut ha_loop, &availability_topic).await;
     assert_eq!(&availability.payload[..], b"offline", "no device yet");
@@ -126,8 +124,25 @@ async fn plants_appear_in_home_assistant_and_follow_their_changes() {
     names.sort();
     assert_eq!(
         names,
-        ["illuminance", "problem", "soil_moisture", "temperature"]
+        [
+            "illuminance",
+            "last_watered",
+            "mark_watered",
+            "next_watering",
+            "problem",
+            "soil_moisture",
+            "temperature"
+        ]
     );
+    assert_eq!(components["last_watered"]["device_class"], "timestamp");
+    assert_eq!(components["next_watering"]["device_class"], "timestamp");
+    let button = &components["mark_watered"];
+    assert_eq!(button["p"], "button");
+    assert_eq!(
+        button["command_topic"],
+        format!("plantops/{plant_id}/watered")
+    );
+    assert_eq!(button["payload_press"], "PRESS");
     let soil = &components["soil_moisture"];
     assert_eq!(soil["p"], "sensor");
     assert_eq!(soil["device_class"], "moisture");
@@ -145,7 +160,8 @@ async fn plants_appear_in_home_assistant_and_follow_their_changes() {
     let state = json_of(&next_on(&mut ha_loop, &state_topic).await);
     assert_eq!(
         state,
-        json!({"soil_moisture": 35.5, "temperature": 22.5, "illuminance": 800.0, "problem": "OFF"})
+        json!({"soil_moisture": 35.5, "temperature": 22.5, "illuminance": 800.0, "problem": "OFF",
+               "last_watered": null, "next_watering": null})
     );
     let availability = next_on(&mut ha_loop, &availability_topic).await;
     assert_eq!(&availability.payload[..], b"online", "the device is online");
@@ -192,7 +208,42 @@ async fn plants_appear_in_home_assistant_and_follow_their_changes() {
         .unwrap();
     let config = json_of(&next_on(&mut ha_loop, &config_topic).await);
     assert_eq!(config["dev"]["name"], "Boston fern");
-    assert_eq!(config["cmps"].as_object().unwrap().len(), 4);
+    assert_eq!(config["cmps"].as_object().unwrap().len(), 7);
+
+    // "Mark watered" pressed in Home Assistant: the journal records it and
+    // the sensor shows it.
+    let (status, _) = server
+        .put(
+            &format!("/api/plants/{plant_id}/care-schedule"),
+            json!({"tasks": [{"task": "water", "every_days": 4}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    ha.publish(
+        format!("plantops/{plant_id}/watered"),
+        QoS::AtLeastOnce,
+        false,
+        "PRESS",
+    )
+    .await
+    .unwrap();
+    let state = loop {
+        let state = json_of(&next_on(&mut ha_loop, &state_topic).await);
+        if !state["last_watered"].is_null() {
+            break state;
+        }
+    };
+    let last: chrono::DateTime<chrono::Utc> =
+        state["last_watered"].as_str().unwrap().parse().unwrap();
+    let next: chrono::DateTime<chrono::Utc> =
+        state["next_watering"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next - last, chrono::Duration::days(4), "{state}");
+    let (_, journal) = server
+        .get(&format!("/api/plants/{plant_id}/care-events"))
+        .await;
+    assert_eq!(journal["events"][0]["kind"], "watered", "{journal}");
+    assert_eq!(journal["events"][0]["source"], "automation");
+    assert_eq!(journal["events"][0]["recorded_by"], "Home Assistant");
 
     // The retained config is what a Home Assistant starting now reads.
     let (_late, mut late_loop) = home_assistant(port, "ha-late", &[&config_topic]).await;

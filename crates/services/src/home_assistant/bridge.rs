@@ -4,7 +4,10 @@
 //! moisture, temperature, humidity and illuminance sensors for the metrics
 //! the plant reports, and a `problem` binary sensor), the plant's state on
 //! every reading (`plantops/<id>/state`) and its availability from device
-//! presence (`plantops/<id>/availability`). Everything is published again
+//! presence (`plantops/<id>/availability`). From the care journal: when the
+//! plant was last watered and when watering is next due (timestamp sensors,
+//! refreshed every minute), and a "Mark watered" button whose press
+//! (`plantops/<id>/watered`) records a watering in the journal. Everything is published again
 //! when Home Assistant announces `online` on `<prefix>/status`; a renamed
 //! plant's config is replaced, a deleted plant's removed (empty retained
 //! messages).
@@ -13,14 +16,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use plantops_core::alert::AlertKind;
 use plantops_core::event::Event;
+use plantops_core::journal::{CareEvent, CareEventKind, CareSource};
 use plantops_core::{DeviceStatus, Measurements, Metric, Plant};
 use plantops_store::DynStore;
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
+
+use crate::care::journal::Journal;
+use crate::care::tasks::Tasks;
 
 /// Where Home Assistant's broker is and how PlantOps logs in.
 #[derive(Clone, PartialEq)]
@@ -58,6 +66,17 @@ const SENSORS: [(Metric, &str, &str, &str); 4] = [
     (Metric::LightLevel, "illuminance", "illuminance", "lx"),
 ];
 
+/// How often the care sensors (last watered, next watering) are refreshed:
+/// the journal changes through the API, on other instances, by detection.
+const CARE_REFRESH: Duration = Duration::from_secs(60);
+
+/// The care journal and schedules the bridge shows and records into.
+#[derive(Clone)]
+pub struct CareLink {
+    pub journal: Journal,
+    pub tasks: Tasks,
+}
+
 /// How far back a plant's sensors are looked up when the bridge starts.
 const RECALL_DAYS: i64 = 7;
 const RECALL_READINGS: u32 = 200;
@@ -78,12 +97,33 @@ pub fn availability_topic(plant: Uuid) -> String {
     format!("plantops/{plant}/availability")
 }
 
+/// Where Home Assistant's "Mark watered" button publishes its press.
+pub fn watered_topic(plant: Uuid) -> String {
+    format!("plantops/{plant}/watered")
+}
+
+const WATERED_FILTER: &str = "plantops/+/watered";
+
+/// The plant of a press on [`watered_topic`].
+fn pressed_plant(topic: &str) -> Option<Uuid> {
+    let id = topic.strip_prefix("plantops/")?.strip_suffix("/watered")?;
+    id.parse().ok()
+}
+
 /// What Home Assistant is told of one plant.
 #[derive(Debug, Default, Clone)]
 struct PlantState {
     /// Last known value per sensor component id.
     values: BTreeMap<&'static str, f64>,
     problem: bool,
+    /// From the care journal and schedule.
+    care: CareState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct CareState {
+    last_watered: Option<DateTime<Utc>>,
+    next_watering: Option<DateTime<Utc>>,
 }
 
 impl PlantState {
@@ -109,6 +149,10 @@ impl PlantState {
             "problem".into(),
             json!(if self.problem { "ON" } else { "OFF" }),
         );
+        // null renders as "None", which Home Assistant shows as unknown.
+        let time = |t: Option<DateTime<Utc>>| json!(t.map(|t| t.to_rfc3339()));
+        state.insert("last_watered".into(), time(self.care.last_watered));
+        state.insert("next_watering".into(), time(self.care.next_watering));
         Value::Object(state).to_string()
     }
 }
@@ -144,6 +188,32 @@ pub fn discovery_config(plant: &Plant, reported: &[&str]) -> Value {
             "unique_id": format!("{id}_problem"),
         }),
     );
+    for (component, name) in [
+        ("last_watered", "Last watered"),
+        ("next_watering", "Next watering due"),
+    ] {
+        components.insert(
+            component.into(),
+            json!({
+                "p": "sensor",
+                "name": name,
+                "device_class": "timestamp",
+                "value_template": format!("{{{{ value_json.{component} }}}}"),
+                "unique_id": format!("{id}_{component}"),
+            }),
+        );
+    }
+    components.insert(
+        "mark_watered".into(),
+        json!({
+            "p": "button",
+            "name": "Mark watered",
+            "icon": "mdi:watering-can",
+            "command_topic": watered_topic(plant.id),
+            "payload_press": "PRESS",
+            "unique_id": format!("{id}_mark_watered"),
+        }),
+    );
     json!({
         "dev": {
             "ids": [id],
@@ -175,12 +245,15 @@ enum Signal {
     Connected,
     /// Home Assistant (re)started: publish everything.
     HomeAssistantOnline,
+    /// "Mark watered" was pressed for this plant.
+    Watered(Uuid),
 }
 
 /// Runs the bridge with whatever `link` holds, reconnecting when it
 /// changes; `None` = off.
 pub async fn run(
     store: DynStore,
+    care: CareLink,
     events: broadcast::Sender<Event>,
     mut link: watch::Receiver<Option<HomeAssistantLink>>,
     client_id: String,
@@ -195,7 +268,7 @@ pub async fn run(
             }
             Some(config) => {
                 tracing::info!(host = %config.host, port = config.port, prefix = %config.prefix, "Home Assistant discovery on");
-                let bridge = Bridge::new(store.clone(), config, &client_id);
+                let bridge = Bridge::new(store.clone(), care.clone(), config, &client_id);
                 tokio::select! {
                     () = bridge.run(events.subscribe()) => return,
                     changed = link.changed() => if changed.is_err() { return },
@@ -207,6 +280,7 @@ pub async fn run(
 
 struct Bridge {
     store: DynStore,
+    care: CareLink,
     config: HomeAssistantLink,
     client: AsyncClient,
     signals: mpsc::Receiver<Signal>,
@@ -240,7 +314,7 @@ fn options(config: &HomeAssistantLink, client_id: &str) -> MqttOptions {
 }
 
 impl Bridge {
-    fn new(store: DynStore, config: HomeAssistantLink, client_id: &str) -> Self {
+    fn new(store: DynStore, care: CareLink, config: HomeAssistantLink, client_id: &str) -> Self {
         let (client, mut eventloop) = AsyncClient::new(options(&config, client_id), 256);
         let (signal, signals) = mpsc::channel(8);
         let status = format!("{}/status", config.prefix);
@@ -255,12 +329,20 @@ impl Bridge {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                         backoff.reset();
                         let _ = subscriber.subscribe(&status, QoS::AtLeastOnce).await;
+                        let _ = subscriber.subscribe(WATERED_FILTER, QoS::AtLeastOnce).await;
                         let _ = signal.send(Signal::Connected).await;
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(message)))
                         if message.topic == status && message.payload.as_ref() == b"online" =>
                     {
                         let _ = signal.send(Signal::HomeAssistantOnline).await;
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::Publish(message)))
+                        if message.payload.as_ref() == b"PRESS" =>
+                    {
+                        if let Some(plant) = pressed_plant(&message.topic) {
+                            let _ = signal.send(Signal::Watered(plant)).await;
+                        }
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -272,6 +354,7 @@ impl Bridge {
         });
         Bridge {
             store,
+            care,
             config,
             client,
             signals,
@@ -281,12 +364,16 @@ impl Bridge {
     }
 
     async fn run(mut self, mut events: broadcast::Receiver<Event>) {
+        let mut care_refresh = tokio::time::interval(CARE_REFRESH);
+        care_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 signal = self.signals.recv() => match signal {
                     Some(Signal::Connected | Signal::HomeAssistantOnline) => self.publish_all().await,
+                    Some(Signal::Watered(plant)) => self.on_watered(plant).await,
                     None => return,
                 },
+                _ = care_refresh.tick() => self.refresh_care().await,
                 event = events.recv() => match event {
                     Ok(event) => self.on_event(event).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => self.publish_all().await,
@@ -314,6 +401,7 @@ impl Bridge {
     }
 
     async fn try_publish_all(&mut self) -> plantops_store::Result<()> {
+        let care = self.care_states().await?;
         for plant in self.store.all_plants().await? {
             if !self.plants.contains_key(&plant.id) {
                 let state = self.recall(plant.id).await?;
@@ -322,10 +410,82 @@ impl Bridge {
             let problem = self.has_problem(plant.id).await?;
             if let Some(state) = self.plants.get_mut(&plant.id) {
                 state.problem = problem;
+                state.care = care.get(&plant.id).copied().unwrap_or_default();
             }
             self.publish_plant(&plant).await?;
         }
         Ok(())
+    }
+
+    /// Every plant's last watering (from the journal) and next one due
+    /// (from its schedule's water task).
+    async fn care_states(&self) -> plantops_store::Result<HashMap<Uuid, CareState>> {
+        let mut states: HashMap<Uuid, CareState> = HashMap::new();
+        for last in self.store.last_care().await? {
+            if last.kind == CareEventKind::Watered {
+                let state = states.entry(last.plant_id).or_default();
+                state.last_watered = state.last_watered.max(Some(last.at));
+            }
+        }
+        for task in self.care.tasks.list(None, Utc::now()).await? {
+            if task.task == "water" {
+                states.entry(task.plant_id).or_default().next_watering = Some(task.due_at);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Publishes the state of plants whose care sensors changed.
+    async fn refresh_care(&mut self) {
+        let care = match self.care_states().await {
+            Ok(care) => care,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the care journal for Home Assistant");
+                return;
+            }
+        };
+        let mut changed = Vec::new();
+        for (plant, state) in &mut self.plants {
+            let now = care.get(plant).copied().unwrap_or_default();
+            if state.care != now {
+                state.care = now;
+                changed.push((*plant, state.payload()));
+            }
+        }
+        for (plant, payload) in changed {
+            self.publish(state_topic(plant), payload).await;
+        }
+    }
+
+    /// "Mark watered": the journal records it, the sensors follow.
+    async fn on_watered(&mut self, plant: Uuid) {
+        match self.store.get_plant(plant).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return tracing::warn!(plant_id = %plant, "Home Assistant pressed \"Mark watered\" for an unknown plant")
+            }
+            Err(error) => {
+                return tracing::warn!(%error, "cannot record a watering from Home Assistant")
+            }
+        }
+        let now = Utc::now();
+        let event = CareEvent {
+            id: Uuid::new_v4(),
+            plant_id: plant,
+            kind: CareEventKind::Watered,
+            at: now,
+            amount: None,
+            unit: None,
+            text: None,
+            task: None,
+            source: CareSource::Automation,
+            recorded_by: Some("Home Assistant".into()),
+            created_at: now,
+        };
+        if let Err(error) = self.care.journal.record(&event).await {
+            return tracing::warn!(%error, "cannot record a watering from Home Assistant");
+        }
+        self.refresh_care().await;
     }
 
     /// A plant's last known values from its readings of the last week (a
@@ -481,7 +641,13 @@ mod tests {
         assert_eq!(config["dev"]["ids"], json!([id]));
         assert_eq!(config["dev"]["name"], "Fern");
         let components = config["cmps"].as_object().unwrap();
-        assert_eq!(components.len(), 3, "{components:?}");
+        assert_eq!(components.len(), 6, "{components:?}");
+        assert_eq!(
+            components["mark_watered"]["command_topic"],
+            watered_topic(plant.id)
+        );
+        assert_eq!(pressed_plant(&watered_topic(plant.id)), Some(plant.id));
+        assert_eq!(pressed_plant("plantops/not-a-plant/watered"), None);
         assert_eq!(components["soil_moisture"]["device_class"], "moisture");
         assert_eq!(components["illuminance"]["unit_of_measurement"], "lx");
         assert_eq!(components["problem"]["p"], "binary_sensor");
@@ -497,6 +663,9 @@ mod tests {
         assert!(state.absorb(&values), "a new sensor");
         assert!(!state.absorb(&values), "known already");
         let payload: Value = serde_json::from_str(&state.payload()).unwrap();
-        assert_eq!(payload, json!({"soil_moisture": 40.5, "problem": "OFF"}));
+        assert_eq!(
+            payload,
+            json!({"soil_moisture": 40.5, "problem": "OFF", "last_watered": null, "next_watering": null})
+        );
     }
 }

@@ -59,14 +59,10 @@ impl Journal {
         if self.detection.rise <= 0.0 {
             return std::future::pending().await;
         }
-        loop {
-            match self.detect(Utc::now()).await {
-                Ok(0) => {}
-                Ok(found) => tracing::info!(found, "waterings detected from soil moisture"),
-                Err(error) => tracing::error!(%error, "detecting waterings failed"),
-            }
-            tokio::time::sleep(DETECT_INTERVAL).await;
-        }
+        super::every(DETECT_INTERVAL, "watering detection", |now| {
+            self.detect(now)
+        })
+        .await
     }
 
     /// Records a detected watering for every rise in the plants' recent

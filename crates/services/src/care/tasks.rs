@@ -182,14 +182,7 @@ impl Tasks {
     /// Raises the notices of tasks that became due once a minute (leader
     /// only: one notice however many instances run).
     pub async fn remind_periodically(self) {
-        loop {
-            match self.remind(Utc::now()).await {
-                Ok(0) => {}
-                Ok(raised) => tracing::info!(raised, "care reminders raised"),
-                Err(error) => tracing::error!(%error, "raising care reminders failed"),
-            }
-            tokio::time::sleep(REMIND_INTERVAL).await;
-        }
+        super::every(REMIND_INTERVAL, "care reminders", |now| self.remind(now)).await
     }
 
     /// One `care_due` notice for each task due by `now` whose due date was

@@ -199,13 +199,12 @@ function Charts({ plant }: { plant: Plant }) {
   const [hours, setHours] = useState(24);
   const series = useQuery(seriesQuery(plant.id, hours));
   const journal = useJournal(plant.id);
-  const cared = (journal.data?.events ?? []).filter(
-    (e) =>
-      (e.kind === "watered" || e.kind === "fertilized") &&
-      series.data !== undefined &&
-      e.at >= series.data.from &&
-      e.at <= series.data.to,
-  );
+  const from = series.data ? new Date(series.data.from).getTime() : Infinity;
+  const to = series.data ? new Date(series.data.to).getTime() : -Infinity;
+  const cared = (journal.data?.events ?? []).filter((e) => {
+    const at = new Date(e.at).getTime();
+    return (e.kind === "watered" || e.kind === "fertilized") && at >= from && at <= to;
+  });
   const markers = cared.map((e) => ({
     time: e.at,
     color: e.kind === "watered" ? cssColor("--chart-water", "#2b7bd6") : cssColor("--chart-feed", "#b8860b"),

@@ -286,6 +286,8 @@ test("on a phone, a due task is marked done from Today and a note joins the jour
   await today.getByText(plant.name).waitFor();
   await today.getByRole("button", { name: "Done" }).first().click();
   await page.getByTestId("today-empty").waitFor();
+  const card = page.getByTestId("plant-card").filter({ hasText: plant.name });
+  await card.getByTestId("next-task").filter({ hasText: "Water in 3 d" }).waitFor();
   const { tasks } = await api("GET", "/tasks");
   assert.equal(tasks.length, 0, "nothing due once done");
   const journal = await api("GET", `/plants/${plant.id}/care-events`);

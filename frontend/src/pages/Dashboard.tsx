@@ -8,6 +8,9 @@ import { EmptyState, ErrorState, Skeleton, StatusBadge } from "../components/ui"
 import { devicesQuery, keys, plantsQuery, recentAlertsQuery } from "../lib/queries";
 import { useSession } from "../lib/session";
 import { Today } from "../features/care/Today";
+import { useUpcomingTasks } from "../features/care/api";
+import { nextTaskByPlant, taskLabel, timeUntil } from "../features/care/labels";
+import type { CareTask } from "../lib/types";
 
 function openAlertsByPlant(alerts: Alert[] | undefined): Map<string, number> {
   const counts = new Map<string, number>();
@@ -19,7 +22,7 @@ function openAlertsByPlant(alerts: Alert[] | undefined): Map<string, number> {
   return counts;
 }
 
-function PlantCard({ plant, openAlerts }: { plant: Plant; openAlerts: number }) {
+function PlantCard({ plant, openAlerts, nextTask }: { plant: Plant; openAlerts: number; nextTask?: CareTask }) {
   const latest = plant.latest_telemetry;
   return (
     <Link to={`/plants/${plant.id}`} className="card plant-card" data-testid="plant-card">
@@ -44,6 +47,11 @@ function PlantCard({ plant, openAlerts }: { plant: Plant; openAlerts: number }) 
       )}
       <div className="row small muted spread">
         <span>Last reading: {latest ? timeAgo(latest.time) : "never"}</span>
+        {nextTask && (
+          <span data-testid="next-task" className={nextTask.overdue ? "field-error" : undefined}>
+            {taskLabel(nextTask.task)} {nextTask.overdue ? "due now" : timeUntil(nextTask.due_at)}
+          </span>
+        )}
         {openAlerts > 0 && (
           <span className="badge" data-status="alerts" data-testid="open-alerts">
             {openAlerts} open {openAlerts === 1 ? "alert" : "alerts"}
@@ -101,6 +109,7 @@ export function Dashboard() {
   const plants = useQuery(plantsQuery());
   const devices = useQuery(devicesQuery());
   const alerts = useQuery(recentAlertsQuery());
+  const upcoming = useUpcomingTasks();
 
   if (plants.isPending) return <Skeleton lines={6} label="Loading plants" />;
   if (plants.isError) return <ErrorState error={plants.error} retry={() => plants.refetch()} />;
@@ -109,6 +118,7 @@ export function Dashboard() {
   const attention = list.filter((p) => p.status === "warning" || p.status === "critical").length;
   const offline = devices.data?.devices.filter((d) => d.status === "offline").length ?? 0;
   const open = openAlertsByPlant(alerts.data?.alerts);
+  const nextTasks = nextTaskByPlant(upcoming.data?.tasks ?? []);
 
   return (
     <div className="stack">
@@ -136,7 +146,12 @@ export function Dashboard() {
         <>
           <div className="grid">
             {list.map((plant) => (
-              <PlantCard key={plant.id} plant={plant} openAlerts={open.get(plant.id) ?? 0} />
+              <PlantCard
+                key={plant.id}
+                plant={plant}
+                openAlerts={open.get(plant.id) ?? 0}
+                nextTask={nextTasks.get(plant.id)}
+              />
             ))}
           </div>
           {canEdit && <AddPlant />}

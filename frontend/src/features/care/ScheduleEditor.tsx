@@ -12,6 +12,9 @@ interface Draft {
   task: string;
   every_days: string;
   soil_minutes: string;
+  /** Comma-separated month numbers, e.g. "11, 12, 1, 2". */
+  winter_months: string;
+  winter_factor: string;
 }
 
 function draftOf(rule: CareTaskRule): Draft {
@@ -19,18 +22,23 @@ function draftOf(rule: CareTaskRule): Draft {
     task: rule.task,
     every_days: String(rule.every_days),
     soil_minutes: rule.when_soil_below_min_minutes ? String(rule.when_soil_below_min_minutes) : "",
+    winter_months: (rule.winter_months ?? []).join(", "),
+    winter_factor: rule.winter_factor ? String(rule.winter_factor) : "",
   };
 }
 
-function ruleOf(draft: Draft, stored: CareTaskRule[]): CareTaskRule {
-  const kept = stored.find((r) => r.task === draft.task.trim());
+function ruleOf(draft: Draft): CareTaskRule {
+  const months = draft.winter_months
+    .split(",")
+    .map((m) => m.trim())
+    .filter(Boolean)
+    .map(Number);
   return {
     task: draft.task.trim(),
     every_days: Number(draft.every_days),
     when_soil_below_min_minutes: draft.soil_minutes.trim() === "" ? null : Number(draft.soil_minutes),
-    // Winter settings are kept as stored; the API edits them.
-    winter_months: kept?.winter_months ?? [],
-    winter_factor: kept?.winter_factor ?? null,
+    winter_months: months,
+    winter_factor: draft.winter_factor.trim() === "" ? null : Number(draft.winter_factor),
   };
 }
 
@@ -41,7 +49,7 @@ function Editor({ plantId, schedule }: { plantId: string; schedule: CareSchedule
     setDrafts(drafts.map((d, i) => (i === n ? { ...d, ...change } : d)));
   const submit = (event: FormEvent) => {
     event.preventDefault();
-    save.mutate(drafts.map((d) => ruleOf(d, schedule.tasks)));
+    save.mutate(drafts.map(ruleOf));
   };
   return (
     <form className="stack" onSubmit={submit} aria-label="Care schedule" noValidate>
@@ -83,6 +91,30 @@ function Editor({ plantId, schedule }: { plantId: string; schedule: CareSchedule
               />
             </label>
           )}
+          <label>
+            Winter months
+            <input
+              name={`winter-months-${n}`}
+              inputMode="numeric"
+              placeholder="11, 12, 1, 2"
+              value={draft.winter_months}
+              onChange={(e) => set(n, { winter_months: e.target.value })}
+            />
+          </label>
+          <label>
+            × in winter
+            <input
+              name={`winter-factor-${n}`}
+              type="number"
+              inputMode="decimal"
+              min={1}
+              max={10}
+              step="any"
+              placeholder="2"
+              value={draft.winter_factor}
+              onChange={(e) => set(n, { winter_factor: e.target.value })}
+            />
+          </label>
           <button type="button" className="secondary" onClick={() => setDrafts(drafts.filter((_, i) => i !== n))}>
             Remove
           </button>
@@ -103,7 +135,16 @@ function Editor({ plantId, schedule }: { plantId: string; schedule: CareSchedule
           type="button"
           className="secondary"
           onClick={() =>
-            setDrafts([...drafts, { task: drafts.length ? "" : "water", every_days: "7", soil_minutes: "" }])
+            setDrafts([
+              ...drafts,
+              {
+                task: drafts.length ? "" : "water",
+                every_days: "7",
+                soil_minutes: "",
+                winter_months: "",
+                winter_factor: "",
+              },
+            ])
           }
         >
           Add task

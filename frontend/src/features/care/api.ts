@@ -7,6 +7,7 @@ import type { CareEvent, CareScheduleView, CareTask, CareTaskRule, NewCareEvent 
 export const careKeys = {
   all: ["care"] as const,
   tasks: ["care", "tasks"] as const,
+  upcoming: ["care", "tasks", "upcoming"] as const,
   journal: (plantId: string) => ["care", "journal", plantId] as const,
   schedule: (plantId: string) => ["care", "schedule", plantId] as const,
 };
@@ -15,6 +16,16 @@ export const dueTasksQuery = () =>
   queryOptions({
     queryKey: careKeys.tasks,
     queryFn: () => request<{ tasks: CareTask[] }>("GET", "/tasks"),
+  });
+
+/** Every task due within a month: the dashboard's cards show each plant's next. */
+export const upcomingTasksQuery = () =>
+  queryOptions({
+    queryKey: careKeys.upcoming,
+    queryFn: () => {
+      const monthAhead = new Date(Date.now() + 30 * 86_400_000).toISOString();
+      return request<{ tasks: CareTask[] }>("GET", `/tasks?due_before=${encodeURIComponent(monthAhead)}`);
+    },
   });
 
 export const journalQuery = (plantId: string) =>
@@ -31,6 +42,7 @@ export const scheduleQuery = (plantId: string) =>
   });
 
 export const useDueTasks = () => useQuery(dueTasksQuery());
+export const useUpcomingTasks = () => useQuery(upcomingTasksQuery());
 export const useJournal = (plantId: string) => useQuery(journalQuery(plantId));
 export const useSchedule = (plantId: string) => useQuery(scheduleQuery(plantId));
 

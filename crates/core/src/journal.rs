@@ -266,11 +266,12 @@ impl TaskName {
         }
     }
 
-    /// Whether `event` completes this task.
-    pub fn completed_by(&self, event: &CareEvent) -> bool {
+    /// Whether a journal entry of `kind`, completing the custom task
+    /// `task` when named, completes this task.
+    pub fn completed_by(&self, kind: CareEventKind, task: Option<&str>) -> bool {
         match self {
-            TaskName::Custom(name) => event.task.as_deref() == Some(name),
-            _ => event.kind == self.event_kind(),
+            TaskName::Custom(name) => task == Some(name.as_str()),
+            _ => kind == self.event_kind(),
         }
     }
 }
@@ -479,13 +480,10 @@ mod tests {
         }
         .validated(Uuid::new_v4(), CareSource::User, None, now)
         .unwrap();
-        assert!(!task.completed_by(&note));
+        assert!(!task.completed_by(note.kind, note.task.as_deref()));
         note.task = Some("mist leaves".into());
-        assert!(task.completed_by(&note));
-        assert!(TaskName::Water.completed_by(&CareEvent {
-            kind: CareEventKind::Watered,
-            ..note
-        }));
+        assert!(task.completed_by(note.kind, note.task.as_deref()));
+        assert!(TaskName::Water.completed_by(CareEventKind::Watered, note.task.as_deref()));
     }
 
     #[test]

@@ -221,11 +221,7 @@ fn soil_min(plant: &Plant) -> Option<f64> {
 
 fn last_done(last: &[LastCare], plant_id: Uuid, name: &TaskName) -> Option<DateTime<Utc>> {
     last.iter()
-        .filter(|l| l.plant_id == plant_id)
-        .filter(|l| match name {
-            TaskName::Custom(custom) => l.task.as_deref() == Some(custom.as_str()),
-            _ => l.kind == name.event_kind() && l.task.is_none(),
-        })
+        .filter(|l| l.plant_id == plant_id && name.completed_by(l.kind, l.task.as_deref()))
         .map(|l| l.at)
         .max()
 }

@@ -15,11 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::plants::find as find_plant;
 use crate::auth::{Credential, Principal};
 use crate::error::{ApiError, ApiResult, Problem, ValidationProblem};
 use crate::extract::{
-    ApiJson, ApiQuery, PlantCareEventIds, PlantId, TaskId, CARE_EVENT_NOT_FOUND, PLANT_NOT_FOUND,
-    TASK_NOT_FOUND,
+    ApiJson, ApiQuery, PlantCareEventIds, PlantId, TaskId, CARE_EVENT_NOT_FOUND, TASK_NOT_FOUND,
 };
 use crate::state::AppState;
 
@@ -53,14 +53,6 @@ fn recorder(principal: &Principal) -> (CareSource, Option<String>) {
         Credential::Session { .. } | Credential::AuthOff => CareSource::User,
     };
     (source, principal.account().map(|u| u.username.clone()))
-}
-
-async fn existing_plant(state: &AppState, id: Uuid) -> ApiResult<plantops_core::Plant> {
-    state
-        .store
-        .get_plant(id)
-        .await?
-        .ok_or(ApiError::NotFound(PLANT_NOT_FOUND))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -100,7 +92,7 @@ async fn list_care_events(
         )
         .into());
     }
-    existing_plant(&state, id).await?;
+    find_plant(&state, id).await?;
     let events = state.store.care_events(id, query.before, limit).await?;
     let next_before = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.at))
@@ -122,7 +114,7 @@ async fn record_care_event(
     PlantId(id): PlantId,
     ApiJson(input): ApiJson<NewCareEvent>,
 ) -> ApiResult<(StatusCode, Json<CareEvent>)> {
-    existing_plant(&state, id).await?;
+    find_plant(&state, id).await?;
     let (source, recorded_by) = recorder(&principal);
     let event = input.validated(id, source, recorded_by, Utc::now())?;
     state.journal.record(&event).await?;
@@ -169,7 +161,7 @@ async fn get_care_schedule(
     State(state): State<AppState>,
     PlantId(id): PlantId,
 ) -> ApiResult<Json<CareScheduleView>> {
-    existing_plant(&state, id).await?;
+    find_plant(&state, id).await?;
     Ok(Json(schedule_view(&state, id).await?))
 }
 
@@ -189,7 +181,7 @@ async fn put_care_schedule(
         .into_iter()
         .map(|(_, rule)| rule)
         .collect();
-    existing_plant(&state, id).await?;
+    find_plant(&state, id).await?;
     state.store.put_care_schedule(id, &rules).await?;
     tracing::info!(plant_id = %id, tasks = rules.len(), "care schedule saved");
     Ok(Json(schedule_view(&state, id).await?))

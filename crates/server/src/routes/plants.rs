@@ -118,7 +118,7 @@ pub async fn view(state: &AppState, plant: Plant) -> ApiResult<PlantView> {
     Ok(plant_view(entry, state.config.heartbeat_interval_secs))
 }
 
-async fn find(state: &AppState, id: Uuid) -> ApiResult<Plant> {
+pub(crate) async fn find(state: &AppState, id: Uuid) -> ApiResult<Plant> {
     state
         .store
         .get_plant(id)

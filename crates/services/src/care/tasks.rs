@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use plantops_core::alert::{Alert, AlertKind};
-use plantops_core::journal::{CareEvent, CareSource, TaskName};
+use plantops_core::journal::{CareEvent, CareEventKind, CareSource, TaskName};
 use plantops_core::{Metric, Plant, Reading};
 use plantops_store::{DynStore, LastCare, StoreError, StoredCareTask};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,13 @@ const DRY_SPELL_LOOKBACK: Duration = Duration::days(7);
 const DRY_SPELL_READINGS: u32 = 10_000;
 /// Longest snooze, in hours (two weeks).
 pub const MAX_SNOOZE_HOURS: u32 = 336;
+
+/// When a plant was last watered and when watering is due next.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Watering {
+    pub last: Option<DateTime<Utc>>,
+    pub next: Option<DateTime<Utc>>,
+}
 
 /// Why a task is due when it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -83,6 +90,36 @@ impl Tasks {
         plant_id: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> Result<Vec<TaskView>, StoreError> {
+        let last = self.store.last_care().await?;
+        self.views(plant_id, &last, now).await
+    }
+
+    /// Every plant's last watering (from the journal) and next one due
+    /// (its schedule's water task), with the journal read once.
+    pub async fn watering(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, Watering>, StoreError> {
+        let last = self.store.last_care().await?;
+        let mut watering: HashMap<Uuid, Watering> = HashMap::new();
+        for entry in last.iter().filter(|l| l.kind == CareEventKind::Watered) {
+            let plant = watering.entry(entry.plant_id).or_default();
+            plant.last = plant.last.max(Some(entry.at));
+        }
+        for task in self.views(None, &last, now).await? {
+            if task.task == TaskName::Water.as_str() {
+                watering.entry(task.plant_id).or_default().next = Some(task.due_at);
+            }
+        }
+        Ok(watering)
+    }
+
+    async fn views(
+        &self,
+        plant_id: Option<Uuid>,
+        last: &[LastCare],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskView>, StoreError> {
         let tasks = self.store.care_tasks(plant_id).await?;
         if tasks.is_empty() {
             return Ok(Vec::new());
@@ -103,7 +140,6 @@ impl Tasks {
                 .map(|p| (p.id, p))
                 .collect(),
         };
-        let last = self.store.last_care().await?;
         let mut views = Vec::with_capacity(tasks.len());
         for task in tasks {
             let Some(plant) = plants.get(&task.plant_id) else {
@@ -126,7 +162,7 @@ impl Tasks {
                 &task,
                 plant,
                 &name,
-                last_done(&last, plant.id, &name),
+                last_done(last, plant.id, &name),
                 dry_since,
                 now,
             ));

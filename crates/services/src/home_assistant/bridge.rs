@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use crate::care::journal::Journal;
-use crate::care::tasks::Tasks;
+use crate::care::tasks::{Tasks, Watering};
 
 /// Where Home Assistant's broker is and how PlantOps logs in.
 #[derive(Clone, PartialEq)]
@@ -117,13 +117,7 @@ struct PlantState {
     values: BTreeMap<&'static str, f64>,
     problem: bool,
     /// From the care journal and schedule.
-    care: CareState,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct CareState {
-    last_watered: Option<DateTime<Utc>>,
-    next_watering: Option<DateTime<Utc>>,
+    care: Watering,
 }
 
 impl PlantState {
@@ -151,8 +145,8 @@ impl PlantState {
         );
         // null renders as "None", which Home Assistant shows as unknown.
         let time = |t: Option<DateTime<Utc>>| json!(t.map(|t| t.to_rfc3339()));
-        state.insert("last_watered".into(), time(self.care.last_watered));
-        state.insert("next_watering".into(), time(self.care.next_watering));
+        state.insert("last_watered".into(), time(self.care.last));
+        state.insert("next_watering".into(), time(self.care.next));
         Value::Object(state).to_string()
     }
 }
@@ -401,7 +395,7 @@ impl Bridge {
     }
 
     async fn try_publish_all(&mut self) -> plantops_store::Result<()> {
-        let care = self.care_states().await?;
+        let care = self.care.tasks.watering(Utc::now()).await?;
         for plant in self.store.all_plants().await? {
             if !self.plants.contains_key(&plant.id) {
                 let state = self.recall(plant.id).await?;
@@ -417,27 +411,9 @@ impl Bridge {
         Ok(())
     }
 
-    /// Every plant's last watering (from the journal) and next one due
-    /// (from its schedule's water task).
-    async fn care_states(&self) -> plantops_store::Result<HashMap<Uuid, CareState>> {
-        let mut states: HashMap<Uuid, CareState> = HashMap::new();
-        for last in self.store.last_care().await? {
-            if last.kind == CareEventKind::Watered {
-                let state = states.entry(last.plant_id).or_default();
-                state.last_watered = state.last_watered.max(Some(last.at));
-            }
-        }
-        for task in self.care.tasks.list(None, Utc::now()).await? {
-            if task.task == "water" {
-                states.entry(task.plant_id).or_default().next_watering = Some(task.due_at);
-            }
-        }
-        Ok(states)
-    }
-
     /// Publishes the state of plants whose care sensors changed.
     async fn refresh_care(&mut self) {
-        let care = match self.care_states().await {
+        let care = match self.care.tasks.watering(Utc::now()).await {
             Ok(care) => care,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the care journal for Home Assistant");
